@@ -1,0 +1,266 @@
+//! `levee run`: the appliance's lifecycle.
+//!
+//! Start-up: load and validate the config (refuse to start on errors, with the
+//! same messages as `check-config`), open the store, pick up the audit chain,
+//! audit the config load, start the control plane (tokio) and the web server.
+//!
+//! While running: SIGHUP reloads the config — a valid file replaces the
+//! running config and its diff is audited; an invalid one is rejected, logged
+//! and audited, and the running config stays. Retention prunes old data hourly.
+//!
+//! Shutdown on SIGTERM or SIGINT: stop accepting HTTP, let requests in flight
+//! finish (bounded), audit the stop, flush the store, exit 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::audit::{Actor, AuditLog};
+use crate::config::{self, Diff, Loaded};
+use crate::logging::{self, LogHandle};
+use crate::store::{Cf, Store};
+use crate::web::{self, Counters, WebState};
+
+/// How long shutdown waits for HTTP requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(config_path) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "levee: not starting: {} error(s) in {}",
+                errors.errors.len(),
+                config_path.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let log = logging::init(&loaded.config.log.level);
+    tracing::info!(version = web::VERSION, commit = web::COMMIT, config = %config_path.display(), "Starting levee");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("levee-ctl")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    // Signal handlers go in before anything else: a SIGHUP that arrived
+    // before them would kill the process (its default action).
+    let signals = rt.block_on(async { Signals::install() })?;
+
+    let store = Arc::new(Store::open(&loaded.config.data_dir).context("opening the store")?);
+    let audit = Arc::new(AuditLog::open(store.clone()).context("opening the audit chain")?);
+    audit
+        .append(
+            Actor::System("config"),
+            "config.load",
+            &config_path.display().to_string(),
+            json!({ "sha256": loaded.sha256, "hostgroups": loaded.config.hostgroups.len() }),
+        )
+        .context("auditing the config load")?;
+    audit
+        .append(
+            Actor::System("levee"),
+            "service.start",
+            "levee",
+            json!({ "version": web::VERSION, "commit": web::COMMIT, "pid": std::process::id() }),
+        )
+        .context("auditing the start")?;
+    tracing::info!(data_dir = %loaded.config.data_dir.display(), audit_head = audit.head().0, "Store open");
+
+    rt.block_on(control_plane(
+        config_path.to_owned(),
+        loaded,
+        store.clone(),
+        audit.clone(),
+        log,
+        signals,
+    ))?;
+    drop(rt);
+
+    audit
+        .append(
+            Actor::System("levee"),
+            "service.stop",
+            "levee",
+            json!({ "pid": std::process::id() }),
+        )
+        .context("auditing the stop")?;
+    store.flush().context("flushing the store")?;
+    tracing::info!("Stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The signals levee acts on, buffered from the moment they are installed.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+}
+
+async fn control_plane(
+    config_path: PathBuf,
+    loaded: Loaded,
+    store: Arc<Store>,
+    audit: Arc<AuditLog>,
+    log: LogHandle,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
+    let counters = Arc::new(Counters::default());
+    let listen = loaded.config.web.listen;
+    let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the web server to {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "Web server listening");
+    let app = web::router(WebState {
+        started: Instant::now(),
+        store: store.clone(),
+        audit: audit.clone(),
+        counters: counters.clone(),
+    });
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let retention = tokio::spawn(retention_loop(store.clone(), config_rx.clone()));
+
+    loop {
+        tokio::select! {
+            _ = signals.hup.recv() => {
+                let current = config_tx.borrow().clone();
+                if let Some(next) = reload(&config_path, &current, &audit, &counters) {
+                    log.set_level(&next.config.log.level);
+                    config_tx.send_replace(Arc::new(next));
+                }
+            }
+            _ = signals.term.recv() => { tracing::info!(signal = "SIGTERM", "Shutting down"); break; }
+            _ = signals.int.recv() => { tracing::info!(signal = "SIGINT", "Shutting down"); break; }
+        }
+    }
+
+    retention.abort();
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Web server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Web server task failed"),
+        Err(_) => tracing::warn!("Web requests still running after the grace period; closing them"),
+    }
+    Ok(())
+}
+
+/// Settings that only take effect at the next start.
+fn needs_restart(path: &str) -> bool {
+    path == "data_dir" || path.starts_with("web.") || path.starts_with("collector.")
+}
+
+/// Loads the file again; returns the new config when it is valid. Every
+/// outcome is logged and audited.
+fn reload(path: &Path, current: &Loaded, audit: &AuditLog, counters: &Counters) -> Option<Loaded> {
+    let target = path.display().to_string();
+    match config::load(path) {
+        Err(errors) => {
+            counters
+                .config_reloads_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let lines: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+            for l in &lines {
+                tracing::error!(error = %l, "Config reload rejected");
+            }
+            tracing::warn!(count = lines.len(), "Keeping the running config");
+            if let Err(e) = audit.append(
+                Actor::System("config"),
+                "config.reload_rejected",
+                &target,
+                json!({ "errors": lines }),
+            ) {
+                tracing::error!(error = %e, "Cannot audit the rejected reload");
+            }
+            None
+        }
+        Ok(next) => {
+            counters.config_reloads_ok.fetch_add(1, Ordering::Relaxed);
+            let diff = Diff::between(current, &next);
+            let restart: Vec<&String> = diff
+                .added
+                .keys()
+                .chain(diff.removed.keys())
+                .chain(diff.changed.keys())
+                .filter(|k| needs_restart(k))
+                .collect();
+            if diff.is_empty() {
+                tracing::info!("Config reloaded; nothing changed");
+            } else {
+                tracing::info!(
+                    added = diff.added.len(),
+                    removed = diff.removed.len(),
+                    changed = diff.changed.len(),
+                    "Config reloaded"
+                );
+            }
+            for k in &restart {
+                tracing::warn!(key = %k, "This setting takes effect at the next start");
+            }
+            if let Err(e) = audit.append(
+                Actor::System("config"),
+                "config.reload",
+                &target,
+                json!({ "sha256": next.sha256, "diff": diff, "restart_required": restart }),
+            ) {
+                tracing::error!(error = %e, "Cannot audit the reload");
+            }
+            Some(next)
+        }
+    }
+}
+
+async fn retention_loop(store: Arc<Store>, config: watch::Receiver<Arc<Loaded>>) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tick.tick().await;
+        let r = config.borrow().config.retention.clone();
+        let store = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            for (cf, keep) in [(Cf::Metrics, r.metrics), (Cf::Incidents, r.incidents)] {
+                let cutoff = now.saturating_sub(keep).as_millis() as u64;
+                store.prune_before(cf, cutoff)?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .await;
+        match pruned {
+            Ok(Ok(())) => tracing::debug!("Retention pass done"),
+            Ok(Err(e)) => tracing::error!(error = %e, "Retention pass failed"),
+            Err(e) => tracing::error!(error = %e, "Retention task failed"),
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! The audit chain (AUD-1, AUD-2): an append-only, SHA-256 hash-chained log
+//! of everything levee and its users do, its export, and its offline check.
+//!
+//! Each [`Entry`] commits to the one before it through `prev_hash`, so
+//! altering, removing, reordering or inserting an entry breaks the chain at
+//! that point, and [`verify`] names where. Cutting the tail off cannot be seen
+//! from the entries alone; it is caught by checking the chain ends at a head
+//! hash recorded elsewhere (`/metrics`, the export's summary line, a ticket).
+//!
+//! The hashed content never holds personal data. A user appears as a keyed
+//! pseudonym; the person's name lives in the store's `identities` column
+//! family, outside the chain, and [`AuditLog::forget`] deletes it without
+//! touching a single hashed byte.
+//!
+//! The canonical encoding is in ARCHITECTURE.md, and `scripts/audit-verify.py`
+//! is an independent implementation of it that the tests run.
+
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+/// `prev_hash` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Names the encoding inside the hashed bytes, so a future format cannot be
+/// confused with this one.
+const FORMAT_TAG: &str = "levee-audit/1";
+
+/// One audit entry, as stored and exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    /// RFC 3339, UTC, nanoseconds: `2026-11-22T12:00:00.123456789Z`.
+    pub time: String,
+    /// `system:<component>`, `user:<pseudonym>` or `apikey:<id>`.
+    pub actor: String,
+    /// Dotted verb: `config.load`, `config.reload`, `service.start`, …
+    pub action: String,
+    /// What the action was about (a path, a prefix, an incident id).
+    pub target: String,
+    /// Structured facts; never floats, never personal data.
+    pub details: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Who did something.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// levee itself; the argument names the component (`config`, `detector`).
+    System(&'a str),
+    /// A person, by login name (kept out of the chain; see module docs).
+    User(&'a str),
+    /// An API key, by its public id.
+    ApiKey(&'a str),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored audit entry {seq} cannot be read: {why}")]
+    Damaged { seq: u64, why: String },
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The canonical bytes an entry's hash covers: a compact JSON array
+/// `["levee-audit/1", seq, time, actor, action, target, details, prev_hash]`
+/// with object keys sorted by code point and no insignificant whitespace.
+pub fn canonical(e: &Entry) -> Vec<u8> {
+    let tuple = (
+        FORMAT_TAG,
+        e.seq,
+        &e.time,
+        &e.actor,
+        &e.action,
+        &e.target,
+        &e.details,
+        &e.prev_hash,
+    );
+    // serde_json's Map is a BTreeMap (sorted keys) and its compact writer
+    // adds no whitespace, which is exactly the documented form.
+    serde_json::to_vec(&tuple).unwrap_or_else(|_| unreachable!("JSON values always serialize"))
+}
+
+/// Lower-case hex SHA-256 of [`canonical`].
+pub fn hash_of(e: &Entry) -> String {
+    hex::encode(Sha256::digest(canonical(e)))
+}
+
+/// Replaces floats (whose text form differs between JSON libraries) by their
+/// decimal string, so anyone's tool reproduces the canonical bytes.
+fn without_floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, without_floats(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    name: String,
+    /// The per-person pseudonym key; gone with the record, so the pseudonym
+    /// cannot be recomputed from the name afterwards.
+    key: String,
+    created: String,
+}
+
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// The live chain: appends are serialised and durable when they return.
+pub struct AuditLog {
+    store: Arc<Store>,
+    head: Mutex<Head>,
+}
+
+impl AuditLog {
+    /// Picks the chain up where the store left it.
+    pub fn open(store: Arc<Store>) -> Result<AuditLog, AuditError> {
+        let head = match store.audit_last()? {
+            None => Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
+            Some((seq, bytes)) => {
+                let e = decode(seq, &bytes)?;
+                if hash_of(&e) != e.hash {
+                    return Err(AuditError::Damaged {
+                        seq,
+                        why: "its hash does not match its content".to_owned(),
+                    });
+                }
+                Head { seq, hash: e.hash }
+            }
+        };
+        Ok(AuditLog {
+            store,
+            head: Mutex::new(head),
+        })
+    }
+
+    /// Sequence number and hash of the newest entry (0 and [`GENESIS`] when empty).
+    pub fn head(&self) -> (u64, String) {
+        let h = self.lock();
+        (h.seq, h.hash.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Head> {
+        // A panic while holding the lock cannot leave Head half-written
+        // (both fields are set after the durable write), so poison is moot.
+        self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an entry; it is on disk when this returns.
+    pub fn append(
+        &self,
+        actor: Actor<'_>,
+        action: &str,
+        target: &str,
+        details: Value,
+    ) -> Result<Entry, AuditError> {
+        let actor = self.actor_id(actor)?;
+        let mut head = self.lock();
+        let mut e = Entry {
+            seq: head.seq + 1,
+            time: now_rfc3339(),
+            actor,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            details: without_floats(details),
+            prev_hash: head.hash.clone(),
+            hash: String::new(),
+        };
+        e.hash = hash_of(&e);
+        let bytes =
+            serde_json::to_vec(&e).unwrap_or_else(|_| unreachable!("entries always serialize"));
+        self.store.audit_put(e.seq, &bytes)?;
+        head.seq = e.seq;
+        head.hash.clone_from(&e.hash);
+        Ok(e)
+    }
+
+    fn actor_id(&self, actor: Actor<'_>) -> Result<String, AuditError> {
+        Ok(match actor {
+            Actor::System(c) => format!("system:{c}"),
+            Actor::ApiKey(id) => format!("apikey:{id}"),
+            Actor::User(name) => format!("user:{}", self.pseudonym(name)?),
+        })
+    }
+
+    /// The user's pseudonym, minted on first use: HMAC-SHA256 of the name
+    /// under a random key that only the identity record holds.
+    fn pseudonym(&self, name: &str) -> Result<String, AuditError> {
+        if let Some(p) = self.store.identity_by_name(name)? {
+            return Ok(p);
+        }
+        let key: [u8; 32] = rand::random();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(name.as_bytes());
+        let pseudonym = hex::encode(&mac.finalize().into_bytes()[..12]);
+        let record = Identity {
+            name: name.to_owned(),
+            key: hex::encode(key),
+            created: now_rfc3339(),
+        };
+        let bytes = serde_json::to_vec(&record)
+            .unwrap_or_else(|_| unreachable!("identities always serialize"));
+        self.store.identity_put(name, &pseudonym, &bytes)?;
+        Ok(pseudonym)
+    }
+
+    /// Deletes a person's identifiers (AUD-2). The chain is untouched and
+    /// still verifies; their entries show only the pseudonym from now on.
+    pub fn forget(&self, name: &str) -> Result<bool, AuditError> {
+        Ok(self.store.identity_delete(name)?)
+    }
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, AuditError> {
+    serde_json::from_slice(bytes).map_err(|e| AuditError::Damaged {
+        seq,
+        why: e.to_string(),
+    })
+}
+
+/// Export file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+/// An entry as exported: the hashed fields plus `actor_name`, the person
+/// behind a `user:` pseudonym while their identity is kept. `actor_name` is
+/// not part of the hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct Exported {
+    #[serde(flatten)]
+    entry: Entry,
+    actor_name: Option<String>,
+}
+
+const CSV_HEADER: [&str; 9] = [
+    "seq",
+    "time",
+    "actor",
+    "action",
+    "target",
+    "details",
+    "prev_hash",
+    "hash",
+    "actor_name",
+];
+
+/// Writes every stored entry in sequence order; returns the count and the
+/// head (last seq and hash).
+pub fn export(
+    store: &Store,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(u64, u64, String), AuditError> {
+    let summary = match format {
+        Format::Jsonl => for_each_exported(store, |entry, actor_name| {
+            serde_json::to_writer(&mut *out, &Exported { entry, actor_name })
+                .map_err(|e| AuditError::Io(e.into()))?;
+            Ok(out.write_all(b"\n")?)
+        })?,
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(&mut *out);
+            w.write_record(CSV_HEADER).map_err(csv_io)?;
+            let summary = for_each_exported(store, |e, actor_name| {
+                let details = serde_json::to_string(&e.details).unwrap_or_default();
+                let seq = e.seq.to_string();
+                w.write_record([
+                    seq.as_str(),
+                    &e.time,
+                    &e.actor,
+                    &e.action,
+                    &e.target,
+                    &details,
+                    &e.prev_hash,
+                    &e.hash,
+                    actor_name.as_deref().unwrap_or(""),
+                ])
+                .map_err(csv_io)
+            })?;
+            w.flush()?;
+            summary
+        }
+    };
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Calls `f` with each stored entry and the name behind its pseudonym (while
+/// the identity is kept); returns the count and the head.
+fn for_each_exported(
+    store: &Store,
+    mut f: impl FnMut(Entry, Option<String>) -> Result<(), AuditError>,
+) -> Result<(u64, u64, String), AuditError> {
+    let mut n = 0;
+    let mut head = (0, GENESIS.to_owned());
+    let mut names = std::collections::HashMap::<String, Option<String>>::new();
+    for item in store.audit_scan(0) {
+        let (seq, bytes) = item?;
+        let entry = decode(seq, &bytes)?;
+        let actor_name = match entry.actor.strip_prefix("user:") {
+            None => None,
+            Some(p) => match names.get(p) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = store
+                        .identity_record(p)?
+                        .and_then(|r| serde_json::from_slice::<Identity>(&r).ok())
+                        .map(|i| i.name);
+                    names.insert(p.to_owned(), name.clone());
+                    name
+                }
+            },
+        };
+        head = (entry.seq, entry.hash.clone());
+        n += 1;
+        f(entry, actor_name)?;
+    }
+    Ok((n, head.0, head.1))
+}
+
+fn csv_io(e: csv::Error) -> AuditError {
+    AuditError::Io(std::io::Error::other(e))
+}
+
+/// Why a file does not hold an intact chain. Each names the first bad entry
+/// by its line in the file and its sequence number.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("line {line}: not an audit entry: {why}")]
+    Unreadable { line: usize, why: String },
+    #[error("line {line} (seq {seq}): altered: its content does not match its hash")]
+    Altered { line: usize, seq: u64 },
+    #[error("line {line} (seq {seq}): altered or replaced: the next entry (line {next_line}) links to a different hash")]
+    Relinked {
+        line: usize,
+        seq: u64,
+        next_line: usize,
+    },
+    #[error("line {line} (seq {seq}): inserted: the next entry (line {next_line}) links to the entry before it")]
+    Inserted {
+        line: usize,
+        seq: u64,
+        next_line: usize,
+    },
+    #[error("line {line} (seq {seq}): seq {seq} appears again; an entry was inserted or replayed")]
+    Duplicate { line: usize, seq: u64 },
+    #[error("line {line} (seq {seq}): reordered: seq {expected} should come here")]
+    Reordered {
+        line: usize,
+        seq: u64,
+        expected: u64,
+    },
+    #[error("line {line} (seq {seq}): entries {first}..={last} were removed before it")]
+    Removed {
+        line: usize,
+        seq: u64,
+        first: u64,
+        last: u64,
+    },
+    #[error("line {line} (seq {seq}): does not link to the entry before it")]
+    Unlinked { line: usize, seq: u64 },
+    #[error("the chain ends at seq {seq} (sha256 {hash}), not at the given head: entries after seq {seq} were removed, or the head is of another chain")]
+    Truncated { seq: u64, hash: String },
+    #[error("the chain goes on past the given head (seq {head_seq}) to seq {seq}")]
+    PastHead { head_seq: u64, seq: u64 },
+    #[error("the file holds no entries")]
+    Empty,
+}
+
+/// Summary of a verified chain.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// Reads an export (JSON lines or CSV, told apart by the first line) and
+/// checks the chain, and that it ends at `head` when given. Needs no store.
+pub fn verify(input: impl BufRead, head: Option<&str>) -> Result<Verified, VerifyError> {
+    let entries = read_export(input)?;
+    check_chain(&entries, head)
+}
+
+fn read_export(mut input: impl BufRead) -> Result<Vec<(usize, Entry)>, VerifyError> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .map_err(|e| VerifyError::Unreadable {
+            line: 1,
+            why: e.to_string(),
+        })?;
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut out = Vec::new();
+    if first.trim_start().starts_with('{') {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: Exported = serde_json::from_str(line).map_err(|e| VerifyError::Unreadable {
+                line: i + 1,
+                why: e.to_string(),
+            })?;
+            out.push((i + 1, e.entry));
+        }
+        return Ok(out);
+    }
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let header = r
+        .headers()
+        .map_err(|e| VerifyError::Unreadable {
+            line: 1,
+            why: e.to_string(),
+        })?
+        .clone();
+    if header.iter().take(8).ne(CSV_HEADER.iter().take(8).copied()) {
+        return Err(VerifyError::Unreadable {
+            line: 1,
+            why: format!(
+                "expected a JSON line or the CSV header {}",
+                CSV_HEADER.join(",")
+            ),
+        });
+    }
+    for rec in r.records() {
+        let rec = rec.map_err(|e| VerifyError::Unreadable {
+            line: e.position().map_or(0, |p| p.line() as usize),
+            why: e.to_string(),
+        })?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        let bad = |why: String| VerifyError::Unreadable { line, why };
+        let field = |i: usize| rec.get(i).unwrap_or("").to_owned();
+        let e = Entry {
+            seq: field(0)
+                .parse()
+                .map_err(|_| bad(format!("seq `{}` is not a number", field(0))))?,
+            time: field(1),
+            actor: field(2),
+            action: field(3),
+            target: field(4),
+            details: serde_json::from_str(&field(5)).map_err(|e| bad(format!("details: {e}")))?,
+            prev_hash: field(6),
+            hash: field(7),
+        };
+        out.push((line, e));
+    }
+    Ok(out)
+}
+
+fn check_chain(entries: &[(usize, Entry)], head: Option<&str>) -> Result<Verified, VerifyError> {
+    let Some((first_line, first)) = entries.first() else {
+        return Err(VerifyError::Empty);
+    };
+    if first.seq != 1 {
+        return Err(VerifyError::Removed {
+            line: *first_line,
+            seq: first.seq,
+            first: 1,
+            last: first.seq.saturating_sub(1),
+        });
+    }
+    let mut expected = 1u64;
+    let mut prev_hash = GENESIS;
+    for (i, (line, e)) in entries.iter().enumerate() {
+        let (line, seq) = (*line, e.seq);
+        if hash_of(e) != e.hash {
+            return Err(VerifyError::Altered { line, seq });
+        }
+        if seq != expected {
+            if seq < expected {
+                // A seq seen before. When it repeats the one just before and
+                // the rest of the chain skips over that one, that is the forgery.
+                if seq + 1 == expected && i >= 2 && e.prev_hash == entries[i - 2].1.hash {
+                    let (pl, pe) = &entries[i - 1];
+                    return Err(VerifyError::Inserted {
+                        line: *pl,
+                        seq: pe.seq,
+                        next_line: line,
+                    });
+                }
+                return Err(VerifyError::Duplicate { line, seq });
+            }
+            if entries[i..].iter().any(|(_, later)| later.seq == expected) {
+                return Err(VerifyError::Reordered {
+                    line,
+                    seq,
+                    expected,
+                });
+            }
+            return Err(VerifyError::Removed {
+                line,
+                seq,
+                first: expected,
+                last: seq - 1,
+            });
+        }
+        if e.prev_hash != prev_hash {
+            // Which entry is the odd one out? If this entry links to the one
+            // two back, the one just before it was slipped in.
+            if i >= 2 && e.prev_hash == entries[i - 2].1.hash {
+                let (pl, pe) = &entries[i - 1];
+                return Err(VerifyError::Inserted {
+                    line: *pl,
+                    seq: pe.seq,
+                    next_line: line,
+                });
+            }
+            if i >= 1 {
+                let (pl, pe) = &entries[i - 1];
+                return Err(VerifyError::Relinked {
+                    line: *pl,
+                    seq: pe.seq,
+                    next_line: line,
+                });
+            }
+            return Err(VerifyError::Unlinked { line, seq });
+        }
+        prev_hash = &e.hash;
+        expected = seq + 1;
+    }
+    let last = &entries[entries.len() - 1].1;
+    if let Some(head) = head {
+        let head = head.trim().to_ascii_lowercase();
+        if last.hash != head {
+            if let Some((_, at)) = entries.iter().find(|(_, e)| e.hash == head) {
+                return Err(VerifyError::PastHead {
+                    head_seq: at.seq,
+                    seq: last.seq,
+                });
+            }
+            return Err(VerifyError::Truncated {
+                seq: last.seq,
+                hash: last.hash.clone(),
+            });
+        }
+    }
+    Ok(Verified {
+        entries: entries.len() as u64,
+        head_seq: last.seq,
+        head_hash: last.hash.clone(),
+    })
+}
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

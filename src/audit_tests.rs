@@ -1,0 +1,299 @@
+//! The audit chain's contract: an intact export verifies; every kind of
+//! tampering fails and names the first bad entry; forgetting a person keeps
+//! the chain intact.
+
+use super::*;
+use serde_json::json;
+
+fn log_with(n: u64) -> (tempfile::TempDir, Arc<Store>, AuditLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let log = AuditLog::open(store.clone()).unwrap();
+    for i in 1..=n {
+        let actor = if i % 2 == 0 {
+            Actor::User("alice")
+        } else {
+            Actor::System("config")
+        };
+        log.append(
+            actor,
+            "test.step",
+            &format!("target-{i}"),
+            json!({ "i": i, "note": "a \"quoted\"\nline" }),
+        )
+        .unwrap();
+    }
+    (dir, store, log)
+}
+
+fn export_to_string(store: &Store, format: Format) -> String {
+    let mut out = Vec::new();
+    export(store, format, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_owned).collect()
+}
+
+fn check(lines: &[String], head: Option<&str>) -> Result<Verified, VerifyError> {
+    verify(lines.join("\n").as_bytes(), head)
+}
+
+#[test]
+fn an_intact_chain_verifies_in_both_formats() {
+    let (_d, store, log) = log_with(6);
+    let (seq, hash) = log.head();
+    assert_eq!(seq, 6);
+    for format in [Format::Jsonl, Format::Csv] {
+        let text = export_to_string(&store, format);
+        let v = verify(text.as_bytes(), Some(&hash)).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert_eq!(
+            v,
+            Verified {
+                entries: 6,
+                head_seq: 6,
+                head_hash: hash.clone()
+            }
+        );
+    }
+}
+
+#[test]
+fn the_chain_continues_across_reopen() {
+    let (dir, store, log) = log_with(3);
+    drop(log);
+    drop(store);
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let log = AuditLog::open(store.clone()).unwrap();
+    assert_eq!(log.head().0, 3);
+    log.append(Actor::System("x"), "test.more", "t", json!({}))
+        .unwrap();
+    let text = export_to_string(&store, Format::Jsonl);
+    assert_eq!(verify(text.as_bytes(), None).unwrap().entries, 4);
+}
+
+#[test]
+fn a_changed_field_is_named() {
+    let (_d, store, _log) = log_with(5);
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    l[2] = l[2].replace("target-3", "target-X");
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Altered { line: 3, seq: 3 })
+    );
+    // CSV too: edit the details column of entry 4.
+    let csv = export_to_string(&store, Format::Csv).replace("\"\"i\"\":4", "\"\"i\"\":40");
+    let err = verify(csv.as_bytes(), None).unwrap_err();
+    assert!(matches!(err, VerifyError::Altered { seq: 4, .. }), "{err}");
+}
+
+#[test]
+fn an_altered_and_rehashed_entry_is_named() {
+    let (_d, store, _log) = log_with(5);
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    let mut e: Entry = serde_json::from_str(&l[1]).unwrap();
+    e.target = "forged".into();
+    e.hash = hash_of(&e);
+    l[1] = serde_json::to_string(&e).unwrap();
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Relinked {
+            line: 2,
+            seq: 2,
+            next_line: 3
+        })
+    );
+}
+
+#[test]
+fn a_deleted_entry_is_named() {
+    let (_d, store, _log) = log_with(5);
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    l.remove(2);
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Removed {
+            line: 3,
+            seq: 4,
+            first: 3,
+            last: 3
+        })
+    );
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    l.remove(0);
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Removed {
+            line: 1,
+            seq: 2,
+            first: 1,
+            last: 1
+        })
+    );
+}
+
+#[test]
+fn swapped_entries_are_named() {
+    let (_d, store, _log) = log_with(5);
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    l.swap(2, 3);
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Reordered {
+            line: 3,
+            seq: 4,
+            expected: 3
+        })
+    );
+}
+
+#[test]
+fn a_forged_insertion_is_named() {
+    let (_d, store, _log) = log_with(5);
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    // A careful forger: right seq, right link, right hash of its own.
+    let before: Entry = serde_json::from_str(&l[1]).unwrap();
+    let mut forged = Entry {
+        seq: 3,
+        time: before.time.clone(),
+        actor: "system:config".into(),
+        action: "config.load".into(),
+        target: "/etc/levee/levee.toml".into(),
+        details: json!({}),
+        prev_hash: before.hash.clone(),
+        hash: String::new(),
+    };
+    forged.hash = hash_of(&forged);
+    l.insert(2, serde_json::to_string(&forged).unwrap());
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Inserted {
+            line: 3,
+            seq: 3,
+            next_line: 4
+        })
+    );
+    // A careless one: a copy of an existing line slipped in.
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    let copy = l[0].clone();
+    l.insert(3, copy);
+    assert_eq!(
+        check(&l, None),
+        Err(VerifyError::Duplicate { line: 4, seq: 1 })
+    );
+}
+
+#[test]
+fn a_truncated_tail_is_caught_by_the_head() {
+    let (_d, store, log) = log_with(5);
+    let (_, head) = log.head();
+    let mut l = lines(&export_to_string(&store, Format::Jsonl));
+    l.truncate(3);
+    // Without the anchor the shorter chain is consistent …
+    assert_eq!(check(&l, None).unwrap().entries, 3);
+    // … with it, the cut is found.
+    let err = check(&l, Some(&head)).unwrap_err();
+    assert!(
+        matches!(err, VerifyError::Truncated { seq: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("entries after seq 3 were removed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_chain_past_an_older_head_says_so() {
+    let (_d, store, log) = log_with(3);
+    let (_, old_head) = log.head();
+    log.append(Actor::System("x"), "test.more", "t", json!({}))
+        .unwrap();
+    let l = lines(&export_to_string(&store, Format::Jsonl));
+    assert_eq!(
+        check(&l, Some(&old_head)),
+        Err(VerifyError::PastHead {
+            head_seq: 3,
+            seq: 4
+        })
+    );
+}
+
+#[test]
+fn garbage_is_unreadable_not_a_panic() {
+    for text in ["{not json", "seq,time\n1,2", "{\"seq\":1}\n", ""] {
+        let r = verify(text.as_bytes(), None);
+        assert!(r.is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn forgetting_a_person_keeps_the_chain() {
+    let (_d, store, log) = log_with(4);
+    let before = export_to_string(&store, Format::Jsonl);
+    assert!(before.contains("\"actor_name\":\"alice\""));
+    assert!(log.forget("alice").unwrap());
+    let after = export_to_string(&store, Format::Jsonl);
+    assert!(!after.contains("alice"), "{after}");
+    let (_, head) = log.head();
+    assert_eq!(verify(after.as_bytes(), Some(&head)).unwrap().entries, 4);
+    // The hashed content is byte-for-byte what it was.
+    let strip = |s: &str| -> Vec<Entry> {
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert_eq!(strip(&before), strip(&after));
+    // A returning user gets a new pseudonym: the old entries stay unlinkable.
+    let e = log
+        .append(Actor::User("alice"), "test.back", "t", json!({}))
+        .unwrap();
+    assert!(!strip(&before).iter().any(|old| old.actor == e.actor));
+}
+
+#[test]
+fn the_hashed_content_holds_no_names() {
+    let (_d, store, _log) = log_with(2);
+    let mut raw = Vec::new();
+    for item in store.audit_scan(0) {
+        raw.extend(item.unwrap().1);
+    }
+    assert!(!String::from_utf8_lossy(&raw).contains("alice"));
+}
+
+#[test]
+fn floats_are_stored_as_strings() {
+    let (_d, _store, log) = log_with(0);
+    let e = log
+        .append(
+            Actor::System("x"),
+            "t",
+            "t",
+            json!({ "ratio": 0.25, "n": 3 }),
+        )
+        .unwrap();
+    assert_eq!(e.details, json!({ "ratio": "0.25", "n": 3 }));
+}
+
+#[test]
+fn the_canonical_form_is_as_documented() {
+    let e = Entry {
+        seq: 7,
+        time: "2026-11-22T12:00:00.000000000Z".into(),
+        actor: "system:config".into(),
+        action: "config.load".into(),
+        target: "/etc/levee/levee.toml".into(),
+        details: json!({ "z": 1, "a": "é\n" }),
+        prev_hash: GENESIS.into(),
+        hash: String::new(),
+    };
+    let text = String::from_utf8(canonical(&e)).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "[\"levee-audit/1\",7,\"2026-11-22T12:00:00.000000000Z\",\"system:config\",\"config.load\",\
+             \"/etc/levee/levee.toml\",{{\"a\":\"é\\n\",\"z\":1}},\"{GENESIS}\"]"
+        )
+    );
+}

@@ -1,0 +1,986 @@
+//! levee's configuration (OPS-1): the typed [`Config`], its defaults, and the
+//! loader that turns a TOML file into it or into a list of positioned errors.
+//!
+//! Every key has a default that suits a collector box; `config/levee.toml`
+//! documents each one, and a test holds the two together. Loading is strict:
+//! unknown keys, wrong types and values that make no sense (a prefix with host
+//! bits, overlapping hostgroups, a port out of range, a non-positive
+//! threshold, an unusable data dir) are all errors, reported together as
+//! `PATH:LINE:COL: message`.
+//!
+//! This module reads files and checks values; it never opens sockets or the
+//! store. Applying a config is the caller's business.
+
+mod reader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use reader::{did_you_mean, Diags, TableReader};
+
+/// Where `--config` points when neither the flag nor `LEVEE_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/levee/levee.toml";
+
+/// The whole configuration, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Directory of the RocksDB store and other state.
+    pub data_dir: PathBuf,
+    pub collector: Collectors,
+    pub hostgroups: Vec<Hostgroup>,
+    pub mitigation: Mitigation,
+    pub bgp: Bgp,
+    pub web: Web,
+    pub retention: Retention,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collectors {
+    pub sflow: Listeners,
+    /// NetFlow v5, v9 and IPFIX share these sockets; the version field tells them apart.
+    pub netflow: Listeners,
+    pub pcap: Pcap,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listeners {
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pcap {
+    pub interfaces: Vec<String>,
+    /// A BPF expression applied in the kernel; empty captures everything.
+    pub filter: String,
+    pub snaplen: u32,
+}
+
+/// A named set of protected prefixes with its own limits (DET-1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hostgroup {
+    pub name: String,
+    pub prefixes: Vec<IpNet>,
+    /// The hostgroup this one carves its prefixes out of, when they overlap.
+    pub within: Option<String>,
+    pub thresholds: Thresholds,
+    pub mitigation: HostgroupMitigation,
+}
+
+/// Static per-second limits for each destination host of a hostgroup. `None`
+/// means the metric is not checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    pub pps: Option<u64>,
+    pub bps: Option<u64>,
+    pub flows: Option<u64>,
+    pub tcp_pps: Option<u64>,
+    pub tcp_syn_pps: Option<u64>,
+    pub udp_pps: Option<u64>,
+    pub icmp_pps: Option<u64>,
+    pub fragment_pps: Option<u64>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            pps: Some(50_000),
+            bps: Some(200_000_000),
+            flows: None,
+            tcp_pps: None,
+            tcp_syn_pps: None,
+            udp_pps: None,
+            icmp_pps: None,
+            fragment_pps: None,
+        }
+    }
+}
+
+/// A rung of the escalation ladder (MIT-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Firewall,
+    Flowspec,
+    Rtbh,
+    Scrubbing,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [
+        Level::Firewall,
+        Level::Flowspec,
+        Level::Rtbh,
+        Level::Scrubbing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Firewall => "firewall",
+            Level::Flowspec => "flowspec",
+            Level::Rtbh => "rtbh",
+            Level::Scrubbing => "scrubbing",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostgroupMitigation {
+    /// The levels this hostgroup allows, lowest first.
+    pub ladder: Vec<Level>,
+}
+
+impl Default for HostgroupMitigation {
+    fn default() -> Self {
+        Self {
+            ladder: Level::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mitigation {
+    /// Evaluate and log every mitigation but send nothing.
+    pub dry_run: bool,
+    /// How long an attack must stay quiet before its mitigation steps down.
+    pub hold_down: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bgp {
+    /// gobgpd's gRPC API.
+    pub gobgp_grpc: SocketAddr,
+    /// Next hop of announced routes; required before any BGP level can act.
+    pub next_hop: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Web {
+    pub listen: SocketAddr,
+}
+
+/// How long each kind of stored data is kept (OPS-2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub metrics: Duration,
+    pub incidents: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// A `tracing` filter: a level, or directives like "info,levee::store=debug".
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/levee"),
+            collector: Collectors {
+                sflow: Listeners {
+                    listen: vec![SocketAddr::from(([0, 0, 0, 0], 6343))],
+                },
+                netflow: Listeners {
+                    listen: vec![
+                        SocketAddr::from(([0, 0, 0, 0], 2055)),
+                        SocketAddr::from(([0, 0, 0, 0], 4739)),
+                    ],
+                },
+                pcap: Pcap {
+                    interfaces: Vec::new(),
+                    filter: String::new(),
+                    snaplen: 256,
+                },
+            },
+            hostgroups: Vec::new(),
+            mitigation: Mitigation {
+                dry_run: false,
+                hold_down: Duration::from_secs(300),
+            },
+            bgp: Bgp {
+                gobgp_grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
+                next_hop: None,
+            },
+            web: Web {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            retention: Retention {
+                metrics: Duration::from_secs(30 * 86_400),
+                incidents: Duration::from_secs(365 * 86_400),
+            },
+            log: Log {
+                level: "info".to_owned(),
+            },
+        }
+    }
+}
+
+/// A configuration as loaded from a file, with what reload diffs and audit
+/// entries need to know about its source.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    /// Every scalar setting of the file by dotted path, for reload diffs.
+    pub flat: BTreeMap<String, String>,
+}
+
+/// One error with its position (1-based line and column, in characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Everything wrong with one file.
+#[derive(Debug, Clone)]
+pub struct Errors {
+    pub path: PathBuf,
+    pub errors: Vec<Error>,
+}
+
+impl fmt::Display for Errors {
+    /// One `PATH:LINE:COL: message` line per error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                e.line,
+                e.col,
+                e.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Errors {}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, Errors> {
+    let text = std::fs::read(path).map_err(|e| Errors {
+        path: path.to_owned(),
+        errors: vec![Error {
+            line: 1,
+            col: 1,
+            message: format!("cannot read the config file: {e}"),
+        }],
+    })?;
+    let text = String::from_utf8(text).map_err(|e| {
+        let (line, col) = line_col(
+            &String::from_utf8_lossy(e.as_bytes()),
+            e.utf8_error().valid_up_to(),
+        );
+        Errors {
+            path: path.to_owned(),
+            errors: vec![Error {
+                line,
+                col,
+                message: "the config file is not valid UTF-8".to_owned(),
+            }],
+        }
+    })?;
+    parse_with(path, &text, Checks::Environment)
+}
+
+/// How far validation goes beyond the file itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// Only the file: syntax, keys, types and values.
+    FileOnly,
+    /// Also this machine: the data dir must be usable here.
+    Environment,
+}
+
+/// Validates `text` as if it were the file at `path`, without looking at the
+/// machine (see [`Checks`]).
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, Errors> {
+    parse_with(path, text, Checks::FileOnly)
+}
+
+pub fn parse_with(path: &Path, text: &str, checks: Checks) -> Result<Loaded, Errors> {
+    let to_errors = |diags: Vec<reader::Diag>| Errors {
+        path: path.to_owned(),
+        errors: diags
+            .into_iter()
+            .map(|d| {
+                let (line, col) = line_col(text, d.span.start);
+                Error {
+                    line,
+                    col,
+                    message: d.message,
+                }
+            })
+            .collect(),
+    };
+
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let mut d = Diags::default();
+        for e in syntax {
+            let span = e.span().unwrap_or(0..0);
+            d.error(span, format!("TOML syntax: {}", e.message().trim_end()));
+        }
+        return Err(to_errors(d.into_sorted()));
+    }
+
+    let mut d = Diags::default();
+    let config = read_config(&mut d, root.get_ref(), checks);
+    if !d.is_empty() {
+        return Err(to_errors(d.into_sorted()));
+    }
+    let mut flat = BTreeMap::new();
+    flatten("", root.get_ref(), &mut flat);
+    Ok(Loaded {
+        config,
+        path: path.to_owned(),
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        flat,
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
+    let mut c = Config::default();
+    let mut top = TableReader::new(root, "");
+
+    let data_dir = top.string(d, "data_dir");
+    let env = checks == Checks::Environment;
+    match &data_dir {
+        Some(dir) if dir.get_ref().is_empty() => d.error(dir.span(), "data_dir must not be empty"),
+        Some(dir) => match check_data_dir(Path::new(dir.get_ref())) {
+            Err(why) if env => d.error(dir.span(), format!("data_dir `{}` {why}", dir.get_ref())),
+            _ => c.data_dir = PathBuf::from(dir.get_ref()),
+        },
+        None => {
+            if let (true, Err(why)) = (env, check_data_dir(&c.data_dir)) {
+                // The default is checked too: `run` would fail on it just the same.
+                d.error(
+                    0..0,
+                    format!(
+                        "data_dir (default `{}`) {why}; set data_dir",
+                        c.data_dir.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    // Listen addresses that must not collide, with where each was set.
+    let mut sockets: Vec<(SocketAddr, Option<Range<usize>>, String)> = Vec::new();
+
+    if let Some(mut col) = top.table(d, "collector", "[collector]") {
+        for (key, name) in [
+            ("sflow", "[collector.sflow]"),
+            ("netflow", "[collector.netflow]"),
+        ] {
+            if let Some(mut t) = col.table(d, key, name) {
+                if let Some(list) = t.strings(d, "listen") {
+                    let mut addrs = Vec::new();
+                    for s in list {
+                        if let Some(a) = socket_addr(d, &s, &format!("{name} listen")) {
+                            sockets.push((a, Some(s.span()), format!("{name} listen")));
+                            addrs.push(a);
+                        }
+                    }
+                    let target = if key == "sflow" {
+                        &mut c.collector.sflow
+                    } else {
+                        &mut c.collector.netflow
+                    };
+                    target.listen = addrs;
+                }
+                t.finish(d);
+            }
+        }
+        if let Some(mut t) = col.table(d, "pcap", "[collector.pcap]") {
+            if let Some(list) = t.strings(d, "interfaces") {
+                c.collector.pcap.interfaces = list.into_iter().map(|s| s.into_inner()).collect();
+            }
+            if let Some(f) = t.string(d, "filter") {
+                c.collector.pcap.filter = f.into_inner();
+            }
+            if let Some(n) = t.positive(d, "snaplen") {
+                match u32::try_from(*n.get_ref()) {
+                    Ok(v) if (64..=262_144).contains(&v) => c.collector.pcap.snaplen = v,
+                    _ => d.error(
+                        n.span(),
+                        "`snaplen` in [collector.pcap] must be between 64 and 262144 bytes",
+                    ),
+                }
+            }
+            t.finish(d);
+        }
+        col.finish(d);
+    }
+
+    let groups = top.tables(d, "hostgroup");
+    c.hostgroups = read_hostgroups(d, groups);
+
+    if let Some(mut t) = top.table(d, "mitigation", "[mitigation]") {
+        if let Some(b) = t.bool(d, "dry_run") {
+            c.mitigation.dry_run = b;
+        }
+        if let Some(h) = t.duration(d, "hold_down") {
+            c.mitigation.hold_down = h.into_inner();
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "bgp", "[bgp]") {
+        if let Some(s) = t.string(d, "gobgp_grpc") {
+            if let Some(a) = socket_addr(d, &s, "`gobgp_grpc` in [bgp]") {
+                c.bgp.gobgp_grpc = a;
+            }
+        }
+        if let Some(s) = t.string(d, "next_hop") {
+            match s.get_ref().parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => c.bgp.next_hop = Some(ip),
+                Ok(_) => d.error(
+                    s.span(),
+                    "`next_hop` in [bgp] must not be the unspecified address",
+                ),
+                Err(_) => d.error(
+                    s.span(),
+                    format!(
+                        "`next_hop` in [bgp] is not an IP address: `{}`",
+                        s.get_ref()
+                    ),
+                ),
+            }
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "web", "[web]") {
+        if let Some(s) = t.string(d, "listen") {
+            if let Some(a) = socket_addr(d, &s, "`listen` in [web]") {
+                c.web.listen = a;
+                sockets.push((a, Some(s.span()), "[web] listen".to_owned()));
+            }
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "retention", "[retention]") {
+        if let Some(v) = t.duration(d, "metrics") {
+            c.retention.metrics = v.into_inner();
+        }
+        if let Some(v) = t.duration(d, "incidents") {
+            c.retention.incidents = v.into_inner();
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "log", "[log]") {
+        if let Some(s) = t.string(d, "level") {
+            match tracing_subscriber::EnvFilter::try_new(s.get_ref()) {
+                Ok(_) => c.log.level = s.into_inner(),
+                Err(e) => d.error(
+                    s.span(),
+                    format!(
+                        "`level` in [log] is not a log filter (`{}`: {e})",
+                        s.get_ref()
+                    ),
+                ),
+            }
+        }
+        t.finish(d);
+    }
+
+    top.finish(d);
+    // Defaults take their ports too; a file may clash with them.
+    for (name, l) in [
+        ("[collector.sflow]", &c.collector.sflow),
+        ("[collector.netflow]", &c.collector.netflow),
+    ] {
+        let what = format!("{name} listen");
+        if !sockets.iter().any(|(_, _, w)| *w == what) {
+            sockets.extend(
+                l.listen
+                    .iter()
+                    .map(|a| (*a, None, format!("{what} (default)"))),
+            );
+        }
+    }
+    if !sockets.iter().any(|(_, _, w)| w == "[web] listen") {
+        sockets.push((c.web.listen, None, "[web] listen (default)".to_owned()));
+    }
+    check_socket_clashes(d, &sockets);
+    c
+}
+
+/// Parses a `host:port` listen address; port 0 asks the kernel for a free
+/// port (the bound address is logged), which tests use.
+fn socket_addr(d: &mut Diags, s: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+    let text = s.get_ref();
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let why = match text.rsplit_once(':') {
+        None => "expected IP:PORT (IPv6 as [ADDR]:PORT)".to_owned(),
+        Some(_) if !text.starts_with('[') && text.matches(':').count() > 1 => {
+            "an IPv6 address must be written in brackets: [ADDR]:PORT".to_owned()
+        }
+        Some((host, port)) => match port.parse::<u64>() {
+            Ok(p) if p > 65_535 => format!("port {p} is out of range (0-65535)"),
+            Err(_) => format!("`{port}` is not a port number"),
+            Ok(_) => format!("`{host}` is not an IP address (host names are not resolved)"),
+        },
+    };
+    d.error(
+        s.span(),
+        format!("invalid address in {what}: `{text}`: {why}"),
+    );
+    None
+}
+
+fn check_socket_clashes(d: &mut Diags, sockets: &[(SocketAddr, Option<Range<usize>>, String)]) {
+    let web = |w: &str| w.starts_with("[web]");
+    for (j, (b, bspan, bwhat)) in sockets.iter().enumerate() {
+        for (a, aspan, awhat) in &sockets[..j] {
+            // UDP collectors and the TCP web server may share a port number.
+            let same_socket = a.port() == b.port()
+                && a.port() != 0
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+                && web(awhat) == web(bwhat);
+            if !same_socket {
+                continue;
+            }
+            // Report it where the file set it (the later of the two if both).
+            let (span, what, x, other, y) = match (aspan, bspan) {
+                (_, Some(s)) => (s, bwhat, b, awhat, a),
+                (Some(s), None) => (s, awhat, a, bwhat, b),
+                (None, None) => continue,
+            };
+            d.error(
+                span.clone(),
+                format!("{what} `{x}` clashes with `{y}` of {other}"),
+            );
+        }
+    }
+}
+
+const NAME_HELP: &str = "letters, digits, '.', '_' and '-', at most 64";
+
+fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> Vec<Hostgroup> {
+    struct Seen {
+        group: usize,
+        net: IpNet,
+        span: Range<usize>,
+    }
+    let mut out: Vec<Hostgroup> = Vec::new();
+    let mut within_spans: Vec<Option<Spanned<String>>> = Vec::new();
+    let mut prefixes: Vec<Seen> = Vec::new();
+
+    for (span, table) in groups {
+        let mut t = TableReader::new(table, "[[hostgroup]]");
+        let name = t.string(d, "name");
+        let label = match &name {
+            Some(n) => format!("[[hostgroup]] \"{}\"", n.get_ref()),
+            None => "[[hostgroup]]".to_owned(),
+        };
+        let mut g = Hostgroup {
+            name: String::new(),
+            prefixes: Vec::new(),
+            within: None,
+            thresholds: Thresholds::default(),
+            mitigation: HostgroupMitigation::default(),
+        };
+        match name {
+            None if t.key_span("name").is_none() => {
+                d.error(span.clone(), "[[hostgroup]] needs a `name`");
+            }
+            None => {}
+            Some(n) => {
+                let ok = !n.get_ref().is_empty()
+                    && n.get_ref().len() <= 64
+                    && n.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                if !ok {
+                    d.error(
+                        n.span(),
+                        format!("hostgroup name `{}` must be {NAME_HELP}", n.get_ref()),
+                    );
+                } else if out.iter().any(|o| o.name == *n.get_ref()) {
+                    d.error(
+                        n.span(),
+                        format!("hostgroup name `{}` is used twice", n.get_ref()),
+                    );
+                }
+                g.name = n.get_ref().clone();
+            }
+        }
+
+        match t.strings(d, "prefixes") {
+            None if t.key_span("prefixes").is_none() => {
+                d.error(span.clone(), format!("{label} needs `prefixes`"));
+            }
+            None => {}
+            Some(list) if list.is_empty() => {
+                let at = t.key_span("prefixes").unwrap_or(span.clone());
+                d.error(at, format!("`prefixes` of {label} is empty"));
+            }
+            Some(list) => {
+                for p in list {
+                    if let Some(net) = prefix(d, &p) {
+                        prefixes.push(Seen {
+                            group: out.len(),
+                            net,
+                            span: p.span(),
+                        });
+                        g.prefixes.push(net);
+                    }
+                }
+            }
+        }
+        let within = t.string(d, "within");
+        g.within = within.as_ref().map(|w| w.get_ref().clone());
+        within_spans.push(within);
+
+        if let Some(mut th) = t.table(d, "thresholds", "[hostgroup.thresholds]") {
+            let th_out = &mut g.thresholds;
+            for (key, slot) in [
+                ("pps", &mut th_out.pps),
+                ("bps", &mut th_out.bps),
+                ("flows", &mut th_out.flows),
+                ("tcp_pps", &mut th_out.tcp_pps),
+                ("tcp_syn_pps", &mut th_out.tcp_syn_pps),
+                ("udp_pps", &mut th_out.udp_pps),
+                ("icmp_pps", &mut th_out.icmp_pps),
+                ("fragment_pps", &mut th_out.fragment_pps),
+            ] {
+                if let Some(v) = th.positive(d, key) {
+                    *slot = Some(v.into_inner());
+                }
+            }
+            th.finish(d);
+        }
+
+        if let Some(mut m) = t.table(d, "mitigation", "[hostgroup.mitigation]") {
+            if let Some(list) = m.strings(d, "ladder") {
+                g.mitigation.ladder = ladder(d, &list);
+            }
+            m.finish(d);
+        }
+        t.finish(d);
+        out.push(g);
+    }
+
+    // `within` must name another, earlier-or-later hostgroup.
+    for (i, w) in within_spans.iter().enumerate() {
+        let Some(w) = w else { continue };
+        let target = w.get_ref();
+        if *target == out[i].name {
+            d.error(
+                w.span(),
+                format!("hostgroup `{target}` cannot be within itself"),
+            );
+        } else if !out.iter().any(|g| g.name == *target) {
+            let mut msg = format!("`within` names no hostgroup: `{target}`");
+            if let Some(best) = did_you_mean(target, out.iter().map(|g| g.name.as_str())) {
+                msg.push_str(&format!("; did you mean `{best}`?"));
+            }
+            d.error(w.span(), msg);
+        }
+    }
+
+    // Overlaps: the same address must not silently belong to two groups.
+    for (j, b) in prefixes.iter().enumerate() {
+        for a in &prefixes[..j] {
+            let (outer, inner) = if a.net.contains(&b.net) {
+                (a, b)
+            } else if b.net.contains(&a.net) {
+                (b, a)
+            } else {
+                continue;
+            };
+            let later = if a.span.start > b.span.start { a } else { b };
+            let earlier = if std::ptr::eq(later, a) { b } else { a };
+            if a.group == b.group {
+                let msg = if a.net == b.net {
+                    format!(
+                        "prefix {} is listed twice in hostgroup `{}`",
+                        b.net, out[b.group].name
+                    )
+                } else {
+                    format!(
+                        "prefix {} overlaps {} in the same hostgroup `{}`",
+                        later.net, earlier.net, out[a.group].name
+                    )
+                };
+                d.error(later.span.clone(), msg);
+                continue;
+            }
+            let (inner_name, outer_name) = (&out[inner.group].name, &out[outer.group].name);
+            if inner.net != outer.net
+                && out[inner.group].within.as_deref() == Some(outer_name.as_str())
+            {
+                continue; // an explicit carve-out
+            }
+            let msg = if inner.net == outer.net {
+                format!(
+                    "prefix {} is in both hostgroup `{}` and hostgroup `{}`",
+                    later.net, out[earlier.group].name, out[later.group].name
+                )
+            } else {
+                format!(
+                    "prefix {} of hostgroup `{inner_name}` overlaps {} of hostgroup `{outer_name}`; \
+                     set within = \"{outer_name}\" in `{inner_name}` to carve it out",
+                    inner.net, outer.net
+                )
+            };
+            d.error(later.span.clone(), msg);
+        }
+    }
+    out
+}
+
+/// A CIDR prefix (or a bare address, meaning /32 or /128) without host bits.
+fn prefix(d: &mut Diags, s: &Spanned<String>) -> Option<IpNet> {
+    let text = s.get_ref().trim();
+    let net = match text.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => {
+                    d.error(s.span(), format!("`{text}` is not an IP prefix (write e.g. 192.0.2.0/24 or 2001:db8::/48)"));
+                    return None;
+                }
+            }
+        }
+    };
+    if net.trunc() != net {
+        d.error(
+            s.span(),
+            format!(
+                "prefix {text} has host bits set; did you mean {}?",
+                net.trunc()
+            ),
+        );
+        return None;
+    }
+    if net.prefix_len() == 0 {
+        d.error(
+            s.span(),
+            format!("prefix {text} covers every address; protect your own prefixes"),
+        );
+        return None;
+    }
+    Some(net)
+}
+
+fn ladder(d: &mut Diags, list: &[Spanned<String>]) -> Vec<Level> {
+    let mut out: Vec<Level> = Vec::new();
+    for s in list {
+        let Some(level) = Level::ALL.into_iter().find(|l| l.as_str() == s.get_ref()) else {
+            let mut msg = format!(
+                "unknown mitigation level `{}`; levels are firewall, flowspec, rtbh, scrubbing",
+                s.get_ref()
+            );
+            if let Some(best) = did_you_mean(s.get_ref(), Level::ALL.iter().map(|l| l.as_str())) {
+                msg = format!(
+                    "unknown mitigation level `{}`; did you mean `{best}`?",
+                    s.get_ref()
+                );
+            }
+            d.error(s.span(), msg);
+            continue;
+        };
+        if out.contains(&level) {
+            d.error(
+                s.span(),
+                format!("mitigation level `{level}` is listed twice"),
+            );
+        } else if out.last().is_some_and(|last| *last > level) {
+            d.error(
+                s.span(),
+                format!(
+                    "mitigation level `{level}` comes after `{}`; the ladder goes firewall, flowspec, rtbh, scrubbing",
+                    out.last().map_or("", |l| l.as_str())
+                ),
+            );
+        } else {
+            out.push(level);
+        }
+    }
+    out
+}
+
+/// Whether levee could keep its store in `dir`: an existing, writable
+/// directory, or a path whose nearest existing ancestor is one.
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    let mut probe = dir;
+    loop {
+        match std::fs::metadata(probe) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) if probe == dir => return Err("exists and is not a directory".to_owned()),
+            Ok(_) => {
+                return Err(format!(
+                    "cannot be created: {} is not a directory",
+                    probe.display()
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match probe.parent() {
+                Some(p) if !p.as_os_str().is_empty() => probe = p,
+                _ => {
+                    probe = Path::new(".");
+                    break;
+                }
+            },
+            Err(e) => return Err(format!("cannot be read: {e}")),
+        }
+    }
+    if !writable(probe) {
+        return Err(if probe == dir {
+            "is not writable".to_owned()
+        } else {
+            format!("cannot be created: {} is not writable", probe.display())
+        });
+    }
+    Ok(())
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// Flattens scalar settings to dotted paths (`hostgroup[0].thresholds.pps`).
+fn flatten(prefix: &str, table: &DeTable<'_>, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table.iter() {
+        let path = if prefix.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", k.get_ref())
+        };
+        flatten_value(path, v.get_ref(), out);
+    }
+}
+
+fn flatten_value(path: String, v: &DeValue<'_>, out: &mut BTreeMap<String, String>) {
+    match v {
+        DeValue::Table(t) => flatten(&path, t, out),
+        DeValue::Array(items)
+            if items
+                .iter()
+                .all(|i| matches!(i.get_ref(), DeValue::Table(_)))
+                && !items.is_empty() =>
+        {
+            for (i, item) in items.iter().enumerate() {
+                flatten_value(format!("{path}[{i}]"), item.get_ref(), out);
+            }
+        }
+        other => {
+            out.insert(path, render(other));
+        }
+    }
+}
+
+fn render(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => format!("{s:?}"),
+        DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| i.as_str().to_owned()),
+        DeValue::Float(f) => f.as_str().to_owned(),
+        DeValue::Boolean(b) => b.to_string(),
+        DeValue::Datetime(dt) => dt.to_string(),
+        DeValue::Array(items) => {
+            let parts: Vec<String> = items.iter().map(|i| render(i.get_ref())).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        DeValue::Table(t) => {
+            let mut flat = BTreeMap::new();
+            flatten("", t, &mut flat);
+            let parts: Vec<String> = flat
+                .into_iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+    }
+}
+
+/// What changed between two loaded files, for the audit log of a reload.
+#[derive(Debug, Default, PartialEq, serde::Serialize)]
+pub struct Diff {
+    pub added: BTreeMap<String, String>,
+    pub removed: BTreeMap<String, String>,
+    /// path → [old, new]
+    pub changed: BTreeMap<String, [String; 2]>,
+}
+
+impl Diff {
+    pub fn between(old: &Loaded, new: &Loaded) -> Diff {
+        let mut diff = Diff::default();
+        for (k, v) in &old.flat {
+            match new.flat.get(k) {
+                None => {
+                    diff.removed.insert(k.clone(), v.clone());
+                }
+                Some(n) if n != v => {
+                    diff.changed.insert(k.clone(), [v.clone(), n.clone()]);
+                }
+                Some(_) => {}
+            }
+        }
+        for (k, v) in &new.flat {
+            if !old.flat.contains_key(k) {
+                diff.added.insert(k.clone(), v.clone());
+            }
+        }
+        diff
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! levee: a flow collector appliance for border routers that detects DDoS
+//! attacks and mitigates them.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over these modules:
+//!
+//! - [`config`] — the TOML configuration, its defaults and validation;
+//! - [`store`] — the one RocksDB database and everything that touches it;
+//! - [`audit`] — the hash-chained audit log, its export and offline check;
+//! - [`app`] — `levee run`: start-up, signals, reload, shutdown;
+//! - [`web`] — the HTTP server (`/healthz`, `/metrics`);
+//! - [`logging`] — log output and its filter.
+//!
+//! ARCHITECTURE.md describes how they fit together and the invariants each keeps.
+
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod logging;
+pub mod store;
+pub mod web;

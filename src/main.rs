@@ -1,0 +1,176 @@
+//! The `levee` command line: parses arguments, calls into the library, and
+//! turns outcomes into exit codes. Errors are printed here and only here
+//! (`levee: <error>: <cause>`), so the library never writes to stderr itself.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use levee::audit::{self, Format};
+use levee::config;
+use levee::store::Store;
+
+#[derive(Parser)]
+#[command(name = "levee", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LEVEE_GIT_COMMIT"), ")"))]
+#[command(about = "Flow collector appliance: DDoS detection and mitigation for border routers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, env = "LEVEE_CONFIG", default_value = config::DEFAULT_PATH, value_name = "PATH")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the appliance in the foreground (systemd runs it so).
+    Run(ConfigArg),
+    /// Check a configuration file; print PATH:LINE:COL: message per error.
+    CheckConfig(ConfigArg),
+    /// Export or verify the hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Write the audit log (read-only; works while levee runs).
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check an exported audit log offline; needs no database.
+    Verify {
+        /// An export in JSON lines or CSV.
+        file: PathBuf,
+        /// The head hash the chain must end at (from export or /metrics).
+        #[arg(long, value_name = "SHA256")]
+        head: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout (`levee audit export | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("levee: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run(c) => levee::app::run(&c.config),
+        Cmd::CheckConfig(c) => Ok(check_config(&c.config)),
+        Cmd::Audit {
+            cmd:
+                AuditCmd::Export {
+                    config,
+                    format,
+                    output,
+                },
+        } => audit_export(&config.config, format, output),
+        Cmd::Audit {
+            cmd: AuditCmd::Verify { file, head },
+        } => audit_verify(&file, head.as_deref()),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(l) => {
+            println!(
+                "{}: ok ({} hostgroup(s), sha256 {})",
+                path.display(),
+                l.config.hostgroups.len(),
+                l.sha256
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn audit_export(
+    path: &std::path::Path,
+    format: Format,
+    output: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store = Store::open_read_only(&loaded.config.data_dir).context("opening the store")?;
+    let (n, seq, hash) = match &output {
+        Some(file) => {
+            // Write beside the target and rename, so a failed export never
+            // leaves a half file under the requested name.
+            let tmp = file.with_extension("partial");
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?,
+            );
+            let r = audit::export(&store, format, &mut w)?;
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, file)
+                .with_context(|| format!("renaming to {}", file.display()))?;
+            r
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let r = audit::export(&store, format, &mut w)?;
+            w.flush()?;
+            r
+        }
+    };
+    eprintln!("exported {n} entries; head seq {seq} sha256 {hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(file: &std::path::Path, head: Option<&str>) -> anyhow::Result<ExitCode> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    match audit::verify(BufReader::new(f), head) {
+        Ok(v) => {
+            println!("ok {} entries", v.entries);
+            eprintln!("head seq {} sha256 {}", v.head_seq, v.head_hash);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("FAILED: {}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! The store: levee's one embedded RocksDB database under `data_dir/db`.
+//!
+//! This module owns everything RocksDB: opening (and refusing to open a
+//! database another levee holds, or a data dir it cannot write), the column
+//! families, the key layout of each, the schema version, durability, and
+//! retention pruning. No other module names a RocksDB type or builds a key;
+//! they call the typed methods here, so a RocksDB upgrade touches one file.
+//!
+//! Column families, one per kind of state (see ARCHITECTURE.md for keys):
+//! `meta`, `metrics`, `incidents`, `mitigations`, `audit`, `identities`,
+//! `users`, `sessions`, `api_keys`, `alert_queue`.
+//!
+//! Durability: writes of [`Durability::Sync`] (the audit chain, identities,
+//! incidents, mitigations) are on disk when the call returns — the WAL is
+//! fsynced. Metrics use [`Durability::Buffered`] and may lose the last
+//! moments before a crash, which costs nothing an operator relies on.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, Options, SingleThreaded,
+    WriteBatch, WriteOptions,
+};
+
+/// The layout version this build reads and writes. Bump it with a migration
+/// in [`Store::migrate`] whenever a key or value layout changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+type Db = DBWithThreadMode<SingleThreaded>;
+
+/// The kinds of state, each a column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    Meta,
+    Metrics,
+    Incidents,
+    Mitigations,
+    Audit,
+    Identities,
+    Users,
+    Sessions,
+    ApiKeys,
+    AlertQueue,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 10] = [
+        Cf::Meta,
+        Cf::Metrics,
+        Cf::Incidents,
+        Cf::Mitigations,
+        Cf::Audit,
+        Cf::Identities,
+        Cf::Users,
+        Cf::Sessions,
+        Cf::ApiKeys,
+        Cf::AlertQueue,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Metrics => "metrics",
+            Cf::Incidents => "incidents",
+            Cf::Mitigations => "mitigations",
+            Cf::Audit => "audit",
+            Cf::Identities => "identities",
+            Cf::Users => "users",
+            Cf::Sessions => "sessions",
+            Cf::ApiKeys => "api_keys",
+            Cf::AlertQueue => "alert_queue",
+        }
+    }
+
+    /// Column families whose keys begin with an 8-byte big-endian Unix time
+    /// in milliseconds, so that retention can drop a time range at once.
+    fn time_keyed(self) -> bool {
+        matches!(self, Cf::Metrics | Cf::Incidents)
+    }
+}
+
+/// Whether a write must be on disk before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the write-ahead log before returning.
+    Sync,
+    /// Leave it to RocksDB's background flushes.
+    Buffered,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error(
+        "data dir {path} is in use by another levee{holder} (RocksDB lock held); stop it first"
+    )]
+    Locked { path: PathBuf, holder: String },
+    #[error("data dir {path} is not writable: {source}")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no store at {path}: levee has not run with this data dir yet")]
+    Missing { path: PathBuf },
+    #[error(
+        "the store at {path} has schema version {found}, newer than this levee understands \
+         ({supported}); run a newer levee or restore a backup"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the store at {path} is damaged: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("RocksDB: {0}")]
+    Rocks(String),
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Rocks(e.into_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open store. Cheap to share behind an `Arc`; RocksDB does its own locking.
+pub struct Store {
+    db: Db,
+    data_dir: PathBuf,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+const PID_FILE: &str = "levee.pid";
+const KEY_SCHEMA: &[u8] = b"schema_version";
+
+fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+fn options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    // Bounded housekeeping: a collector box runs for years.
+    o.set_keep_log_file_num(5);
+    o.set_max_total_wal_size(256 << 20);
+    o.set_max_background_jobs(2);
+    o
+}
+
+impl Store {
+    /// Opens (creating when absent) the store under `data_dir` for writing.
+    /// Fails clearly when another process holds it or the directory cannot be
+    /// written.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::NotWritable {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        probe_writable(data_dir)?;
+        let path = db_path(data_dir);
+        let cfs = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = Db::open_cf_descriptors(&options(), &path, cfs).map_err(|e| {
+            let msg = e.into_string();
+            if msg.contains("lock") || msg.contains("LOCK") {
+                StoreError::Locked {
+                    path: data_dir.to_owned(),
+                    holder: read_holder(data_dir),
+                }
+            } else if msg.contains("Corruption") {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    what: msg,
+                }
+            } else {
+                StoreError::Rocks(msg)
+            }
+        })?;
+        let store = Store {
+            db,
+            data_dir: data_dir.to_owned(),
+            read_only: false,
+        };
+        store.migrate()?;
+        // Only the lock holder gets here, so the pid file names the holder.
+        let _ = std::fs::write(data_dir.join(PID_FILE), format!("{}\n", std::process::id()));
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only. This works while a running
+    /// levee holds the store (it sees what was written up to this moment), so
+    /// `levee audit export` needs no downtime.
+    pub fn open_read_only(data_dir: &Path) -> Result<Store> {
+        let path = db_path(data_dir);
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::Missing { path });
+        }
+        let mut o = Options::default();
+        o.create_if_missing(false);
+        let cfs = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = Db::open_cf_descriptors_read_only(&o, &path, cfs, false)?;
+        let store = Store {
+            db,
+            data_dir: data_dir.to_owned(),
+            read_only: true,
+        };
+        let found = store.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        // Every Cf is created at open, so the handle always exists.
+        self.db
+            .cf_handle(cf.name())
+            .unwrap_or_else(|| unreachable!("column family {} opened with the store", cf.name()))
+    }
+
+    fn write_options(d: Durability) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(d == Durability::Sync);
+        w
+    }
+
+    /// The schema version recorded in `meta` (0 for a store with none yet).
+    pub fn schema_version(&self) -> Result<u32> {
+        match self.db.get_cf(self.cf(Cf::Meta), KEY_SCHEMA)? {
+            None => Ok(0),
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                    path: db_path(&self.data_dir),
+                    what: "meta/schema_version is not 4 bytes".to_owned(),
+                })?;
+                Ok(u32::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    /// Brings an older store up to [`SCHEMA_VERSION`], refusing newer ones.
+    fn migrate(&self) -> Result<()> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: db_path(&self.data_dir),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            // Version 0 is an empty, new store; there is nothing to convert yet.
+            self.db.put_cf_opt(
+                self.cf(Cf::Meta),
+                KEY_SCHEMA,
+                SCHEMA_VERSION.to_be_bytes(),
+                &Self::write_options(Durability::Sync),
+            )?;
+        }
+        Ok(())
+    }
+
+    // ---- meta ---------------------------------------------------------------
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(Cf::Meta), key.as_bytes())?)
+    }
+
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.db.put_cf_opt(
+            self.cf(Cf::Meta),
+            key.as_bytes(),
+            value,
+            &Self::write_options(Durability::Sync),
+        )?;
+        Ok(())
+    }
+
+    // ---- audit: key = sequence number, u64 big-endian ----------------------
+
+    /// Stores audit entry `seq`; durable when this returns.
+    pub fn audit_put(&self, seq: u64, entry: &[u8]) -> Result<()> {
+        self.db.put_cf_opt(
+            self.cf(Cf::Audit),
+            seq.to_be_bytes(),
+            entry,
+            &Self::write_options(Durability::Sync),
+        )?;
+        Ok(())
+    }
+
+    /// The entry with the highest sequence number.
+    pub fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        let mut it = self.db.iterator_cf(self.cf(Cf::Audit), IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some((self.audit_seq(&k)?, v.into_vec())))
+            }
+        }
+    }
+
+    /// Every entry from `from_seq` on, in sequence order.
+    pub fn audit_scan(&self, from_seq: u64) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + '_ {
+        let start = from_seq.to_be_bytes();
+        self.db
+            .iterator_cf(
+                self.cf(Cf::Audit),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .map(move |kv| {
+                let (k, v) = kv?;
+                Ok((self.audit_seq(&k)?, v.into_vec()))
+            })
+    }
+
+    fn audit_seq(&self, key: &[u8]) -> Result<u64> {
+        let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::Corrupt {
+            path: db_path(&self.data_dir),
+            what: format!("audit key of {} bytes", key.len()),
+        })?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    // ---- identities: personal data behind audit pseudonyms -----------------
+    //
+    // `n/<name>` → pseudonym, `p/<pseudonym>` → the identity record. Both go
+    // in one batch, so a name never points at a missing record.
+
+    pub fn identity_by_name(&self, name: &str) -> Result<Option<String>> {
+        let v = self
+            .db
+            .get_cf(self.cf(Cf::Identities), identity_name_key(name))?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn identity_record(&self, pseudonym: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(Cf::Identities), identity_record_key(pseudonym))?)
+    }
+
+    pub fn identity_put(&self, name: &str, pseudonym: &str, record: &[u8]) -> Result<()> {
+        let cf = self.cf(Cf::Identities);
+        let mut b = WriteBatch::default();
+        b.put_cf(cf, identity_name_key(name), pseudonym.as_bytes());
+        b.put_cf(cf, identity_record_key(pseudonym), record);
+        self.db
+            .write_opt(b, &Self::write_options(Durability::Sync))?;
+        Ok(())
+    }
+
+    /// Removes a person's identifiers; returns whether there were any.
+    pub fn identity_delete(&self, name: &str) -> Result<bool> {
+        let Some(pseudonym) = self.identity_by_name(name)? else {
+            return Ok(false);
+        };
+        let cf = self.cf(Cf::Identities);
+        let mut b = WriteBatch::default();
+        b.delete_cf(cf, identity_name_key(name));
+        b.delete_cf(cf, identity_record_key(&pseudonym));
+        self.db
+            .write_opt(b, &Self::write_options(Durability::Sync))?;
+        // Deleted data lingers in SST files until compaction; compact now so
+        // the name is really gone from disk.
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(true)
+    }
+
+    // ---- retention ----------------------------------------------------------
+
+    /// Drops every entry of a time-keyed column family older than
+    /// `cutoff_ms` (Unix milliseconds). Returns false for column families
+    /// that are not time-keyed (nothing is deleted there).
+    pub fn prune_before(&self, cf: Cf, cutoff_ms: u64) -> Result<bool> {
+        if !cf.time_keyed() {
+            return Ok(false);
+        }
+        let h = self.cf(cf);
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(h, 0u64.to_be_bytes(), cutoff_ms.to_be_bytes());
+        self.db
+            .write_opt(b, &Self::write_options(Durability::Buffered))?;
+        Ok(true)
+    }
+
+    /// Writes a time-keyed record (used by metrics and incidents, and by
+    /// retention tests).
+    pub fn put_timed(
+        &self,
+        cf: Cf,
+        at_ms: u64,
+        suffix: &[u8],
+        value: &[u8],
+        d: Durability,
+    ) -> Result<()> {
+        debug_assert!(cf.time_keyed(), "{} is not time-keyed", cf.name());
+        let mut key = Vec::with_capacity(8 + suffix.len());
+        key.extend_from_slice(&at_ms.to_be_bytes());
+        key.extend_from_slice(suffix);
+        self.db
+            .put_cf_opt(self.cf(cf), key, value, &Self::write_options(d))?;
+        Ok(())
+    }
+
+    /// Number of entries in a column family (a full scan: for tests and tools).
+    pub fn count(&self, cf: Cf) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    // ---- housekeeping -------------------------------------------------------
+
+    /// Bytes the database occupies on disk.
+    pub fn size_bytes(&self) -> u64 {
+        dir_size(&db_path(&self.data_dir))
+    }
+
+    /// Flushes memtables and the WAL; called on clean shutdown so the next
+    /// start has nothing to replay.
+    pub fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.flush_wal(true)?;
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if !self.read_only {
+            let _ = std::fs::remove_file(self.data_dir.join(PID_FILE));
+        }
+    }
+}
+
+fn identity_name_key(name: &str) -> Vec<u8> {
+    [b"n/".as_slice(), name.as_bytes()].concat()
+}
+
+fn identity_record_key(pseudonym: &str) -> Vec<u8> {
+    [b"p/".as_slice(), pseudonym.as_bytes()].concat()
+}
+
+/// Creating a file is the only sure test that a directory is writable (a
+/// read-only mount passes a permission check).
+fn probe_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(".levee-write-probe");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| StoreError::NotWritable {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+fn read_holder(data_dir: &Path) -> String {
+    match std::fs::read_to_string(data_dir.join(PID_FILE)) {
+        Ok(pid) if !pid.trim().is_empty() => format!(" (pid {})", pid.trim()),
+        _ => String::new(),
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Locked { .. }), "{msg}");
+        assert!(msg.contains("in use by another levee"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file.join("sub")).unwrap_err();
+        assert!(matches!(err, StoreError::NotWritable { .. }), "{err}");
+        assert!(err.to_string().starts_with("data dir "), "{err}");
+    }
+
+    #[test]
+    fn read_only_open_works_beside_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Store::open(dir.path()).unwrap();
+        w.audit_put(1, b"one").unwrap();
+        let r = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(r.audit_last().unwrap(), Some((1, b"one".to_vec())));
+    }
+
+    #[test]
+    fn read_only_open_of_nothing_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open_read_only(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn schema_version_is_recorded_and_newer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+            s.meta_put("schema_version", &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+    }
+
+    #[test]
+    fn retention_drops_only_old_time_keyed_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for t in [1_000u64, 2_000, 3_000] {
+            s.put_timed(Cf::Metrics, t, b"host", b"v", Durability::Buffered)
+                .unwrap();
+        }
+        s.audit_put(1, b"kept").unwrap();
+        assert!(s.prune_before(Cf::Metrics, 2_500).unwrap());
+        assert_eq!(s.count(Cf::Metrics).unwrap(), 1);
+        assert!(!s.prune_before(Cf::Audit, u64::MAX).unwrap());
+        assert_eq!(s.count(Cf::Audit).unwrap(), 1);
+    }
+
+    #[test]
+    fn audit_entries_come_back_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // Big-endian keys sort numerically even across byte boundaries.
+        for seq in [1u64, 255, 256, 2] {
+            s.audit_put(seq, &seq.to_string().into_bytes()).unwrap();
+        }
+        let seqs: Vec<u64> = s.audit_scan(1).map(|r| r.unwrap().0).collect();
+        assert_eq!(seqs, vec![1, 2, 255, 256]);
+        assert_eq!(s.audit_last().unwrap().unwrap().0, 256);
+    }
+
+    #[test]
+    fn identities_delete_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.identity_put("alice", "u-1", b"{}").unwrap();
+        assert_eq!(s.identity_by_name("alice").unwrap().as_deref(), Some("u-1"));
+        assert!(s.identity_delete("alice").unwrap());
+        assert_eq!(s.identity_by_name("alice").unwrap(), None);
+        assert_eq!(s.identity_record("u-1").unwrap(), None);
+        assert!(!s.identity_delete("alice").unwrap());
+    }
+}

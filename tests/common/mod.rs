@@ -1,0 +1,212 @@
+//! Helpers the integration tests share: start a real `levee run` on a temp
+//! data dir with its web server on a free loopback port, talk HTTP to it,
+//! signal it, and run the other subcommands.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn levee_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_levee")
+}
+
+/// `levee ARGS…` to completion.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(levee_bin())
+        .args(args)
+        .env_remove("LEVEE_CONFIG")
+        .env_remove("LEVEE_LOG")
+        .output()
+        .expect("levee runs")
+}
+
+/// A config for tests: data dir as given, every socket on a free port.
+pub fn test_config(data_dir: &Path, extra: &str) -> String {
+    format!(
+        "data_dir = \"{}\"\n{extra}\n\
+         [collector.sflow]\nlisten = [\"127.0.0.1:0\"]\n\
+         [collector.netflow]\nlisten = [\"127.0.0.1:0\"]\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n",
+        data_dir.display()
+    )
+}
+
+/// A running `levee run`.
+pub struct Levee {
+    pub child: Child,
+    pub web: SocketAddr,
+    pub config: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Levee {
+    /// Starts levee with the config file at `config` and waits until its web
+    /// server listens.
+    pub fn start(config: &Path) -> Levee {
+        let mut child = Command::new(levee_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("LEVEE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("levee starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        if line.contains("Web server listening") {
+                            let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                        }
+                    }
+                    eprintln!("[levee] {line}");
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let web = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("levee did not start: {:?}", lines.lock().unwrap());
+            }
+        };
+        Levee {
+            child,
+            web,
+            config: config.to_owned(),
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Waits for the process to end (it must, within a minute).
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "levee did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// GET `path`; returns the status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.web, path)
+    }
+
+    /// The value of one sample line of `/metrics`, e.g. `levee_audit_head_seq`.
+    pub fn metric(&self, series: &str) -> Option<String> {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .map(|l| l[series.len() + 1..].to_owned())
+    }
+
+    /// Waits until `f` holds, polling; panics after 30 s.
+    pub fn wait_for(&self, what: &str, mut f: impl FnMut(&Levee) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The audit head (seq, hash) as `/metrics` reports it.
+    pub fn audit_head(&self) -> (u64, String) {
+        let (_, body) = self.get("/metrics");
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("levee_audit_head_info{"))
+            .expect("head info in /metrics");
+        let seq = line
+            .split("seq=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let hash = line
+            .split("sha256=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        (seq.parse().unwrap(), hash.to_owned())
+    }
+}
+
+impl Drop for Levee {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// `levee audit export` of the store behind `config`; returns stdout and the
+/// head hash it reports on stderr.
+pub fn export(config: &Path, format: &str) -> (String, String) {
+    let out = cli(&[
+        "audit",
+        "export",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        format,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "export failed: {stderr}");
+    let head = stderr
+        .split("sha256 ")
+        .nth(1)
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| panic!("no head in {stderr:?}"));
+    (String::from_utf8(out.stdout).unwrap(), head)
+}
