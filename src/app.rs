@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::audit::{Actor, AuditLog};
 use crate::config::{self, Diff, Loaded};
+use crate::ingest::Ingest;
 use crate::logging::{self, LogHandle};
 use crate::store::{Cf, Store};
 use crate::web::{self, Counters, WebState};
@@ -129,6 +130,8 @@ async fn control_plane(
     let listen = loaded.config.web.listen;
     let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
 
+    // Collectors first: "Web server listening" is the last line of start-up.
+    let ingest = Arc::new(Ingest::start(&config_rx.borrow().config.collector)?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the web server to {listen}"))?;
@@ -138,6 +141,7 @@ async fn control_plane(
         store: store.clone(),
         audit: audit.clone(),
         counters: counters.clone(),
+        ingest: Some(ingest.clone()),
     });
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let server = tokio::spawn(async move {
@@ -166,6 +170,9 @@ async fn control_plane(
 
     retention.abort();
     let _ = stop_tx.send(true);
+    tokio::task::spawn_blocking(move || ingest.stop())
+        .await
+        .ok();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Web server ended with an error"),

@@ -15,6 +15,8 @@
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod store;
 pub mod web;

@@ -1,4 +1,77 @@
-//! levee-collectors: turns every flow source into one compact `FlowRecord`.
+//! levee-collectors: turns every flow source into one compact [`FlowRecord`].
 //!
-//! Filled in by the ingest work (IN-1 … IN-7): sans-IO decoders for sFlow v5,
-//! NetFlow v5/v9, IPFIX and pcap, and the socket and capture readers on top.
+//! The decoders are sans-IO, one module per protocol ([`sflow`],
+//! [`netflow5`], and the template-driven NetFlow v9/IPFIX), plus [`packet`]
+//! for L2–L4 header parsing shared by sFlow raw headers and pcap. Each takes a
+//! [`Datagram`] (bytes, source, receive time), the exporter's state, a
+//! caller-owned output buffer and a [`Tally`]; none opens a socket, starts a
+//! thread or reads a clock. [`exporter::Exporter`] holds one exporter's state
+//! and counters and picks the decoder by sniffing the datagram.
+//!
+//! Decoders never allocate per record: records are appended to the caller's
+//! reused `Vec<FlowRecord>`, and errors are `Copy` values counted by kind.
+
+pub mod capture;
+#[cfg(feature = "encode")]
+pub mod encode;
+pub mod error;
+pub mod exporter;
+pub mod listen;
+pub mod netflow5;
+pub mod packet;
+pub mod receiver;
+pub mod record;
+pub mod sflow;
+
+pub use error::{DecodeError, ErrorKind, Protocol};
+pub use record::{Addr, FlowRecord};
+
+use std::net::IpAddr;
+
+/// One received flow-export datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    pub data: &'a [u8],
+    /// The datagram's IP source: the exporter as the network sees it.
+    pub source: IpAddr,
+    /// Arrival time, Unix milliseconds (the capture time in replay).
+    pub received_ms: u64,
+}
+
+/// What decoding one datagram found besides records; the caller adds it to
+/// its counters once per datagram.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Flow records decoded (sFlow: flow samples, IP or not).
+    pub records: u64,
+    /// Loss told by sequence numbers: sFlow and NetFlow v9 count datagrams,
+    /// NetFlow v5 flows, IPFIX data records.
+    pub lost: u64,
+    /// Data sets (v9/IPFIX) whose template was unknown.
+    pub template_misses: u64,
+    /// Packets the exporter itself reports dropping (sFlow `drops`).
+    pub exporter_drops: u64,
+    /// Sampled packets that were not IP (ARP, LLDP, …).
+    pub non_ip: u64,
+    /// Problems stepped over without ending the datagram, by [`ErrorKind`].
+    pub errors: [u64; ErrorKind::COUNT],
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.records += other.records;
+        self.lost += other.lost;
+        self.template_misses += other.template_misses;
+        self.exporter_drops += other.exporter_drops;
+        self.non_ip += other.non_ip;
+        for (a, b) in self.errors.iter_mut().zip(other.errors) {
+            *a += b;
+        }
+    }
+}
+
+/// The exporter address records carry for a datagram from `dg.source`.
+#[inline]
+pub(crate) fn exporter_addr(dg: &Datagram<'_>) -> Addr {
+    Addr::from(dg.source)
+}

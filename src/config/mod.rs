@@ -46,6 +46,14 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Collectors {
+    /// Exporters allowed to send flow export; empty allows every source.
+    pub allowed_exporters: Vec<IpNet>,
+    /// Exporters tracked at most; datagrams from further sources are refused.
+    pub max_exporters: usize,
+    /// Receive threads (sockets sharing the port) per listen address.
+    pub receivers: usize,
+    /// Requested socket receive buffer, bytes.
+    pub receive_buffer: usize,
     pub sflow: Listeners,
     /// NetFlow v5, v9 and IPFIX share these sockets; the version field tells them apart.
     pub netflow: Listeners,
@@ -191,6 +199,10 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("/var/lib/levee"),
             collector: Collectors {
+                allowed_exporters: Vec::new(),
+                max_exporters: 4096,
+                receivers: 1,
+                receive_buffer: 32 << 20,
                 sflow: Listeners {
                     listen: vec![SocketAddr::from(([0, 0, 0, 0], 6343))],
                 },
@@ -408,6 +420,30 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
     let mut sockets: Vec<(SocketAddr, Option<Range<usize>>, String)> = Vec::new();
 
     if let Some(mut col) = top.table(d, "collector", "[collector]") {
+        if let Some(list) = col.strings(d, "allowed_exporters") {
+            c.collector.allowed_exporters = list.iter().filter_map(|p| prefix(d, p)).collect();
+        }
+        if let Some(n) = col.positive(d, "max_exporters") {
+            c.collector.max_exporters = usize::try_from(*n.get_ref()).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = col.positive(d, "receivers") {
+            match usize::try_from(*n.get_ref()) {
+                Ok(v) if v <= 64 => c.collector.receivers = v,
+                _ => d.error(
+                    n.span(),
+                    "`receivers` in [collector] must be between 1 and 64",
+                ),
+            }
+        }
+        if let Some(n) = col.positive(d, "receive_buffer") {
+            match usize::try_from(*n.get_ref()) {
+                Ok(v) if (65_536..=1 << 30).contains(&v) => c.collector.receive_buffer = v,
+                _ => d.error(
+                    n.span(),
+                    "`receive_buffer` in [collector] must be between 65536 and 1073741824 bytes",
+                ),
+            }
+        }
         for (key, name) in [
             ("sflow", "[collector.sflow]"),
             ("netflow", "[collector.netflow]"),

@@ -42,6 +42,8 @@ pub struct Levee {
     pub child: Child,
     pub web: SocketAddr,
     pub config: PathBuf,
+    /// Collector sockets by kind (`sflow`, `netflow`), from the start-up log.
+    pub collectors: Vec<(String, SocketAddr)>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -67,13 +69,14 @@ impl Levee {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.split("addr=").nth(1) {
-                        if line.contains("Web server listening") {
-                            let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
-                        }
-                    }
                     eprintln!("[levee] {line}");
+                    let web = line
+                        .contains("Web server listening")
+                        .then(|| field(&line, "addr").parse::<SocketAddr>().unwrap());
                     lines.lock().unwrap().push(line);
+                    if let Some(addr) = web {
+                        let _ = tx.send(addr);
+                    }
                 }
             });
         }
@@ -84,10 +87,23 @@ impl Levee {
                 panic!("levee did not start: {:?}", lines.lock().unwrap());
             }
         };
+        let collectors = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Collector listening"))
+            .map(|l| {
+                (
+                    field(l, "kind").trim_matches('"').to_owned(),
+                    field(l, "addr").parse().unwrap(),
+                )
+            })
+            .collect();
         Levee {
             child,
             web,
             config: config.to_owned(),
+            collectors,
             lines,
         }
     }
@@ -111,6 +127,15 @@ impl Levee {
             assert!(Instant::now() < deadline, "levee did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The first collector socket of `kind`.
+    pub fn collector(&self, kind: &str) -> SocketAddr {
+        self.collectors
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no {kind} collector in {:?}", self.collectors))
     }
 
     pub fn log(&self) -> Vec<String> {
@@ -162,6 +187,14 @@ impl Levee {
             .unwrap();
         (seq.parse().unwrap(), hash.to_owned())
     }
+}
+
+/// The value of `key=value` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
 impl Drop for Levee {

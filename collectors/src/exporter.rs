@@ -1,0 +1,128 @@
+//! One exporter: its decoding state and its counters (IN-7).
+//!
+//! [`Exporter::decode`] tells the protocol by the datagram's first bytes, not
+//! by the port it came in on (sFlow starts with the 32-bit word 5, NetFlow
+//! and IPFIX with the 16-bit version 5, 9 or 10), so a router pointed at the
+//! wrong port is still understood, and counts every outcome.
+
+use crate::error::{DecodeError, ErrorKind, Protocol};
+use crate::record::FlowRecord;
+use crate::{netflow5, sflow, Datagram, Tally};
+
+/// Totals since the exporter was first seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams: [u64; Protocol::COUNT],
+    pub records: [u64; Protocol::COUNT],
+    /// Decode errors by protocol and kind (fatal ones and stepped-over ones).
+    pub errors: [[u64; ErrorKind::COUNT]; Protocol::COUNT],
+    pub template_misses: u64,
+    pub lost: u64,
+    pub exporter_drops: u64,
+    pub non_ip: u64,
+    /// Unix ms of the last datagram.
+    pub last_seen_ms: u64,
+}
+
+impl Counters {
+    /// Adds another set of totals (the same exporter seen by another receiver).
+    pub fn add(&mut self, c: &Counters) {
+        for (a, b) in self.datagrams.iter_mut().zip(c.datagrams) {
+            *a += b;
+        }
+        for (a, b) in self.records.iter_mut().zip(c.records) {
+            *a += b;
+        }
+        for (row, other) in self.errors.iter_mut().zip(&c.errors) {
+            for (a, b) in row.iter_mut().zip(other) {
+                *a += b;
+            }
+        }
+        self.template_misses += c.template_misses;
+        self.lost += c.lost;
+        self.exporter_drops += c.exporter_drops;
+        self.non_ip += c.non_ip;
+        self.last_seen_ms = self.last_seen_ms.max(c.last_seen_ms);
+    }
+}
+
+/// State and counters of one exporter.
+#[derive(Debug, Default)]
+pub struct Exporter {
+    pub counters: Counters,
+    pub sflow: sflow::State,
+    pub netflow5: netflow5::State,
+}
+
+/// Which decoder a datagram is for, by its first bytes.
+pub fn sniff(data: &[u8]) -> Option<Protocol> {
+    if sflow::sniff(data) {
+        return Some(Protocol::Sflow);
+    }
+    match data.get(..2).map(|v| u16::from_be_bytes([v[0], v[1]])) {
+        Some(5) => Some(Protocol::Netflow5),
+        Some(9) => Some(Protocol::Netflow9),
+        Some(10) => Some(Protocol::Ipfix),
+        _ => None,
+    }
+}
+
+impl Exporter {
+    /// Decodes one datagram, appending its records to `out`, and counts the
+    /// outcome. On error the records decoded before it stay in `out`.
+    pub fn decode(
+        &mut self,
+        dg: &Datagram<'_>,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<Protocol, DecodeError> {
+        let mut tally = Tally::default();
+        let Some(protocol) = sniff(dg.data) else {
+            // Not flow export at all; count it under the NetFlow family,
+            // which is what most stray traffic on these ports was meant as.
+            let e = DecodeError::new(
+                Protocol::Netflow5,
+                ErrorKind::BadVersion,
+                0,
+                "not sFlow v5, NetFlow v5/v9 or IPFIX",
+            );
+            self.count(e.protocol, dg, &tally, Some(e.kind));
+            return Err(e);
+        };
+        let result = match protocol {
+            Protocol::Sflow => sflow::decode(dg, &mut self.sflow, out, &mut tally),
+            Protocol::Netflow5 => netflow5::decode(dg, &mut self.netflow5, out, &mut tally),
+            _ => Err(DecodeError::new(
+                protocol,
+                ErrorKind::BadVersion,
+                0,
+                "NetFlow v9/IPFIX not supported yet",
+            )),
+        };
+        self.count(protocol, dg, &tally, result.as_ref().err().map(|e| e.kind));
+        result.map(|()| protocol)
+    }
+
+    fn count(
+        &mut self,
+        protocol: Protocol,
+        dg: &Datagram<'_>,
+        tally: &Tally,
+        fatal: Option<ErrorKind>,
+    ) {
+        let c = &mut self.counters;
+        let p = protocol.index();
+        c.datagrams[p] += 1;
+        c.records[p] += tally.records;
+        for (total, n) in c.errors[p].iter_mut().zip(tally.errors) {
+            *total += n;
+        }
+        if let Some(kind) = fatal {
+            c.errors[p][kind.index()] += 1;
+        }
+        c.template_misses += tally.template_misses;
+        c.lost += tally.lost;
+        c.exporter_drops += tally.exporter_drops;
+        c.non_ip += tally.non_ip;
+        c.last_seen_ms = c.last_seen_ms.max(dg.received_ms);
+    }
+}

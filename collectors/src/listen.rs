@@ -1,0 +1,202 @@
+//! The receive loop: one thread per [`Receiver`], from socket to records.
+//!
+//! For each batch of datagrams: admit the source (allow-list, exporter
+//! limit), decode with that exporter's state into a reused buffer, hand the
+//! records to the [`Sink`], and count. Counters live in the thread and are
+//! published to [`Published`] once a second (a lock per second, never per
+//! datagram or record).
+//!
+//! Lifecycle: [`run`] returns when `stop` is set (checked at least every poll
+//! interval of the receiver), after a last publish.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+
+use crate::exporter::{Counters, Exporter};
+use crate::receiver::Receiver;
+use crate::record::FlowRecord;
+use crate::Datagram;
+
+/// Where decoded records go (the accounting rings, in levee).
+pub trait Sink {
+    fn accept(&mut self, records: &[FlowRecord]);
+}
+
+/// Which sources may export to levee, and how many exporters it tracks.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Prefixes allowed to send; empty allows every source.
+    pub allow: Vec<IpNet>,
+    /// Exporters tracked at most; datagrams from further sources are refused.
+    pub max_exporters: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            allow: Vec::new(),
+            max_exporters: 4096,
+        }
+    }
+}
+
+/// Counters one receive loop publishes.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Per exporter, as of the last publish.
+    pub exporters: Mutex<HashMap<IpAddr, Counters>>,
+    /// Datagrams the kernel dropped on this socket (`SO_RXQ_OVFL`).
+    pub socket_drops: AtomicU64,
+    /// Datagrams from sources outside the allow-list.
+    pub refused_not_allowed: AtomicU64,
+    /// Datagrams from new sources past the exporter limit.
+    pub refused_limit: AtomicU64,
+    /// Datagrams larger than a receive slot (cut, then decoded as far as possible).
+    pub truncated: AtomicU64,
+}
+
+/// The exporters one receive loop knows.
+#[derive(Debug)]
+pub struct Exporters {
+    map: HashMap<IpAddr, Exporter>,
+    admission: Admission,
+    refused_not_allowed: u64,
+    refused_limit: u64,
+}
+
+impl Exporters {
+    pub fn new(admission: Admission) -> Exporters {
+        Exporters {
+            map: HashMap::new(),
+            admission,
+            refused_not_allowed: 0,
+            refused_limit: 0,
+        }
+    }
+
+    /// The state of `source`, admitting it if allowed and there is room.
+    pub fn admit(&mut self, source: IpAddr) -> Option<&mut Exporter> {
+        if !self.map.contains_key(&source) {
+            let a = &self.admission;
+            if !a.allow.is_empty() && !a.allow.iter().any(|n| n.contains(&source)) {
+                self.refused_not_allowed += 1;
+                return None;
+            }
+            if self.map.len() >= a.max_exporters {
+                self.refused_limit += 1;
+                return None;
+            }
+        }
+        Some(self.map.entry(source).or_default())
+    }
+
+    pub fn get(&self, source: &IpAddr) -> Option<&Exporter> {
+        self.map.get(source)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Exporter)> {
+        self.map.iter()
+    }
+
+    /// Replaces the admission policy (config reload); known exporters that
+    /// the new allow-list excludes are forgotten.
+    pub fn set_admission(&mut self, admission: Admission) {
+        if !admission.allow.is_empty() {
+            self.map
+                .retain(|ip, _| admission.allow.iter().any(|n| n.contains(ip)));
+        }
+        self.admission = admission;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the receive loop until `stop` is set.
+pub fn run(
+    mut rx: Receiver,
+    mut exporters: Exporters,
+    sink: &mut dyn Sink,
+    published: &Published,
+    stop: &AtomicBool,
+) {
+    let mut out: Vec<FlowRecord> = Vec::with_capacity(4096);
+    let mut truncated = 0u64;
+    let mut last_publish = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let n = match rx.recv() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(listener = %rx.local_addr(), error = %e, "Receive failed");
+                std::thread::sleep(Duration::from_millis(100));
+                0
+            }
+        };
+        if n > 0 {
+            let received_ms = now_ms();
+            for i in 0..n {
+                let Some(d) = rx.get(i) else { continue };
+                truncated += u64::from(d.truncated);
+                let Some(exporter) = exporters.admit(d.source.ip()) else {
+                    continue;
+                };
+                let dg = Datagram {
+                    data: d.data,
+                    source: d.source.ip(),
+                    received_ms,
+                };
+                if let Err(e) = exporter.decode(&dg, &mut out) {
+                    tracing::debug!(exporter = %d.source, error = %e, "Decode error");
+                }
+            }
+            if !out.is_empty() {
+                sink.accept(&out);
+                out.clear();
+            }
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            publish(&rx, &exporters, truncated, published);
+            last_publish = Instant::now();
+        }
+    }
+    publish(&rx, &exporters, truncated, published);
+}
+
+fn publish(rx: &Receiver, exporters: &Exporters, truncated: u64, p: &Published) {
+    p.socket_drops
+        .store(u64::from(rx.kernel_drops()), Ordering::Relaxed);
+    p.refused_not_allowed
+        .store(exporters.refused_not_allowed, Ordering::Relaxed);
+    p.refused_limit
+        .store(exporters.refused_limit, Ordering::Relaxed);
+    p.truncated.store(truncated, Ordering::Relaxed);
+    let mut map = p.exporters.lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|ip, _| exporters.map.contains_key(ip));
+    for (ip, e) in &exporters.map {
+        map.insert(*ip, e.counters.clone());
+    }
+}
+
+/// A sink that only counts; used until accounting consumes the records.
+#[derive(Debug, Default)]
+pub struct CountingSink {
+    pub records: Arc<AtomicU64>,
+}
+
+impl Sink for CountingSink {
+    fn accept(&mut self, records: &[FlowRecord]) {
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+    }
+}

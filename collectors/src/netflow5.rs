@@ -1,0 +1,133 @@
+//! NetFlow version 5 (IN-2): a 24-byte header and up to 30 fixed 48-byte
+//! records (Cisco's "NetFlow Export Datagram Format").
+//!
+//! Counts are multiplied by the header's sampling interval (low 14 bits; 0
+//! means unsampled). The flow's time is its end (`Last`, in router uptime)
+//! placed on the wall clock by the header's `unix_secs/nsecs` and
+//! `sys_uptime`. ICMP type and code come from the destination port, as
+//! exporters encode them. `flow_sequence` counts flows, so a jump in it is
+//! the number of flow records lost.
+
+use crate::error::{DecodeError, ErrorKind, Protocol};
+use crate::record::{proto, Addr, FlowRecord};
+use crate::{Datagram, Tally};
+
+const P: Protocol = Protocol::Netflow5;
+const HEADER: usize = 24;
+const RECORD: usize = 48;
+
+/// Sequence state per engine (type, id) of one exporter.
+#[derive(Debug, Default)]
+pub struct State {
+    engines: Vec<(u8, u8, u32)>,
+}
+
+impl State {
+    /// Records that `count` flows starting at `seq` arrived; returns the
+    /// number of flows lost since the previous datagram.
+    fn track(&mut self, engine: (u8, u8), seq: u32, count: u32) -> u64 {
+        let next = seq.wrapping_add(count);
+        if let Some(e) = self.engines.iter_mut().find(|e| (e.0, e.1) == engine) {
+            let gap = seq.wrapping_sub(e.2);
+            e.2 = next;
+            return if gap > 0 && gap < 1 << 31 {
+                u64::from(gap)
+            } else {
+                0
+            };
+        }
+        if self.engines.len() < 256 {
+            self.engines.push((engine.0, engine.1, next));
+        }
+        0
+    }
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Decodes one NetFlow v5 datagram.
+pub fn decode(
+    dg: &Datagram<'_>,
+    state: &mut State,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) -> Result<(), DecodeError> {
+    let b = dg.data;
+    if b.len() < HEADER {
+        return Err(DecodeError::new(P, ErrorKind::Truncated, 0, "header"));
+    }
+    if be16(b, 0) != 5 {
+        return Err(DecodeError::new(
+            P,
+            ErrorKind::BadVersion,
+            0,
+            "not NetFlow version 5",
+        ));
+    }
+    let count = usize::from(be16(b, 2));
+    let uptime = be32(b, 4);
+    let wall_ms = u64::from(be32(b, 8)) * 1000 + u64::from(be32(b, 12)) / 1_000_000;
+    let seq = be32(b, 16);
+    let engine = (b[20], b[21]);
+    let interval = u32::from(be16(b, 22) & 0x3fff);
+    let rate = interval.max(1);
+    let rate64 = u64::from(rate);
+
+    // Decode what is really there; a short datagram still yields its whole records.
+    let present = (b.len() - HEADER) / RECORD;
+    let n = count.min(present);
+    tally.lost += state.track(engine, seq, count as u32);
+    out.reserve(n);
+    let exporter = crate::exporter_addr(dg);
+    for rec in b[HEADER..HEADER + n * RECORD].chunks_exact(RECORD) {
+        let protocol = rec[38];
+        let (mut src_port, mut dst_port) = (be16(rec, 32), be16(rec, 34));
+        let (mut icmp_type, mut icmp_code) = (0, 0);
+        if protocol == proto::ICMP {
+            icmp_type = (dst_port >> 8) as u8;
+            icmp_code = dst_port as u8;
+            src_port = 0;
+            dst_port = 0;
+        }
+        let last = be32(rec, 28);
+        // Uptime wraps after ~49.7 days; the difference is right across it.
+        let age = u64::from(uptime.wrapping_sub(last));
+        out.push(FlowRecord {
+            time_ms: wall_ms.saturating_sub(age),
+            packets: u64::from(be32(rec, 16)) * rate64,
+            bytes: u64::from(be32(rec, 20)) * rate64,
+            src: Addr::v4([rec[0], rec[1], rec[2], rec[3]]),
+            dst: Addr::v4([rec[4], rec[5], rec[6], rec[7]]),
+            exporter,
+            sampling: rate,
+            in_if: u32::from(be16(rec, 12)),
+            out_if: u32::from(be16(rec, 14)),
+            src_port,
+            dst_port,
+            protocol,
+            tcp_flags: rec[37],
+            ttl: 0,
+            icmp_type,
+            icmp_code,
+            flags: 0,
+        });
+    }
+    tally.records += n as u64;
+    if n < count {
+        return Err(DecodeError::new(
+            P,
+            ErrorKind::Truncated,
+            HEADER + n * RECORD,
+            "fewer records than the header counts",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! sFlow version 5 (IN-1), per sflow_version_5.txt (sflow.org, 2004).
+//!
+//! Decodes flow samples (format 1) and expanded flow samples (format 3) into
+//! one [`FlowRecord`] each, from the raw packet header record (format 1,
+//! parsed to L4 by [`crate::packet`]) or, when there is none, the sampled
+//! IPv4/IPv6 record (formats 3/4). Counts are multiplied by the sample's
+//! sampling rate; bytes are the IP length from the header, not the frame
+//! length. Counter samples (formats 2 and 4) update the generic interface
+//! counters (record format 1) kept per agent and interface in [`State`].
+//! Datagram sequence numbers are tracked per agent and sub-agent for loss.
+//!
+//! The XDR walk trusts no length or count: every loop is bounded by the bytes
+//! that are really there, and a sample or record whose length runs past its
+//! container ends the datagram with an error (records decoded before it stay).
+
+use std::collections::HashMap;
+
+use crate::error::{DecodeError, ErrorKind, Protocol};
+use crate::packet;
+use crate::record::{flags, Addr, FlowRecord};
+use crate::{Datagram, Tally};
+
+const P: Protocol = Protocol::Sflow;
+
+/// Agents (agent address, sub-agent) tracked per exporter for sequence loss.
+const MAX_AGENTS: usize = 64;
+/// Interfaces whose counters are kept per exporter.
+const MAX_INTERFACES: usize = 8192;
+
+/// Generic interface counters (counter record format 1), as last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfCounters {
+    pub if_type: u32,
+    pub speed: u64,
+    pub in_octets: u64,
+    pub in_packets: u64,
+    pub out_octets: u64,
+    pub out_packets: u64,
+    pub in_discards: u32,
+    pub in_errors: u32,
+    pub out_discards: u32,
+    pub out_errors: u32,
+    /// When this report arrived (Unix ms).
+    pub at_ms: u64,
+}
+
+/// What sFlow decoding remembers about one exporter.
+#[derive(Debug, Default)]
+pub struct State {
+    /// (agent, sub-agent) → last datagram sequence number.
+    seqs: Vec<(Addr, u32, u32)>,
+    /// (agent, ifIndex) → counters.
+    interfaces: HashMap<(Addr, u32), IfCounters>,
+    /// Counter reports refused because [`MAX_INTERFACES`] was reached.
+    pub interfaces_refused: u64,
+}
+
+impl State {
+    pub fn interface(&self, agent: Addr, if_index: u32) -> Option<&IfCounters> {
+        self.interfaces.get(&(agent, if_index))
+    }
+
+    pub fn interfaces(&self) -> impl Iterator<Item = (&(Addr, u32), &IfCounters)> {
+        self.interfaces.iter()
+    }
+
+    /// Records a datagram sequence number; returns how many datagrams were lost.
+    fn track(&mut self, agent: Addr, sub_agent: u32, seq: u32) -> u64 {
+        if let Some(entry) = self
+            .seqs
+            .iter_mut()
+            .find(|(a, s, _)| *a == agent && *s == sub_agent)
+        {
+            let gap = seq.wrapping_sub(entry.2);
+            entry.2 = seq;
+            // Forward by less than half the space: loss. Anything else is a
+            // restart (sequence back to 1) or a reordered datagram.
+            return if gap > 1 && gap < 1 << 31 {
+                u64::from(gap - 1)
+            } else {
+                0
+            };
+        }
+        if self.seqs.len() < MAX_AGENTS {
+            self.seqs.push((agent, sub_agent, seq));
+        }
+        0
+    }
+}
+
+#[inline]
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+#[inline]
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    let s = b.get(at..at + 8)?;
+    Some(u64::from_be_bytes([
+        s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
+    ]))
+}
+
+fn err(kind: ErrorKind, offset: usize, what: &'static str) -> DecodeError {
+    DecodeError::new(P, kind, offset, what)
+}
+
+/// Whether `data` looks like sFlow v5 (version 5 as a 32-bit word).
+pub fn sniff(data: &[u8]) -> bool {
+    u32_at(data, 0) == Some(5)
+}
+
+/// Decodes one sFlow v5 datagram, appending a record per usable flow sample.
+pub fn decode(
+    dg: &Datagram<'_>,
+    state: &mut State,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) -> Result<(), DecodeError> {
+    let b = dg.data;
+    let version = u32_at(b, 0).ok_or(err(ErrorKind::Truncated, 0, "datagram header"))?;
+    if version != 5 {
+        return Err(err(ErrorKind::BadVersion, 0, "not sFlow version 5"));
+    }
+    let addr_type = u32_at(b, 4).ok_or(err(ErrorKind::Truncated, 4, "agent address type"))?;
+    let (agent, mut at) = match addr_type {
+        1 => {
+            let a = b
+                .get(8..12)
+                .ok_or(err(ErrorKind::Truncated, 8, "agent address"))?;
+            (Addr::v4([a[0], a[1], a[2], a[3]]), 12)
+        }
+        2 => {
+            let a = b
+                .get(8..24)
+                .ok_or(err(ErrorKind::Truncated, 8, "agent address"))?;
+            let mut o = [0u8; 16];
+            o.copy_from_slice(a);
+            (Addr::v6(o), 24)
+        }
+        _ => {
+            return Err(err(
+                ErrorKind::BadValue,
+                4,
+                "agent address type is neither IPv4 nor IPv6",
+            ))
+        }
+    };
+    let sub_agent = u32_at(b, at).ok_or(err(ErrorKind::Truncated, at, "sub-agent id"))?;
+    let seq = u32_at(b, at + 4).ok_or(err(ErrorKind::Truncated, at + 4, "sequence number"))?;
+    // at + 8: uptime (unused: samples carry no time of their own)
+    let n_samples = u32_at(b, at + 12).ok_or(err(ErrorKind::Truncated, at + 12, "sample count"))?;
+    at += 16;
+    tally.lost += state.track(agent, sub_agent, seq);
+
+    let mut seen = 0u32;
+    while seen < n_samples {
+        if at >= b.len() {
+            return Err(err(
+                ErrorKind::BadCount,
+                at,
+                "fewer samples than the header counts",
+            ));
+        }
+        let format = u32_at(b, at).ok_or(err(ErrorKind::Truncated, at, "sample format"))?;
+        let len =
+            u32_at(b, at + 4).ok_or(err(ErrorKind::Truncated, at + 4, "sample length"))? as usize;
+        let start = at + 8;
+        let body = b.get(start..start.saturating_add(len)).ok_or(err(
+            ErrorKind::BadLength,
+            at + 4,
+            "sample length runs past the datagram",
+        ))?;
+        match format {
+            1 => flow_sample(body, start, false, agent, dg.received_ms, out, tally)?,
+            3 => flow_sample(body, start, true, agent, dg.received_ms, out, tally)?,
+            2 => counter_sample(body, start, false, agent, dg.received_ms, state)?,
+            4 => counter_sample(body, start, true, agent, dg.received_ms, state)?,
+            _ => {} // enterprise or unknown formats: skipped by length
+        }
+        at = start + len;
+        seen += 1;
+    }
+    Ok(())
+}
+
+/// The interface value of a (compact) flow sample's input/output field:
+/// format 0 is an ifIndex, format 1 a discard reason, 2 a count of several.
+#[inline]
+fn if_index(format: u32, value: u32) -> u32 {
+    // 0x3fffffff is "unknown" in the compact encoding.
+    if format == 0 && value != 0x3fff_ffff {
+        value
+    } else {
+        0
+    }
+}
+
+fn flow_sample(
+    s: &[u8],
+    base: usize,
+    expanded: bool,
+    agent: Addr,
+    now_ms: u64,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) -> Result<(), DecodeError> {
+    // Compact: seq, source_id, rate, pool, drops, input, output, n_records (32 bytes).
+    // Expanded: seq, src type, src index, rate, pool, drops, in fmt, in val, out fmt, out val, n (44).
+    let (hdr, rate, drops, in_if, out_if) = if expanded {
+        if s.len() < 44 {
+            return Err(err(
+                ErrorKind::Truncated,
+                base,
+                "expanded flow sample header",
+            ));
+        }
+        let w = |i: usize| u32_at(s, i * 4).unwrap_or(0);
+        (44, w(3), w(5), if_index(w(6), w(7)), if_index(w(8), w(9)))
+    } else {
+        if s.len() < 32 {
+            return Err(err(ErrorKind::Truncated, base, "flow sample header"));
+        }
+        let w = |i: usize| u32_at(s, i * 4).unwrap_or(0);
+        (
+            32,
+            w(2),
+            w(4),
+            if_index(w(5) >> 30, w(5) & 0x3fff_ffff),
+            if_index(w(6) >> 30, w(6) & 0x3fff_ffff),
+        )
+    };
+    let n_records = u32_at(s, hdr - 4).unwrap_or(0);
+    tally.exporter_drops += u64::from(drops);
+    if rate == 0 {
+        // Counted, and the sample skipped: an estimate times zero is no estimate.
+        tally.errors[ErrorKind::ZeroSampling.index()] += 1;
+        return Ok(());
+    }
+    // A flow sample counts as a decoded record even when its packet is not
+    // IP (ARP, LLDP): levee_records_total counts samples for sFlow.
+    tally.records += 1;
+
+    let mut best: Option<packet::Packet> = None;
+    let mut at = hdr;
+    let mut seen = 0u32;
+    while seen < n_records {
+        if at >= s.len() {
+            return Err(err(
+                ErrorKind::BadCount,
+                base + at,
+                "fewer flow records than the sample counts",
+            ));
+        }
+        let format =
+            u32_at(s, at).ok_or(err(ErrorKind::Truncated, base + at, "flow record format"))?;
+        let len = u32_at(s, at + 4).ok_or(err(
+            ErrorKind::Truncated,
+            base + at + 4,
+            "flow record length",
+        ))? as usize;
+        let start = at + 8;
+        let r = s.get(start..start.saturating_add(len)).ok_or(err(
+            ErrorKind::BadLength,
+            base + at + 4,
+            "flow record length runs past the sample",
+        ))?;
+        match format {
+            1 => {
+                // Raw packet header: protocol, frame length, stripped, header length, header.
+                let proto = u32_at(r, 0).ok_or(err(
+                    ErrorKind::Truncated,
+                    base + start,
+                    "raw header record",
+                ))?;
+                let hlen = u32_at(r, 12).ok_or(err(
+                    ErrorKind::Truncated,
+                    base + start + 12,
+                    "raw header length",
+                ))? as usize;
+                let header = r.get(16..16usize.saturating_add(hlen)).ok_or(err(
+                    ErrorKind::BadLength,
+                    base + start + 12,
+                    "raw header length runs past its record",
+                ))?;
+                let parsed = match proto {
+                    1 => packet::parse_ethernet(header),
+                    11 => packet::parse_ipv4(header, 0),
+                    12 => packet::parse_ipv6(header, 0),
+                    _ => Err(packet::PacketError::NotIp(0)),
+                };
+                match parsed {
+                    Ok(p) => best = Some(p),
+                    Err(packet::PacketError::NotIp(_)) => tally.non_ip += 1,
+                    Err(_) => tally.errors[ErrorKind::BadPacket.index()] += 1,
+                }
+            }
+            3 if best.is_none() => best = sampled_ipv4(r),
+            4 if best.is_none() => best = sampled_ipv6(r),
+            _ => {} // Ethernet frame data, extended switch/router/gateway, …: not needed here
+        }
+        at = start + len;
+        seen += 1;
+    }
+
+    if let Some(p) = best {
+        let rate64 = u64::from(rate);
+        out.push(FlowRecord {
+            time_ms: now_ms,
+            packets: rate64,
+            bytes: u64::from(p.ip_len) * rate64,
+            src: p.src,
+            dst: p.dst,
+            exporter: agent,
+            sampling: rate,
+            in_if,
+            out_if,
+            src_port: p.src_port,
+            dst_port: p.dst_port,
+            protocol: p.protocol,
+            tcp_flags: p.tcp_flags,
+            ttl: p.ttl,
+            icmp_type: p.icmp_type,
+            icmp_code: p.icmp_code,
+            flags: p.flags
+                & (flags::IPV6 | flags::FRAGMENT | flags::LATER_FRAGMENT | flags::TTL_KNOWN),
+        });
+    }
+    Ok(())
+}
+
+/// Sampled IPv4 (flow record format 3): length, protocol, src, dst, ports, tcp flags, tos.
+fn sampled_ipv4(r: &[u8]) -> Option<packet::Packet> {
+    let a = r.get(8..16)?;
+    Some(packet::Packet {
+        ip_len: u32_at(r, 0)?,
+        protocol: u32_at(r, 4)? as u8,
+        src: Addr::v4([a[0], a[1], a[2], a[3]]),
+        dst: Addr::v4([a[4], a[5], a[6], a[7]]),
+        src_port: u32_at(r, 16)? as u16,
+        dst_port: u32_at(r, 20)? as u16,
+        tcp_flags: u32_at(r, 24)? as u8,
+        ..packet::Packet::default()
+    })
+}
+
+/// Sampled IPv6 (flow record format 4): length, protocol, src, dst, ports, tcp flags, priority.
+fn sampled_ipv6(r: &[u8]) -> Option<packet::Packet> {
+    let a = r.get(8..40)?;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&a[..16]);
+    dst.copy_from_slice(&a[16..]);
+    // The sampled length excludes lower layers; for IPv6 the spec's "length"
+    // is the whole IP packet, matching IP-layer bytes elsewhere.
+    Some(packet::Packet {
+        ip_len: u32_at(r, 0)?,
+        protocol: u32_at(r, 4)? as u8,
+        src: Addr::v6(src),
+        dst: Addr::v6(dst),
+        src_port: u32_at(r, 40)? as u16,
+        dst_port: u32_at(r, 44)? as u16,
+        tcp_flags: u32_at(r, 48)? as u8,
+        flags: flags::IPV6,
+        ..packet::Packet::default()
+    })
+}
+
+fn counter_sample(
+    s: &[u8],
+    base: usize,
+    expanded: bool,
+    agent: Addr,
+    now_ms: u64,
+    state: &mut State,
+) -> Result<(), DecodeError> {
+    // Compact: seq, source_id, n (12 bytes); expanded: seq, type, index, n (16).
+    let hdr = if expanded { 16 } else { 12 };
+    let n_records =
+        u32_at(s, hdr - 4).ok_or(err(ErrorKind::Truncated, base, "counter sample header"))?;
+    let mut at = hdr;
+    let mut seen = 0u32;
+    while seen < n_records {
+        if at >= s.len() {
+            return Err(err(
+                ErrorKind::BadCount,
+                base + at,
+                "fewer counter records than the sample counts",
+            ));
+        }
+        let format = u32_at(s, at).ok_or(err(
+            ErrorKind::Truncated,
+            base + at,
+            "counter record format",
+        ))?;
+        let len = u32_at(s, at + 4).ok_or(err(
+            ErrorKind::Truncated,
+            base + at + 4,
+            "counter record length",
+        ))? as usize;
+        let start = at + 8;
+        let r = s.get(start..start.saturating_add(len)).ok_or(err(
+            ErrorKind::BadLength,
+            base + at + 4,
+            "counter record length runs past the sample",
+        ))?;
+        if format == 1 {
+            generic_interface(r, agent, now_ms, state);
+        }
+        at = start + len;
+        seen += 1;
+    }
+    Ok(())
+}
+
+/// Generic interface counters (counter record format 1, 88 bytes).
+fn generic_interface(r: &[u8], agent: Addr, now_ms: u64, state: &mut State) {
+    let w = |at: usize| u32_at(r, at).unwrap_or(0);
+    let q = |at: usize| u64_at(r, at).unwrap_or(0);
+    if r.len() < 88 {
+        return;
+    }
+    let c = IfCounters {
+        if_type: w(4),
+        speed: q(8),
+        in_octets: q(24),
+        in_packets: u64::from(w(32)) + u64::from(w(36)) + u64::from(w(40)),
+        in_discards: w(44),
+        in_errors: w(48),
+        out_octets: q(56),
+        out_packets: u64::from(w(64)) + u64::from(w(68)) + u64::from(w(72)),
+        out_discards: w(76),
+        out_errors: w(80),
+        at_ms: now_ms,
+    };
+    let key = (agent, w(0));
+    if state.interfaces.len() < MAX_INTERFACES || state.interfaces.contains_key(&key) {
+        state.interfaces.insert(key, c);
+    } else {
+        state.interfaces_refused += 1;
+    }
+}

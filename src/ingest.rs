@@ -1,0 +1,125 @@
+//! Starting and stopping the flow collectors of `[collector]`: a receive
+//! thread per socket (see `levee_collectors::listen`), and the counters they
+//! publish, gathered for `/metrics`.
+//!
+//! Threads are plain OS threads (the data plane never runs on tokio). They
+//! stop when [`Ingest::stop`] sets their flag; each notices within its poll
+//! interval and publishes its counters a last time.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use levee_collectors::exporter::Counters;
+use levee_collectors::listen::{self, Admission, CountingSink, Exporters, Published};
+use levee_collectors::receiver::{self, Receiver};
+
+use crate::config::Collectors;
+
+/// One socket levee reads flow export from.
+#[derive(Debug)]
+pub struct Listener {
+    /// `sflow` or `netflow` (the config section it came from).
+    pub kind: &'static str,
+    pub addr: SocketAddr,
+    pub published: Arc<Published>,
+}
+
+/// The running collectors.
+pub struct Ingest {
+    pub listeners: Vec<Listener>,
+    /// Records handed on by all receivers.
+    pub records: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Ingest {
+    /// Binds every listen address (`receivers` sockets each) and starts a
+    /// thread per socket. Fails if any address cannot be bound.
+    pub fn start(cfg: &Collectors) -> anyhow::Result<Ingest> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(AtomicU64::new(0));
+        let mut ingest = Ingest {
+            listeners: Vec::new(),
+            records: records.clone(),
+            stop: stop.clone(),
+            threads: Mutex::new(Vec::new()),
+        };
+        let opts = receiver::Options {
+            receive_buffer: cfg.receive_buffer,
+            ..receiver::Options::default()
+        };
+        let admission = Admission {
+            allow: cfg.allowed_exporters.clone(),
+            max_exporters: cfg.max_exporters,
+        };
+        for (kind, addrs) in [
+            ("sflow", &cfg.sflow.listen),
+            ("netflow", &cfg.netflow.listen),
+        ] {
+            for addr in addrs {
+                let mut bound = *addr;
+                for i in 0..cfg.receivers.max(1) {
+                    // Port 0: the first socket picks the port, the others join it.
+                    let rx = Receiver::bind(bound, opts)
+                        .with_context(|| format!("binding the {kind} collector to {addr}"))?;
+                    bound = rx.local_addr();
+                    if i == 0 {
+                        tracing::info!(kind, addr = %bound, receive_buffer = rx.receive_buffer(), "Collector listening");
+                    }
+                    let published = Arc::new(Published::default());
+                    ingest.listeners.push(Listener {
+                        kind,
+                        addr: bound,
+                        published: published.clone(),
+                    });
+                    let exporters = Exporters::new(admission.clone());
+                    let stop = stop.clone();
+                    let records = records.clone();
+                    let handle = std::thread::Builder::new()
+                        .name(format!("levee-rx-{kind}-{i}"))
+                        .spawn(move || {
+                            let mut sink = CountingSink { records };
+                            listen::run(rx, exporters, &mut sink, &published, &stop);
+                        })
+                        .context("starting a receive thread")?;
+                    ingest
+                        .threads
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(handle);
+                }
+            }
+        }
+        Ok(ingest)
+    }
+
+    /// Stops every receive thread and waits for them.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Counters per exporter, summed over the receivers that saw it.
+    pub fn exporters(&self) -> BTreeMap<IpAddr, Counters> {
+        let mut all: BTreeMap<IpAddr, Counters> = BTreeMap::new();
+        for l in &self.listeners {
+            let map = l
+                .published
+                .exporters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (ip, c) in map.iter() {
+                all.entry(*ip).or_default().add(c);
+            }
+        }
+        all
+    }
+}

@@ -1,0 +1,243 @@
+//! Prometheus text exposition (format 0.0.4) of everything levee counts.
+//!
+//! [`render`] reads shared state and writes `/metrics`; it never blocks on
+//! the data plane (receivers publish their counters once a second).
+
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::Ordering;
+
+use levee_collectors::{ErrorKind, Protocol};
+
+use crate::web::WebState;
+
+/// Writes metric families and samples with escaped label values.
+struct Prom {
+    out: String,
+}
+
+impl Prom {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// The whole `/metrics` page. `store_size` is passed in because measuring it
+/// reads the file system (done off the async workers by the caller).
+pub fn render(s: &WebState, store_size: u64) -> String {
+    let mut p = Prom {
+        out: String::with_capacity(4096),
+    };
+    p.family(
+        "levee_build_info",
+        "gauge",
+        "Version and commit of the running levee.",
+    );
+    p.sample(
+        "levee_build_info",
+        &[
+            ("version", crate::web::VERSION),
+            ("commit", crate::web::COMMIT),
+        ],
+        1,
+    );
+    p.family(
+        "levee_uptime_seconds",
+        "gauge",
+        "Seconds since levee started.",
+    );
+    p.sample(
+        "levee_uptime_seconds",
+        &[],
+        format!("{:.3}", s.started.elapsed().as_secs_f64()),
+    );
+    p.family(
+        "levee_store_size_bytes",
+        "gauge",
+        "Bytes the RocksDB store occupies on disk.",
+    );
+    p.sample("levee_store_size_bytes", &[], store_size);
+
+    let (head_seq, head_hash) = s.audit.head();
+    p.family(
+        "levee_audit_head_seq",
+        "gauge",
+        "Sequence number of the newest audit entry.",
+    );
+    p.sample("levee_audit_head_seq", &[], head_seq);
+    p.family(
+        "levee_audit_head_info",
+        "gauge",
+        "SHA-256 of the newest audit entry, to anchor with `levee audit verify --head`.",
+    );
+    p.sample(
+        "levee_audit_head_info",
+        &[("seq", &head_seq.to_string()), ("sha256", &head_hash)],
+        1,
+    );
+    p.family(
+        "levee_config_reloads_total",
+        "counter",
+        "Config reloads by result.",
+    );
+    p.sample(
+        "levee_config_reloads_total",
+        &[("result", "ok")],
+        s.counters.config_reloads_ok.load(Ordering::Relaxed),
+    );
+    p.sample(
+        "levee_config_reloads_total",
+        &[("result", "rejected")],
+        s.counters.config_reloads_rejected.load(Ordering::Relaxed),
+    );
+
+    let Some(ingest) = &s.ingest else {
+        return p.out;
+    };
+    let exporters = ingest.exporters();
+    let mut errors = [[0u64; ErrorKind::COUNT]; Protocol::COUNT];
+    p.family(
+        "levee_datagrams_total",
+        "counter",
+        "Flow-export datagrams received, by protocol and exporter.",
+    );
+    for (ip, c) in &exporters {
+        let ip = ip.to_string();
+        for proto in Protocol::ALL {
+            let n = c.datagrams[proto.index()];
+            if n > 0 {
+                p.sample(
+                    "levee_datagrams_total",
+                    &[("protocol", proto.as_str()), ("exporter", &ip)],
+                    n,
+                );
+            }
+        }
+        for (row, other) in errors.iter_mut().zip(&c.errors) {
+            for (a, b) in row.iter_mut().zip(other) {
+                *a += b;
+            }
+        }
+    }
+    p.family(
+        "levee_records_total",
+        "counter",
+        "Flow records decoded (sFlow: flow samples), by protocol and exporter.",
+    );
+    for (ip, c) in &exporters {
+        let ip = ip.to_string();
+        for proto in Protocol::ALL {
+            let n = c.records[proto.index()];
+            if n > 0 {
+                p.sample(
+                    "levee_records_total",
+                    &[("protocol", proto.as_str()), ("exporter", &ip)],
+                    n,
+                );
+            }
+        }
+    }
+    p.family(
+        "levee_decode_errors_total",
+        "counter",
+        "Decode errors by protocol and kind.",
+    );
+    for proto in Protocol::ALL {
+        for kind in ErrorKind::ALL {
+            let n = errors[proto.index()][kind.index()];
+            if n > 0 {
+                p.sample(
+                    "levee_decode_errors_total",
+                    &[("protocol", proto.as_str()), ("kind", kind.as_str())],
+                    n,
+                );
+            }
+        }
+    }
+    for (name, help, get) in [
+        (
+            "levee_template_misses_total",
+            "Data sets whose template was unknown, by exporter.",
+            (|c| c.template_misses) as fn(&levee_collectors::exporter::Counters) -> u64,
+        ),
+        (
+            "levee_sequence_lost_total",
+            "Loss told by sequence numbers, by exporter (sFlow and NetFlow v9: datagrams; NetFlow v5: flows; IPFIX: records).",
+            |c| c.lost,
+        ),
+        (
+            "levee_exporter_drops_total",
+            "Packets the exporter reports it could not sample (sFlow drops), by exporter.",
+            |c| c.exporter_drops,
+        ),
+    ] {
+        p.family(name, "counter", help);
+        for (ip, c) in &exporters {
+            p.sample(name, &[("exporter", &ip.to_string())], get(c));
+        }
+    }
+    p.family(
+        "levee_socket_drops_total",
+        "counter",
+        "Datagrams the kernel dropped on levee's sockets (receive buffer full).",
+    );
+    for l in &ingest.listeners {
+        p.sample(
+            "levee_socket_drops_total",
+            &[("listener", &format!("{}/{}", l.kind, l.addr))],
+            l.published.socket_drops.load(Ordering::Relaxed),
+        );
+    }
+    p.family(
+        "levee_exporter_refused_total",
+        "counter",
+        "Datagrams refused: source not allowed, or the exporter limit reached.",
+    );
+    let sum = |f: fn(&levee_collectors::listen::Published) -> u64| -> u64 {
+        ingest.listeners.iter().map(|l| f(&l.published)).sum()
+    };
+    p.sample(
+        "levee_exporter_refused_total",
+        &[("reason", "not_allowed")],
+        sum(|p| p.refused_not_allowed.load(Ordering::Relaxed)),
+    );
+    p.sample(
+        "levee_exporter_refused_total",
+        &[("reason", "limit")],
+        sum(|p| p.refused_limit.load(Ordering::Relaxed)),
+    );
+    p.family(
+        "levee_datagrams_truncated_total",
+        "counter",
+        "Datagrams larger than a receive slot (64 KiB), cut before decoding.",
+    );
+    p.sample(
+        "levee_datagrams_truncated_total",
+        &[],
+        sum(|p| p.truncated.load(Ordering::Relaxed)),
+    );
+    p.out
+}
