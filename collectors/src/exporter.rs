@@ -6,6 +6,7 @@
 //! wrong port is still understood, and counts every outcome.
 
 use crate::error::{DecodeError, ErrorKind, Protocol};
+use crate::ipfix::{self, Version};
 use crate::record::FlowRecord;
 use crate::{netflow5, sflow, Datagram, Tally};
 
@@ -52,6 +53,8 @@ pub struct Exporter {
     pub counters: Counters,
     pub sflow: sflow::State,
     pub netflow5: netflow5::State,
+    /// NetFlow v9 and IPFIX templates, samplers and sequence state.
+    pub templates: ipfix::State,
 }
 
 /// Which decoder a datagram is for, by its first bytes.
@@ -91,12 +94,13 @@ impl Exporter {
         let result = match protocol {
             Protocol::Sflow => sflow::decode(dg, &mut self.sflow, out, &mut tally),
             Protocol::Netflow5 => netflow5::decode(dg, &mut self.netflow5, out, &mut tally),
-            _ => Err(DecodeError::new(
-                protocol,
-                ErrorKind::BadVersion,
-                0,
-                "NetFlow v9/IPFIX not supported yet",
-            )),
+            Protocol::Netflow9 => {
+                ipfix::decode(Version::V9, dg, &mut self.templates, out, &mut tally)
+            }
+            Protocol::Ipfix => {
+                ipfix::decode(Version::Ipfix, dg, &mut self.templates, out, &mut tally)
+            }
+            Protocol::Pcap => unreachable!("sniff never says pcap"),
         };
         self.count(protocol, dg, &tally, result.as_ref().err().map(|e| e.kind));
         result.map(|()| protocol)

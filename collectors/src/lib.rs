@@ -16,12 +16,14 @@ pub mod capture;
 pub mod encode;
 pub mod error;
 pub mod exporter;
+pub mod ipfix;
 pub mod listen;
 pub mod netflow5;
 pub mod packet;
 pub mod receiver;
 pub mod record;
 pub mod sflow;
+pub mod template;
 
 pub use error::{DecodeError, ErrorKind, Protocol};
 pub use record::{Addr, FlowRecord};

@@ -3,8 +3,8 @@
 //!
 //! Counts are multiplied by the header's sampling interval (low 14 bits; 0
 //! means unsampled). The flow's time is its end (`Last`, in router uptime)
-//! placed on the wall clock by the header's `unix_secs/nsecs` and
-//! `sys_uptime`. ICMP type and code come from the destination port, as
+//! placed on levee's clock by its age at export (`sys_uptime - Last`), so
+//! the router's wall clock does not matter. ICMP type and code come from the destination port, as
 //! exporters encode them. `flow_sequence` counts flows, so a jump in it is
 //! the number of flow records lost.
 
@@ -74,7 +74,6 @@ pub fn decode(
     }
     let count = usize::from(be16(b, 2));
     let uptime = be32(b, 4);
-    let wall_ms = u64::from(be32(b, 8)) * 1000 + u64::from(be32(b, 12)) / 1_000_000;
     let seq = be32(b, 16);
     let engine = (b[20], b[21]);
     let interval = u32::from(be16(b, 22) & 0x3fff);
@@ -101,7 +100,7 @@ pub fn decode(
         // Uptime wraps after ~49.7 days; the difference is right across it.
         let age = u64::from(uptime.wrapping_sub(last));
         out.push(FlowRecord {
-            time_ms: wall_ms.saturating_sub(age),
+            time_ms: dg.received_ms.saturating_sub(age),
             packets: u64::from(be32(rec, 16)) * rate64,
             bytes: u64::from(be32(rec, 20)) * rate64,
             src: Addr::v4([rec[0], rec[1], rec[2], rec[3]]),

@@ -277,7 +277,11 @@ pub fn parse_ipv6(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
                 };
                 next = ext[0];
                 let off_m = u16::from_be_bytes([ext[2], ext[3]]);
-                p.flags |= flags::FRAGMENT;
+                // An "atomic fragment" (offset 0, M clear; RFC 6946) is a
+                // whole packet that happens to carry the header.
+                if off_m & 0xfff9 != 0 {
+                    p.flags |= flags::FRAGMENT;
+                }
                 pos += 8;
                 if off_m >> 3 != 0 {
                     p.flags |= flags::LATER_FRAGMENT;

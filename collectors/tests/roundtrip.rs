@@ -129,7 +129,7 @@ proptest! {
                                   engine_type: 0, engine_id: 0, sampling: (mode << 14) | sampling };
         let mut bytes = Vec::new();
         enc_nf::v5(&h, &records, &mut bytes);
-        let (_, out) = decode_one(&bytes, "192.0.2.9".parse().unwrap(), 0);
+        let (_, out) = decode_one(&bytes, "192.0.2.9".parse().unwrap(), 1_700_000_000_500);
         prop_assert_eq!(out.len(), records.len());
         let rate = u64::from(sampling.max(1));
         for (d, r) in out.iter().zip(&records) {
@@ -260,4 +260,152 @@ fn sequence_gaps_count_lost_datagrams_and_flows() {
         .unwrap();
     }
     assert_eq!(e.counters.lost, 30);
+}
+
+/// One flow as the IPFIX/NetFlow v9 round trip writes it.
+#[derive(Debug, Clone)]
+struct Flow {
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+    tcp_flags: u8,
+    packets: u32,
+    octets: u64,
+    in_if: u32,
+    out_if: u32,
+    ttl: u8,
+    age_s: u32,
+}
+
+prop_compose! {
+    fn flow_strategy(v6: bool)(
+        (a, b) in (any::<u128>(), any::<u128>()),
+        protocol in prop_oneof![Just(proto::TCP), Just(proto::UDP), Just(proto::GRE)],
+        src_port in any::<u16>(), dst_port in any::<u16>(), tcp_flags in any::<u8>(),
+        packets in 1u32.., octets in 1u64..1 << 40, in_if in any::<u32>(), out_if in any::<u32>(),
+        ttl in any::<u8>(), age_s in 0u32..300,
+    ) -> Flow {
+        let (src, dst) = if v6 {
+            (IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)))
+        } else {
+            (IpAddr::V4(Ipv4Addr::from(a as u32)), IpAddr::V4(Ipv4Addr::from(b as u32)))
+        };
+        Flow { src, dst, protocol, src_port, dst_port, tcp_flags, packets, octets, in_if, out_if, ttl, age_s }
+    }
+}
+
+fn template_for(v6: bool, packets_len: u16, varlen: bool) -> enc_nf::Template {
+    let (s, d, alen) = if v6 { (27, 28, 16) } else { (8, 12, 4) };
+    let mut fields = vec![
+        enc_nf::Field::new(s, alen),
+        enc_nf::Field::new(d, alen),
+        enc_nf::Field::new(4, 1),
+        enc_nf::Field::new(7, 2),
+        enc_nf::Field::new(11, 2),
+        enc_nf::Field::new(6, 1),
+        enc_nf::Field::new(2, packets_len),
+        enc_nf::Field::new(1, 8),
+        enc_nf::Field::new(10, 4),
+        enc_nf::Field::new(14, 4),
+        enc_nf::Field::new(192, 1),
+        enc_nf::Field::new(151, 4),
+        enc_nf::Field::new(302, 4),
+    ];
+    if varlen {
+        fields.insert(3, enc_nf::Field::new(82, 65535));
+    }
+    enc_nf::Template {
+        id: 256 + u16::from(v6) * 2 + u16::from(varlen),
+        scope_fields: 0,
+        fields,
+    }
+}
+
+fn values_for(f: &Flow, export_s: u32, varlen: bool) -> Vec<enc_nf::Value> {
+    use enc_nf::Value::{Bytes, Uint};
+    let addr = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => Bytes(a.octets().to_vec()),
+        IpAddr::V6(a) => Bytes(a.octets().to_vec()),
+    };
+    let mut v = vec![
+        addr(f.src),
+        addr(f.dst),
+        Uint(f.protocol.into()),
+        Uint(f.src_port.into()),
+        Uint(f.dst_port.into()),
+        Uint(f.tcp_flags.into()),
+        Uint(f.packets.into()),
+        Uint(f.octets),
+        Uint(f.in_if.into()),
+        Uint(f.out_if.into()),
+        Uint(f.ttl.into()),
+        Uint(u64::from(export_s - f.age_s)),
+        Uint(7),
+    ];
+    if varlen {
+        v.insert(3, Bytes(b"ge-0/0/1.100".to_vec()));
+    }
+    v
+}
+
+proptest! {
+    #[test]
+    fn ipfix_and_netflow9_round_trip(
+        v6 in any::<bool>(),
+        ipfix in any::<bool>(),
+        varlen in any::<bool>(),
+        packets_len in prop_oneof![Just(4u16), Just(8)],
+        flows in prop::collection::vec(flow_strategy(false), 1..25),
+        flows6 in prop::collection::vec(flow_strategy(true), 1..25),
+        rate in 1u32..10_000,
+        data_first in any::<bool>(),
+    ) {
+        // NetFlow v9 has no variable-length fields by the RFC.
+        let varlen = varlen && ipfix;
+        let flows = if v6 { flows6 } else { flows };
+        let export_s = 1_700_000_000u32;
+        let t = template_for(v6, packets_len, varlen);
+        // The sampler table: selector 7 samples 1 in `rate`.
+        let opt = enc_nf::Template {
+            id: 900,
+            scope_fields: 1,
+            fields: vec![enc_nf::Field::new(if ipfix { 302 } else { 1 }, 4), enc_nf::Field::new(302, 4), enc_nf::Field::new(34, 4)],
+        };
+        let opt_rec = vec![enc_nf::Value::Uint(7), enc_nf::Value::Uint(7), enc_nf::Value::Uint(rate.into())];
+        let data = enc_nf::Set::Data { template: t.clone(), records: flows.iter().map(|f| values_for(f, export_s, varlen)).collect() };
+        let mut sets = vec![
+            enc_nf::Set::Templates(vec![t]),
+            enc_nf::Set::OptionsTemplates(vec![opt.clone()]),
+            enc_nf::Set::Data { template: opt, records: vec![opt_rec] },
+        ];
+        // Data before its template in the same datagram must decode too.
+        if data_first { sets.insert(0, data) } else { sets.push(data) }
+        let mut bytes = Vec::new();
+        if ipfix {
+            enc_nf::ipfix(export_s, 0, 3, &sets, &mut bytes);
+        } else {
+            enc_nf::v9(500_000, export_s, 0, 3, &sets, &mut bytes);
+        }
+        let received_ms = 2_000_000_000_000u64;
+        let (e, out) = decode_one(&bytes, "192.0.2.50".parse().unwrap(), received_ms);
+        prop_assert_eq!(out.len(), flows.len());
+        prop_assert_eq!(e.counters.template_misses, 0);
+        for (r, f) in out.iter().zip(&flows) {
+            prop_assert_eq!(r.src, Addr::from(f.src));
+            prop_assert_eq!(r.dst, Addr::from(f.dst));
+            prop_assert_eq!(r.protocol, f.protocol);
+            prop_assert_eq!((r.src_port, r.dst_port, r.tcp_flags), (f.src_port, f.dst_port, f.tcp_flags));
+            prop_assert_eq!(r.sampling, rate);
+            prop_assert_eq!(r.packets, u64::from(f.packets) * u64::from(rate));
+            prop_assert_eq!(r.bytes, f.octets * u64::from(rate));
+            prop_assert_eq!((r.in_if, r.out_if), (f.in_if, f.out_if));
+            prop_assert_eq!(r.ttl(), Some(f.ttl));
+            prop_assert_eq!(r.is_ipv6(), v6);
+            // The flow's age at export is carried over to levee's clock.
+            prop_assert_eq!(r.time_ms, received_ms - u64::from(f.age_s) * 1000);
+            prop_assert_eq!(r.exporter, Addr::v4([192, 0, 2, 50]));
+        }
+    }
 }

@@ -1,0 +1,854 @@
+//! NetFlow v9 (IN-3, RFC 3954) and IPFIX (IN-4, RFC 7011): template-driven
+//! export, decoded with per-exporter template caches.
+//!
+//! The two share everything but their headers and set ids, so one decoder
+//! serves both ([`Version`]). State is kept per observation domain (IPFIX)
+//! or source id (NetFlow v9) in [`State`]: templates, sampler rates learnt
+//! from options data, the expected sequence number, the exporter's boot time,
+//! and data sets held while their template is missing.
+//!
+//! A datagram is walked in three passes: template sets, then options data
+//! (sampler tables), then flow data — so data placed before its template in
+//! the same datagram (Juniper MS-DPC does this) decodes, and is scaled by a
+//! sampling rate sent beside it. Data whose template is still unknown is counted as a template
+//! miss and held (bounded: [`MAX_HELD_SETS`], [`MAX_HELD_BYTES`],
+//! [`HOLD_MS`]); it is decoded if the template arrives in time.
+//!
+//! Limits keep a hostile exporter from growing memory: [`MAX_DOMAINS`] per
+//! exporter, [`MAX_TEMPLATES`] per exporter, [`crate::template::MAX_FIELDS`]
+//! per template.
+//!
+//! Times: a flow's end is placed on levee's clock by its age at export
+//! (export time minus flow end, both by the router's clock), so a router with
+//! a wrong clock still yields the right observation time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{DecodeError, ErrorKind, Protocol};
+use crate::record::{flags, proto, Addr, FlowRecord};
+use crate::template::{FieldSpec, Kind, Layout, Template, TemplateError};
+use crate::{Datagram, Tally};
+
+pub const MAX_DOMAINS: usize = 256;
+pub const MAX_TEMPLATES: usize = 4096;
+pub const MAX_HELD_SETS: usize = 32;
+pub const MAX_HELD_BYTES: usize = 256 * 1024;
+pub const HOLD_MS: u64 = 30_000;
+/// Samplers remembered per domain.
+const MAX_SAMPLERS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    V9,
+    Ipfix,
+}
+
+impl Version {
+    fn protocol(self) -> Protocol {
+        match self {
+            Version::V9 => Protocol::Netflow9,
+            Version::Ipfix => Protocol::Ipfix,
+        }
+    }
+}
+
+/// A data set waiting for its template.
+#[derive(Debug)]
+struct Held {
+    template: u16,
+    received_ms: u64,
+    age_base: AgeBase,
+    data: Box<[u8]>,
+}
+
+/// One observation domain (IPFIX) or source id (NetFlow v9).
+#[derive(Debug, Default)]
+struct Domain {
+    templates: HashMap<u16, Arc<Template>>,
+    /// Sampler/selector id → sampling rate, from options data.
+    samplers: HashMap<u64, u32>,
+    /// A rate from options data that names no sampler (the whole domain).
+    domain_rate: Option<u32>,
+    /// The exporter's boot time by its own clock (IPFIX systemInitTimeMilliseconds).
+    sys_init_ms: Option<u64>,
+    expected_seq: Option<u32>,
+    held: Vec<Held>,
+}
+
+/// What NetFlow v9/IPFIX decoding remembers about one exporter.
+#[derive(Debug, Default)]
+pub struct State {
+    domains: HashMap<(Version, u32), Domain>,
+    templates: usize,
+    /// Reused layout for variable-length records.
+    scratch: Layout,
+}
+
+impl State {
+    /// Number of templates cached for this exporter.
+    pub fn template_count(&self) -> usize {
+        self.templates
+    }
+
+    /// The sampling rate learnt for a sampler id (tests, diagnostics).
+    pub fn sampler_rate(&self, version: Version, domain: u32, sampler: u64) -> Option<u32> {
+        self.domains
+            .get(&(version, domain))?
+            .samplers
+            .get(&sampler)
+            .copied()
+    }
+}
+
+/// The router-clock facts a record's age is computed from.
+#[derive(Debug, Clone, Copy)]
+struct AgeBase {
+    /// Export time by the router's clock, ms.
+    export_ms: u64,
+    /// NetFlow v9: router uptime at export, ms.
+    uptime_ms: Option<u32>,
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Decodes one NetFlow v9 or IPFIX datagram.
+pub fn decode(
+    version: Version,
+    dg: &Datagram<'_>,
+    state: &mut State,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) -> Result<(), DecodeError> {
+    let p = version.protocol();
+    let b = dg.data;
+    let (hdr_len, body_end, domain_id, seq, base) = match version {
+        Version::V9 => {
+            if b.len() < 20 {
+                return Err(DecodeError::new(p, ErrorKind::Truncated, 0, "header"));
+            }
+            let uptime = be32(b, 4);
+            let secs = be32(b, 8);
+            (
+                20,
+                b.len(),
+                be32(b, 16),
+                be32(b, 12),
+                AgeBase {
+                    export_ms: u64::from(secs) * 1000,
+                    uptime_ms: Some(uptime),
+                },
+            )
+        }
+        Version::Ipfix => {
+            if b.len() < 16 {
+                return Err(DecodeError::new(p, ErrorKind::Truncated, 0, "header"));
+            }
+            let len = usize::from(be16(b, 2));
+            if len < 16 {
+                return Err(DecodeError::new(
+                    p,
+                    ErrorKind::BadLength,
+                    2,
+                    "message length below the header",
+                ));
+            }
+            (
+                16,
+                len.min(b.len()),
+                be32(b, 12),
+                be32(b, 8),
+                AgeBase {
+                    export_ms: u64::from(be32(b, 4)) * 1000,
+                    uptime_ms: None,
+                },
+            )
+        }
+    };
+    if version == Version::Ipfix && usize::from(be16(b, 2)) > b.len() {
+        // Keep what is there; the error is reported after decoding it.
+        tally.errors[ErrorKind::Truncated.index()] += 1;
+    }
+    let body = &b[..body_end];
+
+    let key = (version, domain_id);
+    if !state.domains.contains_key(&key) && state.domains.len() >= MAX_DOMAINS {
+        return Err(DecodeError::new(
+            p,
+            ErrorKind::TemplateLimit,
+            12,
+            "too many observation domains",
+        ));
+    }
+    let State {
+        domains,
+        templates,
+        scratch,
+    } = state;
+    let domain = domains.entry(key).or_default();
+
+    // Pass 1: templates (and withdrawals).
+    let mut fatal = None;
+    walk_sets(version, body, hdr_len, &mut fatal, |set_id, set| {
+        let is_template_set = match version {
+            Version::V9 => set_id <= 1,
+            Version::Ipfix => set_id == 2 || set_id == 3,
+        };
+        if is_template_set {
+            parse_templates(version, set_id, set, domain, templates, tally);
+        }
+    });
+
+    // Pass 2: options data (sampler tables), so that data in the same
+    // datagram is scaled by them whatever the order. Pass 3: flow data.
+    let exporter = crate::exporter_addr(dg);
+    let mut data_records: u64 = 0;
+    let mut complete = true;
+    for options_pass in [true, false] {
+        walk_sets(version, body, hdr_len, &mut fatal, |set_id, set| {
+            if set_id < 256 {
+                return;
+            }
+            match domain.templates.get(&set_id).cloned() {
+                Some(t) if matches!(t.kind, Kind::Options { .. }) == options_pass => {
+                    data_records += decode_set(
+                        &t,
+                        set,
+                        domain,
+                        scratch,
+                        base,
+                        dg.received_ms,
+                        exporter,
+                        out,
+                        tally,
+                    );
+                }
+                Some(_) => {}
+                None if options_pass => {}
+                None => {
+                    complete = false;
+                    tally.template_misses += 1;
+                    hold(domain, set_id, set, dg.received_ms, base);
+                }
+            }
+        });
+    }
+
+    // Held sets whose template has now arrived, and expiry of the rest.
+    release_held(domain, scratch, dg.received_ms, exporter, out, tally);
+
+    // Sequence: v9 counts export packets, IPFIX counts data records.
+    match version {
+        Version::V9 => {
+            if let Some(exp) = domain.expected_seq {
+                let gap = seq.wrapping_sub(exp);
+                if gap > 0 && gap < 1 << 31 {
+                    tally.lost += u64::from(gap);
+                }
+            }
+            domain.expected_seq = Some(seq.wrapping_add(1));
+        }
+        Version::Ipfix => {
+            if let Some(exp) = domain.expected_seq {
+                let gap = seq.wrapping_sub(exp);
+                if gap > 0 && gap < 1 << 31 {
+                    tally.lost += u64::from(gap);
+                }
+            }
+            // Only a fully decoded message says where the next one starts.
+            domain.expected_seq = complete.then(|| seq.wrapping_add(data_records as u32));
+        }
+    }
+    match fatal {
+        Some(e) => Err(DecodeError { protocol: p, ..e }),
+        None => Ok(()),
+    }
+}
+
+/// Calls `f(set_id, set_body)` for each set; stops at padding or at a set
+/// whose length is impossible (recorded in `fatal`).
+fn walk_sets(
+    version: Version,
+    b: &[u8],
+    mut at: usize,
+    fatal: &mut Option<DecodeError>,
+    mut f: impl FnMut(u16, &[u8]),
+) {
+    let p = version.protocol();
+    while at + 4 <= b.len() {
+        let id = be16(b, at);
+        let len = usize::from(be16(b, at + 2));
+        if len < 4 {
+            // Zero fill after the last set (PAN-OS pads datagrams) is not an error.
+            if b[at..].iter().all(|&x| x == 0) {
+                return;
+            }
+            fatal.get_or_insert(DecodeError::new(
+                p,
+                ErrorKind::BadLength,
+                at + 2,
+                "set length below 4",
+            ));
+            return;
+        }
+        if at + len > b.len() {
+            fatal.get_or_insert(DecodeError::new(
+                p,
+                ErrorKind::BadLength,
+                at + 2,
+                "set runs past the datagram",
+            ));
+            return;
+        }
+        f(id, &b[at + 4..at + len]);
+        at += len;
+    }
+    if at < b.len() && b[at..].iter().any(|&x| x != 0) {
+        fatal.get_or_insert(DecodeError::new(
+            p,
+            ErrorKind::Truncated,
+            at,
+            "bytes after the last set",
+        ));
+    }
+}
+
+fn parse_templates(
+    version: Version,
+    set_id: u16,
+    set: &[u8],
+    domain: &mut Domain,
+    total: &mut usize,
+    tally: &mut Tally,
+) {
+    let options = match version {
+        Version::V9 => set_id == 1,
+        Version::Ipfix => set_id == 3,
+    };
+    let mut pos = 0usize;
+    // A template record is at least 4 bytes; less is padding.
+    while pos + 4 <= set.len() {
+        let id = be16(set, pos);
+        let (fields_at, field_count, kind) = if options {
+            match version {
+                Version::V9 => {
+                    // RFC 3954 §6.1: scope length and option length in bytes.
+                    if pos + 6 > set.len() {
+                        break;
+                    }
+                    let scope_len = usize::from(be16(set, pos + 2));
+                    let opt_len = usize::from(be16(set, pos + 4));
+                    if scope_len % 4 != 0 || opt_len % 4 != 0 {
+                        tally.errors[ErrorKind::BadTemplate.index()] += 1;
+                        return;
+                    }
+                    let scope = (scope_len / 4) as u16;
+                    (
+                        pos + 6,
+                        (scope_len + opt_len) / 4,
+                        Kind::Options { scope, v9: true },
+                    )
+                }
+                Version::Ipfix => {
+                    if pos + 6 > set.len() {
+                        break;
+                    }
+                    let count = usize::from(be16(set, pos + 2));
+                    let scope = be16(set, pos + 4);
+                    if count == 0 {
+                        withdraw(domain, id, true, total);
+                        pos += 4;
+                        continue;
+                    }
+                    (pos + 6, count, Kind::Options { scope, v9: false })
+                }
+            }
+        } else {
+            let count = usize::from(be16(set, pos + 2));
+            if count == 0 {
+                if version == Version::Ipfix {
+                    withdraw(domain, id, false, total);
+                }
+                pos += 4;
+                continue;
+            }
+            (pos + 4, count, Kind::Data)
+        };
+        if id < 256 {
+            // Template ids below 256 are reserved for set ids; a record
+            // claiming one is garbage (often the zero padding of the set).
+            if set[pos..].iter().all(|&x| x == 0) {
+                return;
+            }
+            tally.errors[ErrorKind::BadTemplate.index()] += 1;
+            return;
+        }
+        if field_count > crate::template::MAX_FIELDS {
+            tally.errors[ErrorKind::BadTemplate.index()] += 1;
+            return; // the rest of the set cannot be framed safely either
+        }
+        let mut fields = Vec::with_capacity(field_count);
+        let mut fp = fields_at;
+        for _ in 0..field_count {
+            if fp + 4 > set.len() {
+                tally.errors[ErrorKind::Truncated.index()] += 1;
+                return;
+            }
+            let raw = be16(set, fp);
+            let len = be16(set, fp + 2);
+            fp += 4;
+            let enterprise = if version == Version::Ipfix && raw & 0x8000 != 0 {
+                if fp + 4 > set.len() {
+                    tally.errors[ErrorKind::Truncated.index()] += 1;
+                    return;
+                }
+                let e = be32(set, fp);
+                fp += 4;
+                e
+            } else {
+                0
+            };
+            let ie = if version == Version::Ipfix {
+                raw & 0x7fff
+            } else {
+                raw
+            };
+            fields.push(FieldSpec {
+                ie,
+                len,
+                enterprise,
+            });
+        }
+        pos = fp;
+        if let Kind::Options { scope, .. } = kind {
+            if usize::from(scope) > fields.len() {
+                tally.errors[ErrorKind::BadTemplate.index()] += 1;
+                continue;
+            }
+        }
+        // A refresh with the same fields changes nothing.
+        if domain
+            .templates
+            .get(&id)
+            .is_some_and(|t| *t.fields == *fields && t.kind == kind)
+        {
+            continue;
+        }
+        match Template::new(id, kind, fields) {
+            Ok(t) => {
+                if !domain.templates.contains_key(&id) {
+                    if *total >= MAX_TEMPLATES {
+                        tally.errors[ErrorKind::TemplateLimit.index()] += 1;
+                        continue;
+                    }
+                    *total += 1;
+                }
+                domain.templates.insert(id, Arc::new(t));
+            }
+            Err(
+                TemplateError::TooManyFields | TemplateError::ZeroLength | TemplateError::TooLong,
+            ) => {
+                tally.errors[ErrorKind::BadTemplate.index()] += 1;
+            }
+        }
+    }
+}
+
+/// IPFIX template withdrawal (RFC 7011 §8.1): one id, or all (id 2 or 3).
+fn withdraw(domain: &mut Domain, id: u16, options: bool, total: &mut usize) {
+    let before = domain.templates.len();
+    if id == 2 || id == 3 {
+        domain
+            .templates
+            .retain(|_, t| matches!(t.kind, Kind::Options { .. }) != options);
+    } else {
+        domain.templates.remove(&id);
+    }
+    *total -= before - domain.templates.len();
+}
+
+fn hold(domain: &mut Domain, template: u16, set: &[u8], received_ms: u64, age_base: AgeBase) {
+    let held_bytes: usize = domain.held.iter().map(|h| h.data.len()).sum();
+    if domain.held.len() >= MAX_HELD_SETS || held_bytes + set.len() > MAX_HELD_BYTES {
+        return;
+    }
+    domain.held.push(Held {
+        template,
+        received_ms,
+        age_base,
+        data: set.into(),
+    });
+}
+
+fn release_held(
+    domain: &mut Domain,
+    scratch: &mut Layout,
+    now_ms: u64,
+    exporter: Addr,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) {
+    if domain.held.is_empty() {
+        return;
+    }
+    let held = std::mem::take(&mut domain.held);
+    for h in held {
+        if let Some(t) = domain.templates.get(&h.template).cloned() {
+            decode_set(
+                &t,
+                &h.data,
+                domain,
+                scratch,
+                h.age_base,
+                h.received_ms,
+                exporter,
+                out,
+                tally,
+            );
+        } else if now_ms.saturating_sub(h.received_ms) < HOLD_MS {
+            domain.held.push(h);
+        }
+    }
+}
+
+/// Decodes the records of one data set; returns how many there were.
+#[allow(clippy::too_many_arguments)]
+fn decode_set(
+    t: &Template,
+    set: &[u8],
+    domain: &mut Domain,
+    scratch: &mut Layout,
+    base: AgeBase,
+    received_ms: u64,
+    exporter: Addr,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) -> u64 {
+    let mut n = 0u64;
+    let mut at = 0usize;
+    match t.fixed_len {
+        Some(len) => {
+            if let Kind::Data = t.kind {
+                out.reserve(set.len() / len);
+            }
+            while at + len <= set.len() {
+                let rec = &set[at..at + len];
+                record(
+                    t,
+                    &t.layout,
+                    rec,
+                    domain,
+                    base,
+                    received_ms,
+                    exporter,
+                    out,
+                    tally,
+                );
+                at += len;
+                n += 1;
+            }
+        }
+        None => {
+            while at + t.min_len <= set.len() {
+                let Some(len) = t.layout_of(&set[at..], scratch) else {
+                    // Only padding can be shorter than a record; anything
+                    // else is a record whose lengths run past the set.
+                    if set[at..].iter().any(|&x| x != 0) {
+                        tally.errors[ErrorKind::BadLength.index()] += 1;
+                    }
+                    break;
+                };
+                let layout = *scratch;
+                record(
+                    t,
+                    &layout,
+                    &set[at..at + len],
+                    domain,
+                    base,
+                    received_ms,
+                    exporter,
+                    out,
+                    tally,
+                );
+                at += len;
+                n += 1;
+            }
+        }
+    }
+    tally.records += n;
+    n
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn record(
+    t: &Template,
+    l: &Layout,
+    rec: &[u8],
+    domain: &mut Domain,
+    base: AgeBase,
+    received_ms: u64,
+    exporter: Addr,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) {
+    match t.kind {
+        Kind::Options { .. } => options_record(l, rec, domain, tally),
+        Kind::Data => {
+            if let Some(r) = flow_record(l, rec, domain, base, received_ms, exporter, tally) {
+                out.push(r);
+                // RFC 5103 biflows: the reverse direction is a flow of its own.
+                let rev_p = l.rev_packets.uint(rec).unwrap_or(0);
+                let rev_b = l.rev_octets.uint(rec).unwrap_or(0);
+                if rev_p > 0 || rev_b > 0 {
+                    let rate = u64::from(r.sampling);
+                    out.push(FlowRecord {
+                        packets: rev_p.saturating_mul(rate),
+                        bytes: rev_b.saturating_mul(rate),
+                        src: r.dst,
+                        dst: r.src,
+                        src_port: r.dst_port,
+                        dst_port: r.src_port,
+                        in_if: r.out_if,
+                        out_if: r.in_if,
+                        flags: r.flags
+                            & !(flags::TTL_KNOWN | flags::DIRECTION_KNOWN | flags::EGRESS),
+                        ..r
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The sampling rate an options (or data) record states, if any.
+fn stated_rate(l: &Layout, rec: &[u8]) -> Option<u64> {
+    if let Some(v) = l.sampling_interval.uint(rec) {
+        return Some(v);
+    }
+    if let Some(v) = l.sampler_random_interval.uint(rec) {
+        return Some(v);
+    }
+    if let (Some(size), Some(pop)) = (l.sampling_size.uint(rec), l.sampling_population.uint(rec)) {
+        return Some(pop.checked_div(size).unwrap_or(0));
+    }
+    if let (Some(iv), Some(space)) = (l.packet_interval.uint(rec), l.packet_space.uint(rec)) {
+        return Some(iv.saturating_add(space).checked_div(iv).unwrap_or(0));
+    }
+    if let Some(bits) = l
+        .sampling_probability
+        .uint(rec)
+        .filter(|_| l.sampling_probability.len == 8)
+    {
+        let p = f64::from_bits(bits);
+        return Some(if p > 0.0 && p <= 1.0 {
+            (1.0 / p).round() as u64
+        } else {
+            0
+        });
+    }
+    None
+}
+
+fn options_record(l: &Layout, rec: &[u8], domain: &mut Domain, tally: &mut Tally) {
+    if let Some(init) = l.sys_init_ms.uint(rec) {
+        domain.sys_init_ms = Some(init);
+    }
+    let Some(rate) = stated_rate(l, rec) else {
+        return;
+    };
+    if rate == 0 {
+        tally.errors[ErrorKind::ZeroSampling.index()] += 1;
+        return;
+    }
+    let rate = rate.min(u64::from(u32::MAX)) as u32;
+    match l.sampler_id.uint(rec).or_else(|| l.selector_id.uint(rec)) {
+        Some(id) => {
+            if domain.samplers.len() < MAX_SAMPLERS || domain.samplers.contains_key(&id) {
+                domain.samplers.insert(id, rate);
+            }
+        }
+        None => domain.domain_rate = Some(rate),
+    }
+}
+
+/// The sampling rate for a data record: stated in the record, or by its
+/// sampler id, or for the whole domain; 1 when nothing says otherwise.
+#[inline]
+fn record_rate(l: &Layout, rec: &[u8], domain: &Domain, tally: &mut Tally) -> u32 {
+    if let Some(r) = stated_rate(l, rec) {
+        if r == 0 {
+            tally.errors[ErrorKind::ZeroSampling.index()] += 1;
+            return 1;
+        }
+        return r.min(u64::from(u32::MAX)) as u32;
+    }
+    if let Some(id) = l.sampler_id.uint(rec).or_else(|| l.selector_id.uint(rec)) {
+        if let Some(&r) = domain.samplers.get(&id) {
+            return r;
+        }
+    }
+    if let Some(r) = domain.domain_rate {
+        return r;
+    }
+    // One sampler and records that do not name it: it is the only candidate.
+    if domain.samplers.len() == 1 {
+        return domain.samplers.values().copied().next().unwrap_or(1);
+    }
+    1
+}
+
+/// NTP timestamp (RFC 5905: seconds since 1900, 32-bit fraction) to Unix ms.
+fn ntp_to_unix_ms(v: u64) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let secs = (v >> 32).saturating_sub(NTP_UNIX_OFFSET);
+    let frac_ms = ((v & 0xffff_ffff) * 1000) >> 32;
+    secs * 1000 + frac_ms
+}
+
+/// How long before export the flow ended, by the router's clock (ms).
+#[inline]
+fn age_ms(l: &Layout, rec: &[u8], base: AgeBase, domain: &Domain) -> u64 {
+    if let Some(end) = l.end_ms.uint(rec) {
+        return base.export_ms.saturating_sub(end);
+    }
+    if let Some(end) = l.end_s.uint(rec) {
+        return base.export_ms.saturating_sub(end.saturating_mul(1000));
+    }
+    if let Some(end) = l.end_us_ntp.uint(rec).filter(|_| l.end_us_ntp.len == 8) {
+        return base.export_ms.saturating_sub(ntp_to_unix_ms(end));
+    }
+    if let Some(d) = l.end_delta_us.uint(rec) {
+        return d / 1000;
+    }
+    if let Some(last) = l.end_sysup.uint(rec) {
+        if let Some(up) = base.uptime_ms {
+            // Uptime wraps after ~49.7 days; the difference is right across it.
+            return u64::from(up.wrapping_sub(last as u32));
+        }
+        if let Some(init) = domain.sys_init_ms {
+            return base.export_ms.saturating_sub(init.saturating_add(last));
+        }
+    }
+    0
+}
+
+#[inline]
+fn flow_record(
+    l: &Layout,
+    rec: &[u8],
+    domain: &Domain,
+    base: AgeBase,
+    received_ms: u64,
+    exporter: Addr,
+    tally: &mut Tally,
+) -> Option<FlowRecord> {
+    let (src, dst, v6) = if let (Some(s), Some(d)) = (l.src4.bytes(rec, 4), l.dst4.bytes(rec, 4)) {
+        (
+            Addr::v4([s[0], s[1], s[2], s[3]]),
+            Addr::v4([d[0], d[1], d[2], d[3]]),
+            false,
+        )
+    } else if let (Some(s), Some(d)) = (l.src6.bytes(rec, 16), l.dst6.bytes(rec, 16)) {
+        let mut a = [0u8; 16];
+        let mut b = [0u8; 16];
+        a.copy_from_slice(s);
+        b.copy_from_slice(d);
+        (Addr::v6(a), Addr::v6(b), true)
+    } else {
+        // Not an IP flow (L2-only, or a template levee cannot place).
+        return None;
+    };
+    let packets = l
+        .packets
+        .uint(rec)
+        .or_else(|| l.post_packets.uint(rec))
+        .or_else(|| l.initiator_packets.uint(rec))
+        .or_else(|| l.total_packets.uint(rec))
+        .unwrap_or(0);
+    let bytes = l
+        .octets
+        .uint(rec)
+        .or_else(|| l.post_octets.uint(rec))
+        .or_else(|| l.initiator_octets.uint(rec))
+        .or_else(|| l.total_octets.uint(rec))
+        .unwrap_or(0);
+    let rate = record_rate(l, rec, domain, tally);
+    let protocol = l.protocol.uint(rec).unwrap_or(0) as u8;
+    let mut src_port = l.src_port.uint(rec).unwrap_or(0) as u16;
+    let mut dst_port = l.dst_port.uint(rec).unwrap_or(0) as u16;
+    let (mut icmp_type, mut icmp_code) = (0u8, 0u8);
+    if protocol == proto::ICMP || protocol == proto::ICMPV6 {
+        let tc = if v6 {
+            l.icmp_type_code6
+        } else {
+            l.icmp_type_code4
+        }
+        .uint(rec);
+        let (t, c) = if v6 {
+            (l.icmp_type6, l.icmp_code6)
+        } else {
+            (l.icmp_type4, l.icmp_code4)
+        };
+        if let Some(tc) = tc {
+            icmp_type = (tc >> 8) as u8;
+            icmp_code = tc as u8;
+        } else if let (Some(t), Some(c)) = (t.uint(rec), c.uint(rec)) {
+            icmp_type = t as u8;
+            icmp_code = c as u8;
+        } else {
+            // Exporters without ICMP fields put type·256+code in the port.
+            icmp_type = (dst_port >> 8) as u8;
+            icmp_code = dst_port as u8;
+        }
+        src_port = 0;
+        dst_port = 0;
+    }
+    let mut fl = if v6 { flags::IPV6 } else { 0 };
+    let ttl = match l.ttl.uint(rec).or_else(|| l.min_ttl.uint(rec)) {
+        Some(t) => {
+            fl |= flags::TTL_KNOWN;
+            t as u8
+        }
+        None => 0,
+    };
+    if let Some(d) = l.direction.uint(rec) {
+        fl |= flags::DIRECTION_KNOWN | if d == 1 { flags::EGRESS } else { 0 };
+    }
+    let frag_off = l.frag_offset.uint(rec).unwrap_or(0);
+    let more = l.frag_flags.uint(rec).is_some_and(|f| f & 0x20 != 0);
+    if frag_off != 0 || more {
+        fl |= flags::FRAGMENT;
+    }
+    if frag_off != 0 {
+        fl |= flags::LATER_FRAGMENT;
+    }
+    let rate64 = u64::from(rate);
+    Some(FlowRecord {
+        time_ms: received_ms.saturating_sub(age_ms(l, rec, base, domain)),
+        packets: packets.saturating_mul(rate64),
+        bytes: bytes.saturating_mul(rate64),
+        src,
+        dst,
+        exporter,
+        sampling: rate,
+        in_if: l.in_if.uint(rec).unwrap_or(0) as u32,
+        out_if: l.out_if.uint(rec).unwrap_or(0) as u32,
+        src_port,
+        dst_port,
+        protocol,
+        tcp_flags: l.tcp_flags.uint(rec).unwrap_or(0) as u8,
+        ttl,
+        icmp_type,
+        icmp_code,
+        flags: fl,
+    })
+}
