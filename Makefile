@@ -22,6 +22,8 @@ test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
+	# Fuzz targets must at least build (scripts/fuzz runs them).
+	$(CARGO) build --manifest-path fuzz/Cargo.toml --locked
 
 deps:
 	scripts/install-deps

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::error::{DecodeError, ErrorKind, Protocol};
 use crate::record::{flags, proto, Addr, FlowRecord};
-use crate::template::{FieldSpec, Kind, Layout, Template, TemplateError};
+use crate::template::{EndTime, Fast, FieldSpec, Kind, Layout, Plan, Template, TemplateError};
 use crate::{Datagram, Tally};
 
 pub const MAX_DOMAINS: usize = 256;
@@ -197,7 +197,7 @@ pub fn decode(
 
     // Pass 1: templates (and withdrawals).
     let mut fatal = None;
-    walk_sets(version, body, hdr_len, &mut fatal, |set_id, set| {
+    walk_sets(version, body, hdr_len, &mut fatal, |set_id, _, set| {
         let is_template_set = match version {
             Version::V9 => set_id <= 1,
             Version::Ipfix => set_id == 2 || set_id == 3,
@@ -213,7 +213,7 @@ pub fn decode(
     let mut data_records: u64 = 0;
     let mut complete = true;
     for options_pass in [true, false] {
-        walk_sets(version, body, hdr_len, &mut fatal, |set_id, set| {
+        walk_sets(version, body, hdr_len, &mut fatal, |set_id, set_at, set| {
             if set_id < 256 {
                 return;
             }
@@ -221,7 +221,8 @@ pub fn decode(
                 Some(t) if matches!(t.kind, Kind::Options { .. }) == options_pass => {
                     data_records += decode_set(
                         &t,
-                        set,
+                        body,
+                        set_at..set_at + set.len(),
                         domain,
                         scratch,
                         base,
@@ -273,14 +274,14 @@ pub fn decode(
     }
 }
 
-/// Calls `f(set_id, set_body)` for each set; stops at padding or at a set
-/// whose length is impossible (recorded in `fatal`).
+/// Calls `f(set_id, body_offset, set_body)` for each set; stops at padding
+/// or at a set whose length is impossible (recorded in `fatal`).
 fn walk_sets(
     version: Version,
     b: &[u8],
     mut at: usize,
     fatal: &mut Option<DecodeError>,
-    mut f: impl FnMut(u16, &[u8]),
+    mut f: impl FnMut(u16, usize, &[u8]),
 ) {
     let p = version.protocol();
     while at + 4 <= b.len() {
@@ -308,7 +309,7 @@ fn walk_sets(
             ));
             return;
         }
-        f(id, &b[at + 4..at + len]);
+        f(id, at + 4, &b[at + 4..at + len]);
         at += len;
     }
     if at < b.len() && b[at..].iter().any(|&x| x != 0) {
@@ -484,7 +485,8 @@ fn hold(domain: &mut Domain, template: u16, set: &[u8], received_ms: u64, age_ba
         template,
         received_ms,
         age_base,
-        data: set.into(),
+        // Eight bytes of room before the first record, as decode_set needs.
+        data: [&[0u8; 8][..], set].concat().into_boxed_slice(),
     });
 }
 
@@ -505,6 +507,7 @@ fn release_held(
             decode_set(
                 &t,
                 &h.data,
+                8..h.data.len(),
                 domain,
                 scratch,
                 h.age_base,
@@ -519,11 +522,14 @@ fn release_held(
     }
 }
 
-/// Decodes the records of one data set; returns how many there were.
+/// Decodes the records of the data set at `set` in `buf`; returns how many
+/// there were. `set.start` is at least 8 (a message or set header precedes
+/// it), which [`Fast::read`] relies on.
 #[allow(clippy::too_many_arguments)]
 fn decode_set(
     t: &Template,
-    set: &[u8],
+    buf: &[u8],
+    set: std::ops::Range<usize>,
     domain: &mut Domain,
     scratch: &mut Layout,
     base: AgeBase,
@@ -532,52 +538,55 @@ fn decode_set(
     out: &mut Vec<FlowRecord>,
     tally: &mut Tally,
 ) -> u64 {
+    debug_assert!(set.start >= 8 && set.end <= buf.len());
     let mut n = 0u64;
-    let mut at = 0usize;
-    match t.fixed_len {
-        Some(len) => {
-            if let Kind::Data = t.kind {
-                out.reserve(set.len() / len);
+    let ctx = Ctx {
+        base,
+        received_ms,
+        exporter,
+        sys_init_ms: domain.sys_init_ms,
+    };
+    match (t.fixed_len, t.kind) {
+        (Some(len), Kind::Data) => {
+            let count = (set.end - set.start) / len;
+            out.reserve(count);
+            // The rate is the same for every record unless records name it.
+            let rate = (!t.plan.sampling_in_record).then(|| domain_rate(domain));
+            for i in 0..count {
+                let at = set.start + i * len;
+                let rate = rate
+                    .unwrap_or_else(|| record_rate(&t.layout, &buf[at..at + len], domain, tally));
+                flow(&t.plan, buf, at, rate, &ctx, out);
             }
-            while at + len <= set.len() {
-                let rec = &set[at..at + len];
-                record(
-                    t,
-                    &t.layout,
-                    rec,
-                    domain,
-                    base,
-                    received_ms,
-                    exporter,
-                    out,
-                    tally,
-                );
-                at += len;
+            n = count as u64;
+        }
+        (Some(len), Kind::Options { .. }) => {
+            for rec in buf[set.clone()].chunks_exact(len) {
+                options_record(&t.layout, rec, domain, tally);
                 n += 1;
             }
         }
-        None => {
-            while at + t.min_len <= set.len() {
-                let Some(len) = t.layout_of(&set[at..], scratch) else {
+        (None, kind) => {
+            let mut at = set.start;
+            while at + t.min_len <= set.end {
+                let Some(len) = t.layout_of(&buf[at..set.end], scratch) else {
                     // Only padding can be shorter than a record; anything
                     // else is a record whose lengths run past the set.
-                    if set[at..].iter().any(|&x| x != 0) {
+                    if buf[at..set.end].iter().any(|&x| x != 0) {
                         tally.errors[ErrorKind::BadLength.index()] += 1;
                     }
                     break;
                 };
                 let layout = *scratch;
-                record(
-                    t,
-                    &layout,
-                    &set[at..at + len],
-                    domain,
-                    base,
-                    received_ms,
-                    exporter,
-                    out,
-                    tally,
-                );
+                let rec = &buf[at..at + len];
+                match kind {
+                    Kind::Options { .. } => options_record(&layout, rec, domain, tally),
+                    Kind::Data => {
+                        let rate = record_rate(&layout, rec, domain, tally);
+                        // Fast reads must not see past this record.
+                        flow(&layout.plan(), &buf[..at + len], at, rate, &ctx, out);
+                    }
+                }
                 at += len;
                 n += 1;
             }
@@ -587,44 +596,39 @@ fn decode_set(
     n
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn record(
-    t: &Template,
-    l: &Layout,
-    rec: &[u8],
-    domain: &mut Domain,
+/// What every record of a set shares.
+struct Ctx {
     base: AgeBase,
     received_ms: u64,
     exporter: Addr,
-    out: &mut Vec<FlowRecord>,
-    tally: &mut Tally,
-) {
-    match t.kind {
-        Kind::Options { .. } => options_record(l, rec, domain, tally),
-        Kind::Data => {
-            if let Some(r) = flow_record(l, rec, domain, base, received_ms, exporter, tally) {
-                out.push(r);
-                // RFC 5103 biflows: the reverse direction is a flow of its own.
-                let rev_p = l.rev_packets.uint(rec).unwrap_or(0);
-                let rev_b = l.rev_octets.uint(rec).unwrap_or(0);
-                if rev_p > 0 || rev_b > 0 {
-                    let rate = u64::from(r.sampling);
-                    out.push(FlowRecord {
-                        packets: rev_p.saturating_mul(rate),
-                        bytes: rev_b.saturating_mul(rate),
-                        src: r.dst,
-                        dst: r.src,
-                        src_port: r.dst_port,
-                        dst_port: r.src_port,
-                        in_if: r.out_if,
-                        out_if: r.in_if,
-                        flags: r.flags
-                            & !(flags::TTL_KNOWN | flags::DIRECTION_KNOWN | flags::EGRESS),
-                        ..r
-                    });
-                }
-            }
+    sys_init_ms: Option<u64>,
+}
+
+/// Decodes the data record at `at` in `buf` into `out`.
+#[inline]
+fn flow(p: &Plan, buf: &[u8], at: usize, rate: u32, ctx: &Ctx, out: &mut Vec<FlowRecord>) {
+    let Some(r) = flow_record(p, buf, at, rate, ctx) else {
+        return;
+    };
+    out.push(r);
+    // RFC 5103 biflows: the reverse direction is a flow of its own.
+    if p.rev_packets.present() || p.rev_octets.present() {
+        let rev_p = p.rev_packets.read(buf, at);
+        let rev_b = p.rev_octets.read(buf, at);
+        if rev_p > 0 || rev_b > 0 {
+            let rate = u64::from(r.sampling);
+            out.push(FlowRecord {
+                packets: rev_p.saturating_mul(rate),
+                bytes: rev_b.saturating_mul(rate),
+                src: r.dst,
+                dst: r.src,
+                src_port: r.dst_port,
+                dst_port: r.src_port,
+                in_if: r.out_if,
+                out_if: r.in_if,
+                flags: r.flags & !(flags::TTL_KNOWN | flags::DIRECTION_KNOWN | flags::EGRESS),
+                ..r
+            });
         }
     }
 }
@@ -681,7 +685,7 @@ fn options_record(l: &Layout, rec: &[u8], domain: &mut Domain, tally: &mut Tally
 }
 
 /// The sampling rate for a data record: stated in the record, or by its
-/// sampler id, or for the whole domain; 1 when nothing says otherwise.
+/// sampler id, or for the whole domain.
 #[inline]
 fn record_rate(l: &Layout, rec: &[u8], domain: &Domain, tally: &mut Tally) -> u32 {
     if let Some(r) = stated_rate(l, rec) {
@@ -696,10 +700,15 @@ fn record_rate(l: &Layout, rec: &[u8], domain: &Domain, tally: &mut Tally) -> u3
             return r;
         }
     }
+    domain_rate(domain)
+}
+
+/// The rate for records that do not name theirs: the domain's, or its only
+/// sampler's; 1 when nothing says otherwise.
+fn domain_rate(domain: &Domain) -> u32 {
     if let Some(r) = domain.domain_rate {
         return r;
     }
-    // One sampler and records that do not name it: it is the only candidate.
     if domain.samplers.len() == 1 {
         return domain.samplers.values().copied().next().unwrap_or(1);
     }
@@ -716,137 +725,101 @@ fn ntp_to_unix_ms(v: u64) -> u64 {
 
 /// How long before export the flow ended, by the router's clock (ms).
 #[inline]
-fn age_ms(l: &Layout, rec: &[u8], base: AgeBase, domain: &Domain) -> u64 {
-    if let Some(end) = l.end_ms.uint(rec) {
-        return base.export_ms.saturating_sub(end);
-    }
-    if let Some(end) = l.end_s.uint(rec) {
-        return base.export_ms.saturating_sub(end.saturating_mul(1000));
-    }
-    if let Some(end) = l.end_us_ntp.uint(rec).filter(|_| l.end_us_ntp.len == 8) {
-        return base.export_ms.saturating_sub(ntp_to_unix_ms(end));
-    }
-    if let Some(d) = l.end_delta_us.uint(rec) {
-        return d / 1000;
-    }
-    if let Some(last) = l.end_sysup.uint(rec) {
-        if let Some(up) = base.uptime_ms {
-            // Uptime wraps after ~49.7 days; the difference is right across it.
-            return u64::from(up.wrapping_sub(last as u32));
+fn age_ms(p: &Plan, buf: &[u8], at: usize, ctx: &Ctx) -> u64 {
+    let export_ms = ctx.base.export_ms;
+    let v = p.end.read(buf, at);
+    match p.end_kind {
+        EndTime::Ms => export_ms.saturating_sub(v),
+        EndTime::Seconds => export_ms.saturating_sub(v.saturating_mul(1000)),
+        EndTime::NtpMicros => export_ms.saturating_sub(ntp_to_unix_ms(v)),
+        EndTime::DeltaMicros => v / 1000,
+        EndTime::SysUp => {
+            if let Some(up) = ctx.base.uptime_ms {
+                // Uptime wraps after ~49.7 days; the difference is right across it.
+                u64::from(up.wrapping_sub(v as u32))
+            } else if let Some(init) = ctx.sys_init_ms {
+                export_ms.saturating_sub(init.saturating_add(v))
+            } else {
+                0
+            }
         }
-        if let Some(init) = domain.sys_init_ms {
-            return base.export_ms.saturating_sub(init.saturating_add(last));
-        }
+        EndTime::Export => 0,
     }
-    0
 }
 
 #[inline]
-fn flow_record(
-    l: &Layout,
-    rec: &[u8],
-    domain: &Domain,
-    base: AgeBase,
-    received_ms: u64,
-    exporter: Addr,
-    tally: &mut Tally,
-) -> Option<FlowRecord> {
-    let (src, dst, v6) = if let (Some(s), Some(d)) = (l.src4.bytes(rec, 4), l.dst4.bytes(rec, 4)) {
-        (
-            Addr::v4([s[0], s[1], s[2], s[3]]),
-            Addr::v4([d[0], d[1], d[2], d[3]]),
-            false,
-        )
-    } else if let (Some(s), Some(d)) = (l.src6.bytes(rec, 16), l.dst6.bytes(rec, 16)) {
-        let mut a = [0u8; 16];
-        let mut b = [0u8; 16];
-        a.copy_from_slice(s);
-        b.copy_from_slice(d);
-        (Addr::v6(a), Addr::v6(b), true)
+fn flow_record(p: &Plan, buf: &[u8], at: usize, rate: u32, ctx: &Ctx) -> Option<FlowRecord> {
+    let (src, dst, v6) = if p.v4 {
+        let s = p.src4.read(buf, at) as u32;
+        let d = p.dst4.read(buf, at) as u32;
+        (Addr::from_v4_bits(s), Addr::from_v4_bits(d), false)
+    } else if p.v6 {
+        let join = |h: [Fast; 2]| Addr::from_v6_bits(h[0].read(buf, at), h[1].read(buf, at));
+        (join(p.src6), join(p.dst6), true)
     } else {
         // Not an IP flow (L2-only, or a template levee cannot place).
         return None;
     };
-    let packets = l
-        .packets
-        .uint(rec)
-        .or_else(|| l.post_packets.uint(rec))
-        .or_else(|| l.initiator_packets.uint(rec))
-        .or_else(|| l.total_packets.uint(rec))
-        .unwrap_or(0);
-    let bytes = l
-        .octets
-        .uint(rec)
-        .or_else(|| l.post_octets.uint(rec))
-        .or_else(|| l.initiator_octets.uint(rec))
-        .or_else(|| l.total_octets.uint(rec))
-        .unwrap_or(0);
-    let rate = record_rate(l, rec, domain, tally);
-    let protocol = l.protocol.uint(rec).unwrap_or(0) as u8;
-    let mut src_port = l.src_port.uint(rec).unwrap_or(0) as u16;
-    let mut dst_port = l.dst_port.uint(rec).unwrap_or(0) as u16;
+    let protocol = p.protocol.read(buf, at) as u8;
+    let mut src_port = p.src_port.read(buf, at) as u16;
+    let mut dst_port = p.dst_port.read(buf, at) as u16;
     let (mut icmp_type, mut icmp_code) = (0u8, 0u8);
     if protocol == proto::ICMP || protocol == proto::ICMPV6 {
-        let tc = if v6 {
-            l.icmp_type_code6
+        let (tc, t, c) = if v6 {
+            (p.icmp_type_code6, p.icmp_type6, p.icmp_code6)
         } else {
-            l.icmp_type_code4
-        }
-        .uint(rec);
-        let (t, c) = if v6 {
-            (l.icmp_type6, l.icmp_code6)
-        } else {
-            (l.icmp_type4, l.icmp_code4)
+            (p.icmp_type_code4, p.icmp_type4, p.icmp_code4)
         };
-        if let Some(tc) = tc {
-            icmp_type = (tc >> 8) as u8;
-            icmp_code = tc as u8;
-        } else if let (Some(t), Some(c)) = (t.uint(rec), c.uint(rec)) {
-            icmp_type = t as u8;
-            icmp_code = c as u8;
+        let code = if tc.present() {
+            tc.read(buf, at) as u16
+        } else if t.present() {
+            (t.read(buf, at) as u16) << 8 | c.read(buf, at) as u16 & 0xff
         } else {
             // Exporters without ICMP fields put type·256+code in the port.
-            icmp_type = (dst_port >> 8) as u8;
-            icmp_code = dst_port as u8;
-        }
+            dst_port
+        };
+        icmp_type = (code >> 8) as u8;
+        icmp_code = code as u8;
         src_port = 0;
         dst_port = 0;
     }
     let mut fl = if v6 { flags::IPV6 } else { 0 };
-    let ttl = match l.ttl.uint(rec).or_else(|| l.min_ttl.uint(rec)) {
-        Some(t) => {
-            fl |= flags::TTL_KNOWN;
-            t as u8
+    if p.ttl.present() {
+        fl |= flags::TTL_KNOWN;
+    }
+    if p.direction.present() {
+        fl |= flags::DIRECTION_KNOWN
+            | if p.direction.read(buf, at) == 1 {
+                flags::EGRESS
+            } else {
+                0
+            };
+    }
+    if p.frag_offset.present() || p.frag_flags.present() {
+        let frag_off = p.frag_offset.read(buf, at);
+        if frag_off != 0 || p.frag_flags.read(buf, at) & 0x20 != 0 {
+            fl |= flags::FRAGMENT;
         }
-        None => 0,
-    };
-    if let Some(d) = l.direction.uint(rec) {
-        fl |= flags::DIRECTION_KNOWN | if d == 1 { flags::EGRESS } else { 0 };
-    }
-    let frag_off = l.frag_offset.uint(rec).unwrap_or(0);
-    let more = l.frag_flags.uint(rec).is_some_and(|f| f & 0x20 != 0);
-    if frag_off != 0 || more {
-        fl |= flags::FRAGMENT;
-    }
-    if frag_off != 0 {
-        fl |= flags::LATER_FRAGMENT;
+        if frag_off != 0 {
+            fl |= flags::LATER_FRAGMENT;
+        }
     }
     let rate64 = u64::from(rate);
     Some(FlowRecord {
-        time_ms: received_ms.saturating_sub(age_ms(l, rec, base, domain)),
-        packets: packets.saturating_mul(rate64),
-        bytes: bytes.saturating_mul(rate64),
+        time_ms: ctx.received_ms.saturating_sub(age_ms(p, buf, at, ctx)),
+        packets: p.packets.read(buf, at).saturating_mul(rate64),
+        bytes: p.octets.read(buf, at).saturating_mul(rate64),
         src,
         dst,
-        exporter,
+        exporter: ctx.exporter,
         sampling: rate,
-        in_if: l.in_if.uint(rec).unwrap_or(0) as u32,
-        out_if: l.out_if.uint(rec).unwrap_or(0) as u32,
+        in_if: p.in_if.read(buf, at) as u32,
+        out_if: p.out_if.read(buf, at) as u32,
         src_port,
         dst_port,
         protocol,
-        tcp_flags: l.tcp_flags.uint(rec).unwrap_or(0) as u8,
-        ttl,
+        tcp_flags: p.tcp_flags.read(buf, at) as u8,
+        ttl: p.ttl.read(buf, at) as u8,
         icmp_type,
         icmp_code,
         flags: fl,

@@ -43,12 +43,12 @@ impl State {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-#[inline]
+#[inline(always)]
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -84,9 +84,14 @@ pub fn decode(
     let present = (b.len() - HEADER) / RECORD;
     let n = count.min(present);
     tally.lost += state.track(engine, seq, count as u32);
-    out.reserve(n);
     let exporter = crate::exporter_addr(dg);
-    for rec in b[HEADER..HEADER + n * RECORD].chunks_exact(RECORD) {
+    let now = dg.received_ms;
+    // `extend` over an exact-size iterator writes in place: no capacity
+    // check per record.
+    // Fixed-size records: every index below is checked at compile time,
+    // and the count is a division by a constant (chunks_exact divides at run time).
+    let (records, _) = b[HEADER..HEADER + n * RECORD].as_chunks::<RECORD>();
+    out.extend(records.iter().map(|rec| {
         let protocol = rec[38];
         let (mut src_port, mut dst_port) = (be16(rec, 32), be16(rec, 34));
         let (mut icmp_type, mut icmp_code) = (0, 0);
@@ -96,15 +101,14 @@ pub fn decode(
             src_port = 0;
             dst_port = 0;
         }
-        let last = be32(rec, 28);
         // Uptime wraps after ~49.7 days; the difference is right across it.
-        let age = u64::from(uptime.wrapping_sub(last));
-        out.push(FlowRecord {
-            time_ms: dg.received_ms.saturating_sub(age),
+        let age = u64::from(uptime.wrapping_sub(be32(rec, 28)));
+        FlowRecord {
+            time_ms: now.saturating_sub(age),
             packets: u64::from(be32(rec, 16)) * rate64,
             bytes: u64::from(be32(rec, 20)) * rate64,
-            src: Addr::v4([rec[0], rec[1], rec[2], rec[3]]),
-            dst: Addr::v4([rec[4], rec[5], rec[6], rec[7]]),
+            src: Addr::from_v4_bits(be32(rec, 0)),
+            dst: Addr::from_v4_bits(be32(rec, 4)),
             exporter,
             sampling: rate,
             in_if: u32::from(be16(rec, 12)),
@@ -117,8 +121,8 @@ pub fn decode(
             icmp_type,
             icmp_code,
             flags: 0,
-        });
-    }
+        }
+    }));
     tally.records += n as u64;
     if n < count {
         return Err(DecodeError::new(

@@ -137,11 +137,13 @@ pub fn parse(link: LinkType, frame: &[u8]) -> Result<Packet, PacketError> {
 }
 
 /// Parses an Ethernet frame (the sFlow raw header protocol 1).
+#[inline]
 pub fn parse_ethernet(frame: &[u8]) -> Result<Packet, PacketError> {
     let ethertype = be16(frame, 12).ok_or(PacketError::Truncated("ethernet"))?;
     parse_ethertype(ethertype, frame, 14)
 }
 
+#[inline]
 fn parse_ethertype(mut ethertype: u16, frame: &[u8], mut at: usize) -> Result<Packet, PacketError> {
     // Up to four stacked VLAN tags; more is not a real frame.
     for _ in 0..4 {
@@ -180,6 +182,7 @@ pub fn parse_ip(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
     }
 }
 
+#[inline]
 pub fn parse_ipv4(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
     let h = frame
         .get(at..at + 20)
@@ -196,8 +199,8 @@ pub fn parse_ipv4(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
     let offset = frag & 0x1fff;
     let more = frag & 0x2000 != 0;
     let mut p = Packet {
-        src: Addr::v4([h[12], h[13], h[14], h[15]]),
-        dst: Addr::v4([h[16], h[17], h[18], h[19]]),
+        src: Addr::from_v4_bits(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
+        dst: Addr::from_v4_bits(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
         ip_len: u32::from(total),
         protocol: h[9],
         ttl: h[8],
@@ -233,13 +236,21 @@ pub fn parse_ipv6(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
         return Err(PacketError::BadIp("IPv6 version field is not 6"));
     }
     let payload = u16::from_be_bytes([h[4], h[5]]);
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
+    let half = |at: usize| {
+        u64::from_be_bytes([
+            h[at],
+            h[at + 1],
+            h[at + 2],
+            h[at + 3],
+            h[at + 4],
+            h[at + 5],
+            h[at + 6],
+            h[at + 7],
+        ])
+    };
     let mut p = Packet {
-        src: Addr::v6(src),
-        dst: Addr::v6(dst),
+        src: Addr::from_v6_bits(half(8), half(16)),
+        dst: Addr::from_v6_bits(half(24), half(32)),
         ip_len: u32::from(payload) + 40,
         protocol: h[6],
         ttl: h[7],
@@ -297,6 +308,7 @@ pub fn parse_ipv6(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
     Ok(p)
 }
 
+#[inline]
 fn parse_l4(frame: &[u8], at: usize, p: &mut Packet) {
     use crate::record::proto::{ICMP, ICMPV6, TCP, UDP};
     let l4 = frame.get(at..).unwrap_or(&[]);

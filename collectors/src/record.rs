@@ -29,6 +29,18 @@ impl Addr {
         Addr(octets)
     }
 
+    /// IPv4 from its 32-bit value (one 16-byte store, not sixteen).
+    #[inline]
+    pub const fn from_v4_bits(ip: u32) -> Addr {
+        Addr(((0xffff_u128 << 32) | ip as u128).to_be_bytes())
+    }
+
+    /// IPv6 from its two 64-bit halves.
+    #[inline]
+    pub const fn from_v6_bits(hi: u64, lo: u64) -> Addr {
+        Addr((((hi as u128) << 64) | lo as u128).to_be_bytes())
+    }
+
     /// Whether this is an IPv4-mapped address.
     #[inline]
     pub fn is_v4_mapped(&self) -> bool {

@@ -242,7 +242,35 @@ fn flow_sample(
     // IP (ARP, LLDP): levee_records_total counts samples for sFlow.
     tally.records += 1;
 
-    let mut best: Option<packet::Packet> = None;
+    // The raw header is the best source; the sampled IPv4/IPv6 records are
+    // the fallback when a sample has none.
+    let emit = |p: &packet::Packet, out: &mut Vec<FlowRecord>| {
+        let rate64 = u64::from(rate);
+        // Field by field from `p`: copying the whole struct just after the
+        // parser stored it piecewise stalls on store forwarding.
+        out.push(FlowRecord {
+            time_ms: now_ms,
+            packets: rate64,
+            bytes: u64::from(p.ip_len) * rate64,
+            src: p.src,
+            dst: p.dst,
+            exporter: agent,
+            sampling: rate,
+            in_if,
+            out_if,
+            src_port: p.src_port,
+            dst_port: p.dst_port,
+            protocol: p.protocol,
+            tcp_flags: p.tcp_flags,
+            ttl: p.ttl,
+            icmp_type: p.icmp_type,
+            icmp_code: p.icmp_code,
+            flags: p.flags
+                & (flags::IPV6 | flags::FRAGMENT | flags::LATER_FRAGMENT | flags::TTL_KNOWN),
+        });
+    };
+    let mut emitted = false;
+    let mut fallback: Option<packet::Packet> = None;
     let mut at = hdr;
     let mut seen = 0u32;
     while seen < n_records {
@@ -291,41 +319,25 @@ fn flow_sample(
                     _ => Err(packet::PacketError::NotIp(0)),
                 };
                 match parsed {
-                    Ok(p) => best = Some(p),
+                    Ok(p) if !emitted => {
+                        emit(&p, out);
+                        emitted = true;
+                    }
+                    Ok(_) => {}
                     Err(packet::PacketError::NotIp(_)) => tally.non_ip += 1,
                     Err(_) => tally.errors[ErrorKind::BadPacket.index()] += 1,
                 }
             }
-            3 if best.is_none() => best = sampled_ipv4(r),
-            4 if best.is_none() => best = sampled_ipv6(r),
+            3 if fallback.is_none() => fallback = sampled_ipv4(r),
+            4 if fallback.is_none() => fallback = sampled_ipv6(r),
             _ => {} // Ethernet frame data, extended switch/router/gateway, …: not needed here
         }
         at = start + len;
         seen += 1;
     }
 
-    if let Some(p) = best {
-        let rate64 = u64::from(rate);
-        out.push(FlowRecord {
-            time_ms: now_ms,
-            packets: rate64,
-            bytes: u64::from(p.ip_len) * rate64,
-            src: p.src,
-            dst: p.dst,
-            exporter: agent,
-            sampling: rate,
-            in_if,
-            out_if,
-            src_port: p.src_port,
-            dst_port: p.dst_port,
-            protocol: p.protocol,
-            tcp_flags: p.tcp_flags,
-            ttl: p.ttl,
-            icmp_type: p.icmp_type,
-            icmp_code: p.icmp_code,
-            flags: p.flags
-                & (flags::IPV6 | flags::FRAGMENT | flags::LATER_FRAGMENT | flags::TTL_KNOWN),
-        });
+    if let (false, Some(p)) = (emitted, fallback) {
+        emit(&p, out);
     }
     Ok(())
 }

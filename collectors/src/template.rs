@@ -47,11 +47,17 @@ impl Pos {
     /// The field as an unsigned integer (1–8 bytes, big-endian).
     #[inline]
     pub fn uint(self, rec: &[u8]) -> Option<u64> {
-        if self.len == 0 || self.len > 8 {
-            return None;
-        }
-        let b = rec.get(usize::from(self.off)..usize::from(self.off) + usize::from(self.len))?;
-        Some(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        let off = usize::from(self.off);
+        let b = rec.get(off..off + usize::from(self.len))?;
+        Some(match *b {
+            [] => return None,
+            [a] => u64::from(a),
+            [a, b] => u64::from(u16::from_be_bytes([a, b])),
+            [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+            [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+            _ if b.len() <= 8 => b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+            _ => return None,
+        })
     }
 
     #[inline]
@@ -115,7 +121,200 @@ pub struct Layout {
     pub sys_init_ms: Pos,
 }
 
+/// Where a record's flow end time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndTime {
+    /// flowEndMilliseconds (153), Unix ms.
+    Ms,
+    /// flowEndSeconds (151).
+    Seconds,
+    /// flowEndMicroseconds (155), NTP format.
+    NtpMicros,
+    /// flowEndDeltaMicroseconds (159): age at export.
+    DeltaMicros,
+    /// flowEndSysUpTime / LAST_SWITCHED (21): ms of router uptime.
+    SysUp,
+    /// None: the export time.
+    #[default]
+    Export,
+}
+
+/// A field compiled for a branch-free read: one unaligned 8-byte load that
+/// ends where the field ends, byte-swapped and masked to the field's width.
+///
+/// Reading 8 bytes that end at the field needs up to 7 bytes before the
+/// record; callers guarantee them (a record never starts in the first 8
+/// bytes of the buffer read). An absent field reads the 8 bytes before the
+/// record with a zero mask: 0, with no branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fast {
+    /// Where the field ends, from the record's start.
+    end: u16,
+    mask: u64,
+}
+
+impl Fast {
+    pub const ABSENT: Fast = Fast { end: 0, mask: 0 };
+
+    /// An integer field of 1–8 bytes; anything else reads as absent.
+    pub fn int(p: Pos) -> Fast {
+        match p.len {
+            1..=7 => Fast {
+                end: p.off + p.len,
+                mask: (1u64 << (8 * p.len)) - 1,
+            },
+            8 => Fast {
+                end: p.off + 8,
+                mask: u64::MAX,
+            },
+            _ => Fast::ABSENT,
+        }
+    }
+
+    /// The two halves of a 16-byte field (an IPv6 address).
+    pub fn halves(p: Pos) -> [Fast; 2] {
+        if p.len != 16 {
+            return [Fast::ABSENT; 2];
+        }
+        [
+            Fast::int(Pos { off: p.off, len: 8 }),
+            Fast::int(Pos {
+                off: p.off + 8,
+                len: 8,
+            }),
+        ]
+    }
+
+    #[inline]
+    pub fn present(self) -> bool {
+        self.mask != 0
+    }
+
+    /// The field of the record starting at `at` in `buf` (0 when absent, or
+    /// when `buf` is too short: never a panic).
+    #[inline(always)]
+    pub fn read(self, buf: &[u8], at: usize) -> u64 {
+        let e = at + usize::from(self.end);
+        match buf.get(e.wrapping_sub(8)..e) {
+            Some(&[a, b, c, d, e, f, g, h]) => {
+                u64::from_be_bytes([a, b, c, d, e, f, g, h]) & self.mask
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Everything a data record is decoded with, compiled from its [`Layout`]
+/// once per template: each "this field or else that one" choice is made
+/// here, so decoding a record makes none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub v4: bool,
+    pub v6: bool,
+    pub src4: Fast,
+    pub dst4: Fast,
+    pub src6: [Fast; 2],
+    pub dst6: [Fast; 2],
+    pub packets: Fast,
+    pub octets: Fast,
+    pub protocol: Fast,
+    pub src_port: Fast,
+    pub dst_port: Fast,
+    pub tcp_flags: Fast,
+    pub in_if: Fast,
+    pub out_if: Fast,
+    pub icmp_type_code4: Fast,
+    pub icmp_type_code6: Fast,
+    pub icmp_type4: Fast,
+    pub icmp_code4: Fast,
+    pub icmp_type6: Fast,
+    pub icmp_code6: Fast,
+    pub end_kind: EndTime,
+    pub end: Fast,
+    pub ttl: Fast,
+    pub direction: Fast,
+    pub frag_offset: Fast,
+    pub frag_flags: Fast,
+    pub rev_packets: Fast,
+    pub rev_octets: Fast,
+    /// The record itself carries sampling fields (rate or sampler id).
+    pub sampling_in_record: bool,
+}
+
 impl Layout {
+    pub fn plan(&self) -> Plan {
+        let l = self;
+        let first = |ps: &[Pos]| {
+            ps.iter()
+                .map(|p| Fast::int(*p))
+                .find(|f| f.present())
+                .unwrap_or(Fast::ABSENT)
+        };
+        let (end_kind, end) = [
+            (EndTime::Ms, Fast::int(l.end_ms)),
+            (EndTime::Seconds, Fast::int(l.end_s)),
+            (
+                EndTime::NtpMicros,
+                if l.end_us_ntp.len == 8 {
+                    Fast::int(l.end_us_ntp)
+                } else {
+                    Fast::ABSENT
+                },
+            ),
+            (EndTime::DeltaMicros, Fast::int(l.end_delta_us)),
+            (EndTime::SysUp, Fast::int(l.end_sysup)),
+        ]
+        .into_iter()
+        .find(|(_, f)| f.present())
+        .unwrap_or((EndTime::Export, Fast::ABSENT));
+        Plan {
+            v4: l.src4.len == 4 && l.dst4.len == 4,
+            v6: l.src6.len == 16 && l.dst6.len == 16,
+            src4: Fast::int(l.src4),
+            dst4: Fast::int(l.dst4),
+            src6: Fast::halves(l.src6),
+            dst6: Fast::halves(l.dst6),
+            packets: first(&[
+                l.packets,
+                l.post_packets,
+                l.initiator_packets,
+                l.total_packets,
+            ]),
+            octets: first(&[l.octets, l.post_octets, l.initiator_octets, l.total_octets]),
+            protocol: Fast::int(l.protocol),
+            src_port: Fast::int(l.src_port),
+            dst_port: Fast::int(l.dst_port),
+            tcp_flags: Fast::int(l.tcp_flags),
+            in_if: Fast::int(l.in_if),
+            out_if: Fast::int(l.out_if),
+            icmp_type_code4: Fast::int(l.icmp_type_code4),
+            icmp_type_code6: Fast::int(l.icmp_type_code6),
+            icmp_type4: Fast::int(l.icmp_type4),
+            icmp_code4: Fast::int(l.icmp_code4),
+            icmp_type6: Fast::int(l.icmp_type6),
+            icmp_code6: Fast::int(l.icmp_code6),
+            end_kind,
+            end,
+            ttl: first(&[l.ttl, l.min_ttl]),
+            direction: Fast::int(l.direction),
+            frag_offset: Fast::int(l.frag_offset),
+            frag_flags: Fast::int(l.frag_flags),
+            rev_packets: Fast::int(l.rev_packets),
+            rev_octets: Fast::int(l.rev_octets),
+            sampling_in_record: [
+                l.sampling_interval,
+                l.sampler_random_interval,
+                l.sampler_id,
+                l.selector_id,
+                l.packet_interval,
+                l.sampling_size,
+                l.sampling_probability,
+            ]
+            .iter()
+            .any(|p| p.present()),
+        }
+    }
+
     /// Maps one field at `off` to the slot it fills, if levee reads it.
     /// The first field wins when a template repeats an element.
     fn assign(&mut self, f: FieldSpec, off: u16, len: u16) {
@@ -199,6 +398,8 @@ pub struct Template {
     pub min_len: usize,
     /// Offsets for fixed-length templates (unused for variable ones).
     pub layout: Layout,
+    /// The layout's choices, made once (fixed-length templates).
+    pub plan: Plan,
 }
 
 /// Why a template cannot be used.
@@ -240,6 +441,7 @@ impl Template {
             fixed_len: (!varlen).then_some(min_len),
             min_len,
             layout: Layout::default(),
+            plan: Plan::default(),
         };
         if !varlen {
             let mut layout = Layout::default();
@@ -251,6 +453,7 @@ impl Template {
                 off += usize::from(f.len);
             }
             t.layout = layout;
+            t.plan = layout.plan();
         }
         Ok(t)
     }

@@ -9,4 +9,5 @@
 
 pub mod netflow;
 pub mod packet;
+pub mod samples;
 pub mod sflow;
