@@ -13,8 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
+use levee_collectors::capture::LiveCapture;
 use levee_collectors::exporter::Counters;
-use levee_collectors::listen::{self, Admission, CountingSink, Exporters, Published};
+use levee_collectors::listen::{
+    self, Admission, CapturePublished, CountingSink, Exporters, Published,
+};
 use levee_collectors::receiver::{self, Receiver};
 
 use crate::config::Collectors;
@@ -28,9 +31,17 @@ pub struct Listener {
     pub published: Arc<Published>,
 }
 
+/// One interface levee captures packets on.
+#[derive(Debug)]
+pub struct Capture {
+    pub interface: String,
+    pub published: Arc<CapturePublished>,
+}
+
 /// The running collectors.
 pub struct Ingest {
     pub listeners: Vec<Listener>,
+    pub captures: Vec<Capture>,
     /// Records handed on by all receivers.
     pub records: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -45,6 +56,7 @@ impl Ingest {
         let records = Arc::new(AtomicU64::new(0));
         let mut ingest = Ingest {
             listeners: Vec::new(),
+            captures: Vec::new(),
             records: records.clone(),
             stop: stop.clone(),
             threads: Mutex::new(Vec::new()),
@@ -94,6 +106,36 @@ impl Ingest {
                         .push(handle);
                 }
             }
+        }
+        for iface in &cfg.pcap.interfaces {
+            let cap = LiveCapture::open(
+                iface,
+                &cfg.pcap.filter,
+                cfg.pcap.snaplen,
+                cfg.receive_buffer,
+                200,
+            )
+            .with_context(|| format!("capturing on {iface}"))?;
+            tracing::info!(interface = %iface, filter = %cfg.pcap.filter, "Capturing");
+            let published = Arc::new(CapturePublished::default());
+            ingest.captures.push(Capture {
+                interface: iface.clone(),
+                published: published.clone(),
+            });
+            let stop = stop.clone();
+            let records = records.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("levee-cap-{iface}"))
+                .spawn(move || {
+                    let mut sink = CountingSink { records };
+                    listen::run_capture(cap, &mut sink, &published, &stop);
+                })
+                .context("starting a capture thread")?;
+            ingest
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle);
         }
         Ok(ingest)
     }

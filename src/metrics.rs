@@ -142,11 +142,29 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             }
         }
     }
+    for c in &ingest.captures {
+        let n = c.published.frames.load(Ordering::Relaxed);
+        p.sample(
+            "levee_datagrams_total",
+            &[("protocol", "pcap"), ("exporter", &c.interface)],
+            n,
+        );
+        errors[Protocol::Pcap.index()][ErrorKind::BadPacket.index()] +=
+            c.published.bad_packets.load(Ordering::Relaxed);
+    }
     p.family(
         "levee_records_total",
         "counter",
-        "Flow records decoded (sFlow: flow samples), by protocol and exporter.",
+        "Flow records decoded (sFlow: flow samples; pcap: packets), by protocol and exporter.",
     );
+    for c in &ingest.captures {
+        let n = c.published.records.load(Ordering::Relaxed);
+        p.sample(
+            "levee_records_total",
+            &[("protocol", "pcap"), ("exporter", &c.interface)],
+            n,
+        );
+    }
     for (ip, c) in &exporters {
         let ip = ip.to_string();
         for proto in Protocol::ALL {
@@ -209,6 +227,25 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             "levee_socket_drops_total",
             &[("listener", &format!("{}/{}", l.kind, l.addr))],
             l.published.socket_drops.load(Ordering::Relaxed),
+        );
+    }
+    for c in &ingest.captures {
+        p.sample(
+            "levee_socket_drops_total",
+            &[("listener", &format!("pcap/{}", c.interface))],
+            c.published.kernel_drops.load(Ordering::Relaxed),
+        );
+    }
+    p.family(
+        "levee_capture_interface_drops_total",
+        "counter",
+        "Packets the capture interface or its driver dropped.",
+    );
+    for c in &ingest.captures {
+        p.sample(
+            "levee_capture_interface_drops_total",
+            &[("interface", &c.interface)],
+            c.published.interface_drops.load(Ordering::Relaxed),
         );
     }
     p.family(

@@ -160,3 +160,31 @@ fn sources_outside_the_allow_list_are_refused_and_counted() {
     });
     assert!(!levee.get("/metrics").1.contains("exporter=\"127.0.0.1\""));
 }
+
+#[test]
+fn packets_captured_on_an_interface_are_counted() {
+    // A live capture on loopback, filtered to one address nothing else uses.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("levee.toml");
+    let text = test_config(&dir.path().join("data"), "").replace(
+        "[collector.sflow]",
+        "[collector.pcap]\ninterfaces = [\"lo\"]\nfilter = \"udp and dst host 127.0.0.77 and dst port 9\"\n[collector.sflow]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let levee = Levee::start(&config);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..50 {
+        tx.send_to(&[0u8; 100], "127.0.0.77:9").unwrap();
+    }
+    levee.wait_for("the captured packets", |l| {
+        l.metric("levee_records_total{protocol=\"pcap\",exporter=\"lo\"}")
+            .as_deref()
+            == Some("50")
+    });
+    assert_eq!(
+        levee
+            .metric("levee_socket_drops_total{listener=\"pcap/lo\"}")
+            .as_deref(),
+        Some("0")
+    );
+}

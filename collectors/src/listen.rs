@@ -200,3 +200,81 @@ impl Sink for CountingSink {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
     }
 }
+
+/// Counters one live capture publishes.
+#[derive(Debug, Default)]
+pub struct CapturePublished {
+    /// Frames read from the interface.
+    pub frames: AtomicU64,
+    /// IP packets turned into records.
+    pub records: AtomicU64,
+    /// Frames that were not IP (ARP, LLDP, …).
+    pub non_ip: AtomicU64,
+    /// IP headers too short or invalid.
+    pub bad_packets: AtomicU64,
+    /// Packets the kernel dropped (buffer full) and the interface dropped.
+    pub kernel_drops: AtomicU64,
+    pub interface_drops: AtomicU64,
+}
+
+/// Runs a live capture until `stop` is set: each IP packet becomes one
+/// record; records go to the sink in batches.
+pub fn run_capture(
+    mut cap: crate::capture::LiveCapture,
+    sink: &mut dyn Sink,
+    published: &CapturePublished,
+    stop: &AtomicBool,
+) {
+    use crate::packet::{self, PacketError};
+    let mut out: Vec<FlowRecord> = Vec::with_capacity(1024);
+    let (mut frames, mut records, mut non_ip, mut bad) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_publish = Instant::now();
+    let exporter = crate::record::Addr::UNSPECIFIED;
+    while !stop.load(Ordering::Relaxed) {
+        match cap.next_frame() {
+            Ok(Some(f)) => {
+                frames += 1;
+                match packet::parse(f.link, f.data) {
+                    Ok(p) => {
+                        out.push(crate::capture::record_of(&p, f.time_us / 1000, exporter));
+                        records += 1;
+                    }
+                    Err(PacketError::NotIp(_)) => non_ip += 1,
+                    Err(_) => bad += 1,
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(interface = cap.interface(), error = %e, "Capture failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if out.len() >= 1024
+            || (!out.is_empty() && last_publish.elapsed() >= Duration::from_millis(100))
+        {
+            sink.accept(&out);
+            out.clear();
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            let d = cap.drops();
+            published
+                .kernel_drops
+                .store(u64::from(d.kernel), Ordering::Relaxed);
+            published
+                .interface_drops
+                .store(u64::from(d.interface), Ordering::Relaxed);
+            published.frames.store(frames, Ordering::Relaxed);
+            published.records.store(records, Ordering::Relaxed);
+            published.non_ip.store(non_ip, Ordering::Relaxed);
+            published.bad_packets.store(bad, Ordering::Relaxed);
+            last_publish = Instant::now();
+        }
+    }
+    if !out.is_empty() {
+        sink.accept(&out);
+    }
+    published.frames.store(frames, Ordering::Relaxed);
+    published.records.store(records, Ordering::Relaxed);
+    published.non_ip.store(non_ip, Ordering::Relaxed);
+    published.bad_packets.store(bad, Ordering::Relaxed);
+}

@@ -41,7 +41,9 @@ fn steady_state_decoding_does_not_allocate() {
     let src: IpAddr = "192.0.2.1".parse().unwrap();
     let (ipfix_t, ipfix_d) = samples::ipfix(27);
     let (v9_t, v9_d) = samples::netflow9(27);
-    let cases: Vec<(&str, Option<Vec<u8>>, Vec<u8>)> = vec![
+    /// (protocol, a template datagram to learn first, the data datagram)
+    type Case = (&'static str, Option<Vec<u8>>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         ("ipfix", Some(ipfix_t), ipfix_d),
         ("netflow9", Some(v9_t), v9_d),
         ("netflow5", None, samples::netflow5(30)),
@@ -52,7 +54,15 @@ fn steady_state_decoding_does_not_allocate() {
         let mut out: Vec<FlowRecord> = Vec::with_capacity(64);
         let mut feed = |bytes: &[u8], out: &mut Vec<FlowRecord>| {
             out.clear();
-            e.decode(&Datagram { data: bytes, source: src, received_ms: 1 }, out).unwrap();
+            e.decode(
+                &Datagram {
+                    data: bytes,
+                    source: src,
+                    received_ms: 1,
+                },
+                out,
+            )
+            .unwrap();
         };
         if let Some(t) = &template {
             feed(t, &mut out);
