@@ -207,6 +207,11 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             |c| c.lost,
         ),
         (
+            "levee_exporter_clock_skew_total",
+            "Records placed at their arrival because the exporter's header and flow times disagree, by exporter.",
+            |c| c.clock_skew,
+        ),
+        (
             "levee_exporter_drops_total",
             "Packets the exporter reports it could not sample (sFlow drops), by exporter.",
             |c| c.exporter_drops,

@@ -21,6 +21,8 @@ pub struct Counters {
     pub lost: u64,
     pub exporter_drops: u64,
     pub non_ip: u64,
+    /// Records placed at arrival because the exporter's clocks disagreed.
+    pub clock_skew: u64,
     /// Unix ms of the last datagram.
     pub last_seen_ms: u64,
 }
@@ -43,6 +45,7 @@ impl Counters {
         self.lost += c.lost;
         self.exporter_drops += c.exporter_drops;
         self.non_ip += c.non_ip;
+        self.clock_skew += c.clock_skew;
         self.last_seen_ms = self.last_seen_ms.max(c.last_seen_ms);
     }
 }
@@ -127,6 +130,7 @@ impl Exporter {
         c.lost += tally.lost;
         c.exporter_drops += tally.exporter_drops;
         c.non_ip += tally.non_ip;
+        c.clock_skew += tally.clock_skew;
         c.last_seen_ms = c.last_seen_ms.max(dg.received_ms);
     }
 }

@@ -20,7 +20,9 @@
 //!
 //! Times: a flow's end is placed on levee's clock by its age at export
 //! (export time minus flow end, both by the router's clock), so a router with
-//! a wrong clock still yields the right observation time.
+//! a wrong clock still yields the right observation time. An age beyond
+//! [`crate::MAX_FLOW_AGE_MS`] means the exporter's clocks disagree with each
+//! other; the record is then placed at its arrival and the skew counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -556,7 +558,7 @@ fn decode_set(
                 let at = set.start + i * len;
                 let rate = rate
                     .unwrap_or_else(|| record_rate(&t.layout, &buf[at..at + len], domain, tally));
-                flow(&t.plan, buf, at, rate, &ctx, out);
+                flow(&t.plan, buf, at, rate, &ctx, out, tally);
             }
             n = count as u64;
         }
@@ -584,7 +586,7 @@ fn decode_set(
                     Kind::Data => {
                         let rate = record_rate(&layout, rec, domain, tally);
                         // Fast reads must not see past this record.
-                        flow(&layout.plan(), &buf[..at + len], at, rate, &ctx, out);
+                        flow(&layout.plan(), &buf[..at + len], at, rate, &ctx, out, tally);
                     }
                 }
                 at += len;
@@ -606,8 +608,16 @@ struct Ctx {
 
 /// Decodes the data record at `at` in `buf` into `out`.
 #[inline]
-fn flow(p: &Plan, buf: &[u8], at: usize, rate: u32, ctx: &Ctx, out: &mut Vec<FlowRecord>) {
-    let Some(r) = flow_record(p, buf, at, rate, ctx) else {
+fn flow(
+    p: &Plan,
+    buf: &[u8],
+    at: usize,
+    rate: u32,
+    ctx: &Ctx,
+    out: &mut Vec<FlowRecord>,
+    tally: &mut Tally,
+) {
+    let Some(r) = flow_record(p, buf, at, rate, ctx, tally) else {
         return;
     };
     out.push(r);
@@ -748,7 +758,14 @@ fn age_ms(p: &Plan, buf: &[u8], at: usize, ctx: &Ctx) -> u64 {
 }
 
 #[inline]
-fn flow_record(p: &Plan, buf: &[u8], at: usize, rate: u32, ctx: &Ctx) -> Option<FlowRecord> {
+fn flow_record(
+    p: &Plan,
+    buf: &[u8],
+    at: usize,
+    rate: u32,
+    ctx: &Ctx,
+    tally: &mut Tally,
+) -> Option<FlowRecord> {
     let (src, dst, v6) = if p.v4 {
         let s = p.src4.read(buf, at) as u32;
         let d = p.dst4.read(buf, at) as u32;
@@ -805,8 +822,13 @@ fn flow_record(p: &Plan, buf: &[u8], at: usize, rate: u32, ctx: &Ctx) -> Option<
         }
     }
     let rate64 = u64::from(rate);
+    let mut age = age_ms(p, buf, at, ctx);
+    if age > crate::MAX_FLOW_AGE_MS {
+        tally.clock_skew += 1;
+        age = 0;
+    }
     Some(FlowRecord {
-        time_ms: ctx.received_ms.saturating_sub(age_ms(p, buf, at, ctx)),
+        time_ms: ctx.received_ms.saturating_sub(age),
         packets: p.packets.read(buf, at).saturating_mul(rate64),
         bytes: p.octets.read(buf, at).saturating_mul(rate64),
         src,

@@ -55,6 +55,9 @@ pub struct Tally {
     pub exporter_drops: u64,
     /// Sampled packets that were not IP (ARP, LLDP, …).
     pub non_ip: u64,
+    /// Records whose age at export was implausible (the exporter's header
+    /// time and flow times disagree); they were placed at their arrival.
+    pub clock_skew: u64,
     /// Problems stepped over without ending the datagram, by [`ErrorKind`].
     pub errors: [u64; ErrorKind::COUNT],
 }
@@ -66,11 +69,17 @@ impl Tally {
         self.template_misses += other.template_misses;
         self.exporter_drops += other.exporter_drops;
         self.non_ip += other.non_ip;
+        self.clock_skew += other.clock_skew;
         for (a, b) in self.errors.iter_mut().zip(other.errors) {
             *a += b;
         }
     }
 }
+
+/// The oldest a flow can plausibly be when exported (routers' active
+/// timeouts are at most 30 minutes); an older age means the exporter's
+/// clocks disagree, not that the flow is that old.
+pub const MAX_FLOW_AGE_MS: u64 = 3_600_000;
 
 /// The exporter address records carry for a datagram from `dg.source`.
 #[inline]

@@ -102,7 +102,15 @@ pub fn decode(
             dst_port = 0;
         }
         // Uptime wraps after ~49.7 days; the difference is right across it.
+        // A "last" after the export time (or hours before it) is a confused
+        // exporter: the record is placed at its arrival.
         let age = u64::from(uptime.wrapping_sub(be32(rec, 28)));
+        let age = if age > crate::MAX_FLOW_AGE_MS {
+            tally.clock_skew += 1;
+            0
+        } else {
+            age
+        };
         FlowRecord {
             time_ms: now.saturating_sub(age),
             packets: u64::from(be32(rec, 16)) * rate64,

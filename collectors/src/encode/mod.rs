@@ -9,5 +9,6 @@
 
 pub mod netflow;
 pub mod packet;
+pub mod pcap;
 pub mod samples;
 pub mod sflow;

@@ -1,0 +1,10 @@
+//! levee-tools: the scenario generator and the load tool.
+//!
+//! [`scenario`] makes labelled traffic with its ground truth — as raw packets
+//! (a pcap, like a mirror port) and, through [`export`], as the flow export a
+//! router would send (sampled sFlow, IPFIX). Tests call it directly; the
+//! `levee-scenario` binary writes the same traffic to files, so anyone can
+//! regenerate every capture a test uses.
+
+pub mod export;
+pub mod scenario;
