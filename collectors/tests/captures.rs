@@ -144,3 +144,67 @@ fn every_capture_decodes_and_clean_ones_to_their_record_counts() {
         wrong.join("\n")
     );
 }
+
+/// The records' sampling rates, per capture.
+fn rates(file: &str) -> std::collections::BTreeSet<u32> {
+    let mut pcap = PcapFile::open(&captures_dir().join(file)).unwrap();
+    let mut exporters: HashMap<IpAddr, Exporter> = HashMap::new();
+    let mut out = Vec::new();
+    while let Some(frame) = pcap.next_frame() {
+        let frame = frame.unwrap();
+        let Ok(p) = packet::parse(frame.link, frame.data) else {
+            continue;
+        };
+        let Some((at, len)) = p.udp_payload else {
+            continue;
+        };
+        let dg = Datagram {
+            data: &frame.data[at..(at + len).min(frame.data.len())],
+            source: p.src.ip(),
+            received_ms: 0,
+        };
+        let _ = exporters
+            .entry(dg.source)
+            .or_default()
+            .decode(&dg, &mut out);
+    }
+    out.iter().map(|r| r.sampling).collect()
+}
+
+#[test]
+fn sampling_rates_come_from_where_each_vendor_puts_them() {
+    let cases: &[(&str, &[u32])] = &[
+        // NetFlow v5 header: interval 1000.
+        ("netflow5/juniper-mx80_netflow5.pcap", &[1000]),
+        // IPFIX options: selector with samplingPopulation 256 / samplingSize 1.
+        (
+            "ipfix/cisco-asr9k-xr_ipfix-ipv6-sampling-options.pcap",
+            &[256],
+        ),
+        // NetFlow v9 options: two samplers, 1:2000 and 1:4000, named per record.
+        (
+            "netflow9/cisco-ncs55-iosxr_nfv9-multiple-samplers.pcap",
+            &[2000, 4000],
+        ),
+        // Huawei: sampling interval (34) in every data record.
+        (
+            "netflow9/huawei-ce8851_netstream-sampling-in-data.pcap",
+            &[2048],
+        ),
+        // Juniper MS-DPC: options data after the flows, in the same datagram.
+        (
+            "netflow9/juniper-mx960-msdpc_nfv9-data-before-template.pcap",
+            &[100],
+        ),
+        // (pktvisor's capture is no case: its sampling options come from
+        // another exporter address, minutes after the data.)
+        ("netflow9/akvorado_nfv9-options-sampling.pcap", &[30000]),
+        // sFlow: the rate of each sample.
+        ("sflow/akvorado_sflow-5-flow-samples.pcap", &[1024]),
+        ("sflow/lcs_sflow-expanded-lag-counters.pcap", &[1024, 16384]),
+    ];
+    for (file, want) in cases {
+        let got: Vec<u32> = rates(file).into_iter().collect();
+        assert_eq!(got, *want, "{file}");
+    }
+}
