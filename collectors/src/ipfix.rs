@@ -766,10 +766,11 @@ fn flow_record(
     ctx: &Ctx,
     tally: &mut Tally,
 ) -> Option<FlowRecord> {
-    let (src, dst, v6) = if p.v4 {
-        let s = p.src4.read(buf, at) as u32;
-        let d = p.dst4.read(buf, at) as u32;
-        (Addr::from_v4_bits(s), Addr::from_v4_bits(d), false)
+    let (s4, d4) = (p.src4.read(buf, at) as u32, p.dst4.read(buf, at) as u32);
+    // Templates with both families (Cisco's MPLS templates) fill one pair
+    // per record and zero the other: an all-zero IPv4 pair means IPv6.
+    let (src, dst, v6) = if p.v4 && !(p.v6 && s4 == 0 && d4 == 0) {
+        (Addr::from_v4_bits(s4), Addr::from_v4_bits(d4), false)
     } else if p.v6 {
         let join = |h: [Fast; 2]| Addr::from_v6_bits(h[0].read(buf, at), h[1].read(buf, at));
         (join(p.src6), join(p.dst6), true)

@@ -316,7 +316,10 @@ impl Layout {
     }
 
     /// Maps one field at `off` to the slot it fills, if levee reads it.
-    /// The first field wins when a template repeats an element.
+    /// When a template repeats an element, the last one wins: templates of
+    /// tunnelled traffic (Cisco's SRv6 and MPLS ones) list the outer
+    /// header's fields first and the inner packet's after them, and the
+    /// inner packet is the traffic an attack is made of.
     fn assign(&mut self, f: FieldSpec, off: u16, len: u16) {
         let pos = Pos { off, len };
         let slot = match (f.enterprise, f.ie) {
@@ -368,7 +371,7 @@ impl Layout {
             (REVERSE_PEN, 2) => &mut self.rev_packets,
             _ => return,
         };
-        if !slot.present() && len != 0 {
+        if len != 0 {
             *slot = pos;
         }
     }
