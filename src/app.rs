@@ -135,22 +135,36 @@ async fn control_plane(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the web server to {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "Web server listening");
-    let app = web::router(WebState {
+    let local = listener.local_addr()?;
+    let state = WebState {
         started: Instant::now(),
         store: store.clone(),
         audit: audit.clone(),
         counters: counters.clone(),
         ingest: Some(ingest.clone()),
-    });
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
+    };
+    let admin = bind_admin_socket(store.data_dir())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_app = web::admin_router(state.clone());
+    let admin_stop = until_stopped(stop_rx.clone());
+    let admin_server = tokio::spawn(async move {
+        axum::serve(admin, admin_app)
+            .with_graceful_shutdown(admin_stop)
             .await
     });
+    let web_app = web::router(state);
+    let web_stop = until_stopped(stop_rx);
+    let web_server = tokio::spawn(async move {
+        axum::serve(listener, web_app)
+            .with_graceful_shutdown(web_stop)
+            .await
+    });
+    let server = async move { (web_server.await, admin_server.await) };
+    // Last: tests and operators wait for this line.
+    tracing::info!(addr = %local, "Web server listening");
 
     let retention = tokio::spawn(retention_loop(store.clone(), config_rx.clone()));
 
@@ -174,12 +188,43 @@ async fn control_plane(
         .await
         .ok();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Web server ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "Web server task failed"),
+        Ok(results) => {
+            for r in [results.0, results.1] {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "Web server ended with an error"),
+                    Err(e) => tracing::warn!(error = %e, "Web server task failed"),
+                }
+            }
+        }
         Err(_) => tracing::warn!("Web requests still running after the grace period; closing them"),
     }
+    let _ = std::fs::remove_file(admin_socket_path(store.data_dir()));
     Ok(())
+}
+
+/// Where the CLI reaches a running levee.
+pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("levee.sock")
+}
+
+/// Binds the admin socket, readable and writable by levee's user only. A
+/// socket file left by a levee that died is removed first: the store's lock
+/// (held by now) proves no other levee uses this data dir.
+fn bind_admin_socket(data_dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = admin_socket_path(data_dir);
+    let _ = std::fs::remove_file(&path);
+    // Create it with no permissions for others from the first moment.
+    // SAFETY: umask(2) only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(&path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("binding the admin socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(listener)
 }
 
 /// Settings that only take effect at the next start.

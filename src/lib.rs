@@ -7,11 +7,17 @@
 //! - [`store`] — the one RocksDB database and everything that touches it;
 //! - [`audit`] — the hash-chained audit log, its export and offline check;
 //! - [`app`] — `levee run`: start-up, signals, reload, shutdown;
+//! - [`api`], [`apikeys`] — the JSON API and its keys; [`admin`] — how the
+//!   CLI reaches a running levee;
+//! - [`ingest`] — the collectors' threads; [`metrics`] — `/metrics`;
 //! - [`web`] — the HTTP server (`/healthz`, `/metrics`);
 //! - [`logging`] — log output and its filter.
 //!
 //! ARCHITECTURE.md describes how they fit together and the invariants each keeps.
 
+pub mod admin;
+pub mod api;
+pub mod apikeys;
 pub mod app;
 pub mod audit;
 pub mod config;

@@ -39,6 +39,35 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Make, list and revoke API keys (works whether levee runs or not).
+    Apikey {
+        #[command(subcommand)]
+        cmd: ApikeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCmd {
+    /// Make a key; its token is printed once, on stdout.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What the key is for (shown in lists and the audit log).
+        name: String,
+        #[arg(long, value_enum, default_value = "read")]
+        scope: levee::apikeys::Scope,
+    },
+    /// List keys (never their tokens).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +125,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Audit {
             cmd: AuditCmd::Verify { file, head },
         } => audit_verify(&file, head.as_deref()),
+        Cmd::Apikey { cmd } => apikey(cmd),
     }
 }
 
@@ -157,6 +187,48 @@ fn audit_export(
         }
     };
     eprintln!("exported {n} entries; head seq {seq} sha256 {hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
+    let path = match &cmd {
+        ApikeyCmd::Add { config, .. }
+        | ApikeyCmd::List { config }
+        | ApikeyCmd::Revoke { config, .. } => config.config.clone(),
+    };
+    let loaded = match config::load(&path) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let admin = levee::admin::Admin::connect(&loaded.config.data_dir)?;
+    match cmd {
+        ApikeyCmd::Add { name, scope, .. } => {
+            let k = admin.create_key(&name, scope)?;
+            eprintln!(
+                "made API key {} ({:?}, \"{}\"); the token below is shown only now",
+                k.key.id, k.key.scope, k.key.name
+            );
+            println!("{}", k.token);
+        }
+        ApikeyCmd::List { .. } => {
+            for k in admin.list_keys()? {
+                let state = k
+                    .revoked
+                    .map_or("active".to_owned(), |r| format!("revoked {r}"));
+                println!(
+                    "{}\t{:?}\t{}\t{}\t{}",
+                    k.id, k.scope, k.created, state, k.name
+                );
+            }
+        }
+        ApikeyCmd::Revoke { id, .. } => {
+            let k = admin.revoke_key(&id)?;
+            eprintln!("revoked API key {} (\"{}\")", k.id, k.name);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

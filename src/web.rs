@@ -1,4 +1,6 @@
-//! The HTTP side: the axum router with `/healthz` and `/metrics` (UI-2).
+//! The HTTP side: the axum router — `/healthz`, `/metrics` and the JSON
+//! API under `/api/v1` (`crate::api`) — served on `[web] listen` and, for the
+//! CLI, on the admin socket.
 //!
 //! Only this module knows HTTP. [`router`] builds the whole app from a
 //! [`WebState`], so tests drive it with `tower::ServiceExt::oneshot` and no
@@ -40,7 +42,14 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .nest("/api/v1", crate::api::routes(state.clone()))
         .with_state(state)
+}
+
+/// The same app for the admin socket: whoever can open the socket is the
+/// local administrator (the `levee` CLI), no API key needed.
+pub fn admin_router(state: WebState) -> Router {
+    router(state).layer(axum::Extension(crate::api::Principal::Local))
 }
 
 async fn healthz() -> impl IntoResponse {

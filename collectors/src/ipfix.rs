@@ -78,13 +78,25 @@ struct Domain {
     held: Vec<Held>,
 }
 
+/// Flows whose last running totals are remembered per exporter (for
+/// exporters that send totals, not deltas).
+pub const MAX_TOTALS: usize = 65_536;
+
 /// What NetFlow v9/IPFIX decoding remembers about one exporter.
 #[derive(Debug, Default)]
 pub struct State {
     domains: HashMap<(Version, u32), Domain>,
     templates: usize,
+    work: Work,
+}
+
+/// Per-exporter scratch and memory the record decoder uses.
+#[derive(Debug, Default)]
+struct Work {
     /// Reused layout for variable-length records.
     scratch: Layout,
+    /// Flow key → (packets, octets) as last reported, for total counters.
+    totals: HashMap<u64, (u64, u64)>,
 }
 
 impl State {
@@ -193,7 +205,7 @@ pub fn decode(
     let State {
         domains,
         templates,
-        scratch,
+        work,
     } = state;
     let domain = domains.entry(key).or_default();
 
@@ -226,7 +238,7 @@ pub fn decode(
                         body,
                         set_at..set_at + set.len(),
                         domain,
-                        scratch,
+                        work,
                         base,
                         dg.received_ms,
                         exporter,
@@ -246,7 +258,7 @@ pub fn decode(
     }
 
     // Held sets whose template has now arrived, and expiry of the rest.
-    release_held(domain, scratch, dg.received_ms, exporter, out, tally);
+    release_held(domain, work, dg.received_ms, exporter, out, tally);
 
     // Sequence: v9 counts export packets, IPFIX counts data records.
     match version {
@@ -494,7 +506,7 @@ fn hold(domain: &mut Domain, template: u16, set: &[u8], received_ms: u64, age_ba
 
 fn release_held(
     domain: &mut Domain,
-    scratch: &mut Layout,
+    work: &mut Work,
     now_ms: u64,
     exporter: Addr,
     out: &mut Vec<FlowRecord>,
@@ -511,7 +523,7 @@ fn release_held(
                 &h.data,
                 8..h.data.len(),
                 domain,
-                scratch,
+                work,
                 h.age_base,
                 h.received_ms,
                 exporter,
@@ -533,7 +545,7 @@ fn decode_set(
     buf: &[u8],
     set: std::ops::Range<usize>,
     domain: &mut Domain,
-    scratch: &mut Layout,
+    work: &mut Work,
     base: AgeBase,
     received_ms: u64,
     exporter: Addr,
@@ -558,7 +570,7 @@ fn decode_set(
                 let at = set.start + i * len;
                 let rate = rate
                     .unwrap_or_else(|| record_rate(&t.layout, &buf[at..at + len], domain, tally));
-                flow(&t.plan, buf, at, rate, &ctx, out, tally);
+                flow(&t.plan, buf, at, rate, &ctx, &mut work.totals, out, tally);
             }
             n = count as u64;
         }
@@ -571,7 +583,7 @@ fn decode_set(
         (None, kind) => {
             let mut at = set.start;
             while at + t.min_len <= set.end {
-                let Some(len) = t.layout_of(&buf[at..set.end], scratch) else {
+                let Some(len) = t.layout_of(&buf[at..set.end], &mut work.scratch) else {
                     // Only padding can be shorter than a record; anything
                     // else is a record whose lengths run past the set.
                     if buf[at..set.end].iter().any(|&x| x != 0) {
@@ -579,14 +591,23 @@ fn decode_set(
                     }
                     break;
                 };
-                let layout = *scratch;
+                let layout = work.scratch;
                 let rec = &buf[at..at + len];
                 match kind {
                     Kind::Options { .. } => options_record(&layout, rec, domain, tally),
                     Kind::Data => {
                         let rate = record_rate(&layout, rec, domain, tally);
                         // Fast reads must not see past this record.
-                        flow(&layout.plan(), &buf[..at + len], at, rate, &ctx, out, tally);
+                        flow(
+                            &layout.plan(),
+                            &buf[..at + len],
+                            at,
+                            rate,
+                            &ctx,
+                            &mut work.totals,
+                            out,
+                            tally,
+                        );
                     }
                 }
                 at += len;
@@ -598,6 +619,17 @@ fn decode_set(
     n
 }
 
+/// A flow's identity for running totals: addresses, ports, protocol, interfaces.
+fn flow_key(r: &FlowRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        r.src, r.dst, r.src_port, r.dst_port, r.protocol, r.in_if, r.out_if,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
 /// What every record of a set shares.
 struct Ctx {
     base: AgeBase,
@@ -607,6 +639,7 @@ struct Ctx {
 }
 
 /// Decodes the data record at `at` in `buf` into `out`.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 fn flow(
     p: &Plan,
@@ -614,12 +647,30 @@ fn flow(
     at: usize,
     rate: u32,
     ctx: &Ctx,
+    totals: &mut HashMap<u64, (u64, u64)>,
     out: &mut Vec<FlowRecord>,
     tally: &mut Tally,
 ) {
-    let Some(r) = flow_record(p, buf, at, rate, ctx, tally) else {
+    let Some(mut r) = flow_record(p, buf, at, rate, ctx, tally) else {
         return;
     };
+    if p.totals {
+        // Running totals (IEs 85/86): what the flow added since its last
+        // report is the difference; a total that went down is a new flow
+        // reusing the key. Memory is bounded: a full map starts over.
+        let (tp, to) = (p.packets.read(buf, at), p.octets.read(buf, at));
+        let key = flow_key(&r);
+        let (dp, dob) = match totals.get(&key) {
+            Some(&(lp, lo)) if tp >= lp && to >= lo => (tp - lp, to - lo),
+            _ => (tp, to),
+        };
+        if totals.len() >= MAX_TOTALS && !totals.contains_key(&key) {
+            totals.clear();
+        }
+        totals.insert(key, (tp, to));
+        r.packets = dp.saturating_mul(u64::from(rate));
+        r.bytes = dob.saturating_mul(u64::from(rate));
+    }
     out.push(r);
     // RFC 5103 biflows: the reverse direction is a flow of its own.
     if p.rev_packets.present() || p.rev_octets.present() {

@@ -239,6 +239,9 @@ pub struct Plan {
     pub rev_octets: Fast,
     /// The record itself carries sampling fields (rate or sampler id).
     pub sampling_in_record: bool,
+    /// The counters are running totals per flow (IEs 85/86), not deltas:
+    /// the decoder must subtract what the flow reported before.
+    pub totals: bool,
 }
 
 impl Layout {
@@ -281,6 +284,17 @@ impl Layout {
                 l.total_packets,
             ]),
             octets: first(&[l.octets, l.post_octets, l.initiator_octets, l.total_octets]),
+            totals: [
+                l.packets,
+                l.post_packets,
+                l.initiator_packets,
+                l.octets,
+                l.post_octets,
+                l.initiator_octets,
+            ]
+            .iter()
+            .all(|p| Fast::int(*p) == Fast::ABSENT)
+                && (Fast::int(l.total_packets).present() || Fast::int(l.total_octets).present()),
             protocol: Fast::int(l.protocol),
             src_port: Fast::int(l.src_port),
             dst_port: Fast::int(l.dst_port),

@@ -274,3 +274,64 @@ fn observation_domains_keep_their_own_templates() {
     assert!(feed(&mut e, &b, 0).is_empty());
     assert_eq!(e.counters.template_misses, 1);
 }
+
+#[test]
+fn running_totals_become_deltas_per_flow() {
+    // An exporter that reports octetTotalCount/packetTotalCount (85/86): a
+    // long flow reported three times must add up to its last total.
+    let t = Template {
+        id: 310,
+        scope_fields: 0,
+        fields: vec![
+            Field::new(8, 4),
+            Field::new(12, 4),
+            Field::new(86, 8),
+            Field::new(85, 8),
+        ],
+    };
+    let rec = |dst: u8, p: u64| {
+        vec![
+            Value::Bytes(vec![10, 0, 0, 1]),
+            Value::Bytes(vec![192, 0, 2, dst]),
+            Value::Uint(p),
+            Value::Uint(p * 100),
+        ]
+    };
+    let mut e = Exporter::default();
+    let mut total = 0u64;
+    for (seq, (a, b)) in [(10u64, 1u64), (25, 2), (40, 3)].into_iter().enumerate() {
+        let out = feed(
+            &mut e,
+            &ipfix(
+                seq as u32 * 2,
+                &[
+                    Set::Templates(vec![t.clone()]),
+                    Set::Data {
+                        template: t.clone(),
+                        records: vec![rec(1, a), rec(2, b)],
+                    },
+                ],
+            ),
+            0,
+        );
+        total += out
+            .iter()
+            .filter(|r| r.dst.to_string() == "192.0.2.1")
+            .map(|r| r.packets)
+            .sum::<u64>();
+    }
+    assert_eq!(total, 40, "10, then +15, then +15");
+    // A total that goes down is a new flow on the same key: counted whole.
+    let out = feed(
+        &mut e,
+        &ipfix(
+            6,
+            &[Set::Data {
+                template: t,
+                records: vec![rec(1, 5)],
+            }],
+        ),
+        0,
+    );
+    assert_eq!(out[0].packets, 5);
+}

@@ -1,0 +1,275 @@
+//! The JSON API under `/api/v1` (UI-2): authentication, and the handlers.
+//!
+//! Who may call: a bearer API key (`Authorization: Bearer lvk_…`; read keys
+//! may GET, write keys may also change things), or anyone who can open the
+//! admin socket `data_dir/levee.sock` (mode 0600: root and levee's user),
+//! which is how the `levee` CLI talks to a running levee. Session cookies
+//! for the web UI come with user accounts.
+//!
+//! Errors are JSON `{"error": "…"}` with the right status; store and
+//! internal errors are a 500 whose details go to the log, not the client.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::apikeys::{self, KeyError, Scope};
+use crate::audit::Actor;
+use crate::web::WebState;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Through the admin socket.
+    Local,
+    Key(apikeys::ApiKey),
+}
+
+impl Principal {
+    fn actor(&self) -> Actor<'_> {
+        match self {
+            Principal::Local => Actor::System("cli"),
+            Principal::Key(k) => Actor::ApiKey(&k.id),
+        }
+    }
+}
+
+/// An API error: a status and a message for the client.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"levee\""
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            );
+        }
+        r
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            KeyError::BadName => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            other => internal(other),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "API request failed");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error".to_owned(),
+    )
+}
+
+/// The `/api/v1` routes (authentication applied by [`authenticate`]).
+pub fn routes(state: WebState) -> Router<WebState> {
+    let protected = Router::<WebState>::new()
+        .route("/exporters", get(exporters))
+        .route("/apikeys", get(list_keys).post(create_key))
+        .route("/apikeys/{id}", delete(revoke_key))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::<WebState>::new()
+        .route("/openapi.json", get(openapi))
+        .merge(protected)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".to_owned()) })
+}
+
+/// Finds the principal: set already (admin socket), or a valid bearer key
+/// whose scope allows the method.
+pub async fn authenticate(
+    State(s): State<WebState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if req.extensions().get::<Principal>().is_none() {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "an API key is required (Authorization: Bearer …)".to_owned(),
+                )
+            })?
+            .to_owned();
+        let store = s.store.clone();
+        let key = tokio::task::spawn_blocking(move || apikeys::authenticate(&store, &token))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid or revoked API key".to_owned(),
+                )
+            })?;
+        let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+        if !reading && key.scope != Scope::Write {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "this API key may only read".to_owned(),
+            ));
+        }
+        req.extensions_mut().insert(Principal::Key(key));
+    }
+    Ok(next.run(req).await)
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+/// One exporter as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExporterView {
+    pub address: String,
+    /// Datagrams and records by protocol (only protocols seen).
+    pub datagrams: std::collections::BTreeMap<String, u64>,
+    pub records: std::collections::BTreeMap<String, u64>,
+    /// Decode errors by protocol and kind (only non-zero).
+    pub errors: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    pub template_misses: u64,
+    pub sequence_lost: u64,
+    pub exporter_drops: u64,
+    pub clock_skew: u64,
+    /// RFC 3339 time of the last datagram.
+    pub last_seen: Option<String>,
+}
+
+async fn exporters(State(s): State<WebState>) -> Json<Vec<ExporterView>> {
+    use levee_collectors::{ErrorKind, Protocol};
+    let Some(ingest) = &s.ingest else {
+        return Json(Vec::new());
+    };
+    let views = ingest
+        .exporters()
+        .into_iter()
+        .map(|(ip, c)| {
+            let mut v = ExporterView {
+                address: ip.to_string(),
+                datagrams: Default::default(),
+                records: Default::default(),
+                errors: Default::default(),
+                template_misses: c.template_misses,
+                sequence_lost: c.lost,
+                exporter_drops: c.exporter_drops,
+                clock_skew: c.clock_skew,
+                last_seen: (c.last_seen_ms > 0).then(|| {
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.last_seen_ms),
+                    )
+                    .to_string()
+                }),
+            };
+            for p in Protocol::ALL {
+                if c.datagrams[p.index()] > 0 {
+                    v.datagrams
+                        .insert(p.as_str().to_owned(), c.datagrams[p.index()]);
+                    v.records
+                        .insert(p.as_str().to_owned(), c.records[p.index()]);
+                }
+                for k in ErrorKind::ALL {
+                    let n = c.errors[p.index()][k.index()];
+                    if n > 0 {
+                        v.errors
+                            .entry(p.as_str().to_owned())
+                            .or_default()
+                            .insert(k.as_str().to_owned(), n);
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    Json(views)
+}
+
+async fn list_keys(
+    State(s): State<WebState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Vec<apikeys::ApiKey>>, ApiError> {
+    admin_only(&who)?;
+    let store = s.store.clone();
+    let keys = tokio::task::spawn_blocking(move || apikeys::list(&store))
+        .await
+        .map_err(internal)??;
+    Ok(Json(keys))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewKey {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// A key just made, with the token shown this once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: apikeys::ApiKey,
+    pub token: String,
+}
+
+async fn create_key(
+    State(s): State<WebState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    admin_only(&who)?;
+    let Json(new) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (store, audit) = (s.store.clone(), s.audit.clone());
+    let (key, token) = tokio::task::spawn_blocking(move || {
+        apikeys::create(&store, &audit, who.actor(), &new.name, new.scope)
+    })
+    .await
+    .map_err(internal)??;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, token })))
+}
+
+async fn revoke_key(
+    State(s): State<WebState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<apikeys::ApiKey>, ApiError> {
+    admin_only(&who)?;
+    let (store, audit) = (s.store.clone(), s.audit.clone());
+    let key =
+        tokio::task::spawn_blocking(move || apikeys::revoke(&store, &audit, who.actor(), &id))
+            .await
+            .map_err(internal)??;
+    Ok(Json(key))
+}
+
+/// Key management needs the admin socket or a write key.
+fn admin_only(who: &Principal) -> Result<(), ApiError> {
+    match who {
+        Principal::Local => Ok(()),
+        Principal::Key(k) if k.scope == Scope::Write => Ok(()),
+        Principal::Key(_) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "managing API keys needs a write key".to_owned(),
+        )),
+    }
+}
