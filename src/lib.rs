@@ -15,14 +15,20 @@
 //!
 //! ARCHITECTURE.md describes how they fit together and the invariants each keeps.
 
+pub mod account;
 pub mod admin;
 pub mod api;
 pub mod apikeys;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod detect;
+pub mod hostgroups;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod report;
 pub mod store;
 pub mod web;

@@ -34,6 +34,20 @@ enum Cmd {
     Run(ConfigArg),
     /// Check a configuration file; print PATH:LINE:COL: message per error.
     CheckConfig(ConfigArg),
+    /// Run detection over recorded traffic (pcap of packets or of flow
+    /// export), offline: JSON lines of incidents on stdout.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "json")]
+        format: levee::replay::Format,
+        /// End with a summary line (records, datagrams, errors, per-host totals).
+        #[arg(long)]
+        summary: bool,
+        /// Capture files, replayed in order.
+        #[arg(required = true, value_name = "INPUT.pcap")]
+        inputs: Vec<PathBuf>,
+    },
     /// Export or verify the hash-chained audit log.
     Audit {
         #[command(subcommand)]
@@ -126,6 +140,12 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             cmd: AuditCmd::Verify { file, head },
         } => audit_verify(&file, head.as_deref()),
         Cmd::Apikey { cmd } => apikey(cmd),
+        Cmd::Replay {
+            config,
+            format,
+            summary,
+            inputs,
+        } => replay(&config.config, format, summary, &inputs),
     }
 }
 
@@ -187,6 +207,31 @@ fn audit_export(
         }
     };
     eprintln!("exported {n} entries; head seq {seq} sha256 {hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(
+    path: &std::path::Path,
+    format: levee::replay::Format,
+    summary: bool,
+    inputs: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    // Replay writes nothing: the data dir need not exist or be writable here.
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    let loaded = match text.map(|t| config::parse(path, &t)) {
+        Ok(Ok(l)) => l,
+        Ok(Err(errors)) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => {
+            eprintln!("{}:1:1: cannot read the config file: {e:#}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    levee::replay::replay(&loaded.config, inputs, format, summary, &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -127,6 +127,7 @@ pub fn record_of(p: &Packet, time_ms: u64, exporter: Addr) -> FlowRecord {
         icmp_type: p.icmp_type,
         icmp_code: p.icmp_code,
         flags: p.flags,
+        duration_s: 0,
     }
 }
 

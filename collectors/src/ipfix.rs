@@ -897,5 +897,24 @@ fn flow_record(
         icmp_type,
         icmp_code,
         flags: fl,
+        duration_s: duration_s(p, buf, at),
     })
+}
+
+/// Flow end minus start, whole seconds (0 when the template lacks a start).
+#[inline]
+fn duration_s(p: &Plan, buf: &[u8], at: usize) -> u16 {
+    if !p.start.present() {
+        return 0;
+    }
+    let (start, end) = (p.start.read(buf, at), p.end.read(buf, at));
+    let ms = match p.end_kind {
+        EndTime::Ms | EndTime::SysUp => end.saturating_sub(start),
+        EndTime::Seconds => end.saturating_sub(start).saturating_mul(1000),
+        EndTime::NtpMicros => ntp_to_unix_ms(end).saturating_sub(ntp_to_unix_ms(start)),
+        // Deltas count back from export: the start is the larger.
+        EndTime::DeltaMicros => start.saturating_sub(end) / 1000,
+        EndTime::Export => 0,
+    };
+    (ms / 1000).min(u64::from(u16::MAX)) as u16
 }

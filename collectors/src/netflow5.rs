@@ -129,6 +129,8 @@ pub fn decode(
             icmp_type,
             icmp_code,
             flags: 0,
+            duration_s: (be32(rec, 28).wrapping_sub(be32(rec, 24)) / 1000).min(u32::from(u16::MAX))
+                as u16,
         }
     }));
     tally.records += n as u64;

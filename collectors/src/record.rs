@@ -126,6 +126,10 @@ pub struct FlowRecord {
     pub icmp_code: u8,
     /// See [`flags`].
     pub flags: u8,
+    /// How long the flow lasted, whole seconds (0: a single packet or
+    /// sample, or not known). Lets accounting tell a burst from a long flow
+    /// reported at once.
+    pub duration_s: u16,
 }
 
 impl FlowRecord {

@@ -267,6 +267,7 @@ fn flow_sample(
             icmp_code: p.icmp_code,
             flags: p.flags
                 & (flags::IPV6 | flags::FRAGMENT | flags::LATER_FRAGMENT | flags::TTL_KNOWN),
+            duration_s: 0,
         });
     };
     let mut emitted = false;

@@ -103,6 +103,11 @@ pub struct Layout {
     pub end_us_ntp: Pos,
     pub end_sysup: Pos,
     pub end_delta_us: Pos,
+    pub start_ms: Pos,
+    pub start_s: Pos,
+    pub start_us_ntp: Pos,
+    pub start_sysup: Pos,
+    pub start_delta_us: Pos,
     pub ttl: Pos,
     pub min_ttl: Pos,
     pub direction: Pos,
@@ -231,6 +236,9 @@ pub struct Plan {
     pub icmp_code6: Fast,
     pub end_kind: EndTime,
     pub end: Fast,
+    /// The flow's start, read like `end` (absent when the template has no
+    /// start of the same kind).
+    pub start: Fast,
     pub ttl: Fast,
     pub direction: Fast,
     pub frag_offset: Fast,
@@ -253,23 +261,29 @@ impl Layout {
                 .find(|f| f.present())
                 .unwrap_or(Fast::ABSENT)
         };
-        let (end_kind, end) = [
-            (EndTime::Ms, Fast::int(l.end_ms)),
-            (EndTime::Seconds, Fast::int(l.end_s)),
-            (
-                EndTime::NtpMicros,
-                if l.end_us_ntp.len == 8 {
-                    Fast::int(l.end_us_ntp)
-                } else {
-                    Fast::ABSENT
-                },
-            ),
-            (EndTime::DeltaMicros, Fast::int(l.end_delta_us)),
-            (EndTime::SysUp, Fast::int(l.end_sysup)),
-        ]
-        .into_iter()
-        .find(|(_, f)| f.present())
-        .unwrap_or((EndTime::Export, Fast::ABSENT));
+        // Start and end must be read the same way for a duration to mean
+        // anything: the first kind the template has both of (end alone
+        // still places the flow in time).
+        let pairs = [
+            (EndTime::Ms, l.start_ms, l.end_ms),
+            (EndTime::Seconds, l.start_s, l.end_s),
+            (EndTime::NtpMicros, l.start_us_ntp, l.end_us_ntp),
+            (EndTime::DeltaMicros, l.start_delta_us, l.end_delta_us),
+            (EndTime::SysUp, l.start_sysup, l.end_sysup),
+        ];
+        let usable = |kind: EndTime, p: Pos| match kind {
+            EndTime::NtpMicros if p.len != 8 => Fast::ABSENT,
+            _ => Fast::int(p),
+        };
+        let (end_kind, end) = pairs
+            .iter()
+            .map(|&(k, _, e)| (k, usable(k, e)))
+            .find(|(_, f)| f.present())
+            .unwrap_or((EndTime::Export, Fast::ABSENT));
+        let start = pairs
+            .iter()
+            .find(|&&(k, _, _)| k == end_kind)
+            .map_or(Fast::ABSENT, |&(k, s, _)| usable(k, s));
         Plan {
             v4: l.src4.len == 4 && l.dst4.len == 4,
             v6: l.src6.len == 16 && l.dst6.len == 16,
@@ -309,6 +323,7 @@ impl Layout {
             icmp_code6: Fast::int(l.icmp_code6),
             end_kind,
             end,
+            start,
             ttl: first(&[l.ttl, l.min_ttl]),
             direction: Fast::int(l.direction),
             frag_offset: Fast::int(l.frag_offset),
@@ -362,6 +377,11 @@ impl Layout {
             (0, 86) => &mut self.total_packets,
             (0, 88) => &mut self.frag_offset,
             (0, 139) => &mut self.icmp_type_code6,
+            (0, 22) => &mut self.start_sysup,
+            (0, 150) => &mut self.start_s,
+            (0, 152) => &mut self.start_ms,
+            (0, 154) => &mut self.start_us_ntp,
+            (0, 158) => &mut self.start_delta_us,
             (0, 151) => &mut self.end_s,
             (0, 153) => &mut self.end_ms,
             (0, 155) => &mut self.end_us_ntp,

@@ -140,6 +140,7 @@ proptest! {
             prop_assert_eq!((d.in_if, d.out_if), (u32::from(r.input), u32::from(r.output)));
             prop_assert_eq!(d.protocol, r.protocol);
             prop_assert_eq!(d.time_ms, 1_700_000_000_500 - u64::from(uptime - r.last));
+            prop_assert_eq!(d.duration_s, 0, "first = last - 10 ms");
             if r.protocol == proto::ICMP {
                 prop_assert_eq!((d.icmp_type, d.icmp_code), ((r.dst_port >> 8) as u8, r.dst_port as u8));
             } else {
@@ -312,6 +313,7 @@ fn template_for(v6: bool, packets_len: u16, varlen: bool) -> enc_nf::Template {
         enc_nf::Field::new(192, 1),
         enc_nf::Field::new(151, 4),
         enc_nf::Field::new(302, 4),
+        enc_nf::Field::new(150, 4),
     ];
     if varlen {
         fields.insert(3, enc_nf::Field::new(82, 65535));
@@ -343,6 +345,7 @@ fn values_for(f: &Flow, export_s: u32, varlen: bool) -> Vec<enc_nf::Value> {
         Uint(f.ttl.into()),
         Uint(u64::from(export_s - f.age_s)),
         Uint(7),
+        Uint(u64::from(export_s - f.age_s - f.age_s / 2)),
     ];
     if varlen {
         v.insert(3, Bytes(b"ge-0/0/1.100".to_vec()));
@@ -405,6 +408,7 @@ proptest! {
             prop_assert_eq!(r.is_ipv6(), v6);
             // The flow's age at export is carried over to levee's clock.
             prop_assert_eq!(r.time_ms, received_ms - u64::from(f.age_s) * 1000);
+            prop_assert_eq!(u32::from(r.duration_s), f.age_s / 2);
             prop_assert_eq!(r.exporter, Addr::v4([192, 0, 2, 50]));
         }
     }

@@ -40,6 +40,7 @@ pub struct Config {
     pub mitigation: Mitigation,
     pub bgp: Bgp,
     pub web: Web,
+    pub detection: Detection,
     pub retention: Retention,
     pub log: Log,
 }
@@ -181,6 +182,67 @@ pub struct Web {
     pub listen: SocketAddr,
 }
 
+/// Detection and accounting (DET-1…4, ACC-3, CLS-2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// Seconds a host must stay over a threshold before an incident starts.
+    /// At 1, the static pps/bps thresholds are checked on a sliding
+    /// one-second window as traffic arrives.
+    pub trigger_seconds: u32,
+    /// Quiet time after which an incident ends; a new crossing before then
+    /// continues the same incident.
+    pub hold_down: Duration,
+    /// Distinct sources at which an attack counts as a botnet's.
+    pub botnet_sources: u64,
+    /// Hosts tracked at most (memory is bounded by it).
+    pub max_hosts: usize,
+    /// Hosts without traffic for this long are forgotten.
+    pub host_idle: Duration,
+    /// A host at this many packets per second gets detailed statistics
+    /// (sources, TTLs, ports, sizes) for classification.
+    pub detail_pps: u64,
+    /// Hosts with detailed statistics at most.
+    pub max_detailed_hosts: usize,
+    pub baseline: Baseline,
+}
+
+/// Dynamic thresholds: an EWMA mean and deviation per host (DET-2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    pub enabled: bool,
+    /// How much history a host needs before its baseline may trigger.
+    pub learning: Duration,
+    /// The EWMA's time constant.
+    pub window: Duration,
+    /// Trigger above mean + sigma × deviation …
+    pub sigma: f64,
+    /// … and never below these.
+    pub floor_pps: u64,
+    pub floor_bps: u64,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            trigger_seconds: 1,
+            hold_down: Duration::from_secs(60),
+            botnet_sources: 300,
+            max_hosts: 1_000_000,
+            host_idle: Duration::from_secs(300),
+            detail_pps: 500,
+            max_detailed_hosts: 4096,
+            baseline: Baseline {
+                enabled: true,
+                learning: Duration::from_secs(3600),
+                window: Duration::from_secs(3600),
+                sigma: 4.0,
+                floor_pps: 5_000,
+                floor_bps: 50_000_000,
+            },
+        }
+    }
+}
+
 /// How long each kind of stored data is kept (OPS-2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retention {
@@ -230,6 +292,7 @@ impl Default for Config {
             web: Web {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             },
+            detection: Detection::default(),
             retention: Retention {
                 metrics: Duration::from_secs(30 * 86_400),
                 incidents: Duration::from_secs(365 * 86_400),
@@ -532,6 +595,60 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
                 c.web.listen = a;
                 sockets.push((a, Some(s.span()), "[web] listen".to_owned()));
             }
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "detection", "[detection]") {
+        let det = &mut c.detection;
+        if let Some(n) = t.positive(d, "trigger_seconds") {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) if v <= 3600 => det.trigger_seconds = v,
+                _ => d.error(
+                    n.span(),
+                    "`trigger_seconds` in [detection] must be between 1 and 3600",
+                ),
+            }
+        }
+        if let Some(v) = t.duration(d, "hold_down") {
+            det.hold_down = v.into_inner();
+        }
+        if let Some(n) = t.positive(d, "botnet_sources") {
+            det.botnet_sources = *n.get_ref();
+        }
+        if let Some(n) = t.positive(d, "max_hosts") {
+            det.max_hosts = usize::try_from(*n.get_ref()).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = t.duration(d, "host_idle") {
+            det.host_idle = v.into_inner();
+        }
+        if let Some(n) = t.positive(d, "detail_pps") {
+            det.detail_pps = *n.get_ref();
+        }
+        if let Some(n) = t.positive(d, "max_detailed_hosts") {
+            det.max_detailed_hosts = usize::try_from(*n.get_ref()).unwrap_or(usize::MAX);
+        }
+        if let Some(mut b) = t.table(d, "baseline", "[detection.baseline]") {
+            let base = &mut det.baseline;
+            if let Some(v) = b.bool(d, "enabled") {
+                base.enabled = v;
+            }
+            if let Some(v) = b.duration(d, "learning") {
+                base.learning = v.into_inner();
+            }
+            if let Some(v) = b.duration(d, "window") {
+                base.window = v.into_inner();
+            }
+            if let Some(v) = b.positive_number(d, "sigma") {
+                base.sigma = v;
+            }
+            if let Some(n) = b.positive(d, "floor_pps") {
+                base.floor_pps = *n.get_ref();
+            }
+            if let Some(n) = b.positive(d, "floor_bps") {
+                base.floor_bps = *n.get_ref();
+            }
+            b.finish(d);
         }
         t.finish(d);
     }

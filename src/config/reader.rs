@@ -174,6 +174,31 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
+    /// A number (integer or decimal) greater than zero.
+    pub fn positive_number(&mut self, d: &mut Diags, key: &'static str) -> Option<f64> {
+        let v = self.value(key)?;
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .map(|n| n as f64),
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            _ => {
+                self.wrong_type(d, key, v, "a positive number");
+                return None;
+            }
+        };
+        match n {
+            Some(n) if n > 0.0 && n.is_finite() => Some(n),
+            _ => {
+                d.error(
+                    v.span(),
+                    format!("{} must be a positive number", self.describe(key)),
+                );
+                None
+            }
+        }
+    }
+
     /// A humantime duration ("30s", "5m", "1h 30m") that is longer than zero.
     pub fn duration(&mut self, d: &mut Diags, key: &'static str) -> Option<Spanned<Duration>> {
         let s = self.string(d, key)?;

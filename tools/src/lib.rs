@@ -6,5 +6,6 @@
 //! `levee-scenario` binary writes the same traffic to files, so anyone can
 //! regenerate every capture a test uses.
 
+pub mod attacks;
 pub mod export;
 pub mod scenario;

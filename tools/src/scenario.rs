@@ -93,13 +93,21 @@ impl Scenario {
 
     /// Writes the packets as an Ethernet pcap, each frame complete.
     pub fn write_pcap(&self, path: &Path) -> std::io::Result<()> {
+        self.write_pcap_snap(path, 65_535)
+    }
+
+    /// Writes the packets as an Ethernet pcap cut at `snaplen` bytes, as a
+    /// mirror-port capture with a snap length would (the IP header still
+    /// tells each packet's real length).
+    pub fn write_pcap_snap(&self, path: &Path, snaplen: usize) -> std::io::Result<()> {
         let f = std::io::BufWriter::new(std::fs::File::create(path)?);
-        let mut w = PcapWriter::new(f, LINKTYPE_ETHERNET, 65_535)?;
+        let mut w = PcapWriter::new(f, LINKTYPE_ETHERNET, snaplen as u32)?;
         let mut frame = Vec::with_capacity(9_000);
         for p in &self.packets {
             frame.clear();
-            packet::ethernet(&p.spec, usize::MAX, &mut frame);
-            w.write(p.time_us, &frame, frame.len())?;
+            packet::ethernet(&p.spec, snaplen.saturating_sub(14), &mut frame);
+            let wire = usize::from(p.spec.ip_len) + 14 + if p.spec.vlan.is_some() { 4 } else { 0 };
+            w.write(p.time_us, &frame, wire)?;
         }
         w.into_inner().flush()
     }

@@ -3,6 +3,13 @@
 //!
 //!     levee-scenario mixed --seed 1 --out mixed.pcap --truth mixed.json
 //!     levee-scenario mixed --seed 1 --sflow 1000 --out mixed-sflow.pcap
+//!     levee-scenario benign --out benign.pcap
+//!     levee-scenario syn_flood --target 192.0.2.10 --pps 100000 --seconds 5 --out syn.pcap
+//!     levee-scenario amplification-ntp --sources 500 --out ntp.pcap
+//!
+//! Attack names: syn_flood, syn_ack, ack_flood, rst_flood, udp_flood,
+//! icmp_flood, amplification-<dns|ntp|ssdp|memcached|cldap|chargen|snmp|wsd>,
+//! fragment_flood, protocol_flood-<gre|esp|ipip>.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -11,10 +18,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use levee_collectors::encode::pcap::{udp_frame, PcapWriter, LINKTYPE_ETHERNET};
-use levee_tools::{export, scenario};
+use levee_tools::{attacks, export, scenario};
 
 #[derive(Parser)]
-#[command(about = "Write labelled traffic (raw packets or flow export) with its ground truth")]
+#[command(about = "Write labelled traffic (raw packets or flow export) with its ground truth", long_about = None)]
 struct Args {
     /// Scenario name: mixed.
     name: String,
@@ -29,13 +36,81 @@ struct Args {
     /// Write sFlow export sampled 1 in N instead of the raw packets.
     #[arg(long, value_name = "N")]
     sflow: Option<u32>,
+    /// Attacks: the victim.
+    #[arg(long, default_value = "192.0.2.10")]
+    target: std::net::IpAddr,
+    /// Attacks: packets per second.
+    #[arg(long, default_value_t = 100_000)]
+    pps: u64,
+    /// Attacks and benign traffic: how long.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Attacks: `spoofed`, or how many real source hosts.
+    #[arg(long, default_value = "spoofed")]
+    sources: String,
+    /// Cut raw packets at this many bytes (a mirror port's snap length).
+    #[arg(long, default_value_t = 65_535)]
+    snaplen: usize,
+}
+
+fn attack_family(name: &str) -> Option<attacks::Family> {
+    use attacks::Family as F;
+    let port = |s: &str| match s {
+        "dns" => Some(53),
+        "ntp" => Some(123),
+        "ssdp" => Some(1900),
+        "memcached" => Some(11211),
+        "cldap" => Some(389),
+        "chargen" => Some(19),
+        "snmp" => Some(161),
+        "wsd" => Some(3702),
+        _ => None,
+    };
+    Some(match name {
+        "syn_flood" => F::SynFlood,
+        "syn_ack" => F::SynAck,
+        "ack_flood" => F::AckFlood,
+        "rst_flood" => F::RstFlood,
+        "udp_flood" => F::UdpFlood,
+        "icmp_flood" => F::IcmpFlood,
+        "fragment_flood" => F::FragmentFlood,
+        n if n.starts_with("amplification-") => F::Amplification(port(&n[14..])?),
+        "protocol_flood-gre" => F::ProtocolFlood(47),
+        "protocol_flood-esp" => F::ProtocolFlood(50),
+        "protocol_flood-ipip" => F::ProtocolFlood(4),
+        _ => return None,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let s = match a.name.as_str() {
         "mixed" => scenario::mixed(a.seed),
-        other => anyhow::bail!("unknown scenario `{other}` (known: mixed)"),
+        "benign" => attacks::benign(a.target, "2001:db8::10".parse()?, a.seconds, a.seed),
+        name => {
+            let family = attack_family(name)
+                .with_context(|| format!("unknown scenario `{name}` (see --help)"))?;
+            let sources = match a.sources.as_str() {
+                "spoofed" => attacks::Sources::Spoofed,
+                n => {
+                    attacks::Sources::Hosts(n.parse().context("--sources: `spoofed` or a number")?)
+                }
+            };
+            attacks::merge(vec![
+                attacks::attack(
+                    &attacks::Attack {
+                        family,
+                        target: a.target,
+                        pps: a.pps,
+                        start_us: 500_000,
+                        duration_s: a.seconds,
+                        sources,
+                    },
+                    a.seed,
+                ),
+                attacks::background(a.target, a.seconds + 1, a.seed),
+            ])
+        }
     };
     match a.sflow {
         None => s

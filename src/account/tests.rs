@@ -1,0 +1,161 @@
+//! The shard's contract: per-second counters by class, snapshots when a
+//! second ends, immediate triggers on the sliding window, details for busy
+//! hosts, bounded memory.
+
+use super::*;
+use levee_collectors::record::proto;
+
+fn rec(dst: [u8; 4], protocol: u8, tcp_flags: u8, packets: u64, bytes: u64) -> FlowRecord {
+    FlowRecord {
+        time_ms: 0,
+        packets,
+        bytes,
+        src: Addr::v4([198, 51, 100, 1]),
+        dst: Addr::v4(dst),
+        sampling: 1,
+        protocol,
+        tcp_flags,
+        flags: flags::TTL_KNOWN,
+        ttl: 60,
+        src_port: 1234,
+        dst_port: 80,
+        ..FlowRecord::default()
+    }
+}
+
+const HOST: [u8; 4] = [192, 0, 2, 10];
+
+fn shard(pps: Option<u64>) -> Shard {
+    Shard::new(vec![Limit { pps, bps: None }], Bounds::default())
+}
+
+#[test]
+fn a_second_is_counted_by_class_and_handed_over_when_it_ends() {
+    let mut s = shard(None);
+    assert!(s.advance(10_000_000).is_none());
+    let h = Addr::v4(HOST);
+    s.account(&rec(HOST, proto::TCP, 0x02, 1, 60), h, 0, false);
+    s.account(&rec(HOST, proto::TCP, 0x10, 2, 100), h, 0, false);
+    s.account(&rec(HOST, proto::UDP, 0, 3, 300), h, 0, false);
+    s.account(&rec(HOST, proto::ICMP, 0, 4, 400), h, 0, false);
+    let mut frag = rec(HOST, proto::UDP, 0, 5, 500);
+    frag.flags |= flags::FRAGMENT | flags::LATER_FRAGMENT;
+    s.account(&frag, h, 0, false);
+    s.account(&rec(HOST, 47, 0, 6, 600), h, 0, false);
+    // Outbound: the host as a source.
+    s.account(&rec([203, 0, 113, 1], proto::UDP, 0, 7, 700), h, 0, true);
+    assert!(s.advance(10_000_999).is_none(), "still the same second");
+    let snap = s.advance(10_001_000).expect("the second ended");
+    assert_eq!(snap.second, 10_000);
+    assert_eq!(snap.hosts.len(), 1);
+    let c = &snap.hosts[0].inbound;
+    assert_eq!(c.packets[class::ALL], 21);
+    assert_eq!(c.bytes[class::ALL], 1960);
+    assert_eq!(c.packets[class::TCP], 3);
+    assert_eq!(c.packets[class::TCP_SYN], 1);
+    assert_eq!(
+        c.packets[class::UDP],
+        3,
+        "the later fragment is a fragment, not UDP"
+    );
+    assert_eq!(c.packets[class::ICMP], 4);
+    assert_eq!(c.packets[class::FRAGMENT], 5);
+    assert_eq!(c.packets[class::OTHER], 6);
+    assert_eq!(c.flows[class::ALL], 6);
+    assert_eq!(
+        snap.hosts[0].outbound,
+        Outbound {
+            packets: 7,
+            bytes: 700,
+            flows: 1
+        }
+    );
+    // A quiet second: nothing to hand over.
+    assert!(s.advance(10_002_000).unwrap().hosts.is_empty());
+}
+
+#[test]
+fn long_flows_add_their_rate_not_their_total() {
+    let mut s = shard(None);
+    s.advance(5_000_000);
+    let mut r = rec(HOST, proto::TCP, 0x10, 60_000, 90_000_000);
+    r.duration_s = 60;
+    s.account(&r, Addr::v4(HOST), 0, false);
+    let snap = s.advance(5_001_000).unwrap();
+    assert_eq!(snap.hosts[0].inbound.packets[class::ALL], 1_000);
+    assert_eq!(snap.hosts[0].inbound.bytes[class::ALL], 1_500_000);
+}
+
+#[test]
+fn a_window_crossing_triggers_at_once_and_re_arms_below() {
+    let mut s = shard(Some(1_000));
+    let h = Addr::v4(HOST);
+    s.advance(1_000_000);
+    // 100 packets every 10 ms: 10k pps; the window reaches 1000 packets after 100 ms.
+    let mut t = 1_000_000;
+    let mut first = None;
+    while t < 1_000_500 {
+        s.advance(t);
+        s.account(&rec(HOST, proto::UDP, 0, 100, 5_000), h, 0, false);
+        if first.is_none() {
+            first = s.take_triggers().into_iter().next();
+        }
+        t += 10;
+    }
+    let trig = first.expect("a trigger");
+    assert!(trig.at_ms <= 1_000_100, "triggered at {}", trig.at_ms);
+    assert!(trig.pps >= 1_000);
+    assert!(s.take_triggers().is_empty(), "one trigger per crossing");
+    // Quiet for two seconds: the window empties and the trigger re-arms.
+    s.advance(1_002_500);
+    s.advance(1_003_500);
+    s.account(&rec(HOST, proto::UDP, 0, 1_000, 50_000), h, 0, false);
+    assert_eq!(s.take_triggers().len(), 1);
+}
+
+#[test]
+fn busy_hosts_get_details() {
+    let mut s = shard(None);
+    s.advance(7_000_000);
+    let h = Addr::v4(HOST);
+    for i in 0..600u32 {
+        let mut r = rec(HOST, proto::UDP, 0, 1, 468);
+        r.src = Addr::v4((0x0a00_0000 + i).to_be_bytes());
+        r.src_port = 123;
+        r.ttl = (i % 200) as u8;
+        s.account(&r, h, 0, false);
+    }
+    let snap = s.advance(7_001_000).unwrap();
+    let d = snap.hosts[0]
+        .details
+        .as_ref()
+        .expect("details after 500 pps");
+    // Details start when the host became busy, mid-second.
+    assert!(d.packets >= 100 && d.packets <= 600, "{}", d.packets);
+    assert_eq!(d.udp_src_ports.top()[0].0, 123);
+    assert!(d.sources.estimate() > 50.0);
+}
+
+#[test]
+fn the_host_table_is_bounded_and_idle_hosts_leave() {
+    let bounds = Bounds {
+        max_hosts: 100,
+        idle_s: 5,
+        ..Bounds::default()
+    };
+    let mut s = Shard::new(vec![Limit::default()], bounds);
+    s.advance(1_000);
+    for i in 0..150u32 {
+        let a = (0xc000_0000 + i).to_be_bytes();
+        s.account(&rec(a, proto::UDP, 0, 1, 100), Addr::v4(a), 0, false);
+    }
+    assert_eq!(s.stats.refused, 50);
+    s.advance(2_000);
+    assert_eq!(s.stats.hosts, 100);
+    // Ten quiet seconds later they are gone.
+    for t in 3..20 {
+        s.advance(t * 1000);
+    }
+    assert_eq!(s.stats.hosts, 0);
+    assert_eq!(s.stats.evicted, 100);
+}

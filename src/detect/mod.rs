@@ -1,0 +1,537 @@
+//! Detection (DET-1…4) and the incident lifecycle.
+//!
+//! The [`Detector`] receives, from the shards, a [`Trigger`] the moment a
+//! host's sliding one-second window crosses a static pps/bps threshold,
+//! and every second the hosts that had traffic. It checks each host against
+//! its hostgroup's static thresholds (all of them, per class) and, once
+//! learnt, its own baseline; feeds baselines with the seconds that are not
+//! part of an incident; and runs incidents:
+//!
+//! - an incident **starts** when a host is over a threshold for
+//!   `trigger_seconds` (at 1, the trigger starts it at once — `detected_at`
+//!   is the moment the window crossed);
+//! - it is **updated** every second it stays over: timeline, peaks, the
+//!   details merged and the attack classified again;
+//! - it **ends** after `hold_down` below every threshold; a crossing before
+//!   then continues it.
+//!
+//! Like the shards, the detector takes its time from its input, so `run`
+//! and `replay` share it. It does no I/O: events come out of
+//! [`Detector::take_events`] for the caller to store, alert on, print.
+
+pub mod baseline;
+pub mod classify;
+
+use std::collections::HashMap;
+
+use levee_collectors::Addr;
+use serde::Serialize;
+
+use crate::account::{class, tcpkind, Details, HostSecond, Trigger};
+use crate::config::{Config, Thresholds};
+use crate::hostgroups::GroupId;
+use baseline::{Baseline, Params};
+use classify::{classify, Verdict};
+
+/// What made a host's second an attack second.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reason {
+    /// `pps`, `bps`, `flows`, `tcp_syn_pps`, …
+    pub metric: String,
+    pub value: u64,
+    pub limit: u64,
+    /// `static` (the hostgroup's threshold) or `baseline`.
+    pub kind: &'static str,
+}
+
+/// One second of an incident.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub second: u64,
+    pub pps: u64,
+    pub bps: u64,
+}
+
+/// A port and its share of the attack's packets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PortShare {
+    pub port: u16,
+    pub share: f64,
+}
+
+/// What a FlowSpec rule would be built from (MIT-2).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Features {
+    /// IP protocols carrying at least 10% of the packets.
+    pub protocols: Vec<u8>,
+    /// Source and destination ports carrying at least 10% of the packets.
+    pub src_ports: Vec<u16>,
+    pub dst_ports: Vec<u16>,
+    /// IP packet length range seen.
+    pub packet_length: [u32; 2],
+    /// TCP flag combinations carrying at least 10% of TCP packets.
+    pub tcp_flags: Vec<&'static str>,
+    /// Non-first fragments make up at least 10% of the packets.
+    pub fragments: bool,
+}
+
+/// An incident: an attack on one host, from detection to its end.
+#[derive(Debug, Clone)]
+pub struct Incident {
+    pub id: String,
+    pub host: Addr,
+    pub hostgroup: String,
+    pub group: GroupId,
+    /// First second over a threshold (Unix ms).
+    pub started_ms: u64,
+    /// When levee decided (Unix ms).
+    pub detected_ms: u64,
+    /// End of the last second over a threshold (Unix ms).
+    pub last_over_ms: u64,
+    /// Set when the incident has ended (hold-down passed, or input ended).
+    pub ended: bool,
+    pub peak_pps: u64,
+    pub peak_bps: u64,
+    pub reason: Reason,
+    pub verdict: Verdict,
+    pub severity: &'static str,
+    pub features: Features,
+    pub top_src_ports: Vec<PortShare>,
+    pub top_dst_ports: Vec<PortShare>,
+    /// The dominant IP protocol's name.
+    pub protocol: String,
+    pub timeline: Vec<Point>,
+    pub details: Details,
+}
+
+/// What happened, for the caller.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started(Box<Incident>),
+    Updated(Box<Incident>),
+    Ended(Box<Incident>),
+}
+
+/// Detection settings, from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub thresholds: Vec<Thresholds>,
+    pub groups: Vec<String>,
+    pub trigger_seconds: u32,
+    pub hold_down_s: u64,
+    pub botnet_sources: u64,
+    pub baseline: Option<Params>,
+    pub max_hosts: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let b = &c.detection.baseline;
+        Settings {
+            thresholds: c.hostgroups.iter().map(|g| g.thresholds.clone()).collect(),
+            groups: c.hostgroups.iter().map(|g| g.name.clone()).collect(),
+            trigger_seconds: c.detection.trigger_seconds,
+            hold_down_s: c.detection.hold_down.as_secs().max(1),
+            botnet_sources: c.detection.botnet_sources,
+            baseline: b.enabled.then(|| Params {
+                alpha: 1.0 / b.window.as_secs_f64().max(1.0),
+                learning_s: b.learning.as_secs(),
+                sigma: b.sigma,
+                floor_pps: b.floor_pps as f64,
+                floor_bps: b.floor_bps as f64,
+            }),
+            max_hosts: c.detection.max_hosts,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HostState {
+    baseline: Baseline,
+    /// Consecutive seconds over a threshold, while no incident runs.
+    over: u32,
+}
+
+/// The detector: baselines, incidents, classification.
+pub struct Detector {
+    s: Settings,
+    hosts: HashMap<Addr, HostState>,
+    active: HashMap<Addr, Incident>,
+    events: Vec<Event>,
+    seq: u64,
+    /// Hosts whose baseline was refused because `max_hosts` was reached.
+    pub refused: u64,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("active", &self.active.len())
+            .finish()
+    }
+}
+
+impl Detector {
+    pub fn new(s: Settings) -> Detector {
+        Detector {
+            s,
+            hosts: HashMap::new(),
+            active: HashMap::new(),
+            events: Vec::new(),
+            seq: 0,
+            refused: 0,
+        }
+    }
+
+    pub fn reconfigure(&mut self, s: Settings) {
+        self.s = s;
+    }
+
+    pub fn active(&self) -> impl Iterator<Item = &Incident> {
+        self.active.values()
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Baselines, for saving (DET-2: a restart does not relearn).
+    pub fn baselines(&self) -> impl Iterator<Item = (&Addr, &Baseline)> {
+        self.hosts.iter().map(|(a, h)| (a, &h.baseline))
+    }
+
+    pub fn restore_baseline(&mut self, host: Addr, b: Baseline) {
+        if self.hosts.len() < self.s.max_hosts {
+            self.hosts.entry(host).or_default().baseline = b;
+        }
+    }
+
+    fn new_id(&mut self, at_ms: u64) -> String {
+        self.seq += 1;
+        format!("{at_ms:013x}{:03x}", self.seq & 0xfff)
+    }
+
+    fn start(
+        &mut self,
+        host: Addr,
+        group: GroupId,
+        started_ms: u64,
+        detected_ms: u64,
+        reason: Reason,
+    ) {
+        let id = self.new_id(started_ms);
+        let inc = Incident {
+            id,
+            host,
+            hostgroup: self
+                .s
+                .groups
+                .get(usize::from(group))
+                .cloned()
+                .unwrap_or_default(),
+            group,
+            started_ms,
+            detected_ms,
+            last_over_ms: detected_ms,
+            ended: false,
+            peak_pps: 0,
+            peak_bps: 0,
+            reason,
+            verdict: classify(&Details::default(), self.s.botnet_sources),
+            severity: "low",
+            features: Features::default(),
+            top_src_ports: Vec::new(),
+            top_dst_ports: Vec::new(),
+            protocol: String::new(),
+            timeline: Vec::new(),
+            details: Details::default(),
+        };
+        self.events.push(Event::Started(Box::new(inc.clone())));
+        self.active.insert(host, inc);
+    }
+
+    /// A static threshold was crossed on the sliding window.
+    pub fn on_trigger(&mut self, t: &Trigger) {
+        if self.s.trigger_seconds > 1 {
+            return; // sustained crossings are judged per second
+        }
+        if let Some(inc) = self.active.get_mut(&t.addr) {
+            inc.last_over_ms = inc.last_over_ms.max(t.at_ms);
+            return;
+        }
+        let limits = self
+            .s
+            .thresholds
+            .get(usize::from(t.group))
+            .cloned()
+            .unwrap_or_default();
+        let reason = match (limits.pps, limits.bps) {
+            (Some(p), _) if t.pps >= p => Reason {
+                metric: "pps".into(),
+                value: t.pps,
+                limit: p,
+                kind: "static",
+            },
+            (_, Some(b)) => Reason {
+                metric: "bps".into(),
+                value: t.bps,
+                limit: b,
+                kind: "static",
+            },
+            _ => return,
+        };
+        self.start(t.addr, t.group, t.at_ms, t.at_ms, reason);
+    }
+
+    /// What is over for a host's second, if anything: the first static
+    /// threshold exceeded, else the baseline.
+    fn check(&self, h: &HostSecond, base: Option<&Baseline>) -> Option<Reason> {
+        let c = &h.inbound;
+        let t = self.s.thresholds.get(usize::from(h.group))?;
+        let pps = u64::from(c.packets[class::ALL]);
+        let bps = c.bytes[class::ALL] * 8;
+        let checks: [(&str, u64, Option<u64>); 8] = [
+            ("pps", pps, t.pps),
+            ("bps", bps, t.bps),
+            ("flows", u64::from(c.flows[class::ALL]), t.flows),
+            ("tcp_pps", u64::from(c.packets[class::TCP]), t.tcp_pps),
+            (
+                "tcp_syn_pps",
+                u64::from(c.packets[class::TCP_SYN]),
+                t.tcp_syn_pps,
+            ),
+            ("udp_pps", u64::from(c.packets[class::UDP]), t.udp_pps),
+            ("icmp_pps", u64::from(c.packets[class::ICMP]), t.icmp_pps),
+            (
+                "fragment_pps",
+                u64::from(c.packets[class::FRAGMENT]),
+                t.fragment_pps,
+            ),
+        ];
+        for (metric, value, limit) in checks {
+            if let Some(limit) = limit {
+                if value > limit {
+                    return Some(Reason {
+                        metric: metric.into(),
+                        value,
+                        limit,
+                        kind: "static",
+                    });
+                }
+            }
+        }
+        let (p, b) = base?.limits(self.s.baseline.as_ref()?)?;
+        if pps as f64 > p {
+            return Some(Reason {
+                metric: "pps".into(),
+                value: pps,
+                limit: p as u64,
+                kind: "baseline",
+            });
+        }
+        if bps as f64 > b {
+            return Some(Reason {
+                metric: "bps".into(),
+                value: bps,
+                limit: b as u64,
+                kind: "baseline",
+            });
+        }
+        None
+    }
+
+    /// The hosts of second `second` (from every shard).
+    pub fn on_second(&mut self, second: u64, hosts: Vec<HostSecond>) {
+        let end_ms = (second + 1) * 1000;
+        for h in hosts {
+            let base = self.hosts.get(&h.addr).map(|s| &s.baseline);
+            let over = self.check(&h, base);
+            let pps = u64::from(h.inbound.packets[class::ALL]);
+            let bps = h.inbound.bytes[class::ALL] * 8;
+
+            if let Some(inc) = self.active.get_mut(&h.addr) {
+                // An incident runs: every second it is in the timeline.
+                inc.timeline.push(Point { second, pps, bps });
+                merge_second(&mut inc.details, &h);
+                if over.is_some() {
+                    inc.last_over_ms = inc.last_over_ms.max(end_ms);
+                    inc.peak_pps = inc.peak_pps.max(pps);
+                    inc.peak_bps = inc.peak_bps.max(bps);
+                }
+                let id = h.addr;
+                let limits = self
+                    .s
+                    .thresholds
+                    .get(usize::from(inc.group))
+                    .cloned()
+                    .unwrap_or_default();
+                refresh(inc, self.s.botnet_sources, &limits);
+                self.events
+                    .push(Event::Updated(Box::new(self.active[&id].clone())));
+                continue;
+            }
+
+            let is_new = !self.hosts.contains_key(&h.addr);
+            if is_new && self.hosts.len() >= self.s.max_hosts {
+                self.refused += 1;
+                continue;
+            }
+            let state = self.hosts.entry(h.addr).or_default();
+            match over {
+                Some(reason) => {
+                    state.over += 1;
+                    if state.over >= self.s.trigger_seconds {
+                        let started = (second + 1 - u64::from(state.over)) * 1000;
+                        state.over = 0;
+                        self.start(h.addr, h.group, started, end_ms, reason);
+                        if let Some(inc) = self.active.get_mut(&h.addr) {
+                            inc.timeline.push(Point { second, pps, bps });
+                            inc.peak_pps = pps;
+                            inc.peak_bps = bps;
+                            merge_second(&mut inc.details, &h);
+                            let limits = self
+                                .s
+                                .thresholds
+                                .get(usize::from(h.group))
+                                .cloned()
+                                .unwrap_or_default();
+                            refresh(inc, self.s.botnet_sources, &limits);
+                        }
+                    }
+                }
+                None => {
+                    state.over = 0;
+                    if let Some(p) = &self.s.baseline {
+                        state.baseline.feed(second, pps as f64, bps as f64, p);
+                    }
+                }
+            }
+        }
+        // Incidents whose host stayed quiet long enough end.
+        let hold = self.s.hold_down_s * 1000;
+        let ended: Vec<Addr> = self
+            .active
+            .iter()
+            .filter(|(_, inc)| inc.last_over_ms + hold <= end_ms)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in ended {
+            if let Some(mut inc) = self.active.remove(&a) {
+                inc.ended = true;
+                self.events.push(Event::Ended(Box::new(inc)));
+            }
+        }
+    }
+
+    /// The input ended (replay): every incident ends as it stands.
+    pub fn finish(&mut self) {
+        let mut all: Vec<Incident> = self.active.drain().map(|(_, i)| i).collect();
+        all.sort_by_key(|i| i.started_ms);
+        for mut inc in all {
+            inc.ended = true;
+            self.events.push(Event::Ended(Box::new(inc)));
+        }
+    }
+}
+
+/// Adds a host's second to an incident's details: its details when it had
+/// them, else what its counters say.
+fn merge_second(into: &mut Details, h: &HostSecond) {
+    match &h.details {
+        Some(d) => into.merge(d),
+        None => into.merge(&Details::from_counters(&h.inbound)),
+    }
+}
+
+/// Classifies again and derives what the incident shows from its details.
+fn refresh(inc: &mut Incident, botnet_sources: u64, limits: &Thresholds) {
+    let d = &inc.details;
+    if d.records > 0 {
+        inc.verdict = classify(d, botnet_sources);
+    }
+    let total = d.packets.max(1) as f64;
+    let shares = |top: Vec<(u16, u64)>| -> Vec<PortShare> {
+        top.into_iter()
+            .take(5)
+            .map(|(port, n)| PortShare {
+                port,
+                share: ((n as f64 / total) * 1000.0).round() / 1000.0,
+            })
+            .collect()
+    };
+    inc.top_src_ports = shares(d.src_ports.top());
+    inc.top_dst_ports = shares(d.dst_ports.top());
+    let proto_counts = [
+        (6u8, d.classes[class::TCP]),
+        (17, d.classes[class::UDP]),
+        (
+            if inc.host.is_v4_mapped() { 1 } else { 58 },
+            d.classes[class::ICMP],
+        ),
+    ];
+    let mut protocols: Vec<(u8, u64)> = proto_counts.to_vec();
+    protocols.extend(d.protocols.top());
+    protocols.sort_by_key(|p| std::cmp::Reverse(p.1));
+    inc.protocol = match protocols.first() {
+        Some((p, n)) if *n > 0 => protocol_label(*p),
+        _ if d.classes[class::FRAGMENT] > 0 => "fragment".into(),
+        _ => String::new(),
+    };
+    let tcp_total: u64 = d.tcp.iter().sum();
+    inc.features = Features {
+        protocols: protocols
+            .iter()
+            .filter(|(_, n)| *n as f64 >= 0.1 * total)
+            .map(|(p, _)| *p)
+            .collect(),
+        src_ports: d
+            .src_ports
+            .top()
+            .into_iter()
+            .filter(|(_, n)| *n as f64 >= 0.1 * total)
+            .map(|(p, _)| p)
+            .collect(),
+        dst_ports: d
+            .dst_ports
+            .top()
+            .into_iter()
+            .filter(|(_, n)| *n as f64 >= 0.1 * total)
+            .map(|(p, _)| p)
+            .collect(),
+        packet_length: [d.min_size, d.max_size],
+        tcp_flags: (0..tcpkind::COUNT)
+            .filter(|&k| tcp_total > 0 && d.tcp[k] as f64 >= 0.1 * tcp_total as f64)
+            .map(|k| tcpkind::NAMES[k])
+            .collect(),
+        fragments: d.classes[class::FRAGMENT] as f64 >= 0.1 * total,
+    };
+    // Severity: how far past the host's static limit the peak went.
+    let ratio = match (limits.pps, limits.bps) {
+        (Some(p), Some(b)) => (inc.peak_pps as f64 / p as f64).max(inc.peak_bps as f64 / b as f64),
+        (Some(p), None) => inc.peak_pps as f64 / p as f64,
+        (None, Some(b)) => inc.peak_bps as f64 / b as f64,
+        (None, None) => inc.reason.value as f64 / inc.reason.limit.max(1) as f64,
+    };
+    inc.severity = match ratio {
+        r if r >= 20.0 => "critical",
+        r if r >= 5.0 => "high",
+        r if r >= 2.0 => "medium",
+        _ => "low",
+    };
+}
+
+fn protocol_label(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        4 => "ipip".into(),
+        n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The incident lifecycle and the baseline verdicts, on hand-made seconds.
+
+use super::*;
+use crate::account::{Counters, Outbound};
+
+const HOST: Addr = Addr::v4([192, 0, 2, 10]);
+
+fn settings(pps: u64, trigger_seconds: u32, baseline: Option<Params>) -> Settings {
+    Settings {
+        thresholds: vec![Thresholds {
+            pps: Some(pps),
+            bps: None,
+            ..Thresholds::default()
+        }],
+        groups: vec!["customers".into()],
+        trigger_seconds,
+        hold_down_s: 10,
+        botnet_sources: 300,
+        baseline,
+        max_hosts: 1000,
+    }
+}
+
+fn second(addr: Addr, pps: u32) -> HostSecond {
+    let mut inbound = Counters::default();
+    inbound.packets[class::ALL] = pps;
+    inbound.packets[class::UDP] = pps;
+    inbound.bytes[class::ALL] = u64::from(pps) * 500;
+    inbound.flows[class::ALL] = pps;
+    HostSecond {
+        addr,
+        group: 0,
+        inbound,
+        outbound: Outbound::default(),
+        details: None,
+    }
+}
+
+fn started(events: &[Event]) -> Vec<&Incident> {
+    events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Started(i) = e {
+                Some(&**i)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn ended(events: &[Event]) -> Vec<&Incident> {
+    events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Ended(i) = e {
+                Some(&**i)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_trigger_starts_an_incident_at_once_and_hold_down_ends_it() {
+    let mut d = Detector::new(settings(1000, 1, None));
+    d.on_trigger(&Trigger {
+        addr: HOST,
+        group: 0,
+        at_ms: 100_250,
+        pps: 1200,
+        bps: 0,
+    });
+    let ev = d.take_events();
+    let s = started(&ev);
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].started_ms, s[0].detected_ms), (100_250, 100_250));
+    assert_eq!(s[0].reason.metric, "pps");
+    for sec in 100..105 {
+        d.on_second(sec, vec![second(HOST, 5000)]);
+    }
+    // Quiet from 105; ends once 10 quiet seconds (105..=114) have passed.
+    for sec in 105..114 {
+        d.on_second(sec, vec![]);
+        assert!(
+            ended(&d.take_events()).is_empty(),
+            "ended too early at {sec}"
+        );
+    }
+    d.on_second(114, vec![]);
+    let ev = d.take_events();
+    let e = ended(&ev);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].last_over_ms, 105_000);
+    assert_eq!(e[0].peak_pps, 5000);
+    assert_eq!(e[0].timeline.len(), 5);
+    assert_eq!(e[0].severity, "high");
+}
+
+#[test]
+fn a_crossing_within_the_hold_down_continues_the_incident() {
+    let mut d = Detector::new(settings(1000, 1, None));
+    d.on_second(10, vec![second(HOST, 2000)]);
+    d.on_second(15, vec![second(HOST, 2000)]);
+    d.on_second(30, vec![]);
+    let ev = d.take_events();
+    assert_eq!(started(&ev).len(), 1);
+    assert_eq!(ended(&ev).len(), 1);
+    assert_eq!(ended(&ev)[0].timeline.len(), 2);
+}
+
+#[test]
+fn sustained_triggers_need_their_seconds() {
+    let mut d = Detector::new(settings(1000, 3, None));
+    d.on_trigger(&Trigger {
+        addr: HOST,
+        group: 0,
+        at_ms: 1,
+        pps: 2000,
+        bps: 0,
+    });
+    d.on_second(1, vec![second(HOST, 2000)]);
+    d.on_second(2, vec![second(HOST, 2000)]);
+    assert!(started(&d.take_events()).is_empty());
+    d.on_second(3, vec![second(HOST, 2000)]);
+    let ev = d.take_events();
+    assert_eq!(started(&ev)[0].started_ms, 1000);
+    assert_eq!(started(&ev)[0].detected_ms, 4000);
+}
+
+#[test]
+fn baselines_judge_each_host_by_its_own_normal() {
+    let p = Params {
+        alpha: 1.0 / 60.0,
+        learning_s: 120,
+        sigma: 4.0,
+        floor_pps: 1000.0,
+        floor_bps: 1.0,
+    };
+    // Static limits far away: only baselines can speak.
+    let mut d = Detector::new(settings(10_000_000, 1, Some(p)));
+    let (busy, quiet) = (Addr::v4([192, 0, 2, 1]), Addr::v4([192, 0, 2, 2]));
+    for s in 0..300u64 {
+        let noise = ((s * 7919) % 13) as u32 * 300;
+        d.on_second(
+            s,
+            vec![
+                second(busy, 40_000 + noise),
+                second(quiet, 100 + noise / 100),
+            ],
+        );
+    }
+    assert!(
+        started(&d.take_events()).is_empty(),
+        "normal traffic is not an attack"
+    );
+    // The busy host's normal is far above what alarms the quiet one.
+    for s in 300..310u64 {
+        d.on_second(s, vec![second(busy, 42_000), second(quiet, 5_000)]);
+    }
+    let ev = d.take_events();
+    let s = started(&ev);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].host, quiet);
+    assert_eq!(s[0].reason.kind, "baseline");
+}

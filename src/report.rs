@@ -1,0 +1,81 @@
+//! How incidents are shown: the JSON object of `levee replay` and the API
+//! (the fields INTERFACES.md fixes, and more), and one line of text.
+
+use serde_json::{json, Value};
+
+use crate::detect::Incident;
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// The incident as a JSON object (`type` is left to the caller).
+pub fn incident_json(i: &Incident) -> Value {
+    let v = &i.verdict;
+    json!({
+        "id": i.id,
+        "host": i.host.to_string(),
+        "hostgroup": i.hostgroup,
+        "family": v.family,
+        "vector": v.vector,
+        "components": v.components.iter().map(|c| json!({
+            "family": c.family.as_str(),
+            "vector": c.vector,
+            "share": (c.share * 1000.0).round() / 1000.0,
+        })).collect::<Vec<_>>(),
+        "severity": i.severity,
+        "confidence": v.confidence,
+        "started_at": rfc3339_ms(i.started_ms),
+        "detected_at": rfc3339_ms(i.detected_ms),
+        "ended_at": rfc3339_ms(i.last_over_ms),
+        "ongoing": !i.ended,
+        "peak_pps": i.peak_pps,
+        "peak_bps": i.peak_bps,
+        "sources_estimate": v.sources_estimate,
+        "spoofed": v.spoofed,
+        "botnet": v.botnet,
+        "protocol": i.protocol,
+        "top_src_ports": i.top_src_ports,
+        "top_dst_ports": i.top_dst_ports,
+        "reason": i.reason,
+        "features": i.features,
+    })
+}
+
+/// One line for people.
+pub fn incident_text(i: &Incident) -> String {
+    let v = &i.verdict;
+    let vector = v
+        .vector
+        .as_deref()
+        .map(|s| format!("/{s}"))
+        .unwrap_or_default();
+    let mut flags = Vec::new();
+    if v.spoofed {
+        flags.push("spoofed");
+    }
+    if v.botnet {
+        flags.push("botnet");
+    }
+    format!(
+        "{} {} ({}) {}{} confidence {:.2} {} peak {} pps {:.1} Mbit/s ~{} sources{}{} [{} {} > {} {}]",
+        rfc3339_ms(i.detected_ms),
+        i.host,
+        i.hostgroup,
+        v.family,
+        vector,
+        v.confidence,
+        i.severity,
+        i.peak_pps,
+        i.peak_bps as f64 / 1e6,
+        v.sources_estimate,
+        if flags.is_empty() { "" } else { " " },
+        flags.join(" "),
+        i.reason.kind,
+        i.reason.metric,
+        i.reason.limit,
+        if i.ended { "ended" } else { "ongoing" },
+    )
+}
