@@ -81,6 +81,9 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .route("/exporters", get(exporters))
         .route("/apikeys", get(list_keys).post(create_key))
         .route("/apikeys/{id}", delete(revoke_key))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{id}", get(incident))
+        .route("/hosts/top", get(top_hosts))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -260,6 +263,81 @@ async fn revoke_key(
             .await
             .map_err(internal)??;
     Ok(Json(key))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Limit {
+    pub limit: Option<usize>,
+}
+
+/// Incidents, newest first (active ones included, as they stand).
+async fn incidents(
+    State(s): State<WebState>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let store = s.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.incidents_newest(limit))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Json(
+        rows.iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+            .map(|mut v| {
+                // The list is a summary: timelines are on the incident's own page.
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("timeline");
+                }
+                v
+            })
+            .collect(),
+    ))
+}
+
+/// One incident with its per-second timeline. Its id starts with its start
+/// time (13 hex digits of Unix ms), which is how the store finds it.
+async fn incident(
+    State(s): State<WebState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no incident {id}"));
+    let started = id
+        .get(..13)
+        .filter(|_| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .ok_or_else(not_found)?;
+    let store = s.store.clone();
+    let key = id.clone();
+    let row = tokio::task::spawn_blocking(move || store.incident_get(started, &key))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    serde_json::from_slice(&row).map(Json).map_err(internal)
+}
+
+/// The busiest protected hosts of the last second.
+async fn top_hosts(
+    State(s): State<WebState>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Json<Vec<serde_json::Value>> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let Some(dp) = &s.dataplane else {
+        return Json(Vec::new());
+    };
+    let top = dp
+        .live
+        .top
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(
+        top.into_iter()
+            .take(limit)
+            .map(|(a, g, pps, bps)| serde_json::json!({ "host": a.to_string(), "hostgroup": g, "pps": pps, "bps": bps }))
+            .collect(),
+    )
 }
 
 /// Key management needs the admin socket or a write key.

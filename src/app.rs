@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::audit::{Actor, AuditLog};
 use crate::config::{self, Diff, Loaded};
+use crate::dataplane::Dataplane;
 use crate::ingest::Ingest;
 use crate::logging::{self, LogHandle};
 use crate::store::{Cf, Store};
@@ -130,8 +131,16 @@ async fn control_plane(
     let listen = loaded.config.web.listen;
     let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
 
-    // Collectors first: "Web server listening" is the last line of start-up.
-    let ingest = Arc::new(Ingest::start(&config_rx.borrow().config.collector)?);
+    // The data plane, then the collectors feeding it; "Web server
+    // listening" is the last line of start-up.
+    let mut dataplane = Dataplane::new(&config_rx.borrow().config);
+    let ingest = Arc::new(Ingest::start(
+        &config_rx.borrow().config.collector,
+        &mut || Box::new(dataplane.sink()),
+    )?);
+    dataplane.start(&config_rx.borrow().config, store.clone(), audit.clone())?;
+    tracing::info!(shards = dataplane.shards(), "Detection running");
+    let dataplane = Arc::new(dataplane);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the web server to {listen}"))?;
@@ -142,6 +151,7 @@ async fn control_plane(
         audit: audit.clone(),
         counters: counters.clone(),
         ingest: Some(ingest.clone()),
+        dataplane: Some(dataplane.clone()),
     };
     let admin = bind_admin_socket(store.data_dir())?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -174,6 +184,7 @@ async fn control_plane(
                 let current = config_tx.borrow().clone();
                 if let Some(next) = reload(&config_path, &current, &audit, &counters) {
                     log.set_level(&next.config.log.level);
+                    dataplane.reconfigure(&next.config);
                     config_tx.send_replace(Arc::new(next));
                 }
             }

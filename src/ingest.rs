@@ -8,16 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use levee_collectors::capture::LiveCapture;
 use levee_collectors::exporter::Counters;
-use levee_collectors::listen::{
-    self, Admission, CapturePublished, CountingSink, Exporters, Published,
-};
+use levee_collectors::listen::{self, Admission, CapturePublished, Exporters, Published, Sink};
 use levee_collectors::receiver::{self, Receiver};
 
 use crate::config::Collectors;
@@ -42,22 +40,22 @@ pub struct Capture {
 pub struct Ingest {
     pub listeners: Vec<Listener>,
     pub captures: Vec<Capture>,
-    /// Records handed on by all receivers.
-    pub records: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Ingest {
     /// Binds every listen address (`receivers` sockets each) and starts a
-    /// thread per socket. Fails if any address cannot be bound.
-    pub fn start(cfg: &Collectors) -> anyhow::Result<Ingest> {
+    /// thread per socket, each with a sink from `sinks` (the data plane's
+    /// rings). Fails if any address cannot be bound.
+    pub fn start(
+        cfg: &Collectors,
+        sinks: &mut dyn FnMut() -> Box<dyn Sink + Send>,
+    ) -> anyhow::Result<Ingest> {
         let stop = Arc::new(AtomicBool::new(false));
-        let records = Arc::new(AtomicU64::new(0));
         let mut ingest = Ingest {
             listeners: Vec::new(),
             captures: Vec::new(),
-            records: records.clone(),
             stop: stop.clone(),
             threads: Mutex::new(Vec::new()),
         };
@@ -91,13 +89,10 @@ impl Ingest {
                     });
                     let exporters = Exporters::new(admission.clone());
                     let stop = stop.clone();
-                    let records = records.clone();
+                    let mut sink = sinks();
                     let handle = std::thread::Builder::new()
                         .name(format!("levee-rx-{kind}-{i}"))
-                        .spawn(move || {
-                            let mut sink = CountingSink { records };
-                            listen::run(rx, exporters, &mut sink, &published, &stop);
-                        })
+                        .spawn(move || listen::run(rx, exporters, &mut *sink, &published, &stop))
                         .context("starting a receive thread")?;
                     ingest
                         .threads
@@ -123,13 +118,10 @@ impl Ingest {
                 published: published.clone(),
             });
             let stop = stop.clone();
-            let records = records.clone();
+            let mut sink = sinks();
             let handle = std::thread::Builder::new()
                 .name(format!("levee-cap-{iface}"))
-                .spawn(move || {
-                    let mut sink = CountingSink { records };
-                    listen::run_capture(cap, &mut sink, &published, &stop);
-                })
+                .spawn(move || listen::run_capture(cap, &mut *sink, &published, &stop))
                 .context("starting a capture thread")?;
             ingest
                 .threads

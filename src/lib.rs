@@ -22,6 +22,7 @@ pub mod apikeys;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod dataplane;
 pub mod detect;
 pub mod hostgroups;
 pub mod ingest;

@@ -114,6 +114,91 @@ pub fn render(s: &WebState, store_size: u64) -> String {
         s.counters.config_reloads_rejected.load(Ordering::Relaxed),
     );
 
+    if let Some(dp) = &s.dataplane {
+        let live = &dp.live;
+        p.family(
+            "levee_ring_drops_total",
+            "counter",
+            "Records dropped because a shard ring was full.",
+        );
+        p.sample(
+            "levee_ring_drops_total",
+            &[],
+            dp.ring_drops.load(Ordering::Relaxed),
+        );
+        p.family("levee_incidents_active", "gauge", "Incidents in progress.");
+        p.sample(
+            "levee_incidents_active",
+            &[],
+            live.active.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        );
+        p.family("levee_incidents_total", "counter", "Incidents started.");
+        p.sample(
+            "levee_incidents_total",
+            &[],
+            live.incidents_started.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_detection_delay_seconds",
+            "summary",
+            "From the record that crossed a threshold to its incident being recorded.",
+        );
+        if let Some(h) = live
+            .delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            for q in [0.5, 0.9, 0.99] {
+                p.sample(
+                    "levee_detection_delay_seconds",
+                    &[("quantile", &q.to_string())],
+                    format!("{:.3}", h.value_at_quantile(q) as f64 / 1000.0),
+                );
+            }
+            p.sample("levee_detection_delay_seconds_count", &[], h.len());
+        }
+        p.family(
+            "levee_hosts_tracked",
+            "gauge",
+            "Protected hosts with traffic being accounted.",
+        );
+        p.sample(
+            "levee_hosts_tracked",
+            &[],
+            live.hosts.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_detailed",
+            "gauge",
+            "Hosts with detailed statistics (busy enough to classify).",
+        );
+        p.sample(
+            "levee_hosts_detailed",
+            &[],
+            live.detailed.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_refused_total",
+            "counter",
+            "Records for new hosts refused because max_hosts was reached.",
+        );
+        p.sample(
+            "levee_hosts_refused_total",
+            &[],
+            live.refused.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_evicted_total",
+            "counter",
+            "Hosts forgotten after host_idle without traffic.",
+        );
+        p.sample(
+            "levee_hosts_evicted_total",
+            &[],
+            live.evicted.load(Ordering::Relaxed),
+        );
+    }
     let Some(ingest) = &s.ingest else {
         return p.out;
     };

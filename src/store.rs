@@ -41,10 +41,13 @@ pub enum Cf {
     Sessions,
     ApiKeys,
     AlertQueue,
+    /// Per-second host metrics (kept an hour).
+    Seconds,
+    Baselines,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 12] = [
         Cf::Meta,
         Cf::Metrics,
         Cf::Incidents,
@@ -55,6 +58,8 @@ impl Cf {
         Cf::Sessions,
         Cf::ApiKeys,
         Cf::AlertQueue,
+        Cf::Seconds,
+        Cf::Baselines,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,13 +74,15 @@ impl Cf {
             Cf::Sessions => "sessions",
             Cf::ApiKeys => "api_keys",
             Cf::AlertQueue => "alert_queue",
+            Cf::Seconds => "seconds",
+            Cf::Baselines => "baselines",
         }
     }
 
     /// Column families whose keys begin with an 8-byte big-endian Unix time
     /// in milliseconds, so that retention can drop a time range at once.
     fn time_keyed(self) -> bool {
-        matches!(self, Cf::Metrics | Cf::Incidents)
+        matches!(self, Cf::Metrics | Cf::Incidents | Cf::Seconds)
     }
 }
 
@@ -413,6 +420,125 @@ impl Store {
         {
             let (k, v) = kv?;
             out.push((String::from_utf8_lossy(&k).into_owned(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    // ---- incidents: key = started (Unix ms, u64 BE) ‖ id ------------------
+
+    /// Stores (or replaces) an incident; durable when this returns.
+    pub fn incident_put(&self, started_ms: u64, id: &str, record: &[u8]) -> Result<()> {
+        self.put_timed(
+            Cf::Incidents,
+            started_ms,
+            id.as_bytes(),
+            record,
+            Durability::Sync,
+        )
+    }
+
+    pub fn incident_get(&self, started_ms: u64, id: &str) -> Result<Option<Vec<u8>>> {
+        let mut key = started_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(id.as_bytes());
+        Ok(self.db.get_cf(self.cf(Cf::Incidents), key)?)
+    }
+
+    /// Incidents newest first, at most `limit`.
+    pub fn incidents_newest(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(Cf::Incidents), IteratorMode::End)
+        {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(kv?.1.into_vec());
+        }
+        Ok(out)
+    }
+
+    // ---- host metrics: seconds (1 h) and minute rollups (retention) --------
+
+    /// Writes one second's host metrics: (address bytes, value) pairs under
+    /// the second's Unix ms. Not synced: losing the last seconds to a crash
+    /// costs nothing an operator relies on.
+    pub fn seconds_put(&self, second_ms: u64, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+        self.timed_batch(Cf::Seconds, second_ms, rows)
+    }
+
+    /// Writes one minute's rollups.
+    pub fn rollups_put(&self, minute_ms: u64, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+        self.timed_batch(Cf::Metrics, minute_ms, rows)
+    }
+
+    fn timed_batch(&self, cf: Cf, at_ms: u64, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+        let h = self.cf(cf);
+        let mut b = WriteBatch::default();
+        for (addr, value) in rows {
+            let mut key = Vec::with_capacity(24);
+            key.extend_from_slice(&at_ms.to_be_bytes());
+            key.extend_from_slice(addr);
+            b.put_cf(h, key, value);
+        }
+        self.db
+            .write_opt(b, &Self::write_options(Durability::Buffered))?;
+        Ok(())
+    }
+
+    /// Rows of a time-keyed column family from `from_ms` to `to_ms` (inclusive)
+    /// whose key suffix is `addr`.
+    pub fn host_series(
+        &self,
+        cf: Cf,
+        addr: [u8; 16],
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let start = from_ms.to_be_bytes();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = kv?;
+            if k.len() != 24 {
+                continue;
+            }
+            let at = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
+            if at > to_ms {
+                break;
+            }
+            if k[8..] == addr {
+                out.push((at, v.into_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- baselines: key = host address (16 bytes) ---------------------------
+
+    pub fn baselines_put(&self, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+        let h = self.cf(Cf::Baselines);
+        let mut b = WriteBatch::default();
+        for (addr, value) in rows {
+            b.put_cf(h, addr, value);
+        }
+        self.db
+            .write_opt(b, &Self::write_options(Durability::Buffered))?;
+        Ok(())
+    }
+
+    pub fn baselines(&self) -> Result<Vec<([u8; 16], Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(Cf::Baselines), IteratorMode::Start)
+        {
+            let (k, v) = kv?;
+            if let Ok(a) = <[u8; 16]>::try_from(&k[..]) {
+                out.push((a, v.into_vec()));
+            }
         }
         Ok(out)
     }

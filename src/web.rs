@@ -36,6 +36,8 @@ pub struct WebState {
     pub counters: Arc<Counters>,
     /// The running collectors (absent in tests that start none).
     pub ingest: Option<Arc<Ingest>>,
+    /// Accounting and detection (absent in tests that start none).
+    pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
 }
 
 pub fn router(state: WebState) -> Router {

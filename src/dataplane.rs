@@ -1,0 +1,581 @@
+//! `levee run`'s data plane: receive threads → SPSC rings → shard threads →
+//! the detector thread.
+//!
+//! - Each receive or capture thread routes its records ([`Routing`]) and
+//!   pushes them into one bounded single-producer/single-consumer ring
+//!   (`rtrb`) per shard. A full ring drops the record and counts it: a
+//!   receiver never blocks.
+//! - Each shard thread owns one [`Shard`] outright and drains its rings (one
+//!   per receiver). It keeps the wall clock: when a second ends it sends the
+//!   second's [`Snapshot`], and a threshold crossing is sent as a
+//!   [`Trigger`] at once.
+//! - The detector thread merges the shards' seconds, runs the [`Detector`],
+//!   and hands every event to the [`Outcomes`]: the store (incidents,
+//!   per-second host metrics, minute rollups, baselines), the audit chain,
+//!   and the live state the API and `/metrics` read.
+//!
+//! No lock is taken per record. Threads stop when the stop flag is set;
+//! shard threads end their current second first so nothing counted is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use levee_collectors::listen::Sink;
+use levee_collectors::{Addr, FlowRecord};
+use serde_json::json;
+
+use crate::account::{class, HostSecond, Shard, ShardStats, Snapshot, Trigger};
+use crate::audit::{Actor, AuditLog};
+use crate::config::Config;
+use crate::detect::{baseline::Baseline, Detector, Event, Incident, Settings};
+use crate::hostgroups::{GroupId, Hostgroups};
+use crate::pipeline::{bounds, limits, Routing};
+use crate::report::incident_json;
+use crate::store::Store;
+
+/// Records each ring holds.
+pub const RING: usize = 65_536;
+
+/// A record on its way to a shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed {
+    pub rec: FlowRecord,
+    pub group: GroupId,
+    pub outbound: bool,
+}
+
+/// A receive thread's end of the rings.
+pub struct RingSink {
+    routing: Arc<ArcSwap<Routing>>,
+    producers: Vec<rtrb::Producer<Routed>>,
+    drops: Arc<AtomicU64>,
+}
+
+impl Sink for RingSink {
+    fn accept(&mut self, records: &[FlowRecord]) {
+        let routing = self.routing.load();
+        let mut dropped = 0u64;
+        let producers = &mut self.producers;
+        for r in records {
+            routing.route(r, |shard, _, group, outbound| {
+                if producers[shard]
+                    .push(Routed {
+                        rec: *r,
+                        group,
+                        outbound,
+                    })
+                    .is_err()
+                {
+                    dropped += 1;
+                }
+            });
+        }
+        if dropped > 0 {
+            self.drops.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Msg {
+    Second(Snapshot),
+    Triggers(Vec<Trigger>),
+}
+
+/// What the API and `/metrics` read, refreshed by the detector thread.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Active incidents as the API shows them.
+    pub active: Mutex<Vec<serde_json::Value>>,
+    /// The busiest hosts of the last second: (address, hostgroup, pps, bps).
+    pub top: Mutex<Vec<(Addr, String, u64, u64)>>,
+    /// Milliseconds from a trigger's record to its incident being recorded.
+    pub delay: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    pub incidents_started: AtomicU64,
+    pub hosts: AtomicU64,
+    pub detailed: AtomicU64,
+    pub refused: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+/// The running data plane.
+pub struct Dataplane {
+    routing: Arc<ArcSwap<Routing>>,
+    pub ring_drops: Arc<AtomicU64>,
+    pub live: Arc<Live>,
+    shards: usize,
+    /// Consumers waiting for their shard thread (filled by `sink()`).
+    pending: Mutex<Vec<Vec<rtrb::Consumer<Routed>>>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    settings: Arc<ArcSwap<Settings>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Dataplane {
+    /// Shards follow the cores.
+    pub fn new(c: &Config) -> Dataplane {
+        let shards = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 64);
+        Dataplane {
+            routing: Arc::new(ArcSwap::from_pointee(Routing {
+                groups: Arc::new(Hostgroups::new(&c.hostgroups)),
+                shards,
+            })),
+            ring_drops: Arc::new(AtomicU64::new(0)),
+            live: Arc::new(Live::default()),
+            shards,
+            pending: Mutex::new((0..shards).map(|_| Vec::new()).collect()),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+            settings: Arc::new(ArcSwap::from_pointee(Settings::from_config(c))),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// A sink for one more receive thread: a ring to every shard.
+    pub fn sink(&mut self) -> RingSink {
+        let mut producers = Vec::with_capacity(self.shards);
+        let mut all = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for pending in all.iter_mut() {
+            let (p, c) = rtrb::RingBuffer::new(RING);
+            producers.push(p);
+            pending.push(c);
+        }
+        RingSink {
+            routing: self.routing.clone(),
+            producers,
+            drops: self.ring_drops.clone(),
+        }
+    }
+
+    /// Starts the shard threads and the detector thread.
+    pub fn start(
+        &mut self,
+        c: &Config,
+        store: Arc<Store>,
+        audit: Arc<AuditLog>,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let stats: Vec<Arc<Mutex<ShardStats>>> = (0..self.shards).map(|_| Arc::default()).collect();
+        let rings = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (i, consumers) in rings.into_iter().enumerate() {
+            let shard = Shard::new(limits(c), bounds(c, self.shards));
+            let (tx, stop, stat) = (tx.clone(), self.stop.clone(), stats[i].clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("levee-shard-{i}"))
+                    .spawn(move || shard_loop(shard, consumers, tx, stop, stat))?,
+            );
+        }
+        drop(tx);
+        let mut detector = Detector::new(Settings::from_config(c));
+        restore_baselines(&store, &mut detector);
+        let outcomes = Outcomes {
+            store,
+            audit,
+            live: self.live.clone(),
+            groups: c.hostgroups.iter().map(|g| g.name.clone()).collect(),
+            minute: BTreeMap::new(),
+            minute_start: 0,
+        };
+        let (shards, settings) = (self.shards, self.settings.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("levee-detect".into())
+                .spawn(move || detector_loop(detector, rx, shards, outcomes, settings, stats))?,
+        );
+        Ok(())
+    }
+
+    /// A new config: routing and detection settings change at once; shard
+    /// limits follow at the next restart.
+    pub fn reconfigure(&self, c: &Config) {
+        self.routing.store(Arc::new(Routing {
+            groups: Arc::new(Hostgroups::new(&c.hostgroups)),
+            shards: self.shards,
+        }));
+        self.settings.store(Arc::new(Settings::from_config(c)));
+    }
+
+    /// Stops every thread; the shards end their second first.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Records a shard takes from one ring before looking at the clock again.
+const BATCH: usize = 4096;
+
+fn shard_loop(
+    mut shard: Shard,
+    mut rings: Vec<rtrb::Consumer<Routed>>,
+    tx: Sender<Msg>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<ShardStats>>,
+) {
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let now = now_ms();
+        if let Some(snap) = shard.advance(now) {
+            *stats.lock().unwrap_or_else(|e| e.into_inner()) = shard.stats;
+            if tx.send(Msg::Second(snap)).is_err() {
+                return;
+            }
+        }
+        let mut taken = 0;
+        for ring in &mut rings {
+            let n = ring.slots().min(BATCH);
+            if n == 0 {
+                continue;
+            }
+            if let Ok(chunk) = ring.read_chunk(n) {
+                for item in chunk {
+                    let host = if item.outbound {
+                        item.rec.src
+                    } else {
+                        item.rec.dst
+                    };
+                    shard.account(&item.rec, host, item.group, item.outbound);
+                }
+            }
+            taken += n;
+        }
+        let triggers = shard.take_triggers();
+        if !triggers.is_empty() && tx.send(Msg::Triggers(triggers)).is_err() {
+            return;
+        }
+        if stopping {
+            let _ = tx.send(Msg::Second(shard.flush()));
+            return;
+        }
+        if taken == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn restore_baselines(store: &Store, detector: &mut Detector) {
+    match store.baselines() {
+        Ok(rows) => {
+            let n = rows.len();
+            for (addr, bytes) in rows {
+                if let Ok(b) = serde_json::from_slice::<Baseline>(&bytes) {
+                    detector.restore_baseline(Addr(addr), b);
+                }
+            }
+            if n > 0 {
+                tracing::info!(hosts = n, "Baselines restored");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "Cannot read baselines; relearning"),
+    }
+}
+
+fn detector_loop(
+    mut detector: Detector,
+    rx: Receiver<Msg>,
+    shards: usize,
+    mut out: Outcomes,
+    settings: Arc<ArcSwap<Settings>>,
+    stats: Vec<Arc<Mutex<ShardStats>>>,
+) {
+    let mut pending: BTreeMap<u64, Vec<Snapshot>> = BTreeMap::new();
+    let mut last_settings = settings.load_full();
+    let mut last_save = Instant::now();
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(200));
+        let now = now_ms();
+        match msg {
+            Ok(Msg::Triggers(ts)) => {
+                for t in &ts {
+                    detector.on_trigger(t);
+                }
+                out.handle(detector.take_events(), Some(&ts), now);
+            }
+            Ok(Msg::Second(snap)) => {
+                pending.entry(snap.second).or_default().push(snap);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every shard has stopped: judge what is left, save, leave.
+                for (second, snaps) in std::mem::take(&mut pending) {
+                    let hosts = snaps.into_iter().flat_map(|s| s.hosts).collect();
+                    run_second(&mut detector, &mut out, second, hosts, now);
+                }
+                out.save_baselines(&detector);
+                return;
+            }
+        }
+        let current = settings.load_full();
+        if !Arc::ptr_eq(&current, &last_settings) {
+            detector.reconfigure((*current).clone());
+            last_settings = current;
+        }
+        // A second is judged when every shard has reported it, or when a
+        // later second is complete (a stalled shard must not stall detection).
+        let complete: Vec<u64> = pending
+            .iter()
+            .filter(|(s, v)| v.len() >= shards || pending.keys().any(|k| *k > **s + 2))
+            .map(|(s, _)| *s)
+            .collect();
+        for second in complete {
+            if let Some(snaps) = pending.remove(&second) {
+                let hosts = snaps.into_iter().flat_map(|s| s.hosts).collect();
+                run_second(&mut detector, &mut out, second, hosts, now);
+            }
+        }
+        let total: ShardStats = stats.iter().fold(ShardStats::default(), |mut t, s| {
+            let s = *s.lock().unwrap_or_else(|e| e.into_inner());
+            t.hosts += s.hosts;
+            t.detailed += s.detailed;
+            t.refused += s.refused;
+            t.evicted += s.evicted;
+            t
+        });
+        out.live.hosts.store(total.hosts, Ordering::Relaxed);
+        out.live.detailed.store(total.detailed, Ordering::Relaxed);
+        out.live.refused.store(total.refused, Ordering::Relaxed);
+        out.live.evicted.store(total.evicted, Ordering::Relaxed);
+        if last_save.elapsed() >= Duration::from_secs(60) {
+            out.save_baselines(&detector);
+            last_save = Instant::now();
+        }
+    }
+}
+
+fn run_second(
+    detector: &mut Detector,
+    out: &mut Outcomes,
+    second: u64,
+    hosts: Vec<HostSecond>,
+    now: u64,
+) {
+    out.record_second(second, &hosts);
+    detector.on_second(second, hosts);
+    out.handle(detector.take_events(), None, now);
+    let active: Vec<serde_json::Value> = detector.active().map(incident_json).collect();
+    *out.live.active.lock().unwrap_or_else(|e| e.into_inner()) = active;
+}
+
+/// A minute's rollup of one host.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rollup {
+    seconds: u32,
+    sum_pps: u64,
+    max_pps: u64,
+    sum_bps: u64,
+    max_bps: u64,
+}
+
+/// Where detection's results go.
+struct Outcomes {
+    store: Arc<Store>,
+    audit: Arc<AuditLog>,
+    live: Arc<Live>,
+    groups: Vec<String>,
+    minute: BTreeMap<[u8; 16], Rollup>,
+    minute_start: u64,
+}
+
+impl Outcomes {
+    fn handle(&mut self, events: Vec<Event>, triggers: Option<&[Trigger]>, now: u64) {
+        for e in events {
+            match &e {
+                Event::Started(i) => {
+                    self.live.incidents_started.fetch_add(1, Ordering::Relaxed);
+                    if let Some(t) = triggers.and_then(|ts| ts.iter().find(|t| t.addr == i.host)) {
+                        let mut d = self.live.delay.lock().unwrap_or_else(|e| e.into_inner());
+                        let h = d.get_or_insert_with(|| {
+                            hdrhistogram::Histogram::new_with_max(3_600_000, 3)
+                                .unwrap_or_else(|_| unreachable!())
+                        });
+                        let _ = h.record(now.saturating_sub(t.at_ms));
+                    }
+                    tracing::warn!(incident = %i.id, host = %i.host, hostgroup = %i.hostgroup, reason = %format!("{} {} > {}", i.reason.kind, i.reason.metric, i.reason.limit), "Incident started");
+                    self.persist(i);
+                    self.audit_event("incident.start", i);
+                }
+                Event::Updated(i) => self.persist(i),
+                Event::Ended(i) => {
+                    tracing::warn!(incident = %i.id, host = %i.host, family = %i.verdict.family, peak_pps = i.peak_pps, "Incident ended");
+                    self.persist(i);
+                    self.audit_event("incident.end", i);
+                }
+            }
+        }
+    }
+
+    fn persist(&self, i: &Incident) {
+        let mut v = incident_json(i);
+        v["timeline"] = json!(i.timeline);
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        if let Err(e) = self.store.incident_put(i.started_ms, &i.id, &bytes) {
+            tracing::error!(incident = %i.id, error = %e, "Cannot store the incident");
+        }
+    }
+
+    fn audit_event(&self, action: &str, i: &Incident) {
+        let details = json!({
+            "host": i.host.to_string(),
+            "hostgroup": i.hostgroup,
+            "family": i.verdict.family,
+            "vector": i.verdict.vector,
+            "confidence": format!("{:.3}", i.verdict.confidence),
+            "reason": format!("{} {} {} > {}", i.reason.kind, i.reason.metric, i.reason.value, i.reason.limit),
+            "peak_pps": i.peak_pps,
+            "peak_bps": i.peak_bps,
+        });
+        if let Err(e) = self
+            .audit
+            .append(Actor::System("detector"), action, &i.id, details)
+        {
+            tracing::error!(incident = %i.id, error = %e, "Cannot audit the incident");
+        }
+    }
+
+    /// Per-second host metrics (an hour of them), minute rollups, top hosts.
+    fn record_second(&mut self, second: u64, hosts: &[HostSecond]) {
+        let mut rows = Vec::with_capacity(hosts.len());
+        let mut top: Vec<(Addr, String, u64, u64)> = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            let c = &h.inbound;
+            let pps = u64::from(c.packets[class::ALL]);
+            let bps = c.bytes[class::ALL] * 8;
+            let v = json!({
+                "pps": pps,
+                "bps": bps,
+                "flows": c.flows[class::ALL],
+                "by_class": class::NAMES.iter().zip(c.packets).skip(1).filter(|(_, p)| *p > 0).map(|(n, p)| (n.to_string(), p)).collect::<HashMap<_, _>>(),
+                "out_pps": h.outbound.packets,
+                "out_bps": h.outbound.bytes * 8,
+            });
+            rows.push((h.addr.0, serde_json::to_vec(&v).unwrap_or_default()));
+            let r = self.minute.entry(h.addr.0).or_default();
+            r.seconds += 1;
+            r.sum_pps += pps;
+            r.max_pps = r.max_pps.max(pps);
+            r.sum_bps += bps;
+            r.max_bps = r.max_bps.max(bps);
+            top.push((
+                h.addr,
+                self.groups
+                    .get(usize::from(h.group))
+                    .cloned()
+                    .unwrap_or_default(),
+                pps,
+                bps,
+            ));
+        }
+        if let Err(e) = self.store.seconds_put(second * 1000, &rows) {
+            tracing::error!(error = %e, "Cannot store host seconds");
+        }
+        top.sort_by_key(|t| std::cmp::Reverse(t.2));
+        top.truncate(100);
+        *self.live.top.lock().unwrap_or_else(|e| e.into_inner()) = top;
+
+        let minute = second / 60 * 60;
+        if self.minute_start == 0 {
+            self.minute_start = minute;
+        }
+        if minute > self.minute_start {
+            let rows: Vec<([u8; 16], Vec<u8>)> = std::mem::take(&mut self.minute)
+                .into_iter()
+                .map(|(a, r)| {
+                    let v = json!({
+                        "avg_pps": r.sum_pps / 60,
+                        "max_pps": r.max_pps,
+                        "avg_bps": r.sum_bps / 60,
+                        "max_bps": r.max_bps,
+                        "seconds": r.seconds,
+                    });
+                    (a, serde_json::to_vec(&v).unwrap_or_default())
+                })
+                .collect();
+            if let Err(e) = self.store.rollups_put(self.minute_start * 1000, &rows) {
+                tracing::error!(error = %e, "Cannot store minute rollups");
+            }
+            self.minute_start = minute;
+        }
+    }
+
+    fn save_baselines(&self, detector: &Detector) {
+        let rows: Vec<([u8; 16], Vec<u8>)> = detector
+            .baselines()
+            .filter(|(_, b)| b.seconds > 0)
+            .map(|(a, b)| (a.0, serde_json::to_vec(b).unwrap_or_default()))
+            .collect();
+        if let Err(e) = self.store.baselines_put(&rows) {
+            tracing::error!(error = %e, "Cannot save baselines");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use levee_collectors::record::proto;
+
+    #[test]
+    fn full_rings_drop_and_count_without_blocking() {
+        let c = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[[hostgroup]]\nname = \"c\"\nprefixes = [\"192.0.2.0/24\"]\n",
+        )
+        .unwrap()
+        .config;
+        let mut dp = Dataplane::new(&c);
+        let mut sink = dp.sink();
+        // No shard thread drains the rings: they fill, then every further
+        // record is dropped and counted, and `accept` returns at once.
+        let records: Vec<FlowRecord> = (0..1024u32)
+            .map(|i| FlowRecord {
+                dst: Addr::v4([192, 0, 2, (i % 250) as u8]),
+                src: Addr::v4([198, 51, 100, 1]),
+                packets: 1,
+                bytes: 60,
+                protocol: proto::UDP,
+                ..FlowRecord::default()
+            })
+            .collect();
+        let started = Instant::now();
+        let batches = 2 * RING * dp.shards() / records.len() + 10;
+        for _ in 0..batches {
+            sink.accept(&records);
+        }
+        let sent = (batches * records.len()) as u64;
+        let dropped = dp.ring_drops.load(Ordering::Relaxed);
+        assert_eq!(
+            dropped,
+            sent - (RING * dp.shards()) as u64,
+            "every record either in a ring or counted"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Records outside every hostgroup are not routed at all.
+        let before = dp.ring_drops.load(Ordering::Relaxed);
+        sink.accept(&[FlowRecord {
+            dst: Addr::v4([203, 0, 113, 1]),
+            ..records[0]
+        }]);
+        assert_eq!(dp.ring_drops.load(Ordering::Relaxed), before);
+    }
+}
