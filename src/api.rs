@@ -17,8 +17,10 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::account::class;
 use crate::apikeys::{self, KeyError, Scope};
 use crate::audit::Actor;
+use crate::store::{Cf, Subject};
 use crate::web::WebState;
 
 /// Who is calling.
@@ -84,6 +86,9 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
         .route("/hosts/top", get(top_hosts))
+        .route("/hosts/{addr}", get(host))
+        .route("/hostgroups", get(hostgroups))
+        .route("/hostgroups/{name}", get(hostgroup))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -338,6 +343,142 @@ async fn top_hosts(
             .map(|(a, g, pps, bps)| serde_json::json!({ "host": a.to_string(), "hostgroup": g, "pps": pps, "bps": bps }))
             .collect(),
     )
+}
+
+/// Every hostgroup's totals in the last second.
+async fn hostgroups(State(s): State<WebState>) -> Json<Vec<serde_json::Value>> {
+    let Some(dp) = &s.dataplane else {
+        return Json(Vec::new());
+    };
+    let groups = dp
+        .live
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(
+        groups
+            .into_iter()
+            .map(|(name, g)| {
+                let by_class: serde_json::Map<String, serde_json::Value> = class::NAMES
+                    .iter()
+                    .zip(g.packets)
+                    .skip(1)
+                    .map(|(n, p)| ((*n).to_owned(), p.into()))
+                    .collect();
+                serde_json::json!({
+                    "name": name,
+                    "pps": g.packets[class::ALL],
+                    "bps": g.bytes * 8,
+                    "flows": g.flows,
+                    "by_class": by_class,
+                    "out_pps": g.out_packets,
+                    "out_bps": g.out_bytes * 8,
+                    "out_flows": g.out_flows,
+                    "hosts": g.hosts,
+                })
+            })
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+struct Window {
+    /// Seconds of per-second history (default 300, at most 3600).
+    seconds: Option<u64>,
+    /// Minutes of rollups (default 60, at most a week).
+    minutes: Option<u64>,
+}
+
+/// A subject's recent seconds and minute rollups, oldest first.
+async fn history(
+    s: &WebState,
+    subject: Subject,
+    w: &Window,
+) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), ApiError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let seconds = w.seconds.unwrap_or(300).clamp(1, 3600);
+    let minutes = w.minutes.unwrap_or(60).clamp(1, 7 * 24 * 60);
+    let store = s.store.clone();
+    let (secs, mins) = tokio::task::spawn_blocking(move || {
+        let secs = store.series(
+            Cf::Seconds,
+            &subject,
+            now.saturating_sub(seconds * 1000),
+            now,
+        )?;
+        let mins = store.series(
+            Cf::Metrics,
+            &subject,
+            now.saturating_sub(minutes * 60_000),
+            now,
+        )?;
+        Ok::<_, crate::store::StoreError>((secs, mins))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    let rows = |v: Vec<(u64, Vec<u8>)>| -> Vec<serde_json::Value> {
+        v.into_iter()
+            .filter_map(|(at, b)| {
+                let mut row: serde_json::Value = serde_json::from_slice(&b).ok()?;
+                row["at"] = crate::report::rfc3339_ms(at).into();
+                Some(row)
+            })
+            .collect()
+    };
+    Ok((rows(secs), rows(mins)))
+}
+
+/// One host's recent seconds (stored for the busiest hosts) and minute
+/// rollups.
+async fn host(
+    State(s): State<WebState>,
+    Path(addr): Path<String>,
+    axum::extract::Query(w): axum::extract::Query<Window>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{addr:?} is not an IP address"),
+        )
+    })?;
+    let a = levee_collectors::Addr::from(ip);
+    let (seconds, minutes) = history(&s, Subject::Host(a.0), &w).await?;
+    let group = s.dataplane.as_ref().and_then(|dp| dp.hostgroup_of(&a));
+    Ok(Json(serde_json::json!({
+        "host": a.to_string(),
+        "hostgroup": group,
+        "seconds": seconds,
+        "minutes": minutes,
+    })))
+}
+
+/// One hostgroup's recent seconds and minute rollups.
+async fn hostgroup(
+    State(s): State<WebState>,
+    Path(name): Path<String>,
+    axum::extract::Query(w): axum::extract::Query<Window>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let known = s
+        .dataplane
+        .as_ref()
+        .is_some_and(|dp| dp.hostgroups().contains(&name));
+    let (seconds, minutes) = history(&s, Subject::Group(name.clone()), &w).await?;
+    if !known && seconds.is_empty() && minutes.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no hostgroup {name:?}"),
+        ));
+    }
+    Ok(Json(serde_json::json!({
+        "name": name,
+        "seconds": seconds,
+        "minutes": minutes,
+    })))
 }
 
 /// Key management needs the admin socket or a write key.

@@ -32,7 +32,10 @@ use crate::web::{self, Counters, WebState};
 
 /// How long shutdown waits for HTTP requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+const RETENTION_EVERY: Duration = Duration::from_secs(300);
+/// Per-second host metrics are kept this long (minute rollups for
+/// `[retention] metrics`).
+const SECONDS_KEPT: Duration = Duration::from_secs(3600);
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = match config::load(config_path) {
@@ -313,7 +316,11 @@ async fn retention_loop(store: Arc<Store>, config: watch::Receiver<Arc<Loaded>>)
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            for (cf, keep) in [(Cf::Metrics, r.metrics), (Cf::Incidents, r.incidents)] {
+            for (cf, keep) in [
+                (Cf::Metrics, r.metrics),
+                (Cf::Incidents, r.incidents),
+                (Cf::Seconds, SECONDS_KEPT),
+            ] {
                 let cutoff = now.saturating_sub(keep).as_millis() as u64;
                 store.prune_before(cf, cutoff)?;
             }

@@ -29,14 +29,14 @@ use levee_collectors::listen::Sink;
 use levee_collectors::{Addr, FlowRecord};
 use serde_json::json;
 
-use crate::account::{class, HostSecond, Shard, ShardStats, Snapshot, Trigger};
+use crate::account::{class, GroupSecond, HostSecond, Shard, ShardStats, Snapshot, Trigger};
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
 use crate::detect::{baseline::Baseline, Detector, Event, Incident, Settings};
 use crate::hostgroups::{GroupId, Hostgroups};
 use crate::pipeline::{bounds, limits, Routing};
 use crate::report::incident_json;
-use crate::store::Store;
+use crate::store::{Store, Subject};
 
 /// Records each ring holds.
 pub const RING: usize = 65_536;
@@ -93,6 +93,8 @@ pub struct Live {
     pub active: Mutex<Vec<serde_json::Value>>,
     /// The busiest hosts of the last second: (address, hostgroup, pps, bps).
     pub top: Mutex<Vec<(Addr, String, u64, u64)>>,
+    /// Every hostgroup's totals in the last second.
+    pub groups: Mutex<Vec<(String, GroupSecond)>>,
     /// Milliseconds from a trigger's record to its incident being recorded.
     pub delay: Mutex<Option<hdrhistogram::Histogram<u64>>>,
     pub incidents_started: AtomicU64,
@@ -123,6 +125,17 @@ fn now_ms() -> u64 {
 }
 
 impl Dataplane {
+    /// The hostgroups of the running configuration.
+    pub fn hostgroups(&self) -> Vec<String> {
+        self.settings.load().groups.clone()
+    }
+
+    /// The hostgroup `a` belongs to under the running configuration.
+    pub fn hostgroup_of(&self, a: &Addr) -> Option<String> {
+        let g = self.routing.load().groups.lookup(a)?;
+        self.settings.load().groups.get(usize::from(g)).cloned()
+    }
+
     /// Shards follow the cores.
     pub fn new(c: &Config) -> Dataplane {
         let shards = std::thread::available_parallelism()
@@ -191,7 +204,8 @@ impl Dataplane {
             audit,
             live: self.live.clone(),
             groups: c.hostgroups.iter().map(|g| g.name.clone()).collect(),
-            minute: BTreeMap::new(),
+            minute: HashMap::new(),
+            group_minute: Vec::new(),
             minute_start: 0,
         };
         let (shards, settings) = (self.shards, self.settings.clone());
@@ -249,14 +263,16 @@ fn shard_loop(
                 continue;
             }
             if let Ok(chunk) = ring.read_chunk(n) {
-                for item in chunk {
+                let (a, b) = chunk.as_slices();
+                shard.account_batch(a.iter().chain(b).map(|item| {
                     let host = if item.outbound {
                         item.rec.src
                     } else {
                         item.rec.dst
                     };
-                    shard.account(&item.rec, host, item.group, item.outbound);
-                }
+                    (&item.rec, host, item.group, item.outbound)
+                }));
+                chunk.commit_all();
             }
             taken += n;
         }
@@ -328,6 +344,8 @@ fn detector_loop(
         }
         let current = settings.load_full();
         if !Arc::ptr_eq(&current, &last_settings) {
+            out.groups.clone_from(&current.groups);
+            out.group_minute.clear();
             detector.reconfigure((*current).clone());
             last_settings = current;
         }
@@ -377,7 +395,7 @@ fn run_second(
     *out.live.active.lock().unwrap_or_else(|e| e.into_inner()) = active;
 }
 
-/// A minute's rollup of one host.
+/// A minute's rollup of one host or hostgroup.
 #[derive(Debug, Default, Clone, Copy)]
 struct Rollup {
     seconds: u32,
@@ -387,13 +405,59 @@ struct Rollup {
     max_bps: u64,
 }
 
+impl Rollup {
+    fn add(&mut self, pps: u64, bps: u64) {
+        self.seconds += 1;
+        self.sum_pps += pps;
+        self.max_pps = self.max_pps.max(pps);
+        self.sum_bps += bps;
+        self.max_bps = self.max_bps.max(bps);
+    }
+
+    fn json(&self) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "avg_pps": self.sum_pps / 60,
+            "max_pps": self.max_pps,
+            "avg_bps": self.sum_bps / 60,
+            "max_bps": self.max_bps,
+            "seconds": self.seconds,
+        }))
+        .unwrap_or_default()
+    }
+}
+
+/// Hosts whose seconds are stored each second: the busiest by packets and
+/// the busiest by bytes (a network may have a million active hosts; an hour
+/// of all their seconds would not fit, and nobody looks at the quiet ones).
+/// Hosts in an incident keep their timeline in the incident.
+const SECOND_ROWS: usize = 1_000;
+/// Hosts whose minute rollups are stored, chosen the same way by peak.
+const MINUTE_ROWS: usize = 10_000;
+
+/// The indices of the `n` largest items by each key, together.
+fn busiest<T>(items: &[T], n: usize, keys: &[fn(&T) -> u64]) -> Vec<usize> {
+    if items.len() <= n {
+        return (0..items.len()).collect();
+    }
+    let mut chosen = Vec::with_capacity(n * keys.len());
+    for key in keys {
+        let mut idx: Vec<usize> = (0..items.len()).collect();
+        idx.select_nth_unstable_by_key(n - 1, |&i| std::cmp::Reverse(key(&items[i])));
+        chosen.extend_from_slice(&idx[..n]);
+    }
+    chosen.sort_unstable();
+    chosen.dedup();
+    chosen
+}
+
 /// Where detection's results go.
 struct Outcomes {
     store: Arc<Store>,
     audit: Arc<AuditLog>,
     live: Arc<Live>,
     groups: Vec<String>,
-    minute: BTreeMap<[u8; 16], Rollup>,
+    minute: HashMap<[u8; 16], Rollup>,
+    group_minute: Vec<Rollup>,
     minute_start: u64,
 }
 
@@ -453,64 +517,94 @@ impl Outcomes {
         }
     }
 
-    /// Per-second host metrics (an hour of them), minute rollups, top hosts.
+    /// Per-second metrics of the busiest hosts and of every hostgroup (an
+    /// hour of them), minute rollups, the live top hosts and group totals.
     fn record_second(&mut self, second: u64, hosts: &[HostSecond]) {
-        let mut rows = Vec::with_capacity(hosts.len());
-        let mut top: Vec<(Addr, String, u64, u64)> = Vec::with_capacity(hosts.len());
-        for h in hosts {
+        let name = |g: GroupId| self.groups.get(usize::from(g)).cloned().unwrap_or_default();
+        let rate = |h: &HostSecond| {
+            (
+                u64::from(h.inbound.packets[class::ALL]),
+                h.inbound.bytes * 8,
+            )
+        };
+        let mut rows: Vec<(Subject, Vec<u8>)> = Vec::new();
+        let keys: [fn(&HostSecond) -> u64; 2] = [
+            |h| u64::from(h.inbound.packets[class::ALL]),
+            |h| h.inbound.bytes,
+        ];
+        for i in busiest(hosts, SECOND_ROWS, &keys) {
+            let h = &hosts[i];
             let c = &h.inbound;
-            let pps = u64::from(c.packets[class::ALL]);
-            let bps = c.bytes[class::ALL] * 8;
+            let (pps, bps) = rate(h);
             let v = json!({
                 "pps": pps,
                 "bps": bps,
-                "flows": c.flows[class::ALL],
+                "flows": c.flows,
                 "by_class": class::NAMES.iter().zip(c.packets).skip(1).filter(|(_, p)| *p > 0).map(|(n, p)| (n.to_string(), p)).collect::<HashMap<_, _>>(),
                 "out_pps": h.outbound.packets,
                 "out_bps": h.outbound.bytes * 8,
             });
-            rows.push((h.addr.0, serde_json::to_vec(&v).unwrap_or_default()));
-            let r = self.minute.entry(h.addr.0).or_default();
-            r.seconds += 1;
-            r.sum_pps += pps;
-            r.max_pps = r.max_pps.max(pps);
-            r.sum_bps += bps;
-            r.max_bps = r.max_bps.max(bps);
-            top.push((
-                h.addr,
-                self.groups
-                    .get(usize::from(h.group))
-                    .cloned()
-                    .unwrap_or_default(),
-                pps,
-                bps,
+            rows.push((
+                Subject::Host(h.addr.0),
+                serde_json::to_vec(&v).unwrap_or_default(),
+            ));
+        }
+        let mut top: Vec<(Addr, String, u64, u64)> = busiest(hosts, 100, &keys[..1])
+            .into_iter()
+            .map(|i| {
+                let (pps, bps) = rate(&hosts[i]);
+                (hosts[i].addr, name(hosts[i].group), pps, bps)
+            })
+            .collect();
+        top.sort_by_key(|t| std::cmp::Reverse(t.2));
+        for h in hosts {
+            let (pps, bps) = rate(h);
+            self.minute.entry(h.addr.0).or_default().add(pps, bps);
+        }
+        let totals = GroupSecond::of(hosts, self.groups.len());
+        self.group_minute
+            .resize(self.groups.len(), Rollup::default());
+        for (i, g) in totals.iter().enumerate() {
+            let (pps, bps) = (g.packets[class::ALL], g.bytes * 8);
+            self.group_minute[i].add(pps, bps);
+            let v = json!({
+                "pps": pps,
+                "bps": bps,
+                "flows": g.flows,
+                "by_class": class::NAMES.iter().zip(g.packets).skip(1).map(|(n, p)| (n.to_string(), p)).collect::<HashMap<_, _>>(),
+                "out_pps": g.out_packets,
+                "out_bps": g.out_bytes * 8,
+                "out_flows": g.out_flows,
+                "hosts": g.hosts,
+            });
+            rows.push((
+                Subject::Group(name(i as GroupId)),
+                serde_json::to_vec(&v).unwrap_or_default(),
             ));
         }
         if let Err(e) = self.store.seconds_put(second * 1000, &rows) {
-            tracing::error!(error = %e, "Cannot store host seconds");
+            tracing::error!(error = %e, "Cannot store the second's metrics");
         }
-        top.sort_by_key(|t| std::cmp::Reverse(t.2));
-        top.truncate(100);
         *self.live.top.lock().unwrap_or_else(|e| e.into_inner()) = top;
+        *self.live.groups.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.groups.iter().cloned().zip(totals).collect();
 
         let minute = second / 60 * 60;
         if self.minute_start == 0 {
             self.minute_start = minute;
         }
         if minute > self.minute_start {
-            let rows: Vec<([u8; 16], Vec<u8>)> = std::mem::take(&mut self.minute)
+            let all: Vec<([u8; 16], Rollup)> =
+                std::mem::take(&mut self.minute).into_iter().collect();
+            type Row = ([u8; 16], Rollup);
+            let keys: [fn(&Row) -> u64; 2] = [|r| r.1.max_pps, |r| r.1.max_bps];
+            let mut rows: Vec<(Subject, Vec<u8>)> = busiest(&all, MINUTE_ROWS, &keys)
                 .into_iter()
-                .map(|(a, r)| {
-                    let v = json!({
-                        "avg_pps": r.sum_pps / 60,
-                        "max_pps": r.max_pps,
-                        "avg_bps": r.sum_bps / 60,
-                        "max_bps": r.max_bps,
-                        "seconds": r.seconds,
-                    });
-                    (a, serde_json::to_vec(&v).unwrap_or_default())
-                })
+                .map(|i| (Subject::Host(all[i].0), all[i].1.json()))
                 .collect();
+            for (i, r) in std::mem::take(&mut self.group_minute).iter().enumerate() {
+                rows.push((Subject::Group(name(i as GroupId)), r.json()));
+            }
             if let Err(e) = self.store.rollups_put(self.minute_start * 1000, &rows) {
                 tracing::error!(error = %e, "Cannot store minute rollups");
             }
@@ -534,6 +628,16 @@ impl Outcomes {
 mod tests {
     use super::*;
     use levee_collectors::record::proto;
+
+    #[test]
+    fn the_busiest_by_either_key_are_kept() {
+        // (packets, bytes): 0 and 1 lead by packets, 4 and 3 by bytes.
+        let items = [(100u64, 1u64), (90, 2), (1, 3), (2, 500), (3, 900), (4, 4)];
+        let keys: [fn(&(u64, u64)) -> u64; 2] = [|t| t.0, |t| t.1];
+        assert_eq!(busiest(&items, 2, &keys), vec![0, 1, 3, 4]);
+        assert_eq!(busiest(&items, 2, &keys[..1]), vec![0, 1]);
+        assert_eq!(busiest(&items, 10, &keys), vec![0, 1, 2, 3, 4, 5]);
+    }
 
     #[test]
     fn full_rings_drop_and_count_without_blocking() {

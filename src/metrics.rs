@@ -198,6 +198,70 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             &[],
             live.evicted.load(Ordering::Relaxed),
         );
+        let groups = live
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        p.family(
+            "levee_hostgroup_packets_per_second",
+            "gauge",
+            "A hostgroup's packets in the last second, inbound by class (all, tcp, tcp_syn, udp, icmp, fragment, other) and outbound.",
+        );
+        for (name, g) in &groups {
+            for (class, n) in crate::account::class::NAMES.iter().zip(g.packets) {
+                p.sample(
+                    "levee_hostgroup_packets_per_second",
+                    &[("hostgroup", name), ("direction", "in"), ("class", class)],
+                    n,
+                );
+            }
+            p.sample(
+                "levee_hostgroup_packets_per_second",
+                &[("hostgroup", name), ("direction", "out"), ("class", "all")],
+                g.out_packets,
+            );
+        }
+        p.family(
+            "levee_hostgroup_bits_per_second",
+            "gauge",
+            "A hostgroup's IP-layer bits in the last second.",
+        );
+        for (name, g) in &groups {
+            for (dir, bytes) in [("in", g.bytes), ("out", g.out_bytes)] {
+                p.sample(
+                    "levee_hostgroup_bits_per_second",
+                    &[("hostgroup", name), ("direction", dir)],
+                    bytes * 8,
+                );
+            }
+        }
+        p.family(
+            "levee_hostgroup_flows_per_second",
+            "gauge",
+            "Flow records (sFlow samples, packets of a capture) for a hostgroup in the last second.",
+        );
+        for (name, g) in &groups {
+            for (dir, flows) in [("in", g.flows), ("out", g.out_flows)] {
+                p.sample(
+                    "levee_hostgroup_flows_per_second",
+                    &[("hostgroup", name), ("direction", dir)],
+                    flows,
+                );
+            }
+        }
+        p.family(
+            "levee_hostgroup_hosts_active",
+            "gauge",
+            "Hosts of a hostgroup with traffic in the last second.",
+        );
+        for (name, g) in &groups {
+            p.sample(
+                "levee_hostgroup_hosts_active",
+                &[("hostgroup", name)],
+                g.hosts,
+            );
+        }
     }
     let Some(ingest) = &s.ingest else {
         return p.out;

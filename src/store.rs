@@ -133,6 +133,38 @@ impl From<rocksdb::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What a metrics row is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A host, by its 16 address bytes (IPv4 mapped).
+    Host([u8; 16]),
+    /// A hostgroup as a whole, by name.
+    Group(String),
+}
+
+impl Subject {
+    fn write(&self, key: &mut Vec<u8>) {
+        match self {
+            Subject::Host(a) => {
+                key.push(b'h');
+                key.extend_from_slice(a);
+            }
+            Subject::Group(name) => {
+                key.push(b'g');
+                key.extend_from_slice(name.as_bytes());
+            }
+        }
+    }
+
+    fn read(k: &[u8]) -> Option<Subject> {
+        match k.split_first()? {
+            (b'h', a) => Some(Subject::Host(a.try_into().ok()?)),
+            (b'g', n) => Some(Subject::Group(String::from_utf8(n.to_vec()).ok()?)),
+            _ => None,
+        }
+    }
+}
+
 /// An open store. Cheap to share behind an `Arc`; RocksDB does its own locking.
 pub struct Store {
     db: Db,
@@ -458,27 +490,31 @@ impl Store {
         Ok(out)
     }
 
-    // ---- host metrics: seconds (1 h) and minute rollups (retention) --------
+    // ---- metrics: seconds (1 h) and minute rollups (retention) -------------
+    //
+    // Key: time (Unix ms, 8 bytes big-endian) then the subject — `h` and a
+    // host's 16 address bytes, or `g` and a hostgroup's name — so retention
+    // drops a time range at once and a second's rows sit together.
 
-    /// Writes one second's host metrics: (address bytes, value) pairs under
-    /// the second's Unix ms. Not synced: losing the last seconds to a crash
+    /// Writes one second's metrics: (subject, value) pairs under the
+    /// second's Unix ms. Not synced: losing the last seconds to a crash
     /// costs nothing an operator relies on.
-    pub fn seconds_put(&self, second_ms: u64, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+    pub fn seconds_put(&self, second_ms: u64, rows: &[(Subject, Vec<u8>)]) -> Result<()> {
         self.timed_batch(Cf::Seconds, second_ms, rows)
     }
 
     /// Writes one minute's rollups.
-    pub fn rollups_put(&self, minute_ms: u64, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+    pub fn rollups_put(&self, minute_ms: u64, rows: &[(Subject, Vec<u8>)]) -> Result<()> {
         self.timed_batch(Cf::Metrics, minute_ms, rows)
     }
 
-    fn timed_batch(&self, cf: Cf, at_ms: u64, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+    fn timed_batch(&self, cf: Cf, at_ms: u64, rows: &[(Subject, Vec<u8>)]) -> Result<()> {
         let h = self.cf(cf);
         let mut b = WriteBatch::default();
-        for (addr, value) in rows {
-            let mut key = Vec::with_capacity(24);
+        for (subject, value) in rows {
+            let mut key = Vec::with_capacity(32);
             key.extend_from_slice(&at_ms.to_be_bytes());
-            key.extend_from_slice(addr);
+            subject.write(&mut key);
             b.put_cf(h, key, value);
         }
         self.db
@@ -486,15 +522,17 @@ impl Store {
         Ok(())
     }
 
-    /// Rows of a time-keyed column family from `from_ms` to `to_ms` (inclusive)
-    /// whose key suffix is `addr`.
-    pub fn host_series(
+    /// One subject's rows of a time-keyed column family from `from_ms` to
+    /// `to_ms` (inclusive), oldest first.
+    pub fn series(
         &self,
         cf: Cf,
-        addr: [u8; 16],
+        subject: &Subject,
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut want = Vec::with_capacity(24);
+        subject.write(&mut want);
         let mut out = Vec::new();
         let start = from_ms.to_be_bytes();
         for kv in self
@@ -502,15 +540,34 @@ impl Store {
             .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
         {
             let (k, v) = kv?;
-            if k.len() != 24 {
+            if k.len() < 8 {
                 continue;
             }
             let at = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
             if at > to_ms {
                 break;
             }
-            if k[8..] == addr {
+            if k[8..] == want[..] {
                 out.push((at, v.into_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every row of one time (a second or a minute), with its subject.
+    pub fn rows_at(&self, cf: Cf, at_ms: u64) -> Result<Vec<(Subject, Vec<u8>)>> {
+        let start = at_ms.to_be_bytes();
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = kv?;
+            if k.len() < 9 || k[..8] != start {
+                break;
+            }
+            if let Some(s) = Subject::read(&k[8..]) {
+                out.push((s, v.into_vec()));
             }
         }
         Ok(out)
@@ -727,6 +784,32 @@ mod tests {
         assert_eq!(s.count(Cf::Metrics).unwrap(), 1);
         assert!(!s.prune_before(Cf::Audit, u64::MAX).unwrap());
         assert_eq!(s.count(Cf::Audit).unwrap(), 1);
+    }
+
+    #[test]
+    fn metric_series_keep_hosts_and_groups_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let host = Subject::Host([7; 16]);
+        let group = Subject::Group("customers".into());
+        for t in [1_000u64, 2_000, 3_000] {
+            let rows = vec![
+                (host.clone(), format!("h{t}").into_bytes()),
+                (group.clone(), format!("g{t}").into_bytes()),
+                (Subject::Host([8; 16]), b"other".to_vec()),
+            ];
+            s.seconds_put(t, &rows).unwrap();
+        }
+        let got = s.series(Cf::Seconds, &host, 2_000, 3_000).unwrap();
+        assert_eq!(
+            got,
+            vec![(2_000, b"h2000".to_vec()), (3_000, b"h3000".to_vec())]
+        );
+        let got = s.series(Cf::Seconds, &group, 0, u64::MAX).unwrap();
+        assert_eq!(got.len(), 3);
+        let at = s.rows_at(Cf::Seconds, 2_000).unwrap();
+        assert_eq!(at.len(), 3);
+        assert!(at.contains(&(group, b"g2000".to_vec())));
     }
 
     #[test]

@@ -219,7 +219,10 @@ fn the_openapi_description_lists_exactly_the_api() {
     // answers "no such API path").
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "000000000000");
+            let concrete = path
+                .replace("{id}", "000000000000")
+                .replace("{addr}", "192.0.2.1")
+                .replace("{name}", "x");
             let r = http(
                 levee.web,
                 &method.to_uppercase(),
@@ -244,7 +247,10 @@ fn the_openapi_description_lists_exactly_the_api() {
             "/apikeys",
             "/apikeys/{id}",
             "/exporters",
+            "/hostgroups",
+            "/hostgroups/{name}",
             "/hosts/top",
+            "/hosts/{addr}",
             "/incidents",
             "/incidents/{id}",
             "/openapi.json"

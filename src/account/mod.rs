@@ -2,11 +2,12 @@
 //!
 //! A [`Shard`] owns the hosts whose address hashes to it, outright: no lock
 //! is taken per record. For each host it keeps the current second's
-//! counters — inbound packets, bytes and flows by class (all, TCP, TCP SYN
-//! without ACK, UDP, ICMP, non-first fragments, other protocols) and
-//! outbound totals — a sliding one-second window (ten 100 ms slots) that is
-//! checked against the static thresholds on every record, and exact totals
-//! since it was first seen. Hosts busy enough to matter (the window above
+//! counters — inbound packets by class (all, TCP, TCP SYN without ACK, UDP,
+//! ICMP, non-first fragments, other protocols), bytes and flows, and
+//! outbound totals — and a sliding one-second window (the previous second
+//! weighted by the share of it still inside the last 1000 ms, plus the
+//! current one) that is checked against the static thresholds on every
+//! record. Hosts busy enough to matter (the window above
 //! `detail_pps`) also get [`Details`]: distinct sources (HyperLogLog), a TTL
 //! histogram, top source/destination ports and sources (space-saving),
 //! packet sizes, TCP flag combinations and other protocols — what
@@ -19,7 +20,11 @@
 //! [`Trigger`], so detection does not wait for the second to end.
 //!
 //! Bounded memory: at most `max_hosts` hosts (further ones are refused and
-//! counted), idle ones evicted, at most `max_detailed` with details.
+//! counted), idle ones evicted, at most `max_detailed` with details. A
+//! host's hot state is one 64-byte cache line in an open-addressing table
+//! (load ≤ ½), its cold state (group, outbound, details) beside it, so
+//! accounting a record costs one cache miss however many hosts there are;
+//! [`Shard::account_batch`] prefetches the lines of a batch ahead.
 //!
 //! A flow record that covers several seconds (flow export's long flows,
 //! reported once per active timeout) adds its per-second rate, not its whole
@@ -27,9 +32,6 @@
 //! is not a one-second burst of a minute's bytes.
 
 pub mod sketch;
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use levee_collectors::record::{flags, proto};
 use levee_collectors::{Addr, FlowRecord};
@@ -67,37 +69,13 @@ pub fn class_of(r: &FlowRecord) -> usize {
     }
 }
 
-/// One direction's counters for one second, by class.
+/// A host's inbound counters for one second: packets by class, and bytes
+/// and flows (records) over all classes — what the thresholds check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub packets: [u32; class::COUNT],
-    pub bytes: [u64; class::COUNT],
-    pub flows: [u32; class::COUNT],
-}
-
-impl Counters {
-    #[inline]
-    fn add(&mut self, c: usize, packets: u64, bytes: u64) {
-        let p = packets.min(u64::from(u32::MAX)) as u32;
-        for i in [class::ALL, c] {
-            self.packets[i] = self.packets[i].saturating_add(p);
-            self.bytes[i] = self.bytes[i].saturating_add(bytes);
-            self.flows[i] = self.flows[i].saturating_add(1);
-        }
-        if c == class::TCP_SYN {
-            self.packets[class::TCP] = self.packets[class::TCP].saturating_add(p);
-            self.bytes[class::TCP] = self.bytes[class::TCP].saturating_add(bytes);
-            self.flows[class::TCP] = self.flows[class::TCP].saturating_add(1);
-        }
-    }
-
-    pub fn add_all(&mut self, o: &Counters) {
-        for i in 0..class::COUNT {
-            self.packets[i] = self.packets[i].saturating_add(o.packets[i]);
-            self.bytes[i] = self.bytes[i].saturating_add(o.bytes[i]);
-            self.flows[i] = self.flows[i].saturating_add(o.flows[i]);
-        }
-    }
+    pub bytes: u64,
+    pub flows: u32,
 }
 
 /// Outbound traffic of a host (it as the source) in one second.
@@ -250,7 +228,7 @@ impl Details {
     /// details): the class mix, nothing about sources, ports or TTLs.
     pub fn from_counters(c: &Counters) -> Details {
         let mut d = Details {
-            records: u64::from(c.flows[class::ALL]),
+            records: u64::from(c.flows),
             packets: u64::from(c.packets[class::ALL]),
             ..Details::default()
         };
@@ -336,6 +314,43 @@ pub struct HostSecond {
     pub details: Option<Box<Details>>,
 }
 
+/// A hostgroup as a whole in one second (ACC-1 per prefix): the sum of its
+/// hosts' seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupSecond {
+    /// Inbound packets by class.
+    pub packets: [u64; class::COUNT],
+    pub bytes: u64,
+    pub flows: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+    pub out_flows: u64,
+    /// Hosts with traffic in the second.
+    pub hosts: u64,
+}
+
+impl GroupSecond {
+    /// Per-group sums of a second's hosts (`groups` hostgroups).
+    pub fn of(hosts: &[HostSecond], groups: usize) -> Vec<GroupSecond> {
+        let mut out = vec![GroupSecond::default(); groups];
+        for h in hosts {
+            let Some(g) = out.get_mut(usize::from(h.group)) else {
+                continue;
+            };
+            for (a, &p) in g.packets.iter_mut().zip(&h.inbound.packets) {
+                *a += u64::from(p);
+            }
+            g.bytes += h.inbound.bytes;
+            g.flows += u64::from(h.inbound.flows);
+            g.out_packets += h.outbound.packets;
+            g.out_bytes += h.outbound.bytes;
+            g.out_flows += u64::from(h.outbound.flows);
+            g.hosts += 1;
+        }
+        out
+    }
+}
+
 /// A second of one shard.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -344,7 +359,7 @@ pub struct Snapshot {
     pub hosts: Vec<HostSecond>,
 }
 
-/// A host's sliding one-second window crossed a static threshold.
+/// A host's estimated last-second rate crossed a static threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Trigger {
     pub addr: Addr,
@@ -355,98 +370,286 @@ pub struct Trigger {
     pub bps: u64,
 }
 
-/// Ten 100 ms slots: the last second, sliding.
-#[derive(Debug, Clone, Copy, Default)]
-struct Window {
-    packets: [u32; 10],
-    bytes: [u64; 10],
-    /// The 100 ms tick (Unix ms / 100) of the newest slot.
-    tick: u64,
-    sum_packets: u64,
-    sum_bytes: u64,
+/// Disjoint classes as a slot stores them; [`Counters`] is the view.
+mod slotclass {
+    pub const TCP: usize = 0;
+    pub const SYN: usize = 1;
+    pub const UDP: usize = 2;
+    pub const ICMP: usize = 3;
+    pub const FRAG: usize = 4;
+    pub const OTHER: usize = 5;
+    pub const COUNT: usize = 6;
 }
 
-impl Window {
+#[inline]
+fn slot_class(c: usize) -> usize {
+    match c {
+        class::TCP_SYN => slotclass::SYN,
+        class::TCP => slotclass::TCP,
+        class::UDP => slotclass::UDP,
+        class::ICMP => slotclass::ICMP,
+        class::FRAGMENT => slotclass::FRAG,
+        _ => slotclass::OTHER,
+    }
+}
+
+/// Bits of [`Slot::flags_flows`] above the flow count.
+const OCCUPIED: u32 = 1 << 29;
+const DETAILED: u32 = 1 << 30;
+const OVER: u32 = 1 << 31;
+const FLOWS: u32 = OCCUPIED - 1;
+
+/// A host's hot state with its key: exactly one cache line, so accounting a
+/// record costs one memory access in a table far larger than the caches.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    key: u128,
+    /// Inbound bytes of `second`.
+    bytes: u64,
+    /// The Unix second the counters belong to (rolled over lazily when a
+    /// record of a later second arrives).
+    second: u32,
+    /// Flows (records) of `second`, and the OCCUPIED, DETAILED, OVER bits.
+    flags_flows: u32,
+    /// Inbound packets of `second` by disjoint class.
+    packets: [u32; slotclass::COUNT],
+    /// All packets, and bytes / 256, of the second before `second`.
+    prev_packets: u32,
+    prev_bytes_256: u32,
+}
+
+impl Slot {
     #[inline]
-    fn roll(&mut self, tick: u64) {
-        if tick <= self.tick {
+    fn occupied(&self) -> bool {
+        self.flags_flows & OCCUPIED != 0
+    }
+
+    #[inline]
+    fn all_packets(&self) -> u64 {
+        self.packets.iter().map(|&p| u64::from(p)).sum()
+    }
+
+    /// Moves the counters to second `s` (the previous one becomes `prev`).
+    #[inline]
+    fn roll(&mut self, s: u32) {
+        if self.second == s {
             return;
         }
-        let steps = (tick - self.tick).min(10);
-        for i in 1..=steps {
-            let slot = ((self.tick + i) % 10) as usize;
-            self.sum_packets -= u64::from(self.packets[slot]);
-            self.sum_bytes -= self.bytes[slot];
-            self.packets[slot] = 0;
-            self.bytes[slot] = 0;
+        if self.second + 1 == s {
+            self.prev_packets = self.all_packets().min(u64::from(u32::MAX)) as u32;
+            self.prev_bytes_256 = (self.bytes / 256).min(u64::from(u32::MAX)) as u32;
+        } else {
+            self.prev_packets = 0;
+            self.prev_bytes_256 = 0;
+            // A quiet second in between: the window emptied, so a
+            // threshold crossing from now on is a new one.
+            self.flags_flows &= !OVER;
         }
-        self.tick = tick;
+        self.second = s;
+        self.packets = [0; slotclass::COUNT];
+        self.bytes = 0;
+        self.flags_flows &= !FLOWS;
     }
 
+    /// The last second's rate, sliding: the previous second weighted by the
+    /// part of it still within the last 1000 ms, plus the current one.
     #[inline]
-    fn add(&mut self, packets: u64, bytes: u64) {
-        let slot = (self.tick % 10) as usize;
-        let p = packets.min(u64::from(u32::MAX - self.packets[slot]));
-        self.packets[slot] += p as u32;
-        self.bytes[slot] += bytes;
-        self.sum_packets += p;
-        self.sum_bytes += bytes;
+    fn window(&self, ms_in_second: u64) -> (u64, u64) {
+        let back = 1000 - ms_in_second.min(999);
+        let p = u64::from(self.prev_packets) * back / 1000 + self.all_packets();
+        let b = u64::from(self.prev_bytes_256) * 256 * back / 1000 + self.bytes;
+        (p, b)
+    }
+
+    fn counters(&self) -> Counters {
+        let p = &self.packets;
+        let mut c = Counters {
+            bytes: self.bytes,
+            flows: self.flags_flows & FLOWS,
+            ..Counters::default()
+        };
+        c.packets[class::TCP] = p[slotclass::TCP].saturating_add(p[slotclass::SYN]);
+        c.packets[class::TCP_SYN] = p[slotclass::SYN];
+        c.packets[class::UDP] = p[slotclass::UDP];
+        c.packets[class::ICMP] = p[slotclass::ICMP];
+        c.packets[class::FRAGMENT] = p[slotclass::FRAG];
+        c.packets[class::OTHER] = p[slotclass::OTHER];
+        c.packets[class::ALL] = self.all_packets().min(u64::from(u32::MAX)) as u32;
+        c
     }
 }
 
-#[derive(Debug, Clone)]
-struct Host {
-    addr: Addr,
+/// The rest of a host's state, beside its slot, touched rarely.
+#[derive(Debug, Default, Clone)]
+struct Cold {
     group: GroupId,
-    /// The second `inbound`/`outbound` belong to.
-    second: u64,
-    inbound: Counters,
     outbound: Outbound,
-    window: Window,
-    /// Above a static threshold (a trigger was sent; re-armed below it).
-    over: bool,
+    /// The second `outbound` belongs to.
+    out_second: u32,
     details: Option<Box<Details>>,
     /// Details are kept until this second.
-    hot_until: u64,
+    hot_until: u32,
 }
 
-/// An address as a hash key: its 128 bits.
+/// Hashes a key to a table position.
 #[inline]
-fn key(a: &Addr) -> u128 {
-    u128::from_be_bytes(a.0)
+fn slot_hash(k: u128) -> u64 {
+    let r = u128::from((k >> 64) as u64 ^ 0xa076_1d64_78bd_642f)
+        * u128::from(k as u64 ^ 0xe703_7ed1_a0b4_28db);
+    (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// Hashes 128-bit keys with one 128-bit multiply (addresses are spread
-/// well by it; std's SipHash would cost more than the rest of accounting).
-#[derive(Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// Hints the CPU to fetch a slot before it is needed.
+#[inline(always)]
+fn prefetch(p: *const Slot) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hosts by address: open addressing with linear probing over one-line
+/// slots (load at most 1/2, doubled when fuller), and the cold state in a
+/// parallel vector. Deletion shifts the probe chain back (no tombstones).
+struct Table {
+    slots: Vec<Slot>,
+    cold: Vec<Cold>,
+    mask: usize,
+    len: usize,
+}
+
+/// A vector of `n` defaults whose memory the kernel is asked to back with
+/// huge pages: a table of a million hosts spans hundreds of megabytes, and
+/// with 4 KiB pages nearly every access would also miss the TLB (doubly
+/// costly under a hypervisor). Only advice: without transparent huge pages
+/// nothing changes.
+fn huge_vec<T: Default + Clone>(n: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = v.as_ptr() as usize;
+        let end = start + n * std::mem::size_of::<T>();
+        let (a, b) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if b > a {
+            // SAFETY: [a, b) lies inside the vector's own allocation, not
+            // yet touched; MADV_HUGEPAGE only changes how it is backed.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+            }
         }
     }
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        let r =
-            u128::from(n ^ self.0 ^ 0xa076_1d64_78bd_642f) * u128::from(0xe703_7ed1_a0b4_28db_u64);
-        self.0 = (r as u64) ^ ((r >> 64) as u64);
-    }
-    #[inline]
-    fn write_u128(&mut self, n: u128) {
-        let r = u128::from((n >> 64) as u64 ^ 0xa076_1d64_78bd_642f)
-            * u128::from(n as u64 ^ 0xe703_7ed1_a0b4_28db);
-        self.0 = (r as u64) ^ ((r >> 64) as u64);
-    }
+    v.resize(n, T::default());
+    v
 }
 
-type HostMap = HashMap<u128, u32, BuildHasherDefault<KeyHasher>>;
+impl Table {
+    fn with_capacity(n: usize) -> Table {
+        let cap = (n * 2).next_power_of_two().max(1024);
+        Table {
+            slots: huge_vec(cap),
+            cold: huge_vec(cap),
+            mask: cap - 1,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn home(&self, key: u128) -> usize {
+        slot_hash(key) as usize & self.mask
+    }
+
+    /// The slot of `key`, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, key: u128) -> (usize, bool) {
+        let mut i = self.home(key);
+        loop {
+            let s = &self.slots[i];
+            if !s.occupied() {
+                return (i, false);
+            }
+            if s.key == key {
+                return (i, true);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let old_slots = std::mem::take(&mut self.slots);
+        let old_cold = std::mem::take(&mut self.cold);
+        let cap = (old_slots.len() * 2).max(1024);
+        self.slots = huge_vec(cap);
+        self.cold = huge_vec(cap);
+        self.mask = cap - 1;
+        for (s, c) in old_slots.into_iter().zip(old_cold) {
+            if s.occupied() {
+                let (i, _) = self.find(s.key);
+                self.slots[i] = s;
+                self.cold[i] = c;
+            }
+        }
+    }
+
+    /// The linear-probing invariant: every member is reachable from its
+    /// home slot without crossing an empty one, and `len` counts them.
+    #[cfg(test)]
+    fn check(&self) -> Result<(), String> {
+        let mut n = 0;
+        for (pos, s) in self.slots.iter().enumerate() {
+            if !s.occupied() {
+                continue;
+            }
+            n += 1;
+            let mut i = self.home(s.key);
+            while i != pos {
+                if !self.slots[i].occupied() {
+                    return Err(format!(
+                        "slot {pos} unreachable from its home {}",
+                        self.home(s.key)
+                    ));
+                }
+                i = (i + 1) & self.mask;
+            }
+        }
+        if n == self.len {
+            Ok(())
+        } else {
+            Err(format!("{n} members, len {}", self.len))
+        }
+    }
+
+    /// Removes slot `i`, shifting later members of its probe chain back.
+    fn remove(&mut self, mut i: usize) -> Cold {
+        let gone = std::mem::take(&mut self.cold[i]);
+        self.slots[i] = Slot::default();
+        self.len -= 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            if !self.slots[j].occupied() {
+                return gone;
+            }
+            let home = self.home(self.slots[j].key);
+            // Move j back to i unless its home lies cyclically in (i, j].
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.slots[i] = self.slots[j];
+                self.cold[i] = std::mem::take(&mut self.cold[j]);
+                self.slots[j] = Slot::default();
+                i = j;
+            }
+        }
+    }
+}
 
 /// Counters a shard keeps about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -462,9 +665,8 @@ pub struct ShardStats {
 
 /// The hosts of one shard, and their current second.
 pub struct Shard {
-    map: HostMap,
-    hosts: Vec<Host>,
-    /// Slots of `hosts` touched in the current second.
+    table: Table,
+    /// Slots touched in the current second.
     dirty: Vec<u32>,
     limits: Vec<Limit>,
     bounds: Bounds,
@@ -479,18 +681,20 @@ pub struct Shard {
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shard")
-            .field("hosts", &self.hosts.len())
+            .field("hosts", &self.table.len)
             .field("second", &self.second)
             .finish()
     }
 }
 
+/// Records accounted together, their slots fetched ahead.
+const PREFETCH: usize = 16;
+
 impl Shard {
     /// `limits[group]` are the static thresholds checked continuously.
     pub fn new(limits: Vec<Limit>, bounds: Bounds) -> Shard {
         Shard {
-            map: HostMap::default(),
-            hosts: Vec::new(),
+            table: Table::with_capacity(1024),
             dirty: Vec::new(),
             limits,
             bounds,
@@ -538,84 +742,88 @@ impl Shard {
     }
 
     fn finish_second(&mut self) -> Snapshot {
-        let second = self.second;
-        let tick = self.now_ms / 100;
+        let second = self.second as u32;
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
         let mut hosts = Vec::with_capacity(self.dirty.len());
-        for &slot in &self.dirty {
-            let h = &mut self.hosts[slot as usize];
-            if h.second != second {
+        for &i in &self.dirty {
+            let i = i as usize;
+            let (slot, cold) = (&mut self.table.slots[i], &mut self.table.cold[i]);
+            if !slot.occupied() {
                 continue;
             }
-            let details = if h.details.is_some() {
+            let inbound = if slot.second == second {
+                slot.counters()
+            } else {
+                Counters::default()
+            };
+            let outbound = if cold.out_second == second {
+                cold.outbound
+            } else {
+                Outbound::default()
+            };
+            if inbound.flows == 0 && outbound.flows == 0 {
+                continue;
+            }
+            let details = if slot.flags_flows & DETAILED != 0 {
                 // Hand this second's details over; start the next afresh.
-                h.details.replace(Box::default())
+                if cold.hot_until < second {
+                    slot.flags_flows &= !DETAILED;
+                    self.detailed -= 1;
+                    cold.details.take()
+                } else {
+                    cold.details.replace(Box::default())
+                }
             } else {
                 None
             };
             hosts.push(HostSecond {
-                addr: h.addr,
-                group: h.group,
-                inbound: h.inbound,
-                outbound: h.outbound,
+                addr: Addr(slot.key.to_be_bytes()),
+                group: cold.group,
+                inbound,
+                outbound,
                 details,
             });
-            h.inbound = Counters::default();
-            h.outbound = Outbound::default();
         }
         self.dirty.clear();
-        // Re-arm triggers and release details of hosts that calmed down.
-        for h in &mut self.hosts {
-            h.window.roll(tick);
-            if h.over {
-                let limit = self
-                    .limits
-                    .get(usize::from(h.group))
-                    .copied()
-                    .unwrap_or_default();
-                h.over = crossed(&h.window, limit);
-            }
-            if h.details.is_some()
-                && h.hot_until < second
-                && h.window.sum_packets < self.bounds.detail_pps
-            {
-                h.details = None;
-                self.detailed -= 1;
-            }
+        self.evict(u64::from(second));
+        if self.table.len * 2 > self.table.slots.len() {
+            self.table.grow();
         }
-        self.evict(second);
-        self.stats.hosts = self.hosts.len() as u64;
+        self.stats.hosts = self.table.len as u64;
         self.stats.detailed = self.detailed as u64;
-        Snapshot { second, hosts }
+        Snapshot {
+            second: u64::from(second),
+            hosts,
+        }
     }
 
-    /// Forgets hosts idle longer than `idle_s`, a share of the table per second.
+    /// Forgets hosts idle longer than `idle_s`, a share of the table per
+    /// second: all of a small table, a tenth of a large one (so a host may
+    /// stay up to ten seconds longer than `idle_s`).
     fn evict(&mut self, second: u64) {
-        let n = self.hosts.len();
-        if n == 0 {
-            return;
-        }
-        let budget = (n / 10).max(1024).min(n);
-        let mut checked = 0;
-        while checked < budget && !self.hosts.is_empty() {
-            if self.evict_cursor >= self.hosts.len() {
+        let cap = self.table.slots.len();
+        let budget = (cap / 10).max(4096).min(cap);
+        let mut seen = 0;
+        while seen < budget {
+            if self.evict_cursor >= cap {
                 self.evict_cursor = 0;
             }
             let i = self.evict_cursor;
-            let h = &self.hosts[i];
-            if h.second + self.bounds.idle_s < second {
-                let gone = self.hosts.swap_remove(i);
-                self.map.remove(&key(&gone.addr));
+            let s = &self.table.slots[i];
+            let c = &self.table.cold[i];
+            let last = u64::from(s.second.max(c.out_second));
+            if s.occupied() && last + self.bounds.idle_s < second {
+                let gone = self.table.remove(i);
                 if gone.details.is_some() {
                     self.detailed -= 1;
                 }
-                if let Some(moved) = self.hosts.get(i) {
-                    self.map.insert(key(&moved.addr), i as u32);
-                }
                 self.stats.evicted += 1;
+                // The slot may hold a shifted-back host now: look again.
             } else {
                 self.evict_cursor += 1;
+                seen += 1;
             }
-            checked += 1;
         }
     }
 
@@ -624,95 +832,155 @@ impl Shard {
         std::mem::take(&mut self.triggers)
     }
 
+    /// Accounts a batch of records, each for `host` in `group` (inbound, or
+    /// outbound for its source), fetching their slots ahead.
+    pub fn account_batch<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'a FlowRecord, Addr, GroupId, bool)>,
+    ) {
+        let mut batch: [(Option<&FlowRecord>, Addr, GroupId, bool); PREFETCH] =
+            [(None, Addr::UNSPECIFIED, 0, false); PREFETCH];
+        let mut n = 0;
+        for item in items {
+            let key = u128::from_be_bytes(item.1 .0);
+            prefetch(&self.table.slots[self.table.home(key)]);
+            batch[n] = (Some(item.0), item.1, item.2, item.3);
+            n += 1;
+            if n == PREFETCH {
+                for (r, host, group, out) in &batch[..n] {
+                    if let Some(r) = r {
+                        self.account(r, *host, *group, *out);
+                    }
+                }
+                n = 0;
+            }
+        }
+        for (r, host, group, out) in &batch[..n] {
+            if let Some(r) = r {
+                self.account(r, *host, *group, *out);
+            }
+        }
+    }
+
     /// Accounts one record for `host` (the destination, or the source when
     /// `outbound`), a member of `group`.
     #[inline]
     pub fn account(&mut self, r: &FlowRecord, host: Addr, group: GroupId, outbound: bool) {
-        let slot = match self.map.get(&key(&host)) {
-            Some(&s) => s,
-            None => {
-                if self.hosts.len() >= self.bounds.max_hosts {
-                    self.stats.refused += 1;
-                    return;
-                }
-                let s = self.hosts.len() as u32;
-                self.hosts.push(Host {
-                    addr: host,
-                    group,
-                    second: self.second,
-                    inbound: Counters::default(),
-                    outbound: Outbound::default(),
-                    window: Window {
-                        tick: self.now_ms / 100,
-                        ..Window::default()
-                    },
-                    over: false,
-                    details: None,
-                    hot_until: 0,
-                });
-                self.map.insert(key(&host), s);
-                self.dirty.push(s);
-                s
+        let key = u128::from_be_bytes(host.0);
+        let (i, found) = self.table.find(key);
+        let second = self.second as u32;
+        if !found {
+            if self.table.len >= self.bounds.max_hosts {
+                self.stats.refused += 1;
+                return;
             }
-        };
-        let second = self.second;
-        let h = &mut self.hosts[slot as usize];
-        if h.second != second {
-            h.second = second;
-            self.dirty.push(slot);
+            if (self.table.len + 1) * 8 > self.table.slots.len() * 7 {
+                // Nearly full mid-second: grow now and find the slot again;
+                // the dirty list is rebuilt from the slots' seconds.
+                self.table.grow();
+                self.rebuild_dirty();
+                return self.account(r, host, group, outbound);
+            }
+            self.table.slots[i] = Slot {
+                key,
+                second,
+                flags_flows: OCCUPIED,
+                ..Slot::default()
+            };
+            self.table.cold[i] = Cold {
+                group,
+                out_second: if outbound { second } else { 0 },
+                ..Cold::default()
+            };
+            self.table.len += 1;
+            self.dirty.push(i as u32);
         }
-        h.group = group;
+        // Each side's first record of the second puts the slot on the dirty
+        // list (twice at most; `finish_second` removes duplicates).
+        let slot = &mut self.table.slots[i];
+        let fresh = found && slot.second != second;
+        slot.roll(second);
+        let cold = &mut self.table.cold[i];
+        // A flow that lasted D seconds adds its per-second rate.
+        let (packets, bytes) = match u64::from(r.duration_s) {
+            0 | 1 => (r.packets, r.bytes),
+            d => (r.packets.div_ceil(d), r.bytes.div_ceil(d)),
+        };
         if outbound {
-            h.outbound.packets += r.packets;
-            h.outbound.bytes += r.bytes;
-            h.outbound.flows += 1;
+            if cold.out_second != second {
+                cold.out_second = second;
+                cold.outbound = Outbound::default();
+                cold.group = group;
+                self.dirty.push(i as u32);
+            }
+            cold.outbound.packets += packets;
+            cold.outbound.bytes += bytes;
+            cold.outbound.flows += 1;
             return;
         }
-        // A flow that lasted D seconds adds its per-second rate.
-        let d = u64::from(r.duration_s.max(1));
-        let (packets, bytes) = (r.packets.div_ceil(d), r.bytes.div_ceil(d));
+        if fresh {
+            // Once a second per host: the dirty list, and the hostgroup
+            // again (a reload may have moved the host).
+            cold.group = group;
+            self.dirty.push(i as u32);
+        }
         let c = class_of(r);
-        h.inbound.add(c, packets, bytes);
-        h.window.roll(self.now_ms / 100);
-        h.window.add(packets, bytes);
+        let sc = slot_class(c);
+        slot.packets[sc] = slot.packets[sc].saturating_add(packets.min(u64::from(u32::MAX)) as u32);
+        slot.bytes = slot.bytes.saturating_add(bytes);
+        if slot.flags_flows & FLOWS != FLOWS {
+            slot.flags_flows += 1;
+        }
+        let (wp, wb) = slot.window(self.now_ms % 1000);
 
-        if h.details.is_none() && h.window.sum_packets >= self.bounds.detail_pps {
+        if slot.flags_flows & DETAILED == 0 && wp >= self.bounds.detail_pps {
             if self.detailed < self.bounds.max_detailed {
-                h.details = Some(Box::default());
+                slot.flags_flows |= DETAILED;
+                cold.details = Some(Box::default());
                 self.detailed += 1;
             } else {
                 self.stats.details_refused += 1;
             }
         }
-        if let Some(d) = &mut h.details {
-            d.add(r, c, packets, bytes);
-            if h.window.sum_packets >= self.bounds.detail_pps {
-                h.hot_until = second + 10;
+        if slot.flags_flows & DETAILED != 0 {
+            cold.group = group;
+            if let Some(d) = &mut cold.details {
+                d.add(r, c, packets, bytes);
+            }
+            if wp >= self.bounds.detail_pps {
+                cold.hot_until = second + 10;
             }
         }
-        if !h.over {
-            let limit = self
-                .limits
-                .get(usize::from(group))
-                .copied()
-                .unwrap_or_default();
-            if crossed(&h.window, limit) {
-                h.over = true;
-                self.triggers.push(Trigger {
-                    addr: host,
-                    group,
-                    at_ms: self.now_ms,
-                    pps: h.window.sum_packets,
-                    bps: h.window.sum_bytes * 8,
-                });
-            }
+        let limit = self
+            .limits
+            .get(usize::from(group))
+            .copied()
+            .unwrap_or_default();
+        let over = limit.pps.is_some_and(|p| wp >= p) || limit.bps.is_some_and(|b| wb * 8 >= b);
+        if over && slot.flags_flows & OVER == 0 {
+            slot.flags_flows |= OVER;
+            self.triggers.push(Trigger {
+                addr: host,
+                group,
+                at_ms: self.now_ms,
+                pps: wp,
+                bps: wb * 8,
+            });
+        } else if !over && slot.flags_flows & OVER != 0 {
+            slot.flags_flows &= !OVER; // re-armed below the threshold
         }
     }
-}
 
-#[inline]
-fn crossed(w: &Window, limit: Limit) -> bool {
-    limit.pps.is_some_and(|p| w.sum_packets >= p) || limit.bps.is_some_and(|b| w.sum_bytes * 8 >= b)
+    fn rebuild_dirty(&mut self) {
+        let second = self.second as u32;
+        self.dirty = (0..self.table.slots.len())
+            .filter(|&i| {
+                let s = &self.table.slots[i];
+                s.occupied() && (s.second == second || self.table.cold[i].out_second == second)
+            })
+            .map(|i| i as u32)
+            .collect();
+    }
 }
 
 #[cfg(test)]

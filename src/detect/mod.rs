@@ -289,11 +289,11 @@ impl Detector {
         let c = &h.inbound;
         let t = self.s.thresholds.get(usize::from(h.group))?;
         let pps = u64::from(c.packets[class::ALL]);
-        let bps = c.bytes[class::ALL] * 8;
+        let bps = c.bytes * 8;
         let checks: [(&str, u64, Option<u64>); 8] = [
             ("pps", pps, t.pps),
             ("bps", bps, t.bps),
-            ("flows", u64::from(c.flows[class::ALL]), t.flows),
+            ("flows", u64::from(c.flows), t.flows),
             ("tcp_pps", u64::from(c.packets[class::TCP]), t.tcp_pps),
             (
                 "tcp_syn_pps",
@@ -347,7 +347,7 @@ impl Detector {
             let base = self.hosts.get(&h.addr).map(|s| &s.baseline);
             let over = self.check(&h, base);
             let pps = u64::from(h.inbound.packets[class::ALL]);
-            let bps = h.inbound.bytes[class::ALL] * 8;
+            let bps = h.inbound.bytes * 8;
 
             if let Some(inc) = self.active.get_mut(&h.addr) {
                 // An incident runs: every second it is in the timeline.

@@ -25,8 +25,8 @@ fn second(addr: Addr, pps: u32) -> HostSecond {
     let mut inbound = Counters::default();
     inbound.packets[class::ALL] = pps;
     inbound.packets[class::UDP] = pps;
-    inbound.bytes[class::ALL] = u64::from(pps) * 500;
-    inbound.flows[class::ALL] = pps;
+    inbound.bytes = u64::from(pps) * 500;
+    inbound.flows = pps;
     HostSecond {
         addr,
         group: 0,
