@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use levee::account::{Bounds, Limit, Shard};
+use levee::account::{Bounds, Limit, Rec, Shard};
 use levee::hostgroups::Hostgroups;
 use levee::pipeline::{Engine, Routing};
 use levee_collectors::encode::samples;
@@ -57,18 +57,19 @@ fn account(c: &mut Criterion) {
         protocol: proto::UDP,
         ..FlowRecord::default()
     };
+    let at = |a: Addr| Rec::new(&FlowRecord { dst: a, ..rec }, 0, false);
     for a in &addrs {
-        shard.account(&rec, *a, 0, false);
+        shard.account(&at(*a));
     }
     // The records' hosts in random order, read in sequence as a shard reads
     // its rings: the cost measured is the host table's, not the bench's.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let order: Vec<Addr> = (0..1 << 16)
+    let order: Vec<Rec> = (0..1 << 16)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            addrs[(x % u64::from(HOSTS)) as usize]
+            at(addrs[(x % u64::from(HOSTS)) as usize])
         })
         .collect();
     let mut g = c.benchmark_group("account");
@@ -77,7 +78,7 @@ fn account(c: &mut Criterion) {
     g.bench_function("1M_hosts", |b| {
         b.iter(|| {
             i = (i + 1) & (order.len() - 1);
-            shard.account(black_box(&rec), order[i], 0, false);
+            shard.account(black_box(&order[i]));
         })
     });
     // As the shard workers account: a ring's batch at a time, the slots of
@@ -88,11 +89,7 @@ fn account(c: &mut Criterion) {
     g.bench_function("1M_hosts_batched", |b| {
         b.iter(|| {
             j = (j + BATCH) & (order.len() - 1);
-            shard.account_batch(
-                order[j..j + BATCH]
-                    .iter()
-                    .map(|a| (black_box(&rec), *a, 0, false)),
-            )
+            shard.account_batch(black_box(&order[j..j + BATCH]))
         })
     });
     g.finish();
@@ -107,7 +104,7 @@ fn pipeline(c: &mut Criterion) {
     let d = samples::netflow5(30);
     let mut e = Exporter::default();
     let mut out: Vec<FlowRecord> = Vec::with_capacity(64);
-    let (mut tx, mut rx) = rtrb::RingBuffer::<(FlowRecord, u16, bool)>::new(4096);
+    let (mut tx, mut rx) = rtrb::RingBuffer::<Rec>::new(4096);
     let mut shard = Shard::new(
         levee::pipeline::limits(&cfg),
         levee::pipeline::bounds(&cfg, 1),
@@ -130,12 +127,13 @@ fn pipeline(c: &mut Criterion) {
             .unwrap();
             for r in &out {
                 routing.route(r, |_, _, g, o| {
-                    let _ = tx.push((*r, g, o));
+                    let _ = tx.push(Rec::new(r, g, o));
                 });
             }
-            while let Ok((r, g, o)) = rx.pop() {
-                let host = if o { r.src } else { r.dst };
-                shard.account(&r, host, g, o);
+            if let Ok(chunk) = rx.read_chunk(rx.slots()) {
+                let (a, b) = chunk.as_slices();
+                shard.account_batch(a.iter().chain(b));
+                chunk.commit_all();
             }
         })
     });

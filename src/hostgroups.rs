@@ -3,8 +3,10 @@
 //!
 //! Protected prefixes are few (tens to thousands) and of few distinct
 //! lengths, so the table is one hash map per prefix length, longest first:
-//! a lookup is one probe per distinct length, with no pointer chasing. It is
-//! built once per config and shared read-only by the receive threads.
+//! a lookup is one probe per distinct length, with no pointer chasing. An
+//! IPv4 address outside every prefix (most flow sources) is answered by one
+//! bit of a /16 bitmap. The table is built once per config and shared
+//! read-only by the receive threads.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -48,6 +50,8 @@ type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 /// The compiled prefix table.
 #[derive(Debug, Default, Clone)]
 pub struct Hostgroups {
+    /// Bit n set: some IPv4 prefix overlaps the /16 numbered n.
+    v4_any: Vec<u64>,
     v4: Vec<(u8, IntMap<u32, GroupId>)>,
     v6: Vec<(u8, IntMap<u128, GroupId>)>,
     names: Vec<String>,
@@ -65,6 +69,14 @@ impl Hostgroups {
                         let len = n.prefix_len();
                         let key = mask4(u32::from(n.network()), len);
                         level(&mut t.v4, len).insert(key, id);
+                        if t.v4_any.is_empty() {
+                            t.v4_any = vec![0; 1024];
+                        }
+                        let first = key >> 16;
+                        let count = 1u32 << 16u8.saturating_sub(len);
+                        for b in first..first + count {
+                            t.v4_any[(b / 64) as usize] |= 1 << (b % 64);
+                        }
                     }
                     IpNet::V6(n) => {
                         let len = n.prefix_len();
@@ -92,6 +104,14 @@ impl Hostgroups {
     pub fn lookup(&self, addr: &Addr) -> Option<GroupId> {
         if addr.is_v4_mapped() {
             let ip = u32::from_be_bytes([addr.0[12], addr.0[13], addr.0[14], addr.0[15]]);
+            let b = ip >> 16;
+            if self
+                .v4_any
+                .get((b / 64) as usize)
+                .is_none_or(|w| w & (1 << (b % 64)) == 0)
+            {
+                return None;
+            }
             self.v4
                 .iter()
                 .find_map(|(len, m)| m.get(&mask4(ip, *len)).copied())
@@ -171,5 +191,40 @@ mod tests {
         assert_eq!(at(&t, "2001:db9::1"), None);
         // An IPv4-mapped IPv6 address is IPv4 here.
         assert_eq!(at(&t, "::ffff:192.0.2.1"), Some("all"));
+    }
+
+    proptest::proptest! {
+        /// Any prefixes, any address: the answer of a brute-force longest
+        /// match (which the /16 bitmap must never cut short).
+        #[test]
+        fn matches_brute_force(
+            prefixes in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..=32), 1..12),
+            probes in proptest::collection::vec(proptest::prelude::any::<u32>(), 64),
+        ) {
+            let nets: Vec<ipnet::Ipv4Net> = prefixes
+                .iter()
+                .map(|&(a, l)| ipnet::Ipv4Net::new(a.into(), l).unwrap().trunc())
+                .collect();
+            let groups: Vec<Hostgroup> = nets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| group(&format!("g{i}"), &[&n.to_string()]))
+                .collect();
+            let t = Hostgroups::new(&groups);
+            // Probe each prefix's first address too, and random ones.
+            let addrs = probes.iter().copied().chain(nets.iter().map(|n| u32::from(n.network())));
+            for a in addrs {
+                let ip = std::net::Ipv4Addr::from(a);
+                // Same length: the later group wins the map insert.
+                let want = nets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.contains(&ip))
+                    .max_by_key(|(i, n)| (n.prefix_len(), *i))
+                    .map(|(i, _)| format!("g{i}"));
+                let got = t.lookup(&Addr::v4(ip.octets())).map(|g| t.name(g).to_owned());
+                proptest::prop_assert_eq!(got, want, "{}", ip);
+            }
+        }
     }
 }

@@ -198,6 +198,16 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             &[],
             live.evicted.load(Ordering::Relaxed),
         );
+        p.family(
+            "levee_hosts_details_refused_total",
+            "counter",
+            "Host-seconds busy enough for detailed statistics that found max_detailed reached.",
+        );
+        p.sample(
+            "levee_hosts_details_refused_total",
+            &[],
+            live.details_refused.load(Ordering::Relaxed),
+        );
         let groups = live
             .groups
             .lock()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use levee_collectors::{Addr, FlowRecord};
 
 use crate::account::sketch::hash_addr;
-use crate::account::{Bounds, Limit, Shard, Snapshot};
+use crate::account::{Bounds, Limit, Rec, Shard, Snapshot};
 use crate::config::Config;
 use crate::detect::{Detector, Event, Settings};
 use crate::hostgroups::{GroupId, Hostgroups};
@@ -21,7 +21,8 @@ use crate::hostgroups::{GroupId, Hostgroups};
 /// Which shard owns an address.
 #[inline]
 pub fn shard_of(a: &Addr, shards: usize) -> usize {
-    (hash_addr(a) % shards as u64) as usize
+    // The hash scaled into [0, shards): a multiply, not a division.
+    ((u128::from(hash_addr(a)) * shards as u128) >> 64) as usize
 }
 
 /// Where records go.
@@ -140,7 +141,7 @@ impl Engine {
             let shards = &mut self.shards;
             let totals = &mut self.totals;
             self.routing.route(r, |i, host, group, outbound| {
-                shards[i].account(r, host, group, outbound);
+                shards[i].account(&Rec::new(r, group, outbound));
                 if !outbound {
                     if let Some(t) = totals {
                         let e = t.entry(host).or_default();

@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use levee::account::{Bounds, Limit, Shard};
+use levee::account::{Bounds, Limit, Rec, Shard};
 use levee_collectors::record::proto;
 use levee_collectors::{Addr, FlowRecord};
 
@@ -65,8 +65,8 @@ fn bytes_per_host(hosts: u32, bounds: Bounds) -> (f64, Shard) {
     shard.advance(1_000_000);
     let r = record();
     for i in 0..hosts {
-        let a = Addr::v4((0x0a00_0000 + i).to_be_bytes());
-        shard.account(&r, a, 0, false);
+        let dst = Addr::v4((0x0a00_0000 + i).to_be_bytes());
+        shard.account(&Rec::new(&FlowRecord { dst, ..r }, 0, false));
     }
     let snap = shard.advance(1_001_000).expect("a second ended");
     drop(snap);

@@ -50,7 +50,7 @@ impl Default for Admission {
 pub struct Published {
     /// Per exporter, as of the last publish.
     pub exporters: Mutex<HashMap<IpAddr, Counters>>,
-    /// Datagrams the kernel dropped on this socket (`SO_RXQ_OVFL`).
+    /// Datagrams the kernel dropped on this socket (its `sk_drops`).
     pub socket_drops: AtomicU64,
     /// Datagrams from sources outside the allow-list.
     pub refused_not_allowed: AtomicU64,

@@ -54,9 +54,73 @@ pub mod class {
     pub const NAMES: [&str; COUNT] = ["all", "tcp", "tcp_syn", "udp", "icmp", "fragment", "other"];
 }
 
+/// A flow record as a shard needs it, with its route: what accounting and
+/// details read, in exactly one cache line (a [`FlowRecord`] is 96 bytes
+/// and carries what only ingest needs). Receivers write these into the
+/// shard rings, so a record costs one line to move between cores.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rec {
+    pub src: Addr,
+    pub dst: Addr,
+    pub packets: u64,
+    pub bytes: u64,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub duration_s: u16,
+    /// The hostgroup of the host accounted.
+    pub group: GroupId,
+    pub protocol: u8,
+    pub tcp_flags: u8,
+    pub ttl: u8,
+    /// [`levee_collectors::record::flags`].
+    pub flags: u8,
+    /// Accounted for its source (the host sent it), not its destination.
+    pub outbound: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Rec>() == 64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+impl Rec {
+    #[inline]
+    pub fn new(r: &FlowRecord, group: GroupId, outbound: bool) -> Rec {
+        Rec {
+            src: r.src,
+            dst: r.dst,
+            packets: r.packets,
+            bytes: r.bytes,
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            duration_s: r.duration_s,
+            group,
+            protocol: r.protocol,
+            tcp_flags: r.tcp_flags,
+            ttl: r.ttl,
+            flags: r.flags,
+            outbound,
+        }
+    }
+
+    /// The host accounted: the destination, or the source when outbound.
+    #[inline]
+    pub fn host(&self) -> Addr {
+        if self.outbound {
+            self.src
+        } else {
+            self.dst
+        }
+    }
+
+    #[inline]
+    pub fn ttl(&self) -> Option<u8> {
+        (self.flags & flags::TTL_KNOWN != 0).then_some(self.ttl)
+    }
+}
+
 /// The class of a record (besides `ALL`, and `TCP` for `TCP_SYN`).
 #[inline]
-pub fn class_of(r: &FlowRecord) -> usize {
+pub fn class_of(r: &Rec) -> usize {
     if r.flags & flags::LATER_FRAGMENT != 0 {
         return class::FRAGMENT;
     }
@@ -136,27 +200,34 @@ pub const SIZE_BOUNDS: [u32; 12] = [
 ];
 
 /// What classification needs about a busy host's inbound traffic, weighted
-/// by (estimated) packets.
+/// by (estimated) packets. `records`, `packets`, `sources` and `classes`
+/// count every record; past [`FULL_RECORDS`] in a second the distributions
+/// (TTLs, ports, top sources, sizes, TCP flags, protocols) are estimated
+/// from a weighted sample.
+///
+/// Laid out in order of use: the counters every record adds first (four
+/// cache lines), then the summaries, then the big arrays.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Details {
     /// Records seen (samples for sFlow): the evidence behind the estimates.
     pub records: u64,
     pub packets: u64,
-    pub sources: Hll,
-    pub ttl: Box<[u64; 256]>,
-    pub ttl_known: u64,
-    pub src_ports: SpaceSaving<u16, 16>,
-    pub dst_ports: SpaceSaving<u16, 16>,
-    pub top_sources: SpaceSaving<Addr, 16>,
-    pub sizes: [u64; SIZE_BOUNDS.len()],
-    pub min_size: u32,
-    pub max_size: u32,
-    pub tcp: [u64; tcpkind::COUNT],
-    pub protocols: SpaceSaving<u8, 8>,
     /// Packets by class, as in [`Counters`] but over the details' lifetime.
     pub classes: [u64; class::COUNT],
+    pub ttl_known: u64,
+    pub min_size: u32,
+    pub max_size: u32,
+    pub sizes: [u64; SIZE_BOUNDS.len()],
+    pub tcp: [u64; tcpkind::COUNT],
+    pub src_ports: SpaceSaving<u16, 16>,
+    pub dst_ports: SpaceSaving<u16, 16>,
     /// UDP packets by source port (top), the amplification signal.
     pub udp_src_ports: SpaceSaving<u16, 16>,
+    pub protocols: SpaceSaving<u8, 8>,
+    pub top_sources: SpaceSaving<Addr, 16>,
+    pub sources: Hll,
+    pub ttl: [u64; 256],
 }
 
 impl Default for Details {
@@ -165,7 +236,7 @@ impl Default for Details {
             records: 0,
             packets: 0,
             sources: Hll::default(),
-            ttl: Box::new([0; 256]),
+            ttl: [0; 256],
             ttl_known: 0,
             src_ports: SpaceSaving::default(),
             dst_ports: SpaceSaving::default(),
@@ -181,12 +252,47 @@ impl Default for Details {
     }
 }
 
+/// Records of a second whose details are all taken; past them, a sample.
+/// A busy host's details (a few KiB) fall out of the caches when thousands
+/// of hosts are busy at once (carpet bombing): sampling bounds the cost per
+/// record while the distributions stay well estimated from hundreds of
+/// records a second.
+const FULL_RECORDS: u64 = 256;
+
 impl Details {
+    /// Fetches the lines `add` will touch for `r` first.
     #[inline]
-    fn add(&mut self, r: &FlowRecord, c: usize, packets: u64, bytes: u64) {
+    fn prefetch(&self, r: &Rec) {
+        let hot = (&raw const self.records).cast::<u8>();
+        for line in 0..4 {
+            prefetch(hot.wrapping_add(line * 64));
+        }
+        prefetch(self.sources.register(hash_addr(&r.src)));
+        prefetch(&self.ttl[usize::from(r.ttl)]);
+        prefetch(&self.top_sources);
+        prefetch(&self.src_ports);
+        prefetch(&self.dst_ports);
+    }
+
+    #[inline]
+    fn add(&mut self, r: &Rec, c: usize, packets: u64, bytes: u64) {
         self.records += 1;
         self.packets += packets;
         self.sources.insert_hash(hash_addr(&r.src));
+        self.classes[class::ALL] += packets;
+        self.classes[c] += packets;
+        if c == class::TCP_SYN {
+            self.classes[class::TCP] += packets;
+        }
+        // Past FULL_RECORDS records in its second, a host's distributions
+        // are estimated from a sample of its records (1 in k, pseudo-random
+        // so that no periodic interleaving of flows can alias with it,
+        // each weighted by k); the counts above stay exact.
+        let k = (self.records / FULL_RECORDS).next_power_of_two();
+        if k > 1 && (self.records.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) & (k - 1) != 0 {
+            return;
+        }
+        let (packets, bytes) = (packets * k, bytes * k);
         if let Some(t) = r.ttl() {
             self.ttl[usize::from(t)] += packets;
             self.ttl_known += packets;
@@ -216,11 +322,6 @@ impl Details {
         }
         if c == class::OTHER {
             self.protocols.add(r.protocol, packets);
-        }
-        self.classes[class::ALL] += packets;
-        self.classes[c] += packets;
-        if c == class::TCP_SYN {
-            self.classes[class::TCP] += packets;
         }
     }
 
@@ -393,11 +494,17 @@ fn slot_class(c: usize) -> usize {
     }
 }
 
-/// Bits of [`Slot::flags_flows`] above the flow count.
+/// Bits of [`Slot::flags_flows`] above the flow count: the slot holds a
+/// host; it has details; its window is over a threshold (a trigger was
+/// raised); details were refused this second (counted once).
+const REFUSED: u32 = 1 << 28;
 const OCCUPIED: u32 = 1 << 29;
 const DETAILED: u32 = 1 << 30;
 const OVER: u32 = 1 << 31;
-const FLOWS: u32 = OCCUPIED - 1;
+const FLOWS: u32 = REFUSED - 1;
+
+/// Records a host needs in its current second to get details.
+const DETAIL_RECORDS: u32 = 4;
 
 /// A host's hot state with its key: exactly one cache line, so accounting a
 /// record costs one memory access in a table far larger than the caches.
@@ -449,7 +556,7 @@ impl Slot {
         self.second = s;
         self.packets = [0; slotclass::COUNT];
         self.bytes = 0;
-        self.flags_flows &= !FLOWS;
+        self.flags_flows &= !(FLOWS | REFUSED);
     }
 
     /// The last second's rate, sliding: the previous second weighted by the
@@ -500,9 +607,9 @@ fn slot_hash(k: u128) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// Hints the CPU to fetch a slot before it is needed.
+/// Hints the CPU to fetch the line holding `p` before it is needed.
 #[inline(always)]
-fn prefetch(p: *const Slot) {
+fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint; it never faults, whatever the address.
     unsafe {
@@ -659,7 +766,8 @@ pub struct ShardStats {
     /// Records for new hosts refused because `max_hosts` was reached.
     pub refused: u64,
     pub evicted: u64,
-    /// Promotions to details refused because the pool was full.
+    /// Host-seconds that were busy enough for details but found the pool
+    /// (`max_detailed`) full.
     pub details_refused: u64,
 }
 
@@ -687,8 +795,10 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-/// Records accounted together, their slots fetched ahead.
-const PREFETCH: usize = 16;
+/// Records [`Shard::account_batch`] takes at a time.
+const CHUNK: usize = 64;
+/// How many records ahead each prefetch stage runs.
+const AHEAD: usize = 8;
 
 impl Shard {
     /// `limits[group]` are the static thresholds checked continuously.
@@ -832,40 +942,62 @@ impl Shard {
         std::mem::take(&mut self.triggers)
     }
 
-    /// Accounts a batch of records, each for `host` in `group` (inbound, or
-    /// outbound for its source), fetching their slots ahead.
-    pub fn account_batch<'a>(
-        &mut self,
-        items: impl IntoIterator<Item = (&'a FlowRecord, Addr, GroupId, bool)>,
-    ) {
-        let mut batch: [(Option<&FlowRecord>, Addr, GroupId, bool); PREFETCH] =
-            [(None, Addr::UNSPECIFIED, 0, false); PREFETCH];
+    /// Accounts a batch of records, fetching what each will touch ahead,
+    /// in two stages: first its slot and cold state, then (those being
+    /// in cache by then) the lines of its details it will update. A busy
+    /// host's details are a pointer away from its cold state; fetched only
+    /// when needed they cost a chain of cache misses per record.
+    pub fn account_batch<'a>(&mut self, items: impl IntoIterator<Item = &'a Rec>) {
+        let mut chunk: [Option<&Rec>; CHUNK] = [None; CHUNK];
         let mut n = 0;
-        for item in items {
-            let key = u128::from_be_bytes(item.1 .0);
-            prefetch(&self.table.slots[self.table.home(key)]);
-            batch[n] = (Some(item.0), item.1, item.2, item.3);
+        for r in items {
+            chunk[n] = Some(r);
             n += 1;
-            if n == PREFETCH {
-                for (r, host, group, out) in &batch[..n] {
-                    if let Some(r) = r {
-                        self.account(r, *host, *group, *out);
-                    }
-                }
+            if n == CHUNK {
+                self.account_chunk(&chunk);
                 n = 0;
             }
         }
-        for (r, host, group, out) in &batch[..n] {
-            if let Some(r) = r {
-                self.account(r, *host, *group, *out);
+        self.account_chunk(&chunk[..n]);
+    }
+
+    fn account_chunk(&mut self, chunk: &[Option<&Rec>]) {
+        let n = chunk.len();
+        let home = |t: &Table, r: &Rec| t.home(u128::from_be_bytes(r.host().0));
+        // The records themselves come from a ring another core just wrote.
+        for r in chunk.iter().take(AHEAD).flatten() {
+            prefetch(*r);
+        }
+        for j in 0..n + 2 * AHEAD {
+            if let Some(Some(r)) = chunk.get(j + AHEAD) {
+                prefetch(*r);
+            }
+            if let Some(Some(r)) = chunk.get(j) {
+                let h = home(&self.table, r);
+                prefetch(&self.table.slots[h]);
+                prefetch(&self.table.cold[h]);
+            }
+            if let Some(Some(r)) = j.checked_sub(AHEAD).and_then(|k| chunk.get(k)) {
+                let h = home(&self.table, r);
+                if let Some(d) = self.table.cold[h].details.as_deref() {
+                    if !r.outbound {
+                        d.prefetch(r);
+                    }
+                }
+            }
+            if let Some(Some(r)) = j.checked_sub(2 * AHEAD).and_then(|k| chunk.get(k)) {
+                self.account(r);
             }
         }
     }
 
-    /// Accounts one record for `host` (the destination, or the source when
-    /// `outbound`), a member of `group`.
+    /// Accounts one record for its host (the destination, or the source
+    /// when outbound).
     #[inline]
-    pub fn account(&mut self, r: &FlowRecord, host: Addr, group: GroupId, outbound: bool) {
+    pub fn account(&mut self, r: &Rec) {
+        let host = r.host();
+        let group = r.group;
+        let outbound = r.outbound;
         let key = u128::from_be_bytes(host.0);
         let (i, found) = self.table.find(key);
         let second = self.second as u32;
@@ -879,7 +1011,7 @@ impl Shard {
                 // the dirty list is rebuilt from the slots' seconds.
                 self.table.grow();
                 self.rebuild_dirty();
-                return self.account(r, host, group, outbound);
+                return self.account(r);
             }
             self.table.slots[i] = Slot {
                 key,
@@ -933,12 +1065,19 @@ impl Shard {
         }
         let (wp, wb) = slot.window(self.now_ms % 1000);
 
-        if slot.flags_flows & DETAILED == 0 && wp >= self.bounds.detail_pps {
+        // Details need evidence as well as a rate: under sampled export one
+        // sample already stands for a thousand packets, and details built
+        // from a sample or two a second would describe nothing.
+        if slot.flags_flows & (DETAILED | REFUSED) == 0
+            && wp >= self.bounds.detail_pps
+            && slot.flags_flows & FLOWS >= DETAIL_RECORDS
+        {
             if self.detailed < self.bounds.max_detailed {
                 slot.flags_flows |= DETAILED;
                 cold.details = Some(Box::default());
                 self.detailed += 1;
             } else {
+                slot.flags_flows |= REFUSED;
                 self.stats.details_refused += 1;
             }
         }

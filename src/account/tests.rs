@@ -34,16 +34,18 @@ fn a_second_is_counted_by_class_and_handed_over_when_it_ends() {
     let mut s = shard(None);
     assert!(s.advance(10_000_000).is_none());
     let h = Addr::v4(HOST);
-    s.account(&rec(HOST, proto::TCP, 0x02, 1, 60), h, 0, false);
-    s.account(&rec(HOST, proto::TCP, 0x10, 2, 100), h, 0, false);
-    s.account(&rec(HOST, proto::UDP, 0, 3, 300), h, 0, false);
-    s.account(&rec(HOST, proto::ICMP, 0, 4, 400), h, 0, false);
+    s.account(&Rec::new(&rec(HOST, proto::TCP, 0x02, 1, 60), 0, false));
+    s.account(&Rec::new(&rec(HOST, proto::TCP, 0x10, 2, 100), 0, false));
+    s.account(&Rec::new(&rec(HOST, proto::UDP, 0, 3, 300), 0, false));
+    s.account(&Rec::new(&rec(HOST, proto::ICMP, 0, 4, 400), 0, false));
     let mut frag = rec(HOST, proto::UDP, 0, 5, 500);
     frag.flags |= flags::FRAGMENT | flags::LATER_FRAGMENT;
-    s.account(&frag, h, 0, false);
-    s.account(&rec(HOST, 47, 0, 6, 600), h, 0, false);
+    s.account(&Rec::new(&frag, 0, false));
+    s.account(&Rec::new(&rec(HOST, 47, 0, 6, 600), 0, false));
     // Outbound: the host as a source.
-    s.account(&rec([203, 0, 113, 1], proto::UDP, 0, 7, 700), h, 0, true);
+    let mut out = rec([203, 0, 113, 1], proto::UDP, 0, 7, 700);
+    out.src = h;
+    s.account(&Rec::new(&out, 0, true));
     assert!(s.advance(10_000_999).is_none(), "still the same second");
     let snap = s.advance(10_001_000).expect("the second ended");
     assert_eq!(snap.second, 10_000);
@@ -80,7 +82,7 @@ fn long_flows_add_their_rate_not_their_total() {
     s.advance(5_000_000);
     let mut r = rec(HOST, proto::TCP, 0x10, 60_000, 90_000_000);
     r.duration_s = 60;
-    s.account(&r, Addr::v4(HOST), 0, false);
+    s.account(&Rec::new(&r, 0, false));
     let snap = s.advance(5_001_000).unwrap();
     assert_eq!(snap.hosts[0].inbound.packets[class::ALL], 1_000);
     assert_eq!(snap.hosts[0].inbound.bytes, 1_500_000);
@@ -89,14 +91,13 @@ fn long_flows_add_their_rate_not_their_total() {
 #[test]
 fn a_window_crossing_triggers_at_once_and_re_arms_below() {
     let mut s = shard(Some(1_000));
-    let h = Addr::v4(HOST);
     s.advance(1_000_000);
     // 100 packets every 10 ms: 10k pps; the window reaches 1000 packets after 100 ms.
     let mut t = 1_000_000;
     let mut first = None;
     while t < 1_000_500 {
         s.advance(t);
-        s.account(&rec(HOST, proto::UDP, 0, 100, 5_000), h, 0, false);
+        s.account(&Rec::new(&rec(HOST, proto::UDP, 0, 100, 5_000), 0, false));
         if first.is_none() {
             first = s.take_triggers().into_iter().next();
         }
@@ -109,7 +110,11 @@ fn a_window_crossing_triggers_at_once_and_re_arms_below() {
     // Quiet for two seconds: the window empties and the trigger re-arms.
     s.advance(1_002_500);
     s.advance(1_003_500);
-    s.account(&rec(HOST, proto::UDP, 0, 1_000, 50_000), h, 0, false);
+    s.account(&Rec::new(
+        &rec(HOST, proto::UDP, 0, 1_000, 50_000),
+        0,
+        false,
+    ));
     assert_eq!(s.take_triggers().len(), 1);
 }
 
@@ -117,13 +122,12 @@ fn a_window_crossing_triggers_at_once_and_re_arms_below() {
 fn busy_hosts_get_details() {
     let mut s = shard(None);
     s.advance(7_000_000);
-    let h = Addr::v4(HOST);
     for i in 0..600u32 {
         let mut r = rec(HOST, proto::UDP, 0, 1, 468);
         r.src = Addr::v4((0x0a00_0000 + i).to_be_bytes());
         r.src_port = 123;
         r.ttl = (i % 200) as u8;
-        s.account(&r, h, 0, false);
+        s.account(&Rec::new(&r, 0, false));
     }
     let snap = s.advance(7_001_000).unwrap();
     let d = snap.hosts[0]
@@ -137,6 +141,52 @@ fn busy_hosts_get_details() {
 }
 
 #[test]
+fn a_very_busy_hosts_distributions_are_estimated_from_a_sample() {
+    let mut s = shard(None);
+    s.advance(9_000_000);
+    // 20 000 records in one second, flows interleaved with a period of ten:
+    // seven DNS responses (UDP from port 53, TTL 50), three web requests
+    // (TCP to port 80, TTL 120).
+    for i in 0..20_000u32 {
+        let mut r = if i % 10 < 7 {
+            let mut r = rec(HOST, proto::UDP, 0, 2, 1_000);
+            r.src_port = 53;
+            r.ttl = 50;
+            r
+        } else {
+            let mut r = rec(HOST, proto::TCP, 0x18, 2, 1_000);
+            r.dst_port = 80;
+            r.ttl = 120;
+            r
+        };
+        r.src = Addr::v4((0x0a00_0000 + i % 5_000).to_be_bytes());
+        s.account(&Rec::new(&r, 0, false));
+    }
+    let snap = s.advance(9_001_000).unwrap();
+    let d = snap.hosts[0].details.as_ref().unwrap();
+    // Exact: the counts every record adds.
+    assert_eq!(d.classes[class::ALL], d.packets);
+    assert_eq!(d.records * 2, d.packets);
+    assert!(d.records > 19_000, "details from the first busy moment");
+    let (udp, tcp) = (d.classes[class::UDP] as f64, d.classes[class::TCP] as f64);
+    assert!((udp / (udp + tcp) - 0.7).abs() < 0.01, "{udp} {tcp}");
+    let sources = d.sources.estimate();
+    assert!((sources - 5_000.0).abs() < 500.0, "{sources}");
+    // Estimated: within a few percent of the truth, whatever the period.
+    let near = |got: u64, want: f64| (got as f64 / want - 1.0).abs() < 0.05;
+    let dns = d.udp_src_ports.top()[0];
+    assert_eq!(dns.0, 53);
+    assert!(
+        near(dns.1, 0.7 * d.packets as f64),
+        "{dns:?} of {}",
+        d.packets
+    );
+    assert!(near(d.ttl[50], 0.7 * d.ttl_known as f64), "{}", d.ttl[50]);
+    assert!(near(d.ttl[120], 0.3 * d.ttl_known as f64), "{}", d.ttl[120]);
+    assert!(near(d.ttl_known, d.packets as f64), "{}", d.ttl_known);
+}
+
+#[test]
 fn the_host_table_is_bounded_and_idle_hosts_leave() {
     let bounds = Bounds {
         max_hosts: 100,
@@ -147,7 +197,7 @@ fn the_host_table_is_bounded_and_idle_hosts_leave() {
     s.advance(1_000);
     for i in 0..150u32 {
         let a = (0xc000_0000 + i).to_be_bytes();
-        s.account(&rec(a, proto::UDP, 0, 1, 100), Addr::v4(a), 0, false);
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
     }
     assert_eq!(s.stats.refused, 50);
     s.advance(2_000);
@@ -199,7 +249,7 @@ mod table {
                     prop_assert_eq!(s.stats.hosts as usize, last.len());
                 }
                 let a = 0xc633_0000 + host * 7;
-                s.account(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), Addr::v4(a.to_be_bytes()), 0, false);
+                s.account(&Rec::new(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), 0, false));
                 s.table.check().map_err(TestCaseError::fail)?;
                 *second.entry(a).or_default() += 1;
                 last.insert(a, now / 1000);
@@ -231,7 +281,7 @@ mod table {
                     second.clear();
                 }
                 let a = chain[k];
-                s.account(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), Addr::v4(a.to_be_bytes()), 0, false);
+                s.account(&Rec::new(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), 0, false));
                 s.table.check().map_err(TestCaseError::fail)?;
                 *second.entry(a).or_default() += 1;
             }

@@ -53,7 +53,8 @@ struct Args {
     sampling: u32,
 }
 
-/// Distinct datagrams to cycle through.
+/// Distinct datagrams to cycle through: enough for every host to appear
+/// (`--hosts` / records per datagram), at least this many.
 const VARIANTS: usize = 512;
 /// Datagrams per sendmmsg call.
 const BATCH: usize = 64;
@@ -65,11 +66,17 @@ fn dst(prefix: Ipv4Addr, hosts: u32, i: u32) -> Ipv4Addr {
 
 /// Pre-encoded datagrams and records per datagram (plus a template to send first).
 fn datagrams(a: &Args) -> (Vec<Vec<u8>>, u64, Option<Vec<u8>>) {
-    let mut out = Vec::with_capacity(VARIANTS);
+    let per = match a.format {
+        Format::Netflow5 => 30,
+        Format::Ipfix => 27,
+        Format::Sflow => 8,
+    };
+    let variants = (a.hosts as usize).div_ceil(per).max(VARIANTS);
+    let mut out = Vec::with_capacity(variants);
     let mut n = 0u32;
     match a.format {
         Format::Netflow5 => {
-            for v in 0..VARIANTS {
+            for v in 0..variants {
                 let recs: Vec<nf::V5Record> = (0..30)
                     .map(|j| {
                         n += 1;
@@ -81,7 +88,8 @@ fn datagrams(a: &Args) -> (Vec<Vec<u8>>, u64, Option<Vec<u8>>) {
                             output: 2,
                             packets: 10 + j,
                             octets: 1500 * (10 + j),
-                            first: 3_000_000,
+                            // Flows of nine seconds: a rate, not a burst.
+                            first: 3_590_000,
                             last: 3_599_000,
                             src_port: 1024 + j as u16,
                             dst_port: 443,
@@ -113,7 +121,7 @@ fn datagrams(a: &Args) -> (Vec<Vec<u8>>, u64, Option<Vec<u8>>) {
                 &[Set::Templates(vec![t.clone()])],
                 &mut template,
             );
-            for v in 0..VARIANTS {
+            for v in 0..variants {
                 let recs: Vec<Vec<Value>> = (0..27)
                     .map(|_| {
                         n += 1;
@@ -145,7 +153,7 @@ fn datagrams(a: &Args) -> (Vec<Vec<u8>>, u64, Option<Vec<u8>>) {
             (out, 27, Some(template))
         }
         Format::Sflow => {
-            for v in 0..VARIANTS {
+            for v in 0..variants {
                 let samples = (0..8)
                     .map(|_| {
                         n += 1;
