@@ -494,14 +494,16 @@ fn slot_class(c: usize) -> usize {
     }
 }
 
-/// Bits of [`Slot::flags_flows`] above the flow count: the slot holds a
-/// host; it has details; its window is over a threshold (a trigger was
-/// raised); details were refused this second (counted once).
+/// Bits of [`Slot::flags_flows`] above the flow count: the host has moved
+/// to the larger table (in a table being migrated away from); details were
+/// refused this second (counted once); the slot holds a host; it has
+/// details; its window is over a threshold (a trigger was raised).
+const MOVED: u32 = 1 << 27;
 const REFUSED: u32 = 1 << 28;
 const OCCUPIED: u32 = 1 << 29;
 const DETAILED: u32 = 1 << 30;
 const OVER: u32 = 1 << 31;
-const FLOWS: u32 = REFUSED - 1;
+const FLOWS: u32 = MOVED - 1;
 
 /// Records a host needs in its current second to get details.
 const DETAIL_RECORDS: u32 = 4;
@@ -620,46 +622,115 @@ fn prefetch<T>(p: *const T) {
 }
 
 /// Hosts by address: open addressing with linear probing over one-line
-/// slots (load at most 1/2, doubled when fuller), and the cold state in a
-/// parallel vector. Deletion shifts the probe chain back (no tombstones).
+/// slots, and the cold state in a parallel vector. Deletion shifts the
+/// probe chain back (no tombstones). Growth is the shard's business: it
+/// migrates hosts to a table twice the size a few at a time.
 struct Table {
-    slots: Vec<Slot>,
-    cold: Vec<Cold>,
+    slots: Zeroed<Slot>,
+    cold: Zeroed<Cold>,
     mask: usize,
     len: usize,
 }
 
-/// A vector of `n` defaults whose memory the kernel is asked to back with
-/// huge pages: a table of a million hosts spans hundreds of megabytes, and
-/// with 4 KiB pages nearly every access would also miss the TLB (doubly
-/// costly under a hypervisor). Only advice: without transparent huge pages
-/// nothing changes.
-fn huge_vec<T: Default + Clone>(n: usize) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let start = v.as_ptr() as usize;
-        let end = start + n * std::mem::size_of::<T>();
-        let (a, b) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
-        if b > a {
-            // SAFETY: [a, b) lies inside the vector's own allocation, not
-            // yet touched; MADV_HUGEPAGE only changes how it is backed.
-            unsafe {
-                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+/// Types whose all-zero bytes are a valid value (their `Default`).
+///
+/// # Safety
+/// Implement only for types where every field is an integer, an array of
+/// them, `Option<Box<_>>` (None is the null pointer) or another such type.
+unsafe trait Zeroable {}
+// SAFETY: integers, arrays of integers and u128 keys only.
+unsafe impl Zeroable for Slot {}
+// SAFETY: integers and an Option<Box<Details>>, whose None is null.
+unsafe impl Zeroable for Cold {}
+
+/// `n` zeroed values in a fresh anonymous mapping of their own.
+///
+/// The kernel hands out zero pages lazily, so making a table costs nothing
+/// until its slots are used, and growing a table never stalls the shard on
+/// clearing hundreds of megabytes at once (the global allocator cannot
+/// promise that for 64-byte-aligned types: it zeroes them with a memset).
+/// The mapping is advised to be backed with huge pages: a table of a million
+/// hosts spans hundreds of megabytes, and with 4 KiB pages nearly every
+/// access would also miss the TLB (doubly costly under a hypervisor). Only
+/// advice: without transparent huge pages nothing changes.
+struct Zeroed<T: Zeroable> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: `Zeroed` owns its values like a `Box<[T]>` does.
+unsafe impl<T: Zeroable + Send> Send for Zeroed<T> {}
+
+impl<T: Zeroable> Zeroed<T> {
+    fn new(n: usize) -> Zeroed<T> {
+        let n = n.max(1);
+        let bytes = std::mem::size_of::<T>()
+            .checked_mul(n)
+            .expect("table size fits in memory");
+        assert!(std::mem::align_of::<T>() <= 4096 && bytes > 0);
+        // SAFETY: an anonymous private mapping of `bytes` bytes; the kernel
+        // returns it zero-filled and page-aligned (which satisfies `T`'s
+        // alignment, asserted above), and all-zero bytes are valid `T`s.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                let layout = std::alloc::Layout::array::<T>(n).expect("table layout");
+                std::alloc::handle_alloc_error(layout);
+            }
+            #[cfg(target_os = "linux")]
+            libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
+            Zeroed {
+                ptr: std::ptr::NonNull::new_unchecked(p.cast::<T>()),
+                len: n,
             }
         }
     }
-    v.resize(n, T::default());
-    v
+}
+
+impl<T: Zeroable> std::ops::Deref for Zeroed<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` initialised values (zeroed) live at `ptr`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> std::ops::DerefMut for Zeroed<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as for `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> Drop for Zeroed<T> {
+    fn drop(&mut self) {
+        // SAFETY: the values are dropped once, then the mapping made in
+        // `new` (of exactly this size) is removed; nothing refers to it.
+        unsafe {
+            if std::mem::needs_drop::<T>() {
+                std::ptr::drop_in_place(&mut **self as *mut [T]);
+            }
+            libc::munmap(
+                self.ptr.as_ptr().cast(),
+                std::mem::size_of::<T>() * self.len,
+            );
+        }
+    }
 }
 
 impl Table {
     fn with_capacity(n: usize) -> Table {
         let cap = (n * 2).next_power_of_two().max(1024);
         Table {
-            slots: huge_vec(cap),
-            cold: huge_vec(cap),
+            slots: Zeroed::new(cap),
+            cold: Zeroed::new(cap),
             mask: cap - 1,
             len: 0,
         }
@@ -686,24 +757,25 @@ impl Table {
         }
     }
 
-    fn grow(&mut self) {
-        let old_slots = std::mem::take(&mut self.slots);
-        let old_cold = std::mem::take(&mut self.cold);
-        let cap = (old_slots.len() * 2).max(1024);
-        self.slots = huge_vec(cap);
-        self.cold = huge_vec(cap);
-        self.mask = cap - 1;
-        for (s, c) in old_slots.into_iter().zip(old_cold) {
-            if s.occupied() {
-                let (i, _) = self.find(s.key);
-                self.slots[i] = s;
-                self.cold[i] = c;
+    /// The slot of `key` if it is still here (in a table being migrated
+    /// away from, moved hosts are skipped but keep the probe chains).
+    fn find_live(&self, key: u128) -> Option<usize> {
+        let mut i = self.home(key);
+        loop {
+            let s = &self.slots[i];
+            if !s.occupied() {
+                return None;
             }
+            if s.key == key && s.flags_flows & MOVED == 0 {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
         }
     }
 
     /// The linear-probing invariant: every member is reachable from its
-    /// home slot without crossing an empty one, and `len` counts them.
+    /// home slot without crossing an empty one, and `len` counts those not
+    /// moved away.
     #[cfg(test)]
     fn check(&self) -> Result<(), String> {
         let mut n = 0;
@@ -711,7 +783,7 @@ impl Table {
             if !s.occupied() {
                 continue;
             }
-            n += 1;
+            n += usize::from(s.flags_flows & MOVED == 0);
             let mut i = self.home(s.key);
             while i != pos {
                 if !self.slots[i].occupied() {
@@ -771,10 +843,27 @@ pub struct ShardStats {
     pub details_refused: u64,
 }
 
+/// Tag on dirty-list entries that index the table being migrated away from.
+const OLD: u32 = 1 << 31;
+/// Old slots migrated with each new host while a migration runs (enough to
+/// finish before the new table fills), and at the end of each second.
+const MIGRATE_PER_INSERT: usize = 16;
+const MIGRATE_PER_SECOND: usize = 1 << 16;
+
 /// The hosts of one shard, and their current second.
+///
+/// When the table passes half full it is not rebuilt at once (a million
+/// hosts would stall the shard for half a second, its rings overflowing):
+/// a table twice the size takes over, and the hosts move across a few at a
+/// time — each new host moves sixteen old slots, each second's end 65536,
+/// and a host found still in the old table moves as it is found.
 pub struct Shard {
     table: Table,
-    /// Slots touched in the current second.
+    /// The table being migrated away from, and the next slot to migrate.
+    old: Option<Table>,
+    migrated: usize,
+    /// Slots touched in the current second (tagged [`OLD`] for the old
+    /// table's).
     dirty: Vec<u32>,
     limits: Vec<Limit>,
     bounds: Bounds,
@@ -789,7 +878,7 @@ pub struct Shard {
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shard")
-            .field("hosts", &self.table.len)
+            .field("hosts", &self.hosts())
             .field("second", &self.second)
             .finish()
     }
@@ -805,6 +894,8 @@ impl Shard {
     pub fn new(limits: Vec<Limit>, bounds: Bounds) -> Shard {
         Shard {
             table: Table::with_capacity(1024),
+            old: None,
+            migrated: 0,
             dirty: Vec::new(),
             limits,
             bounds,
@@ -851,15 +942,27 @@ impl Shard {
         snap
     }
 
+    /// Hosts tracked, in both tables while migrating.
+    fn hosts(&self) -> usize {
+        self.table.len + self.old.as_ref().map_or(0, |o| o.len)
+    }
+
     fn finish_second(&mut self) -> Snapshot {
         let second = self.second as u32;
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let mut hosts = Vec::with_capacity(self.dirty.len());
-        for &i in &self.dirty {
-            let i = i as usize;
-            let (slot, cold) = (&mut self.table.slots[i], &mut self.table.cold[i]);
-            if !slot.occupied() {
+        for &d in &self.dirty {
+            let i = (d & !OLD) as usize;
+            let (slot, cold) = if d & OLD == 0 {
+                (&mut self.table.slots[i], &mut self.table.cold[i])
+            } else if let Some(old) = &mut self.old {
+                (&mut old.slots[i], &mut old.cold[i])
+            } else {
+                continue;
+            };
+            // A host moved across since is on the list again, untagged.
+            if !slot.occupied() || slot.flags_flows & MOVED != 0 {
                 continue;
             }
             let inbound = if slot.second == second {
@@ -897,15 +1000,103 @@ impl Shard {
         }
         self.dirty.clear();
         self.evict(u64::from(second));
-        if self.table.len * 2 > self.table.slots.len() {
-            self.table.grow();
+        self.migrate(MIGRATE_PER_SECOND);
+        if self.old.is_none() && self.table.len * 2 > self.table.slots.len() {
+            self.start_growth();
         }
-        self.stats.hosts = self.table.len as u64;
+        self.stats.hosts = self.hosts() as u64;
         self.stats.detailed = self.detailed as u64;
         Snapshot {
             second: u64::from(second),
             hosts,
         }
+    }
+
+    /// A table twice the size takes over; hosts move to it over time. A
+    /// migration still running is finished first.
+    fn start_growth(&mut self) {
+        self.migrate(usize::MAX);
+        let cap = self.table.slots.len() * 2;
+        let old = std::mem::replace(&mut self.table, Table::with_capacity(cap / 2));
+        self.old = Some(old);
+        self.migrated = 0;
+        self.evict_cursor = 0;
+        for d in &mut self.dirty {
+            *d |= OLD;
+        }
+    }
+
+    /// Moves host `j` of the old table to slot `i` of the new one (found
+    /// empty for its key), keeping it on the dirty list if it had traffic
+    /// this second.
+    fn move_over(&mut self, j: usize, i: usize) {
+        let Some(old) = &mut self.old else { return };
+        let slot = old.slots[j];
+        old.slots[j].flags_flows |= MOVED;
+        old.len -= 1;
+        self.table.slots[i] = slot;
+        self.table.cold[i] = std::mem::take(&mut old.cold[j]);
+        self.table.len += 1;
+        let second = self.second as u32;
+        if slot.second == second || self.table.cold[i].out_second == second {
+            self.dirty.push(i as u32);
+        }
+    }
+
+    /// Migrates up to `n` old slots; drops the old table when done.
+    fn migrate(&mut self, n: usize) {
+        let Some(old) = &self.old else { return };
+        let end = self.migrated.saturating_add(n).min(old.slots.len());
+        for j in self.migrated..end {
+            let Some(old) = &self.old else { return };
+            let s = &old.slots[j];
+            if !s.occupied() || s.flags_flows & MOVED != 0 {
+                continue;
+            }
+            let (i, _) = self.table.find(s.key);
+            self.move_over(j, i);
+        }
+        self.migrated = end;
+        if self.old.as_ref().is_some_and(|o| end == o.slots.len()) {
+            self.old = None;
+            self.dirty.retain(|d| d & OLD == 0);
+        }
+    }
+
+    /// The slot of `key` in the current table — moved across first if it
+    /// was still in the old one — or the empty slot where it would go.
+    #[inline]
+    fn locate(&mut self, key: u128) -> (usize, bool) {
+        let (i, found) = self.table.find(key);
+        if found {
+            return (i, true);
+        }
+        match self.old.as_ref().and_then(|o| o.find_live(key)) {
+            Some(j) => {
+                self.move_over(j, i);
+                (i, true)
+            }
+            None => (i, false),
+        }
+    }
+
+    /// Checks both tables' invariants (tests).
+    #[cfg(test)]
+    fn check(&self) -> Result<(), String> {
+        self.table.check()?;
+        if let Some(old) = &self.old {
+            old.check()?;
+            for s in old
+                .slots
+                .iter()
+                .filter(|s| s.occupied() && s.flags_flows & MOVED == 0)
+            {
+                if self.table.find(s.key).1 {
+                    return Err("a host in both tables".into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forgets hosts idle longer than `idle_s`, a share of the table per
@@ -999,20 +1190,21 @@ impl Shard {
         let group = r.group;
         let outbound = r.outbound;
         let key = u128::from_be_bytes(host.0);
-        let (i, found) = self.table.find(key);
+        let (mut i, found) = self.locate(key);
         let second = self.second as u32;
         if !found {
-            if self.table.len >= self.bounds.max_hosts {
+            if self.hosts() >= self.bounds.max_hosts {
                 self.stats.refused += 1;
                 return;
             }
-            if (self.table.len + 1) * 8 > self.table.slots.len() * 7 {
-                // Nearly full mid-second: grow now and find the slot again;
-                // the dirty list is rebuilt from the slots' seconds.
-                self.table.grow();
-                self.rebuild_dirty();
-                return self.account(r);
+            if self.old.is_some() {
+                self.migrate(MIGRATE_PER_INSERT);
             }
+            if (self.table.len + 1) * 8 > self.table.slots.len() * 7 {
+                // Filling fast within a second: start growing now.
+                self.start_growth();
+            }
+            i = self.table.find(key).0;
             self.table.slots[i] = Slot {
                 key,
                 second,
@@ -1108,17 +1300,6 @@ impl Shard {
         } else if !over && slot.flags_flows & OVER != 0 {
             slot.flags_flows &= !OVER; // re-armed below the threshold
         }
-    }
-
-    fn rebuild_dirty(&mut self) {
-        let second = self.second as u32;
-        self.dirty = (0..self.table.slots.len())
-            .filter(|&i| {
-                let s = &self.table.slots[i];
-                s.occupied() && (s.second == second || self.table.cold[i].out_second == second)
-            })
-            .map(|i| i as u32)
-            .collect();
     }
 }
 

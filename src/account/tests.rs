@@ -187,6 +187,52 @@ fn a_very_busy_hosts_distributions_are_estimated_from_a_sample() {
 }
 
 #[test]
+fn the_table_grows_a_few_hosts_at_a_time() {
+    let mut s = shard(None);
+    s.advance(3_000_000);
+    let put = |s: &mut Shard, i: u32, packets: u64| {
+        let a = (0xc000_0000 + i).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, packets, 100), 0, false));
+    };
+    let mut migrating = 0;
+    for i in 0..5_000 {
+        put(&mut s, i, 1);
+        migrating += usize::from(s.old.is_some());
+    }
+    // 2048 slots, then 4096, then 8192: each time the old table's hosts
+    // move across with the next hundreds of new ones, not all at once.
+    assert!(migrating > 300, "{migrating}");
+    let first = s.advance(3_001_000).unwrap();
+    assert_eq!(first.hosts.len(), 5_000);
+    // Past half full at the second's end: growing. Everyone comes back
+    // while the old table still holds them (each moves as it is found),
+    // then 4000 new hosts arrive.
+    assert!(s.old.is_some());
+    for i in 0..5_000 {
+        put(&mut s, i, 2);
+    }
+    assert!(s.old.is_some());
+    s.check().unwrap();
+    for i in 5_000..9_000 {
+        put(&mut s, i, 3);
+    }
+    s.check().unwrap();
+    let next = s.advance(3_002_000).unwrap();
+    assert_eq!(next.hosts.len(), 9_000);
+    for h in &next.hosts {
+        let i = u32::from_be_bytes(h.addr.0[12..].try_into().unwrap()) - 0xc000_0000;
+        assert_eq!(h.inbound.packets[class::ALL], if i < 5_000 { 2 } else { 3 });
+    }
+    assert_eq!(s.stats.hosts, 9_000);
+    // A few seconds' ends finish the move.
+    for t in 3..6 {
+        s.advance(3_000_000 + t * 1000);
+    }
+    assert!(s.old.is_none());
+    s.check().unwrap();
+}
+
+#[test]
 fn the_host_table_is_bounded_and_idle_hosts_leave() {
     let bounds = Bounds {
         max_hosts: 100,
@@ -250,12 +296,56 @@ mod table {
                 }
                 let a = 0xc633_0000 + host * 7;
                 s.account(&Rec::new(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), 0, false));
-                s.table.check().map_err(TestCaseError::fail)?;
+                s.check().map_err(TestCaseError::fail)?;
                 *second.entry(a).or_default() += 1;
                 last.insert(a, now / 1000);
             }
             let snap = s.flush();
             check(snap, &mut second, &mut last)?;
+        }
+
+        /// Thousands of hosts arriving within seconds and leaving: the table
+        /// grows while hosts come and go, migrating a few at a time, and
+        /// every host is still found once, counted once, forgotten when idle.
+        #[test]
+        fn growth_loses_nobody(ops in proptest::collection::vec((0u32..6000, 0u64..400), 1..6000), idle in 0u64..3) {
+            let bounds = Bounds { max_hosts: 100_000, idle_s: idle, detail_pps: u64::MAX, ..Bounds::default() };
+            let mut s = Shard::new(vec![Limit::default()], bounds);
+            let mut now = 60_000_000u64;
+            s.advance(now);
+            let mut second: BTreeMap<u32, u32> = BTreeMap::new();
+            let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+            for (host, dt) in ops {
+                // Mostly the same second: hosts pile up before it ends.
+                if dt == 0 {
+                    now += 700;
+                }
+                if let Some(snap) = s.advance(now) {
+                    let got: BTreeMap<u32, u32> = snap
+                        .hosts
+                        .iter()
+                        .map(|h| (u32::from_be_bytes(h.addr.0[12..].try_into().unwrap()), h.inbound.packets[class::ALL]))
+                        .collect();
+                    prop_assert_eq!(got.len(), snap.hosts.len(), "a host reported twice");
+                    prop_assert_eq!(&got, &second);
+                    second.clear();
+                    last.retain(|_, &mut l| l + idle >= snap.second);
+                    // Eviction is exact only while the whole table is swept
+                    // each second; never early.
+                    prop_assert!(s.stats.hosts as usize >= last.len());
+                }
+                let a = 0xc000_0000 + host;
+                s.account(&Rec::new(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), 0, false));
+                *second.entry(a).or_default() += 1;
+                last.insert(a, now / 1000);
+                if host % 64 == 0 {
+                    s.check().map_err(TestCaseError::fail)?;
+                }
+            }
+            s.check().map_err(TestCaseError::fail)?;
+            let snap = s.flush();
+            let n: u32 = snap.hosts.iter().map(|h| h.inbound.packets[class::ALL]).sum();
+            prop_assert_eq!(n, second.values().sum::<u32>());
         }
 
         /// One long probe chain that wraps around the table's end, its
@@ -282,7 +372,7 @@ mod table {
                 }
                 let a = chain[k];
                 s.account(&Rec::new(&rec(a.to_be_bytes(), proto::UDP, 0, 1, 100), 0, false));
-                s.table.check().map_err(TestCaseError::fail)?;
+                s.check().map_err(TestCaseError::fail)?;
                 *second.entry(a).or_default() += 1;
             }
         }
