@@ -4,8 +4,10 @@
 //! (a pcap, like a mirror port) and, through [`export`], as the flow export a
 //! router would send (sampled sFlow, IPFIX). Tests call it directly; the
 //! `levee-scenario` binary writes the same traffic to files, so anyone can
-//! regenerate every capture a test uses.
+//! regenerate every capture a test uses. [`gobgpd`] runs real BGP peers
+//! (levee's speaker and a border router) for the mitigation tests.
 
 pub mod attacks;
 pub mod export;
+pub mod gobgpd;
 pub mod scenario;

@@ -1,0 +1,230 @@
+//! The gobgpd client: announce, withdraw, list what levee originated, and
+//! read peer states, over gobgpd's gRPC API.
+//!
+//! Every call has a deadline, so a hung daemon is an error, not a stall.
+//! Withdrawal always names the path: a `DeletePath` with neither a path nor
+//! a uuid deletes every locally originated path, and this client cannot
+//! send one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::gobgp::{self, apipb};
+use crate::model::Route;
+
+type Api = apipb::gobgp_api_client::GobgpApiClient<Channel>;
+
+/// How long one call to gobgpd may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// gobgpd cannot be reached (not running, wrong address, timed out).
+    #[error("gobgpd at {addr} is unreachable: {reason}")]
+    Unavailable { addr: SocketAddr, reason: String },
+    /// gobgpd answered with an error.
+    #[error("gobgpd refused {what}: {message}")]
+    Refused { what: String, message: String },
+}
+
+/// What was sent and what gobgpd answered: the mitigation log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The request exactly as sent (protobuf bytes, hex).
+    pub payload: String,
+    /// gobgpd's answer: the path's uuid (hex) for an announcement, "ok"
+    /// for a withdrawal.
+    pub response: String,
+}
+
+/// A BGP neighbour of the speaker and its session state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub address: String,
+    pub asn: u32,
+    /// `established`, `active`, `idle`, … (gobgpd's name, lower case).
+    pub state: String,
+}
+
+impl Peer {
+    pub fn established(&self) -> bool {
+        self.state == "established"
+    }
+}
+
+/// A connection to levee's gobgpd.
+#[derive(Debug, Clone)]
+pub struct Speaker {
+    addr: SocketAddr,
+    api: Api,
+}
+
+impl Speaker {
+    /// Connects to gobgpd's gRPC API at `addr`.
+    pub async fn connect(addr: SocketAddr) -> Result<Speaker, Error> {
+        let unavailable = |reason: String| Error::Unavailable { addr, reason };
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| unavailable(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unavailable(source_chain(&e)))?;
+        let mut s = Speaker {
+            addr,
+            api: Api::new(channel),
+        };
+        // A gRPC connection is not yet a gobgpd: ask it something.
+        s.api
+            .get_bgp(apipb::GetBgpRequest {})
+            .await
+            .map_err(|e| s.status("GetBgp", e))?;
+        Ok(s)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn status(&self, what: &str, e: tonic::Status) -> Error {
+        match e.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                Error::Unavailable {
+                    addr: self.addr,
+                    reason: format!("{what}: {}", e.message()),
+                }
+            }
+            _ => Error::Refused {
+                what: what.to_owned(),
+                message: e.message().to_owned(),
+            },
+        }
+    }
+
+    /// Announces `route` (replacing any path with the same NLRI).
+    pub async fn announce(&mut self, route: &Route) -> Result<Sent, Error> {
+        let req = apipb::AddPathRequest {
+            table_type: apipb::TableType::Global as i32,
+            vrf_id: String::new(),
+            path: Some(gobgp::path(route)),
+        };
+        let payload = hex::encode(req.encode_to_vec());
+        let r = self
+            .api
+            .add_path(req)
+            .await
+            .map_err(|e| self.status(&format!("announcing {route}"), e))?;
+        Ok(Sent {
+            payload,
+            response: hex::encode(r.into_inner().uuid),
+        })
+    }
+
+    /// Withdraws `route`, named by its path (never by an empty request).
+    pub async fn withdraw(&mut self, route: &Route) -> Result<Sent, Error> {
+        let path = gobgp::path(route);
+        let req = apipb::DeletePathRequest {
+            table_type: apipb::TableType::Global as i32,
+            vrf_id: String::new(),
+            family: path.family,
+            path: Some(path),
+            uuid: Vec::new(),
+        };
+        let payload = hex::encode(req.encode_to_vec());
+        self.api
+            .delete_path(req)
+            .await
+            .map_err(|e| self.status(&format!("withdrawing {route}"), e))?;
+        Ok(Sent {
+            payload,
+            response: "ok".to_owned(),
+        })
+    }
+
+    /// The routes in gobgpd's global RIB that were put there over the API,
+    /// in levee's families, read back as levee routes. Paths levee cannot
+    /// read (another tool's) are counted in the second value, not returned.
+    pub async fn local_routes(&mut self) -> Result<(Vec<Route>, usize), Error> {
+        let mut out = Vec::new();
+        let mut foreign = 0;
+        for family in gobgp::families() {
+            let req = apipb::ListPathRequest {
+                table_type: apipb::TableType::Global as i32,
+                family: Some(family),
+                ..Default::default()
+            };
+            let mut stream = self
+                .api
+                .list_path(req)
+                .await
+                .map_err(|e| self.status("ListPath", e))?
+                .into_inner();
+            loop {
+                let msg = stream
+                    .message()
+                    .await
+                    .map_err(|e| self.status("ListPath", e))?;
+                let Some(msg) = msg else { break };
+                let Some(d) = msg.destination else { continue };
+                for p in d.paths.iter().filter(|p| gobgp::is_local(p)) {
+                    match gobgp::route(p) {
+                        Some(r) => out.push(r),
+                        None => foreign += 1,
+                    }
+                }
+            }
+        }
+        Ok((out, foreign))
+    }
+
+    /// The speaker's neighbours and their session states.
+    pub async fn peers(&mut self) -> Result<Vec<Peer>, Error> {
+        let mut stream = self
+            .api
+            .list_peer(apipb::ListPeerRequest::default())
+            .await
+            .map_err(|e| self.status("ListPeer", e))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(|e| self.status("ListPeer", e))?
+        {
+            let Some(p) = m.peer else { continue };
+            let conf = p.conf.unwrap_or_default();
+            let state = p
+                .state
+                .map(|s| {
+                    apipb::peer_state::SessionState::try_from(s.session_state)
+                        .map(|x| x.as_str_name().to_ascii_lowercase())
+                        .unwrap_or_else(|_| "unknown".to_owned())
+                })
+                .unwrap_or_else(|| "unknown".to_owned());
+            out.push(Peer {
+                address: conf.neighbor_address,
+                asn: conf.peer_asn,
+                state,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
