@@ -74,6 +74,49 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The mitigations in force and the newest log entries. With levee
+    /// stopped: the intents it will restore, and the stored log.
+    pub fn mitigations(&self, log: usize) -> anyhow::Result<serde_json::Value> {
+        match self {
+            Admin::Socket(p) => request(p, "GET", &format!("/api/v1/mitigations?log={log}"), None),
+            Admin::Store { store, .. } => {
+                let active: Vec<serde_json::Value> = store
+                    .intents()?
+                    .iter()
+                    .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                    .collect();
+                let log: Vec<serde_json::Value> = store
+                    .mitigation_log_newest(log)?
+                    .iter()
+                    .filter_map(|v| serde_json::from_slice(v).ok())
+                    .collect();
+                Ok(serde_json::json!({ "bgp_up": false, "active": active, "log": log }))
+            }
+        }
+    }
+
+    /// Announces a mitigation by hand; levee must be running.
+    pub fn announce(&self, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        match self {
+            Admin::Socket(p) => request(p, "POST", "/api/v1/mitigations", Some(body)),
+            Admin::Store { .. } => {
+                bail!("levee is not running; mitigations are announced by the running levee")
+            }
+        }
+    }
+
+    /// Withdraws a mitigation by id; levee must be running.
+    pub fn withdraw(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        match self {
+            Admin::Socket(p) => request(p, "DELETE", &format!("/api/v1/mitigations/{id}"), None),
+            Admin::Store { .. } => {
+                bail!("levee is not running; its routes are withdrawn by the running levee (or by gobgpd's dead-man when levee stays down)")
+            }
+        }
+    }
+}
+
 /// One HTTP/1.1 request over the admin socket; the JSON answer, or the
 /// API's error message.
 fn request<T: DeserializeOwned>(

@@ -9,7 +9,7 @@
 //! Errors are JSON `{"error": "…"}` with the right status; store and
 //! internal errors are a 500 whose details go to the log, not the client.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -89,6 +89,8 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .route("/hosts/{addr}", get(host))
         .route("/hostgroups", get(hostgroups))
         .route("/hostgroups/{name}", get(hostgroup))
+        .route("/mitigations", get(mitigations).post(announce))
+        .route("/mitigations/{id}", delete(withdraw))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -479,6 +481,165 @@ async fn hostgroup(
         "seconds": seconds,
         "minutes": minutes,
     })))
+}
+
+fn decided_by(who: &Principal) -> String {
+    match who {
+        Principal::Local => "system:cli".to_owned(),
+        Principal::Key(k) => format!("apikey:{}", k.id),
+    }
+}
+
+fn mitigation_task(s: &WebState) -> Result<&crate::mitigation::service::Handle, ApiError> {
+    s.mitigation.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mitigation is not running".to_owned(),
+        )
+    })
+}
+
+/// The mitigations in force and the newest entries of the mitigation log.
+async fn mitigations(
+    State(s): State<WebState>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (active, bgp_up) = match &s.mitigation {
+        Some(h) => (
+            h.shared
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            h.shared.bgp_up.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        None => (Vec::new(), false),
+    };
+    let active: Vec<serde_json::Value> = active
+        .iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or_default();
+            v["created"] = serde_json::json!(crate::report::rfc3339_ms(m.created_ms));
+            v["expires"] = serde_json::json!(crate::report::rfc3339_ms(m.expires_ms));
+            v["text"] = serde_json::json!(m.route.to_string());
+            v
+        })
+        .collect();
+    let store = s.store.clone();
+    let limit = q.log.unwrap_or(100).min(10_000);
+    let log = tokio::task::spawn_blocking(move || store.mitigation_log_newest(limit))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let log: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .collect();
+    Ok(Json(serde_json::json!({
+        "bgp_up": bgp_up,
+        "active": active,
+        "log": log,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    /// How many log entries (default 100).
+    log: Option<usize>,
+}
+
+/// A manual announcement.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Announce {
+    host: std::net::IpAddr,
+    level: crate::config::Level,
+    /// Humantime, default one hour.
+    ttl: Option<String>,
+    /// FlowSpec only: narrow the rule (default: all traffic to the host).
+    #[serde(default)]
+    protocols: Vec<u8>,
+    #[serde(default)]
+    src_ports: Vec<u16>,
+    #[serde(default)]
+    dst_ports: Vec<u16>,
+    /// FlowSpec only: rate-limit to bytes/s instead of discarding.
+    rate_limit: Option<u32>,
+}
+
+async fn announce(
+    State(s): State<WebState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Json<Announce>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(a) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let ttl = match &a.ttl {
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("ttl `{t}`: {e}")))?,
+        None => std::time::Duration::from_secs(3600),
+    };
+    let narrowed = !(a.protocols.is_empty() && a.src_ports.is_empty() && a.dst_ports.is_empty())
+        || a.rate_limit.is_some();
+    let rule = if a.level == crate::config::Level::Flowspec {
+        let action = match a.rate_limit {
+            Some(b) => levee_bgp::FlowAction::rate_limit(b),
+            None => levee_bgp::FlowAction::Discard,
+        };
+        let one = |p: &Vec<u16>| p.iter().map(|p| levee_bgp::Range::one(*p)).collect();
+        Some(levee_bgp::FlowSpecRule {
+            protocols: a.protocols.clone(),
+            src_ports: one(&a.src_ports),
+            dst_ports: one(&a.dst_ports),
+            ..levee_bgp::FlowSpecRule::to(crate::mitigation::rules::host_net(a.host), action)
+        })
+    } else if narrowed {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "protocols, ports and rate_limit narrow FlowSpec rules only".to_owned(),
+        ));
+    } else {
+        None
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    mitigation_task(&s)?
+        .command(crate::mitigation::service::Command::Announce {
+            host: a.host,
+            level: a.level,
+            rule,
+            ttl,
+            actor: decided_by(&who),
+            reply,
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let made = rx
+        .await
+        .map_err(internal)?
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(made).unwrap_or_default()),
+    ))
+}
+
+async fn withdraw(
+    State(s): State<WebState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    mitigation_task(&s)?
+        .command(crate::mitigation::service::Command::Withdraw {
+            id: id.clone(),
+            actor: decided_by(&who),
+            reply,
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    rx.await
+        .map_err(internal)?
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(serde_json::json!({ "withdrawn": id })))
 }
 
 /// Key management needs the admin socket or a write key.

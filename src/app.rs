@@ -141,7 +141,14 @@ async fn control_plane(
         &config_rx.borrow().config.collector,
         &mut || Box::new(dataplane.sink()),
     )?);
-    dataplane.start(&config_rx.borrow().config, store.clone(), audit.clone())?;
+    let mitigation =
+        crate::mitigation::service::start(config_rx.clone(), store.clone(), audit.clone());
+    dataplane.start(
+        &config_rx.borrow().config,
+        store.clone(),
+        audit.clone(),
+        Some(mitigation.clone()),
+    )?;
     tracing::info!(shards = dataplane.shards(), "Detection running");
     let dataplane = Arc::new(dataplane);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -155,6 +162,7 @@ async fn control_plane(
         counters: counters.clone(),
         ingest: Some(ingest.clone()),
         dataplane: Some(dataplane.clone()),
+        mitigation: Some(mitigation),
     };
     let admin = bind_admin_socket(store.data_dir())?;
     let (stop_tx, stop_rx) = watch::channel(false);

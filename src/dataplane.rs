@@ -188,6 +188,7 @@ impl Dataplane {
         c: &Config,
         store: Arc<Store>,
         audit: Arc<AuditLog>,
+        mitigation: Option<crate::mitigation::service::Handle>,
     ) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,6 +214,7 @@ impl Dataplane {
             minute: HashMap::new(),
             group_minute: Vec::new(),
             minute_start: 0,
+            mitigation,
         };
         let (shards, settings) = (self.shards, self.settings.clone());
         threads.push(
@@ -464,11 +466,18 @@ struct Outcomes {
     minute: HashMap<[u8; 16], Rollup>,
     group_minute: Vec<Rollup>,
     minute_start: u64,
+    /// Where incidents go to be mitigated.
+    mitigation: Option<crate::mitigation::service::Handle>,
 }
 
 impl Outcomes {
     fn handle(&mut self, events: Vec<Event>, triggers: Option<&[Trigger]>, now: u64) {
         for e in events {
+            if let Some(m) = &self.mitigation {
+                match &e {
+                    Event::Started(i) | Event::Updated(i) | Event::Ended(i) => m.incident(i),
+                }
+            }
             match &e {
                 Event::Started(i) => {
                     self.live.incidents_started.fetch_add(1, Ordering::Relaxed);

@@ -28,6 +28,7 @@ pub mod hostgroups;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod mitigation;
 pub mod pipeline;
 pub mod replay;
 pub mod report;

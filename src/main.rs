@@ -58,6 +58,57 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApikeyCmd,
     },
+    /// List, announce and withdraw mitigations (through the running levee).
+    Mitigation {
+        #[command(subcommand)]
+        cmd: MitigationCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MitigationCmd {
+    /// The mitigations in force and the newest log entries.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log entries to show.
+        #[arg(long, default_value_t = 20)]
+        log: usize,
+        /// Print the JSON the API returns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Announce a mitigation by hand (guards apply).
+    Announce {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The host to protect.
+        host: std::net::IpAddr,
+        /// flowspec, rtbh or scrubbing.
+        #[arg(long)]
+        level: String,
+        /// How long before it is withdrawn by itself.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// FlowSpec: IP protocol numbers to match.
+        #[arg(long = "protocol")]
+        protocols: Vec<u8>,
+        /// FlowSpec: source ports to match.
+        #[arg(long = "src-port")]
+        src_ports: Vec<u16>,
+        /// FlowSpec: destination ports to match.
+        #[arg(long = "dst-port")]
+        dst_ports: Vec<u16>,
+        /// FlowSpec: rate-limit to so many bytes/s instead of discarding.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// Withdraw a mitigation by its id.
+    Withdraw {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +191,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             cmd: AuditCmd::Verify { file, head },
         } => audit_verify(&file, head.as_deref()),
         Cmd::Apikey { cmd } => apikey(cmd),
+        Cmd::Mitigation { cmd } => mitigation(cmd),
         Cmd::Replay {
             config,
             format,
@@ -272,6 +324,95 @@ fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
         ApikeyCmd::Revoke { id, .. } => {
             let k = admin.revoke_key(&id)?;
             eprintln!("revoked API key {} (\"{}\")", k.id, k.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mitigation(cmd: MitigationCmd) -> anyhow::Result<ExitCode> {
+    let path = match &cmd {
+        MitigationCmd::List { config, .. }
+        | MitigationCmd::Announce { config, .. }
+        | MitigationCmd::Withdraw { config, .. } => config.config.clone(),
+    };
+    let loaded = match config::load(&path) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let admin = levee::admin::Admin::connect(&loaded.config.data_dir)?;
+    match cmd {
+        MitigationCmd::List { log, json, .. } => {
+            let v = admin.mitigations(log)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let empty = Vec::new();
+            for m in v["active"].as_array().unwrap_or(&empty) {
+                let shadow = if m["shadow"] == true { " (shadow)" } else { "" };
+                println!(
+                    "{}\t{}\t{}\t{}\tuntil {}{shadow}\t{}",
+                    m["id"].as_str().unwrap_or(""),
+                    m["level"].as_str().unwrap_or(""),
+                    m["host"].as_str().unwrap_or(""),
+                    m["decided_by"].as_str().unwrap_or(""),
+                    levee::report::rfc3339_ms(m["expires_ms"].as_u64().unwrap_or(0)),
+                    m["text"].as_str().unwrap_or(""),
+                );
+            }
+            for e in v["log"].as_array().unwrap_or(&empty).iter().rev() {
+                eprintln!(
+                    "{} {} {} {} {}{}",
+                    e["time"].as_str().unwrap_or(""),
+                    e["action"].as_str().unwrap_or(""),
+                    e["level"].as_str().unwrap_or(""),
+                    e["host"].as_str().unwrap_or(""),
+                    e["reason"].as_str().unwrap_or(""),
+                    e["error"]
+                        .as_str()
+                        .map(|x| format!(" (error: {x})"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        MitigationCmd::Announce {
+            host,
+            level,
+            ttl,
+            protocols,
+            src_ports,
+            dst_ports,
+            rate_limit,
+            ..
+        } => {
+            let made = admin.announce(&serde_json::json!({
+                "host": host,
+                "level": level,
+                "ttl": ttl,
+                "protocols": protocols,
+                "src_ports": src_ports,
+                "dst_ports": dst_ports,
+                "rate_limit": rate_limit,
+            }))?;
+            for m in made.as_array().into_iter().flatten() {
+                let shadow = if m["shadow"] == true {
+                    " (dry run: not sent)"
+                } else {
+                    ""
+                };
+                println!("{}", m["id"].as_str().unwrap_or(""));
+                match serde_json::from_value::<levee_bgp::Route>(m["route"].clone()) {
+                    Ok(r) => eprintln!("announced {r}{shadow}"),
+                    Err(_) => eprintln!("announced {}{shadow}", m["route"]),
+                }
+            }
+        }
+        MitigationCmd::Withdraw { id, .. } => {
+            admin.withdraw(&id)?;
+            eprintln!("withdrawn {id}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -600,6 +600,89 @@ impl Store {
         Ok(out)
     }
 
+    // ---- mitigations: intents (`i/` ‖ route key) and the log (`l/` ‖ ms ‖ seq)
+
+    /// Records a route levee means to have announced; durable on return,
+    /// and written before the route is sent (MIT-10).
+    pub fn intent_put(&self, route_key: &str, record: &[u8]) -> Result<()> {
+        let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
+        self.db.put_cf_opt(
+            self.cf(Cf::Mitigations),
+            key,
+            record,
+            &Self::write_options(Durability::Sync),
+        )?;
+        Ok(())
+    }
+
+    /// Forgets an intent; durable on return.
+    pub fn intent_delete(&self, route_key: &str) -> Result<()> {
+        let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
+        self.db.delete_cf_opt(
+            self.cf(Cf::Mitigations),
+            key,
+            &Self::write_options(Durability::Sync),
+        )?;
+        Ok(())
+    }
+
+    /// Every intent: (route key, record).
+    pub fn intents(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.prefixed(Cf::Mitigations, b"i/").map(|v| {
+            v.into_iter()
+                .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+                .collect()
+        })
+    }
+
+    /// Appends to the mitigation log (MIT-9); durable on return. `seq`
+    /// orders entries of one millisecond.
+    pub fn mitigation_log_put(&self, at_ms: u64, seq: u64, record: &[u8]) -> Result<()> {
+        let mut key = b"l/".to_vec();
+        key.extend_from_slice(&at_ms.to_be_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.db.put_cf_opt(
+            self.cf(Cf::Mitigations),
+            key,
+            record,
+            &Self::write_options(Durability::Sync),
+        )?;
+        Ok(())
+    }
+
+    /// The newest mitigation log entries, newest first, at most `limit`.
+    pub fn mitigation_log_newest(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let end = b"l0".to_vec(); // just past every `l/` key
+        for kv in self.db.iterator_cf(
+            self.cf(Cf::Mitigations),
+            IteratorMode::From(&end, Direction::Reverse),
+        ) {
+            let (k, v) = kv?;
+            if !k.starts_with(b"l/") || out.len() >= limit {
+                break;
+            }
+            out.push(v.into_vec());
+        }
+        Ok(out)
+    }
+
+    /// Entries whose key starts with `prefix`, the prefix cut off.
+    fn prefixed(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k[prefix.len()..].to_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
     // ---- retention ----------------------------------------------------------
 
     /// Drops every entry of a time-keyed column family older than

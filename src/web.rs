@@ -38,6 +38,8 @@ pub struct WebState {
     pub ingest: Option<Arc<Ingest>>,
     /// Accounting and detection (absent in tests that start none).
     pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
+    /// The mitigation task (absent in tests that start none).
+    pub mitigation: Option<crate::mitigation::service::Handle>,
 }
 
 pub fn router(state: WebState) -> Router {

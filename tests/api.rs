@@ -253,6 +253,8 @@ fn the_openapi_description_lists_exactly_the_api() {
             "/hosts/{addr}",
             "/incidents",
             "/incidents/{id}",
+            "/mitigations",
+            "/mitigations/{id}",
             "/openapi.json"
         ]
     );

@@ -46,8 +46,40 @@ impl Route {
     pub fn key(&self) -> String {
         match self {
             Route::FlowSpec(r) => format!("flowspec {}", r.matcher()),
-            Route::Blackhole(r) => format!("blackhole {}", r.prefix),
-            Route::Divert(r) => format!("divert {}", r.prefix),
+            // A blackhole and a diversion of one prefix are one NLRI.
+            Route::Blackhole(BlackholeRoute { prefix, .. })
+            | Route::Divert(Diversion { prefix, .. }) => format!("unicast {prefix}"),
+        }
+    }
+
+    /// Whether announcing `self` and `other` puts the same thing on the
+    /// wire: the same NLRI and attributes, communities in any order. (A
+    /// blackhole route with a custom community reads back from a RIB as a
+    /// diversion; it is still the same announcement.)
+    pub fn same_announcement(&self, other: &Route) -> bool {
+        fn unicast(r: &Route) -> Option<(IpNet, IpAddr, Vec<Community>)> {
+            match r {
+                Route::Blackhole(BlackholeRoute {
+                    prefix,
+                    next_hop,
+                    communities,
+                })
+                | Route::Divert(Diversion {
+                    prefix,
+                    next_hop,
+                    communities,
+                }) => {
+                    let mut c = communities.clone();
+                    c.sort();
+                    c.dedup();
+                    Some((*prefix, *next_hop, c))
+                }
+                Route::FlowSpec(_) => None,
+            }
+        }
+        match (self, other) {
+            (Route::FlowSpec(a), Route::FlowSpec(b)) => a == b,
+            _ => unicast(self).is_some_and(|a| unicast(other) == Some(a)),
         }
     }
 }

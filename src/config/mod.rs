@@ -39,6 +39,7 @@ pub struct Config {
     pub hostgroups: Vec<Hostgroup>,
     pub mitigation: Mitigation,
     pub bgp: Bgp,
+    pub scrubbing: Scrubbing,
     pub web: Web,
     pub detection: Detection,
     pub retention: Retention,
@@ -141,6 +142,31 @@ impl Level {
     }
 }
 
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Level, String> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown level `{s}`; levels are firewall, flowspec, rtbh, scrubbing")
+            })
+    }
+}
+
+impl serde::Serialize for Level {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Level, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -151,12 +177,27 @@ impl fmt::Display for Level {
 pub struct HostgroupMitigation {
     /// The levels this hostgroup allows, lowest first.
     pub ladder: Vec<Level>,
+    /// Evaluate and log this hostgroup's mitigations without sending them,
+    /// to watch a policy before arming it.
+    pub shadow: bool,
+    /// FlowSpec action: rate-limit to this many bytes/s instead of discard.
+    pub flowspec_rate_limit: Option<u64>,
+    /// Attacks above this many bits/s are more than FlowSpec is trusted
+    /// with: the incident moves up at once.
+    pub flowspec_max_bps: Option<u64>,
+    /// RTBH takes the host off the Internet: only for attacks of at least
+    /// this many bits/s.
+    pub rtbh_min_bps: u64,
 }
 
 impl Default for HostgroupMitigation {
     fn default() -> Self {
         Self {
             ladder: Level::ALL.to_vec(),
+            shadow: false,
+            flowspec_rate_limit: None,
+            flowspec_max_bps: None,
+            rtbh_min_bps: 1_000_000_000,
         }
     }
 }
@@ -167,14 +208,50 @@ pub struct Mitigation {
     pub dry_run: bool,
     /// How long an attack must stay quiet before its mitigation steps down.
     pub hold_down: Duration,
+    /// How long an attack must persist at a level before the next one.
+    pub dwell: Duration,
+    /// Lifetime of a mitigation unless the attack renews it.
+    pub ttl: Duration,
+    /// Addresses never mitigated (infrastructure, resolvers, gateways).
+    pub never: Vec<IpNet>,
+    /// Concurrent mitigations per level at most.
+    pub max_flowspec: usize,
+    pub max_rtbh: usize,
+    pub max_scrubbing: usize,
+    /// Announcements and withdrawals sent per second at most.
+    pub updates_per_second: u32,
+    /// Prefixes shorter than these are never announced.
+    pub shortest_prefix_v4: u8,
+    pub shortest_prefix_v6: u8,
+    /// How often levee compares gobgpd's routes with its intents.
+    pub reconcile_every: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bgp {
     /// gobgpd's gRPC API.
     pub gobgp_grpc: SocketAddr,
-    /// Next hop of announced routes; required before any BGP level can act.
+    /// Next hop of IPv4 blackhole routes; RTBH of IPv4 hosts needs it.
     pub next_hop: Option<IpAddr>,
+    /// Next hop of IPv6 blackhole routes; RTBH of IPv6 hosts needs it.
+    pub next_hop6: Option<IpAddr>,
+    /// The blackhole community (RFC 7999 65535:666).
+    pub blackhole_community: levee_bgp::Community,
+}
+
+/// Scrubbing diversion (MIT-4): a more-specific route toward the scrubbing
+/// centre.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scrubbing {
+    /// Communities that steer the route to the scrubbing peer; the level
+    /// acts only when some are set.
+    pub communities: Vec<levee_bgp::Community>,
+    /// Next hops of diverted prefixes (default: [bgp] next_hop / next_hop6).
+    pub next_hop: Option<IpAddr>,
+    pub next_hop6: Option<IpAddr>,
+    /// Length of the diverted prefix around the attacked host.
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,10 +361,29 @@ impl Default for Config {
             mitigation: Mitigation {
                 dry_run: false,
                 hold_down: Duration::from_secs(300),
+                dwell: Duration::from_secs(60),
+                ttl: Duration::from_secs(3600),
+                never: Vec::new(),
+                max_flowspec: 100,
+                max_rtbh: 100,
+                max_scrubbing: 16,
+                updates_per_second: 50,
+                shortest_prefix_v4: 24,
+                shortest_prefix_v6: 48,
+                reconcile_every: Duration::from_secs(30),
             },
             bgp: Bgp {
                 gobgp_grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
                 next_hop: None,
+                next_hop6: None,
+                blackhole_community: levee_bgp::Community::BLACKHOLE,
+            },
+            scrubbing: Scrubbing {
+                communities: Vec::new(),
+                next_hop: None,
+                next_hop6: None,
+                prefix_v4: 24,
+                prefix_v6: 48,
             },
             web: Web {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -555,11 +651,48 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
     c.hostgroups = read_hostgroups(d, groups);
 
     if let Some(mut t) = top.table(d, "mitigation", "[mitigation]") {
+        let m = &mut c.mitigation;
         if let Some(b) = t.bool(d, "dry_run") {
-            c.mitigation.dry_run = b;
+            m.dry_run = b;
         }
-        if let Some(h) = t.duration(d, "hold_down") {
-            c.mitigation.hold_down = h.into_inner();
+        for (key, slot) in [
+            ("hold_down", &mut m.hold_down),
+            ("dwell", &mut m.dwell),
+            ("ttl", &mut m.ttl),
+            ("reconcile_every", &mut m.reconcile_every),
+        ] {
+            if let Some(h) = t.duration(d, key) {
+                *slot = h.into_inner();
+            }
+        }
+        if let Some(list) = t.strings(d, "never") {
+            m.never = list.iter().filter_map(|p| prefix(d, p)).collect();
+        }
+        for (key, slot) in [
+            ("max_flowspec", &mut m.max_flowspec),
+            ("max_rtbh", &mut m.max_rtbh),
+            ("max_scrubbing", &mut m.max_scrubbing),
+        ] {
+            if let Some(n) = t.positive(d, key) {
+                *slot = usize::try_from(n.into_inner()).unwrap_or(usize::MAX);
+            }
+        }
+        if let Some(n) = t.positive(d, "updates_per_second") {
+            m.updates_per_second = u32::try_from(n.into_inner()).unwrap_or(u32::MAX);
+        }
+        for (key, slot, max) in [
+            ("shortest_prefix_v4", &mut m.shortest_prefix_v4, 32),
+            ("shortest_prefix_v6", &mut m.shortest_prefix_v6, 128),
+        ] {
+            if let Some(n) = t.positive(d, key) {
+                match u8::try_from(*n.get_ref()) {
+                    Ok(v) if v <= max => *slot = v,
+                    _ => d.error(
+                        n.span(),
+                        format!("`{key}` in [mitigation] must be between 1 and {max}"),
+                    ),
+                }
+            }
         }
         t.finish(d);
     }
@@ -571,19 +704,42 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             }
         }
         if let Some(s) = t.string(d, "next_hop") {
-            match s.get_ref().parse::<IpAddr>() {
-                Ok(ip) if !ip.is_unspecified() => c.bgp.next_hop = Some(ip),
-                Ok(_) => d.error(
-                    s.span(),
-                    "`next_hop` in [bgp] must not be the unspecified address",
-                ),
-                Err(_) => d.error(
-                    s.span(),
-                    format!(
-                        "`next_hop` in [bgp] is not an IP address: `{}`",
-                        s.get_ref()
+            c.bgp.next_hop = next_hop(d, &s, "next_hop", "[bgp]", false);
+        }
+        if let Some(s) = t.string(d, "next_hop6") {
+            c.bgp.next_hop6 = next_hop(d, &s, "next_hop6", "[bgp]", true);
+        }
+        if let Some(s) = t.string(d, "blackhole_community") {
+            if let Some(cm) = community(d, &s) {
+                c.bgp.blackhole_community = cm;
+            }
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "scrubbing", "[scrubbing]") {
+        let sc = &mut c.scrubbing;
+        if let Some(list) = t.strings(d, "communities") {
+            sc.communities = list.iter().filter_map(|s| community(d, s)).collect();
+        }
+        if let Some(s) = t.string(d, "next_hop") {
+            sc.next_hop = next_hop(d, &s, "next_hop", "[scrubbing]", false);
+        }
+        if let Some(s) = t.string(d, "next_hop6") {
+            sc.next_hop6 = next_hop(d, &s, "next_hop6", "[scrubbing]", true);
+        }
+        for (key, slot, max) in [
+            ("prefix_v4", &mut sc.prefix_v4, 32),
+            ("prefix_v6", &mut sc.prefix_v6, 128),
+        ] {
+            if let Some(n) = t.positive(d, key) {
+                match u8::try_from(*n.get_ref()) {
+                    Ok(v) if v <= max => *slot = v,
+                    _ => d.error(
+                        n.span(),
+                        format!("`{key}` in [scrubbing] must be between 1 and {max}"),
                     ),
-                ),
+                }
             }
         }
         t.finish(d);
@@ -853,6 +1009,18 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
             if let Some(list) = m.strings(d, "ladder") {
                 g.mitigation.ladder = ladder(d, &list);
             }
+            if let Some(b) = m.bool(d, "shadow") {
+                g.mitigation.shadow = b;
+            }
+            if let Some(n) = m.positive(d, "flowspec_rate_limit") {
+                g.mitigation.flowspec_rate_limit = Some(n.into_inner());
+            }
+            if let Some(n) = m.positive(d, "flowspec_max_bps") {
+                g.mitigation.flowspec_max_bps = Some(n.into_inner());
+            }
+            if let Some(n) = m.positive(d, "rtbh_min_bps") {
+                g.mitigation.rtbh_min_bps = n.into_inner();
+            }
             m.finish(d);
         }
         t.finish(d);
@@ -961,6 +1129,52 @@ fn prefix(d: &mut Diags, s: &Spanned<String>) -> Option<IpNet> {
         return None;
     }
     Some(net)
+}
+
+/// A next hop: an address of the right family, not unspecified.
+fn next_hop(
+    d: &mut Diags,
+    s: &Spanned<String>,
+    key: &str,
+    table: &str,
+    v6: bool,
+) -> Option<IpAddr> {
+    match s.get_ref().parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => {
+            d.error(
+                s.span(),
+                format!("`{key}` in {table} must not be the unspecified address"),
+            );
+            None
+        }
+        Ok(ip) if ip.is_ipv6() != v6 => {
+            let want = if v6 { "an IPv6" } else { "an IPv4" };
+            d.error(
+                s.span(),
+                format!("`{key}` in {table} must be {want} address, not {ip}"),
+            );
+            None
+        }
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            d.error(
+                s.span(),
+                format!("`{key}` in {table} is not an IP address: `{}`", s.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// A BGP community, `ASN:VALUE`.
+fn community(d: &mut Diags, s: &Spanned<String>) -> Option<levee_bgp::Community> {
+    match s.get_ref().parse() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            d.error(s.span(), e);
+            None
+        }
+    }
 }
 
 fn ladder(d: &mut Diags, list: &[Spanned<String>]) -> Vec<Level> {

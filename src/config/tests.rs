@@ -36,6 +36,27 @@ fn broken_configs_give_exact_positions_and_messages() {
             &["1:2: unknown key `webb`; did you mean `web`?"],
         ),
         (
+            "a next hop of the wrong family",
+            "[bgp]\nnext_hop = \"100::1\"\nnext_hop6 = \"192.0.2.1\"\n".to_owned(),
+            &[
+                "2:12: `next_hop` in [bgp] must be an IPv4 address, not 100::1",
+                "3:13: `next_hop6` in [bgp] must be an IPv6 address, not 192.0.2.1",
+            ],
+        ),
+        (
+            "bad communities",
+            "[scrubbing]\ncommunities = [\"65000:1\", \"65000\", \"70000:1\"]\n".to_owned(),
+            &[
+                "2:27: community `65000` is not ASN:VALUE",
+                "2:36: community `70000:1`: `70000` is not a 16-bit number",
+            ],
+        ),
+        (
+            "a shortest prefix longer than the family",
+            "[mitigation]\nshortest_prefix_v4 = 33\nnever = [\"192.0.2.1\"]\n".to_owned(),
+            &["2:22: `shortest_prefix_v4` in [mitigation] must be between 1 and 32"],
+        ),
+        (
             "unknown key, nothing close",
             "colour = \"blue\"\n".to_owned(),
             &["1:1: unknown key `colour`"],

@@ -1,0 +1,557 @@
+//! The escalation engine (MIT-1, MIT-5, MIT-6): which mitigations each
+//! attacked host should have, second by second. Pure: incidents and time
+//! in, [`Action`]s out; `service` carries them out.
+//!
+//! One case per attacked host. An incident starts the case at the first
+//! level of its hostgroup's ladder that can act (a level is skipped, with
+//! the reason logged, when it has nothing to announce, is not available,
+//! or a guard refuses). The case moves up a level when the attack has
+//! persisted `dwell` at the current one, or at once when the attack is
+//! bigger than the level may handle (`flowspec_max_bps`); RTBH is only used
+//! for attacks of at least `rtbh_min_bps`. Lower levels stay while higher
+//! ones act. Once the attack has been quiet for `hold_down`, the case steps
+//! down a level, and one more each further `dwell`, until nothing is left.
+//! Every mitigation has a TTL that the attack renews; one not renewed is
+//! withdrawn when it expires.
+//!
+//! Guards, before anything is announced: never a prefix on the never list,
+//! never one outside the protected hostgroups, never one shorter than the
+//! shortest allowed (so never a default route), and no more than each
+//! level's budget of concurrent mitigations.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use levee_bgp::{FlowSpecRule, Route};
+
+use super::{rules, Mitigation, AUTO};
+use crate::config::{Config, Hostgroup, Level};
+use crate::detect::Incident;
+
+/// What the engine wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Announce (or, when `shadow`, only log) a mitigation.
+    Announce(Mitigation),
+    /// Withdraw one, and why.
+    Withdraw { m: Mitigation, why: String },
+    /// A level that could not act for a host, and why (logged once per
+    /// case and level).
+    Refuse {
+        host: IpAddr,
+        hostgroup: String,
+        incident: Option<String>,
+        level: Level,
+        why: String,
+    },
+}
+
+struct Case {
+    hostgroup: String,
+    incident: Option<String>,
+    /// Index into the hostgroup's ladder of the highest level reached.
+    level: Option<usize>,
+    level_since_ms: u64,
+    last_attack_ms: u64,
+    last_step_ms: u64,
+    bps: u64,
+    /// The latest incident, for building rules.
+    incident_state: Option<Box<Incident>>,
+    /// Levels already refused (so a refusal is logged once).
+    refused: Vec<Level>,
+}
+
+/// The escalation engine.
+pub struct Engine {
+    cfg: Arc<Config>,
+    cases: HashMap<IpAddr, Case>,
+    active: Vec<Mitigation>,
+    next_id: u64,
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>) -> Engine {
+        Engine {
+            cfg,
+            cases: HashMap::new(),
+            active: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// A new configuration: policies, guards and budgets apply from now on;
+    /// what is announced stays until the engine would change it anyway.
+    pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+        self.cfg = cfg;
+    }
+
+    /// The mitigations in force (announced, or shadowed), oldest first.
+    pub fn active(&self) -> &[Mitigation] {
+        &self.active
+    }
+
+    /// Takes back mitigations that were in force before a restart (from
+    /// the intent store). Their hosts are treated as attacked until now, so
+    /// they step down only after a quiet `hold_down`.
+    pub fn restore(&mut self, ms: Vec<Mitigation>, now_ms: u64) {
+        for m in ms {
+            if self.active.iter().any(|a| a.route.key() == m.route.key()) {
+                continue;
+            }
+            if m.decided_by == AUTO {
+                let group = self.group(&m.hostgroup);
+                let idx =
+                    group.and_then(|g| g.mitigation.ladder.iter().position(|l| *l == m.level));
+                let case = self.cases.entry(m.host).or_insert_with(|| Case {
+                    hostgroup: m.hostgroup.clone(),
+                    incident: m.incident.clone(),
+                    level: None,
+                    level_since_ms: now_ms,
+                    last_attack_ms: now_ms,
+                    last_step_ms: 0,
+                    bps: 0,
+                    incident_state: None,
+                    refused: Vec::new(),
+                });
+                case.level = case.level.max(idx);
+            }
+            self.active.push(m);
+        }
+    }
+
+    fn group(&self, name: &str) -> Option<&Hostgroup> {
+        self.cfg.hostgroups.iter().find(|g| g.name == name)
+    }
+
+    fn id(&mut self, now_ms: u64) -> String {
+        self.next_id += 1;
+        format!("mit-{now_ms}-{}", self.next_id)
+    }
+
+    /// An incident started or was updated (or ended): escalate as needed
+    /// and renew the host's mitigations.
+    pub fn incident(&mut self, inc: &Incident, now_ms: u64) -> Vec<Action> {
+        let host = inc.host.ip();
+        let Some(group) = self.group(&inc.hostgroup).cloned() else {
+            return Vec::new();
+        };
+        let bps = inc.timeline.last().map_or(inc.peak_bps, |p| p.bps);
+        let case = self.cases.entry(host).or_insert_with(|| Case {
+            hostgroup: inc.hostgroup.clone(),
+            incident: Some(inc.id.clone()),
+            level: None,
+            level_since_ms: now_ms,
+            last_attack_ms: inc.last_over_ms,
+            last_step_ms: 0,
+            bps,
+            incident_state: None,
+            refused: Vec::new(),
+        });
+        case.incident = Some(inc.id.clone());
+        case.last_attack_ms = case.last_attack_ms.max(inc.last_over_ms);
+        case.bps = bps;
+        case.incident_state = Some(Box::new(inc.clone()));
+        let ttl = self.cfg.mitigation.ttl.as_millis() as u64;
+        for m in self.active.iter_mut().filter(|m| m.host == host) {
+            if m.decided_by == AUTO {
+                m.expires_ms = m.expires_ms.max(now_ms + ttl);
+            }
+        }
+        if inc.ended {
+            return Vec::new();
+        }
+        self.escalate(host, &group, now_ms)
+    }
+
+    fn escalate(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
+        let ladder = &group.mitigation.ladder;
+        let dwell = self.cfg.mitigation.dwell.as_millis() as u64;
+        let Some(case) = self.cases.get(&host) else {
+            return Vec::new();
+        };
+        let from = match case.level {
+            None => 0,
+            Some(cur) => {
+                let over_cap = ladder[cur] == Level::Flowspec
+                    && group
+                        .mitigation
+                        .flowspec_max_bps
+                        .is_some_and(|max| case.bps > max);
+                let persisted = now_ms.saturating_sub(case.level_since_ms) >= dwell;
+                if !(over_cap || persisted) || cur + 1 >= ladder.len() {
+                    return Vec::new();
+                }
+                cur + 1
+            }
+        };
+        let mut out = Vec::new();
+        for (i, &level) in ladder.iter().enumerate().skip(from) {
+            match self.candidates(host, group, level) {
+                Ok(routes) => {
+                    let mut announced = false;
+                    for route in routes {
+                        if self.active.iter().any(|m| m.route.key() == route.key()) {
+                            announced = true;
+                            continue;
+                        }
+                        let m = self.mitigation(host, group, level, route, now_ms);
+                        self.active.push(m.clone());
+                        out.push(Action::Announce(m));
+                        announced = true;
+                    }
+                    if announced {
+                        if let Some(case) = self.cases.get_mut(&host) {
+                            case.level = Some(i);
+                            case.level_since_ms = now_ms;
+                        }
+                        return out;
+                    }
+                }
+                Err(why) => {
+                    let Some(case) = self.cases.get_mut(&host) else {
+                        break;
+                    };
+                    if !case.refused.contains(&level) {
+                        case.refused.push(level);
+                        out.push(Action::Refuse {
+                            host,
+                            hostgroup: group.name.clone(),
+                            incident: case.incident.clone(),
+                            level,
+                            why,
+                        });
+                    }
+                }
+            }
+        }
+        // Nothing above could act: try again after another dwell.
+        if let Some(case) = self.cases.get_mut(&host) {
+            if case.level.is_some() {
+                case.level_since_ms = now_ms;
+            }
+        }
+        out
+    }
+
+    fn mitigation(
+        &mut self,
+        host: IpAddr,
+        group: &Hostgroup,
+        level: Level,
+        route: Route,
+        now_ms: u64,
+    ) -> Mitigation {
+        let case = self.cases.get(&host);
+        let reason = match case.and_then(|c| c.incident_state.as_deref()) {
+            Some(inc) => {
+                let bps = case.map_or(0, |c| c.bps);
+                let rate = if bps > 0 {
+                    format!("{bps} bps")
+                } else {
+                    format!(
+                        "{} {} > {}",
+                        inc.reason.value, inc.reason.metric, inc.reason.limit
+                    )
+                };
+                let from = match case.and_then(|c| c.level) {
+                    Some(l) => format!(", escalated from {}", group.mitigation.ladder[l]),
+                    None => String::new(),
+                };
+                format!(
+                    "incident {}: {} at {rate}{from}",
+                    inc.id, inc.verdict.family
+                )
+            }
+            None => "restored".to_owned(),
+        };
+        let incident = case.and_then(|c| c.incident.clone());
+        Mitigation {
+            id: self.id(now_ms),
+            host,
+            hostgroup: group.name.clone(),
+            incident,
+            level,
+            route,
+            created_ms: now_ms,
+            expires_ms: now_ms + self.cfg.mitigation.ttl.as_millis() as u64,
+            decided_by: AUTO.to_owned(),
+            reason,
+            shadow: self.cfg.mitigation.dry_run || group.mitigation.shadow,
+        }
+    }
+
+    /// The routes a level would announce for a host, after the guards.
+    fn candidates(
+        &self,
+        host: IpAddr,
+        group: &Hostgroup,
+        level: Level,
+    ) -> Result<Vec<Route>, String> {
+        let case = self.cases.get(&host);
+        let routes: Vec<Route> = match level {
+            Level::Firewall => {
+                return Err(
+                    "the local firewall (nftables) level is not available in this build".into(),
+                )
+            }
+            Level::Flowspec => {
+                let Some(inc) = case.and_then(|c| c.incident_state.as_deref()) else {
+                    return Err("no classification to build a FlowSpec rule from".into());
+                };
+                let rules: Vec<FlowSpecRule> = rules::flowspec(inc, &group.mitigation);
+                if rules.is_empty() {
+                    return Err(format!(
+                        "no FlowSpec rule narrower than all traffic describes a {} attack",
+                        inc.verdict.family
+                    ));
+                }
+                rules.into_iter().map(Route::FlowSpec).collect()
+            }
+            Level::Rtbh => {
+                let bps = case.map_or(0, |c| c.bps);
+                if bps < group.mitigation.rtbh_min_bps {
+                    return Err(format!(
+                        "attack at {bps} bps is below rtbh_min_bps ({})",
+                        group.mitigation.rtbh_min_bps
+                    ));
+                }
+                vec![Route::Blackhole(rules::blackhole(host, &self.cfg)?)]
+            }
+            Level::Scrubbing => vec![Route::Divert(rules::diversion(host, &self.cfg)?)],
+        };
+        for r in &routes {
+            self.guard(r)?;
+        }
+        let budget = self.budget(level);
+        let used = self.active.iter().filter(|m| m.level == level).count();
+        let new = routes
+            .iter()
+            .filter(|r| !self.active.iter().any(|m| m.route.key() == r.key()))
+            .count();
+        if used + new > budget {
+            return Err(format!(
+                "{level} budget full: {used} in force, {new} more would pass max_{level} = {budget}"
+            ));
+        }
+        Ok(routes)
+    }
+
+    fn budget(&self, level: Level) -> usize {
+        let m = &self.cfg.mitigation;
+        match level {
+            Level::Firewall => 0,
+            Level::Flowspec => m.max_flowspec,
+            Level::Rtbh => m.max_rtbh,
+            Level::Scrubbing => m.max_scrubbing,
+        }
+    }
+
+    /// Refuses routes no operator would want levee to announce.
+    pub fn guard(&self, r: &Route) -> Result<(), String> {
+        guard(&self.cfg, r)
+    }
+
+    /// Time passes: step down after quiet, withdraw what expired.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let hold_down = self.cfg.mitigation.hold_down.as_millis() as u64;
+        let dwell = self.cfg.mitigation.dwell.as_millis() as u64;
+        let mut out = Vec::new();
+        let hosts: Vec<IpAddr> = self.cases.keys().copied().collect();
+        for host in hosts {
+            let Some(case) = self.cases.get(&host) else {
+                continue;
+            };
+            let quiet = now_ms.saturating_sub(case.last_attack_ms);
+            if quiet < hold_down {
+                continue;
+            }
+            let first_step = case.last_step_ms < case.last_attack_ms;
+            if !first_step && now_ms.saturating_sub(case.last_step_ms) < dwell {
+                continue;
+            }
+            // Withdraw the highest level this host has (automatic ones).
+            let top = self
+                .active
+                .iter()
+                .filter(|m| m.host == host && m.decided_by == AUTO)
+                .map(|m| m.level)
+                .max();
+            match top {
+                Some(level) => {
+                    let why = format!(
+                        "attack quiet for {}s (hold_down {}s): stepping down from {level}",
+                        quiet / 1000,
+                        hold_down / 1000
+                    );
+                    out.extend(self.take(
+                        |m| m.host == host && m.level == level && m.decided_by == AUTO,
+                        &why,
+                    ));
+                    if let Some(case) = self.cases.get_mut(&host) {
+                        case.last_step_ms = now_ms;
+                        let group = self
+                            .cfg
+                            .hostgroups
+                            .iter()
+                            .find(|g| g.name == case.hostgroup);
+                        case.level = group
+                            .and_then(|g| g.mitigation.ladder.iter().position(|l| *l == level))
+                            .and_then(|i| i.checked_sub(1));
+                        case.refused.clear();
+                    }
+                }
+                None => {
+                    self.cases.remove(&host);
+                }
+            }
+        }
+        let expired: Vec<String> = self
+            .active
+            .iter()
+            .filter(|m| m.expires_ms <= now_ms)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in expired {
+            out.extend(self.take(|m| m.id == id, "TTL expired"));
+        }
+        out
+    }
+
+    fn take(&mut self, pick: impl Fn(&Mitigation) -> bool, why: &str) -> Vec<Action> {
+        let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.active)
+            .into_iter()
+            .partition(|m| pick(m));
+        self.active = keep;
+        gone.into_iter()
+            .map(|m| Action::Withdraw {
+                m,
+                why: why.to_owned(),
+            })
+            .collect()
+    }
+
+    /// An operator's mitigation: announced as asked, after the guards, for
+    /// `ttl`; never renewed or stepped down by the engine.
+    pub fn manual(
+        &mut self,
+        host: IpAddr,
+        level: Level,
+        rule: Option<FlowSpecRule>,
+        ttl_ms: u64,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<Action>, String> {
+        let Some(group) = self
+            .cfg
+            .hostgroups
+            .iter()
+            .filter(|g| g.prefixes.iter().any(|p| p.contains(&host)))
+            .max_by_key(|g| {
+                g.prefixes
+                    .iter()
+                    .filter(|p| p.contains(&host))
+                    .map(|p| p.prefix_len())
+                    .max()
+            })
+            .cloned()
+        else {
+            return Err(format!(
+                "{host} is in no hostgroup: levee protects only its hostgroups"
+            ));
+        };
+        let route = match level {
+            Level::Flowspec => Route::FlowSpec(rule.unwrap_or_else(|| {
+                FlowSpecRule::to(rules::host_net(host), levee_bgp::FlowAction::Discard)
+            })),
+            Level::Rtbh => Route::Blackhole(rules::blackhole(host, &self.cfg)?),
+            Level::Scrubbing => Route::Divert(rules::diversion(host, &self.cfg)?),
+            Level::Firewall => {
+                return Err(
+                    "the local firewall (nftables) level is not available in this build".into(),
+                )
+            }
+        };
+        if let Route::FlowSpec(r) = &route {
+            if !r.dst.contains(&host) {
+                return Err(format!(
+                    "the rule's destination {} does not cover {host}",
+                    r.dst
+                ));
+            }
+        }
+        self.guard(&route)?;
+        if self.active.iter().any(|m| m.route.key() == route.key()) {
+            return Err(format!("already in force: {route}"));
+        }
+        let used = self.active.iter().filter(|m| m.level == level).count();
+        if used >= self.budget(level) {
+            return Err(format!("{level} budget full ({used} in force)"));
+        }
+        let m = Mitigation {
+            id: self.id(now_ms),
+            host,
+            hostgroup: group.name.clone(),
+            incident: None,
+            level,
+            route,
+            created_ms: now_ms,
+            expires_ms: now_ms + ttl_ms,
+            decided_by: actor.to_owned(),
+            reason: "manual".to_owned(),
+            shadow: self.cfg.mitigation.dry_run,
+        };
+        self.active.push(m.clone());
+        Ok(vec![Action::Announce(m)])
+    }
+
+    /// Withdraws a mitigation by id, whoever made it.
+    pub fn withdraw(&mut self, id: &str, actor: &str) -> Result<Vec<Action>, String> {
+        if !self.active.iter().any(|m| m.id == id) {
+            return Err(format!("no mitigation {id} is in force"));
+        }
+        let out = self.take(|m| m.id == id, &format!("withdrawn by {actor}"));
+        // A case whose mitigations an operator removed is not re-escalated
+        // to the same level at once: it starts over from its attack.
+        if let Some(Action::Withdraw { m, .. }) = out.first() {
+            if let Some(case) = self.cases.get_mut(&m.host) {
+                case.level_since_ms = u64::MAX / 2;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The guards every route passes before it is announced (MIT-6).
+pub fn guard(cfg: &Config, r: &Route) -> Result<(), String> {
+    let p = r.prefix();
+    let shortest = if p.addr().is_ipv6() {
+        cfg.mitigation.shortest_prefix_v6
+    } else {
+        cfg.mitigation.shortest_prefix_v4
+    };
+    if p.prefix_len() == 0 {
+        return Err(format!("{p} is a default route"));
+    }
+    if p.prefix_len() < shortest {
+        return Err(format!("{p} is shorter than /{shortest} (shortest_prefix)"));
+    }
+    if let Some(n) = cfg
+        .mitigation
+        .never
+        .iter()
+        .find(|n| n.contains(&p) || p.contains(*n))
+    {
+        return Err(format!("{p} touches {n}, on the never-mitigate list"));
+    }
+    let protected = cfg
+        .hostgroups
+        .iter()
+        .flat_map(|g| g.prefixes.iter())
+        .any(|g: &IpNet| g.contains(&p));
+    if !protected {
+        return Err(format!("{p} is not inside a protected hostgroup"));
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Routes from classifications (MIT-2…4): what each level would announce
+//! for an incident.
+//!
+//! FlowSpec rules match the attack as narrowly as the classification
+//! allows — the host, the family's protocol, its ports and flags, a packet
+//! length range when the attack's packets are alike, the source when there
+//! is only one — so that they drop as little legitimate traffic as
+//! possible. A multi-vector attack gets a rule per component. RTBH is the
+//! host route with the blackhole community; scrubbing the covering
+//! more-specific with the scrubbing communities.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use levee_bgp::{
+    BlackholeRoute, Community, Diversion, FlowAction, FlowSpecRule, Fragment, Range, TcpFlags,
+};
+
+use crate::config::{Config, HostgroupMitigation};
+use crate::detect::classify::{Family, REFLECTORS};
+use crate::detect::Incident;
+
+/// Packet lengths narrower than this spread make a FlowSpec component.
+const LENGTH_SPREAD: u32 = 100;
+/// At most this many destination ports are matched; more match all.
+const MAX_PORTS: usize = 4;
+
+/// The host route of an address (/32, /128).
+pub fn host_net(ip: IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+/// The FlowSpec rules for an incident: one per component of the attack.
+/// Empty when nothing narrower than "all traffic to the host" describes it.
+pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRule> {
+    let host = inc.host.ip();
+    let action = match policy.flowspec_rate_limit {
+        Some(bytes) => FlowAction::rate_limit(u32::try_from(bytes).unwrap_or(u32::MAX)),
+        None => FlowAction::Discard,
+    };
+    let base = FlowSpecRule {
+        src: single_source(inc),
+        ..FlowSpecRule::to(host_net(host), action)
+    };
+    let f = &inc.features;
+    let few_dst_ports = || -> Vec<Range> {
+        if f.dst_ports.is_empty() || f.dst_ports.len() > MAX_PORTS {
+            Vec::new()
+        } else {
+            let mut p: Vec<Range> = f.dst_ports.iter().map(|p| Range::one(*p)).collect();
+            p.sort();
+            p
+        }
+    };
+    let lengths = || -> Vec<Range> {
+        let [lo, hi] = f.packet_length;
+        if lo == 0 || hi < lo || hi - lo > LENGTH_SPREAD {
+            return Vec::new();
+        }
+        match (u16::try_from(lo), u16::try_from(hi)) {
+            (Ok(lo), Ok(hi)) => vec![Range { lo, hi }],
+            _ => Vec::new(),
+        }
+    };
+    let icmp = if host.is_ipv6() { 58 } else { 1 };
+    let mut out = Vec::new();
+    for c in &inc.verdict.components {
+        let rule = match c.family {
+            Family::SynFlood => FlowSpecRule {
+                protocols: vec![6],
+                dst_ports: few_dst_ports(),
+                tcp_flags: Some(TcpFlags {
+                    set: levee_bgp::model::tcp::SYN,
+                    unset: levee_bgp::model::tcp::ACK,
+                }),
+                packet_lengths: lengths(),
+                ..base.clone()
+            },
+            Family::TcpFlood => FlowSpecRule {
+                protocols: vec![6],
+                dst_ports: few_dst_ports(),
+                tcp_flags: dominant_tcp_flags(f.tcp_flags.as_slice()),
+                packet_lengths: lengths(),
+                ..base.clone()
+            },
+            Family::Amplification => {
+                let ports: Vec<Range> = match c.vector.as_deref() {
+                    Some(v) => REFLECTORS
+                        .iter()
+                        .filter(|(_, name)| *name == v)
+                        .map(|(p, _)| Range::one(*p))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if ports.is_empty() {
+                    continue;
+                }
+                FlowSpecRule {
+                    protocols: vec![17],
+                    src_ports: ports,
+                    ..base.clone()
+                }
+            }
+            Family::UdpFlood => FlowSpecRule {
+                protocols: vec![17],
+                dst_ports: few_dst_ports(),
+                packet_lengths: lengths(),
+                ..base.clone()
+            },
+            Family::IcmpFlood => FlowSpecRule {
+                protocols: vec![icmp],
+                ..base.clone()
+            },
+            Family::FragmentFlood => FlowSpecRule {
+                fragment: Some(Fragment::IsFragment),
+                ..base.clone()
+            },
+            Family::ProtocolFlood => {
+                let protocols: Vec<u8> = f
+                    .protocols
+                    .iter()
+                    .copied()
+                    .filter(|p| ![6, 17, 1, 58].contains(p))
+                    .collect();
+                if protocols.is_empty() {
+                    continue;
+                }
+                FlowSpecRule {
+                    protocols,
+                    ..base.clone()
+                }
+            }
+        };
+        if !out.contains(&rule) {
+            out.push(rule);
+        }
+    }
+    out
+}
+
+/// The one source of an attack, when there is one.
+fn single_source(inc: &Incident) -> Option<IpNet> {
+    if inc.verdict.sources_estimate > 1 || inc.verdict.spoofed {
+        return None;
+    }
+    let top = inc.details.top_sources.top();
+    let (addr, n) = top.first()?;
+    let total: u64 = top.iter().map(|(_, n)| n).sum();
+    (total > 0 && *n as f64 >= 0.9 * total as f64).then(|| host_net(addr.ip()))
+}
+
+/// A TCP flood's flags, when one combination dominates and it is not what
+/// every established connection carries (a bare ACK or PSH+ACK rule would
+/// drop the host's legitimate sessions too).
+fn dominant_tcp_flags(kinds: &[&str]) -> Option<TcpFlags> {
+    use levee_bgp::model::tcp::{ACK, FIN, PSH, RST, SYN, URG};
+    let [only] = kinds else { return None };
+    Some(match *only {
+        "rst" => TcpFlags { set: RST, unset: 0 },
+        "fin" => TcpFlags {
+            set: FIN,
+            unset: SYN | RST,
+        },
+        "syn_ack" => TcpFlags {
+            set: SYN | ACK,
+            unset: 0,
+        },
+        "xmas" => TcpFlags {
+            set: FIN | PSH | URG,
+            unset: 0,
+        },
+        _ => return None,
+    })
+}
+
+/// The RTBH route for a host, or why there is none.
+pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, String> {
+    let next_hop = if host.is_ipv6() {
+        c.bgp.next_hop6
+    } else {
+        c.bgp.next_hop
+    }
+    .ok_or_else(|| {
+        let key = if host.is_ipv6() {
+            "next_hop6"
+        } else {
+            "next_hop"
+        };
+        format!("no [bgp] {key}: RTBH needs the next hop routers discard to")
+    })?;
+    let mut communities = vec![c.bgp.blackhole_community];
+    if c.bgp.blackhole_community != Community::NO_EXPORT {
+        communities.push(Community::NO_EXPORT);
+    }
+    Ok(BlackholeRoute {
+        prefix: host_net(host),
+        next_hop,
+        communities,
+    })
+}
+
+/// The scrubbing diversion for a host, or why there is none.
+pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
+    if c.scrubbing.communities.is_empty() {
+        return Err("no [scrubbing] communities: nothing would steer the route".into());
+    }
+    let (next_hop, len) = if host.is_ipv6() {
+        (
+            c.scrubbing.next_hop6.or(c.bgp.next_hop6),
+            c.scrubbing.prefix_v6,
+        )
+    } else {
+        (
+            c.scrubbing.next_hop.or(c.bgp.next_hop),
+            c.scrubbing.prefix_v4,
+        )
+    };
+    let next_hop = next_hop.ok_or("no next hop for diverted routes ([scrubbing] or [bgp])")?;
+    let prefix = IpNet::new(host, len).map_err(|e| e.to_string())?.trunc();
+    let mut communities = c.scrubbing.communities.clone();
+    communities.sort();
+    communities.dedup();
+    Ok(Diversion {
+        prefix,
+        next_hop,
+        communities,
+    })
+}

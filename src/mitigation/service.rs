@@ -1,0 +1,630 @@
+//! The mitigation task: the engine's decisions carried out through gobgpd.
+//!
+//! Order for an announcement: the intent is written to the store (synced),
+//! then the route is sent; for a withdrawal the intent is deleted first,
+//! then the route withdrawn. Whatever fails in between (gobgpd down, levee
+//! killed) is repaired by reconciliation, which compares gobgpd's
+//! API-originated routes with the intents — at start-up, whenever the
+//! connection to gobgpd comes back (gobgpd forgets API routes when it
+//! restarts) and every `reconcile_every` — announcing what is missing and
+//! withdrawing what levee no longer means (only inside the protected
+//! hostgroups: routes elsewhere are not levee's).
+//!
+//! Every step goes to the mitigation log (store, MIT-9) and the audit
+//! chain. Sending is paced by `updates_per_second`. The connection to
+//! gobgpd is retried with backoff (1 s doubling to 30 s) and reported.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use levee_bgp::{FlowSpecRule, Route, Sent, Speaker};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::engine::{self, Action, Engine};
+use super::{adapter, Mitigation};
+use crate::audit::{Actor, AuditLog};
+use crate::config::{Config, Level, Loaded};
+use crate::detect::Incident;
+use crate::store::Store;
+
+/// What the API and `/metrics` read.
+#[derive(Default)]
+pub struct Shared {
+    /// The mitigations in force, as of the last change.
+    pub active: Mutex<Vec<Mitigation>>,
+    /// Whether levee is connected to gobgpd.
+    pub bgp_up: AtomicBool,
+    pub announced: AtomicU64,
+    pub withdrawn: AtomicU64,
+    pub refused: AtomicU64,
+    /// Sends gobgpd refused or that found it unreachable.
+    pub failed: AtomicU64,
+    /// Routes reconciliation announced again or withdrawn.
+    pub repaired: AtomicU64,
+    /// Incident updates lost because the queue to this task was full.
+    pub dropped: AtomicU64,
+    /// gobgpd round trips, microseconds.
+    pub round_trip: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+/// A request from the API or the CLI.
+pub enum Command {
+    Announce {
+        host: IpAddr,
+        level: Level,
+        rule: Option<FlowSpecRule>,
+        ttl: Duration,
+        actor: String,
+        reply: oneshot::Sender<Result<Vec<Mitigation>, String>>,
+    },
+    Withdraw {
+        id: String,
+        actor: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// How the rest of levee reaches the mitigation task.
+#[derive(Clone)]
+pub struct Handle {
+    incidents: mpsc::Sender<Box<Incident>>,
+    commands: mpsc::Sender<Command>,
+    pub shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Hands an incident (started, updated, ended) to the task without
+    /// blocking; a full queue drops it and counts (the next update carries
+    /// the whole state again).
+    pub fn incident(&self, inc: &Incident) {
+        if self.incidents.try_send(Box::new(inc.clone())).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub async fn command(&self, c: Command) -> Result<(), String> {
+        self.commands
+            .send(c)
+            .await
+            .map_err(|_| "the mitigation task has stopped".to_owned())
+    }
+}
+
+/// Starts the task on the current tokio runtime.
+pub fn start(
+    config: watch::Receiver<Arc<Loaded>>,
+    store: Arc<Store>,
+    audit: Arc<AuditLog>,
+) -> Handle {
+    let (itx, irx) = mpsc::channel(4096);
+    let (ctx, crx) = mpsc::channel(64);
+    let shared = Arc::new(Shared::default());
+    let task = Task::new(config, store, audit, shared.clone());
+    tokio::spawn(task.run(irx, crx));
+    Handle {
+        incidents: itx,
+        commands: ctx,
+        shared,
+    }
+}
+
+struct Task {
+    config: watch::Receiver<Arc<Loaded>>,
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    audit: Arc<AuditLog>,
+    shared: Arc<Shared>,
+    engine: Engine,
+    speaker: Option<Speaker>,
+    next_connect: Instant,
+    backoff: Duration,
+    last_reconcile: Instant,
+    log_seq: u64,
+    /// Send pacing: the earliest moment the next update may go.
+    next_send: Instant,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Task {
+    fn new(
+        config: watch::Receiver<Arc<Loaded>>,
+        store: Arc<Store>,
+        audit: Arc<AuditLog>,
+        shared: Arc<Shared>,
+    ) -> Task {
+        let cfg = Arc::new(config.borrow().config.clone());
+        let mut engine = Engine::new(cfg.clone());
+        match store.intents() {
+            Ok(rows) => {
+                let ms: Vec<Mitigation> = rows
+                    .iter()
+                    .filter_map(|(k, v)| match serde_json::from_slice(v) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            tracing::error!(intent = %k, error = %e, "Unreadable intent; reconciliation will withdraw its route");
+                            None
+                        }
+                    })
+                    .collect();
+                if !ms.is_empty() {
+                    tracing::info!(
+                        count = ms.len(),
+                        "Mitigations restored from the intent store"
+                    );
+                }
+                engine.restore(ms, now_ms());
+            }
+            Err(e) => tracing::error!(error = %e, "Cannot read the intent store"),
+        }
+        *shared.active.lock().unwrap_or_else(|e| e.into_inner()) = engine.active().to_vec();
+        Task {
+            config,
+            cfg,
+            store,
+            audit,
+            shared,
+            engine,
+            speaker: None,
+            next_connect: Instant::now(),
+            backoff: Duration::from_secs(1),
+            last_reconcile: Instant::now(),
+            log_seq: 0,
+            next_send: Instant::now(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut incidents: mpsc::Receiver<Box<Incident>>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                inc = incidents.recv() => {
+                    let Some(inc) = inc else { break };
+                    let actions = self.engine.incident(&inc, now_ms());
+                    self.apply(actions).await;
+                }
+                c = commands.recv() => {
+                    let Some(c) = c else { break };
+                    self.command(c).await;
+                }
+                _ = tick.tick() => {
+                    if self.config.has_changed().unwrap_or(false) {
+                        self.cfg = Arc::new(self.config.borrow_and_update().config.clone());
+                        self.engine.reconfigure(self.cfg.clone());
+                    }
+                    let actions = self.engine.tick(now_ms());
+                    self.apply(actions).await;
+                    self.maintain().await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Announce {
+                host,
+                level,
+                rule,
+                ttl,
+                actor,
+                reply,
+            } => {
+                let r =
+                    self.engine
+                        .manual(host, level, rule, ttl.as_millis() as u64, &actor, now_ms());
+                let out = match r {
+                    Ok(actions) => {
+                        let ms = actions
+                            .iter()
+                            .filter_map(|a| match a {
+                                Action::Announce(m) => Some(m.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        self.apply(actions).await;
+                        Ok(ms)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(out);
+            }
+            Command::Withdraw { id, actor, reply } => {
+                let out = match self.engine.withdraw(&id, &actor) {
+                    Ok(actions) => {
+                        self.apply(actions).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(out);
+            }
+        }
+    }
+
+    /// Connects when disconnected (with backoff); reconciles on connection
+    /// and every `reconcile_every`.
+    async fn maintain(&mut self) {
+        if self.speaker.is_none() {
+            if Instant::now() < self.next_connect {
+                return;
+            }
+            match Speaker::connect(self.cfg.bgp.gobgp_grpc).await {
+                Ok(s) => {
+                    tracing::info!(gobgpd = %self.cfg.bgp.gobgp_grpc, "Connected to gobgpd");
+                    self.speaker = Some(s);
+                    self.shared.bgp_up.store(true, Ordering::Relaxed);
+                    self.backoff = Duration::from_secs(1);
+                    self.reconcile().await;
+                }
+                Err(e) => {
+                    if self.backoff == Duration::from_secs(1) {
+                        tracing::warn!(error = %e, "gobgpd unreachable; retrying with backoff");
+                    }
+                    self.next_connect = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+            return;
+        }
+        if self.last_reconcile.elapsed() >= self.cfg.mitigation.reconcile_every {
+            self.reconcile().await;
+        }
+    }
+
+    fn disconnected(&mut self, e: &levee_bgp::Error) {
+        if matches!(e, levee_bgp::Error::Unavailable { .. }) && self.speaker.is_some() {
+            tracing::warn!(error = %e, "Lost gobgpd; reconnecting");
+            self.speaker = None;
+            self.shared.bgp_up.store(false, Ordering::Relaxed);
+            self.next_connect = Instant::now();
+        }
+    }
+
+    /// Repairs gobgpd's RIB against the intents, both ways.
+    async fn reconcile(&mut self) {
+        self.last_reconcile = Instant::now();
+        let Some(speaker) = self.speaker.as_mut() else {
+            return;
+        };
+        let held = match speaker.local_routes().await {
+            Ok((routes, _)) => routes,
+            Err(e) => {
+                self.disconnected(&e);
+                return;
+            }
+        };
+        let intents: Vec<Mitigation> = match self.store.intents() {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the intent store; not reconciling");
+                return;
+            }
+        };
+        let dry_run = self.cfg.mitigation.dry_run;
+        for m in &intents {
+            let is_held = held.iter().any(|r| r.same_announcement(&m.route));
+            if let Err(why) = engine::guard(&self.cfg, &m.route) {
+                // The config changed under it (a hostgroup or the never
+                // list): withdraw it rather than keep or repair it.
+                tracing::warn!(mitigation = %m.id, %why, "Intent no longer allowed; withdrawing it");
+                let _ = self.store.intent_delete(&m.route.key());
+                if is_held && !dry_run {
+                    let r = self.send(&m.route, false).await;
+                    self.log_result(m, "reconcile_withdraw", &why, r, false);
+                } else {
+                    self.log(m, "reconcile_drop", &why, None, None);
+                }
+                continue;
+            }
+            if is_held {
+                continue;
+            }
+            if dry_run {
+                self.log(
+                    m,
+                    "shadow_reconcile_announce",
+                    "missing from gobgpd (dry run)",
+                    None,
+                    None,
+                );
+                continue;
+            }
+            let r = self.send(&m.route, true).await;
+            self.shared.repaired.fetch_add(1, Ordering::Relaxed);
+            self.log_result(m, "reconcile_announce", "missing from gobgpd", r, true);
+        }
+        for r in &held {
+            if intents.iter().any(|m| m.route.same_announcement(r)) {
+                continue;
+            }
+            let protected = self
+                .cfg
+                .hostgroups
+                .iter()
+                .flat_map(|g| g.prefixes.iter())
+                .any(|p| p.contains(&r.prefix()));
+            if !protected {
+                continue;
+            }
+            let m = Mitigation {
+                id: "orphan".to_owned(),
+                host: r.prefix().addr(),
+                hostgroup: String::new(),
+                incident: None,
+                level: match r {
+                    Route::FlowSpec(_) => Level::Flowspec,
+                    Route::Blackhole(_) => Level::Rtbh,
+                    Route::Divert(_) => Level::Scrubbing,
+                },
+                route: r.clone(),
+                created_ms: now_ms(),
+                expires_ms: now_ms(),
+                decided_by: "system:reconciler".to_owned(),
+                reason: "in gobgpd without an intent".to_owned(),
+                shadow: false,
+            };
+            if dry_run {
+                self.log(
+                    &m,
+                    "shadow_reconcile_withdraw",
+                    "no intent for it (dry run)",
+                    None,
+                    None,
+                );
+                continue;
+            }
+            let res = self.send(r, false).await;
+            self.shared.repaired.fetch_add(1, Ordering::Relaxed);
+            self.log_result(&m, "reconcile_withdraw", "no intent for it", res, false);
+        }
+    }
+
+    /// Sends one update, paced; `None` when gobgpd is not connected.
+    async fn send(
+        &mut self,
+        route: &Route,
+        announce: bool,
+    ) -> Option<Result<Sent, levee_bgp::Error>> {
+        let pace = Duration::from_secs(1) / self.cfg.mitigation.updates_per_second.max(1);
+        let now = Instant::now();
+        if self.next_send > now {
+            tokio::time::sleep_until(self.next_send.into()).await;
+        }
+        self.next_send = Instant::now().max(now) + pace;
+        let speaker = self.speaker.as_mut()?;
+        let t = Instant::now();
+        let r = if announce {
+            speaker.announce(route).await
+        } else {
+            speaker.withdraw(route).await
+        };
+        let us = t.elapsed().as_micros() as u64;
+        {
+            let mut h = self
+                .shared
+                .round_trip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = h
+                .get_or_insert_with(|| {
+                    hdrhistogram::Histogram::new_with_max(60_000_000, 3)
+                        .unwrap_or_else(|_| unreachable!())
+                })
+                .record(us)
+                .err()
+            {
+                tracing::debug!(error = %h, "round trip not recorded");
+            }
+        }
+        if let Err(e) = &r {
+            self.disconnected(e);
+        }
+        Some(r)
+    }
+
+    async fn apply(&mut self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        for a in actions {
+            match a {
+                Action::Announce(m) if m.shadow => {
+                    tracing::warn!(mitigation = %m.id, route = %m.route, "Shadow: would announce");
+                    self.log(&m, "shadow_announce", &m.reason.clone(), None, None);
+                    self.audit(&m, "mitigation.shadow", json!({ "would": "announce" }));
+                }
+                Action::Announce(m) => {
+                    let record = serde_json::to_vec(&m).unwrap_or_default();
+                    if let Err(e) = self.store.intent_put(&m.route.key(), &record) {
+                        // Without a durable intent nothing is sent: a route
+                        // levee could not account for after a crash would
+                        // be an orphan.
+                        tracing::error!(mitigation = %m.id, error = %e, "Cannot store the intent; not announcing");
+                        self.log(&m, "fail", "intent not stored", None, Some(&e.to_string()));
+                        continue;
+                    }
+                    tracing::warn!(mitigation = %m.id, level = %m.level, route = %m.route, reason = %m.reason, "Announcing");
+                    let r = self.send(&m.route, true).await;
+                    self.shared.announced.fetch_add(1, Ordering::Relaxed);
+                    let reason = m.reason.clone();
+                    self.log_result(&m, "announce", &reason, r, true);
+                }
+                Action::Withdraw { m, why } if m.shadow => {
+                    self.log(&m, "shadow_withdraw", &why, None, None);
+                    self.audit(
+                        &m,
+                        "mitigation.shadow",
+                        json!({ "would": "withdraw", "why": why }),
+                    );
+                }
+                Action::Withdraw { m, why } => {
+                    if let Err(e) = self.store.intent_delete(&m.route.key()) {
+                        tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
+                    }
+                    tracing::warn!(mitigation = %m.id, route = %m.route, %why, "Withdrawing");
+                    let r = self.send(&m.route, false).await;
+                    self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
+                    self.log_result(&m, "withdraw", &why, r, false);
+                }
+                Action::Refuse {
+                    host,
+                    hostgroup,
+                    incident,
+                    level,
+                    why,
+                } => {
+                    tracing::warn!(%host, %level, %why, "Mitigation level skipped");
+                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                    let entry = json!({
+                        "time": crate::report::rfc3339_ms(now_ms()),
+                        "action": "refuse",
+                        "host": host.to_string(),
+                        "hostgroup": hostgroup,
+                        "incident": incident,
+                        "level": level,
+                        "adapter": adapter(level),
+                        "reason": why,
+                    });
+                    self.put_log(&entry);
+                    let target = incident.clone().unwrap_or_else(|| host.to_string());
+                    if let Err(e) = self.audit.append(
+                        Actor::System("escalator"),
+                        "mitigation.refuse",
+                        &target,
+                        json!({ "host": host.to_string(), "level": level.as_str(), "why": why }),
+                    ) {
+                        tracing::error!(error = %e, "Cannot audit the refusal");
+                    }
+                }
+            }
+        }
+        *self.shared.active.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.engine.active().to_vec();
+    }
+
+    fn log_result(
+        &mut self,
+        m: &Mitigation,
+        action: &str,
+        why: &str,
+        r: Option<Result<Sent, levee_bgp::Error>>,
+        announce: bool,
+    ) {
+        match r {
+            Some(Ok(sent)) => {
+                self.log(m, action, why, Some(&sent), None);
+                let verb = if announce {
+                    "mitigation.announce"
+                } else {
+                    "mitigation.withdraw"
+                };
+                self.audit(
+                    m,
+                    verb,
+                    json!({ "why": why, "response": sent.response, "step": action }),
+                );
+            }
+            Some(Err(e)) => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(mitigation = %m.id, error = %e, "gobgpd did not take the update; reconciliation will retry");
+                self.log(m, action, why, None, Some(&e.to_string()));
+                let verb = if announce {
+                    "mitigation.announce"
+                } else {
+                    "mitigation.withdraw"
+                };
+                self.audit(
+                    m,
+                    verb,
+                    json!({ "why": why, "error": e.to_string(), "step": action }),
+                );
+            }
+            None => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                let e = "gobgpd is not connected; reconciliation will send it";
+                self.log(m, action, why, None, Some(e));
+                let verb = if announce {
+                    "mitigation.announce"
+                } else {
+                    "mitigation.withdraw"
+                };
+                self.audit(m, verb, json!({ "why": why, "error": e, "step": action }));
+            }
+        }
+    }
+
+    fn log(
+        &mut self,
+        m: &Mitigation,
+        action: &str,
+        why: &str,
+        sent: Option<&Sent>,
+        error: Option<&str>,
+    ) {
+        let entry = json!({
+            "time": crate::report::rfc3339_ms(now_ms()),
+            "action": action,
+            "mitigation": m.id,
+            "host": m.host.to_string(),
+            "hostgroup": m.hostgroup,
+            "incident": m.incident,
+            "level": m.level,
+            "adapter": adapter(m.level),
+            "route": m.route.to_string(),
+            "detail": m.route,
+            "payload": sent.map(|s| s.payload.clone()),
+            "response": sent.map(|s| s.response.clone()),
+            "error": error,
+            "ttl_s": m.expires_ms.saturating_sub(m.created_ms) / 1000,
+            "decided_by": m.decided_by,
+            "reason": why,
+            "shadow": m.shadow,
+        });
+        self.put_log(&entry);
+    }
+
+    fn put_log(&mut self, entry: &Value) {
+        self.log_seq += 1;
+        let bytes = serde_json::to_vec(entry).unwrap_or_default();
+        if let Err(e) = self
+            .store
+            .mitigation_log_put(now_ms(), self.log_seq, &bytes)
+        {
+            tracing::error!(error = %e, "Cannot write the mitigation log");
+        }
+    }
+
+    fn audit(&self, m: &Mitigation, action: &str, mut details: Value) {
+        details["route"] = json!(m.route.to_string());
+        details["level"] = json!(m.level.as_str());
+        details["host"] = json!(m.host.to_string());
+        details["incident"] = json!(m.incident);
+        details["expires"] = json!(crate::report::rfc3339_ms(m.expires_ms));
+        let who = m.decided_by.as_str();
+        let actor = match who.split_once(':') {
+            Some(("user", name)) => Actor::User(name),
+            Some(("apikey", id)) => Actor::ApiKey(id),
+            Some(("system", c)) => Actor::System(c),
+            _ => Actor::System("escalator"),
+        };
+        if let Err(e) = self.audit.append(actor, action, &m.id, details) {
+            tracing::error!(mitigation = %m.id, error = %e, "Cannot audit the mitigation");
+        }
+    }
+}

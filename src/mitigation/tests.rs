@@ -1,0 +1,402 @@
+//! The escalation engine and the rule builder, on made-up incidents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use levee_bgp::{FlowAction, Range, Route, TcpFlags};
+use levee_collectors::Addr;
+
+use super::engine::{Action, Engine};
+use super::rules;
+use crate::account::Details;
+use crate::config::{Config, Hostgroup, HostgroupMitigation, Level, Thresholds};
+use crate::detect::classify::{Component, Family, Verdict};
+use crate::detect::{Features, Incident, Point, Reason};
+
+const S: u64 = 1000;
+
+fn config() -> Config {
+    let mut c = Config {
+        hostgroups: vec![Hostgroup {
+            name: "customers".into(),
+            prefixes: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8::/48".parse().unwrap(),
+            ],
+            within: None,
+            thresholds: Thresholds::default(),
+            mitigation: HostgroupMitigation {
+                ladder: vec![Level::Flowspec, Level::Rtbh],
+                flowspec_max_bps: Some(5_000_000_000),
+                rtbh_min_bps: 1_000_000_000,
+                ..HostgroupMitigation::default()
+            },
+        }],
+        ..Config::default()
+    };
+    c.bgp.next_hop = Some("192.0.2.254".parse().unwrap());
+    c.bgp.next_hop6 = Some("100::1".parse().unwrap());
+    c.mitigation.dwell = Duration::from_secs(10);
+    c.mitigation.hold_down = Duration::from_secs(30);
+    c.mitigation.ttl = Duration::from_secs(600);
+    c
+}
+
+fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64) -> Incident {
+    let addr: std::net::IpAddr = host.parse().unwrap();
+    let host = match addr {
+        std::net::IpAddr::V4(a) => Addr::v4(a.octets()),
+        std::net::IpAddr::V6(a) => Addr::v6(a.octets()),
+    };
+    Incident {
+        id: format!("inc-{host}"),
+        host,
+        hostgroup: "customers".into(),
+        group: 0,
+        started_ms: 0,
+        detected_ms: 0,
+        last_over_ms: at,
+        ended: false,
+        peak_pps: bps / 8000,
+        peak_bps: bps,
+        reason: Reason {
+            metric: "pps".into(),
+            value: 1,
+            limit: 1,
+            kind: "static",
+        },
+        verdict: Verdict {
+            family: family.as_str().into(),
+            vector: vector.map(Into::into),
+            confidence: 0.95,
+            components: vec![Component {
+                family,
+                vector: vector.map(Into::into),
+                share: 1.0,
+            }],
+            sources_estimate: 5000,
+            spoofed: true,
+            botnet: false,
+            ttl_entropy: None,
+        },
+        severity: "high",
+        features: Features {
+            protocols: vec![6],
+            src_ports: vec![],
+            dst_ports: vec![443],
+            packet_length: [40, 60],
+            tcp_flags: vec!["syn"],
+            fragments: false,
+        },
+        top_src_ports: vec![],
+        top_dst_ports: vec![],
+        protocol: "tcp".into(),
+        timeline: vec![Point {
+            second: at / 1000,
+            pps: bps / 8000,
+            bps,
+        }],
+        details: Details::default(),
+    }
+}
+
+fn announced(actions: &[Action]) -> Vec<(Level, Route)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Announce(m) => Some((m.level, m.route.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn withdrawn(actions: &[Action]) -> Vec<Level> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Withdraw { m, .. } => Some(m.level),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_syn_flood_gets_a_narrow_flowspec_rule() {
+    let inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].dst, "192.0.2.10/32".parse().unwrap());
+    assert_eq!(r[0].protocols, vec![6]);
+    assert_eq!(r[0].dst_ports, vec![Range::one(443)]);
+    assert_eq!(r[0].packet_lengths, vec![Range { lo: 40, hi: 60 }]);
+    assert_eq!(
+        r[0].tcp_flags,
+        Some(TcpFlags {
+            set: 0x02,
+            unset: 0x10
+        })
+    );
+    assert_eq!(r[0].src, None, "spoofed: no source to match");
+    assert_eq!(r[0].action, FlowAction::Discard);
+}
+
+#[test]
+fn an_amplification_rule_matches_the_reflected_service() {
+    let mut inc = incident("2001:db8::10", Family::Amplification, Some("ntp"), 1, 0);
+    inc.features.protocols = vec![17];
+    inc.features.packet_length = [90, 468];
+    let policy = HostgroupMitigation {
+        flowspec_rate_limit: Some(1_000_000),
+        ..HostgroupMitigation::default()
+    };
+    let r = rules::flowspec(&inc, &policy);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].protocols, vec![17]);
+    assert_eq!(r[0].src_ports, vec![Range::one(123)]);
+    assert_eq!(r[0].packet_lengths, vec![], "a wide spread is not matched");
+    assert_eq!(
+        r[0].action,
+        FlowAction::RateLimit {
+            bytes_per_second: 1_000_000
+        }
+    );
+}
+
+#[test]
+fn a_multi_vector_attack_gets_a_rule_per_component() {
+    let mut inc = incident("192.0.2.10", Family::SynFlood, None, 1, 0);
+    inc.verdict.family = "multi_vector".into();
+    inc.verdict.components.push(Component {
+        family: Family::Amplification,
+        vector: Some("dns".into()),
+        share: 0.4,
+    });
+    inc.verdict.components.push(Component {
+        family: Family::IcmpFlood,
+        vector: None,
+        share: 0.3,
+    });
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    let protocols: Vec<Vec<u8>> = r.iter().map(|r| r.protocols.clone()).collect();
+    assert_eq!(protocols, vec![vec![6], vec![17], vec![1]]);
+    assert_eq!(r[1].src_ports, vec![Range::one(53)]);
+}
+
+#[test]
+fn the_ladder_starts_low_escalates_and_steps_down() {
+    let mut e = Engine::new(Arc::new(config()));
+    // 2 Gbit/s: FlowSpec first.
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 0),
+        0,
+    );
+    let got = announced(&a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, Level::Flowspec);
+    // Persisting, but not yet a dwell: nothing new.
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 5 * S),
+        5 * S,
+    );
+    assert!(announced(&a).is_empty());
+    // Past the dwell: RTBH (2 Gbit/s ≥ rtbh_min_bps).
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 10 * S),
+        10 * S,
+    );
+    let got = announced(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    assert!(matches!(&got[0], (Level::Rtbh, Route::Blackhole(b))
+        if b.prefix == "192.0.2.10/32".parse().unwrap()
+        && b.next_hop == "192.0.2.254".parse::<std::net::IpAddr>().unwrap()));
+    assert_eq!(e.active().len(), 2);
+    // The attack was last over its threshold at 10 s. Nothing before the
+    // hold-down (30 s) has passed.
+    assert!(e.tick(39 * S).is_empty());
+    // Then RTBH goes first, FlowSpec a dwell later.
+    assert_eq!(withdrawn(&e.tick(40 * S)), vec![Level::Rtbh]);
+    assert!(e.tick(45 * S).is_empty());
+    assert_eq!(withdrawn(&e.tick(50 * S)), vec![Level::Flowspec]);
+    assert!(e.active().is_empty());
+    assert!(e.tick(100 * S).is_empty());
+}
+
+#[test]
+fn an_attack_too_big_for_flowspec_moves_up_at_once() {
+    let mut e = Engine::new(Arc::new(config()));
+    let a = e.incident(
+        &incident("192.0.2.10", Family::UdpFlood, None, 2_000_000_000, 0),
+        0,
+    );
+    assert_eq!(announced(&a)[0].0, Level::Flowspec);
+    let a = e.incident(
+        &incident("192.0.2.10", Family::UdpFlood, None, 8_000_000_000, S),
+        S,
+    );
+    assert_eq!(announced(&a)[0].0, Level::Rtbh);
+}
+
+#[test]
+fn a_small_persistent_attack_is_never_blackholed() {
+    let mut e = Engine::new(Arc::new(config()));
+    for t in 0..100 {
+        let a = e.incident(
+            &incident("192.0.2.10", Family::SynFlood, None, 50_000_000, t * S),
+            t * S,
+        );
+        for (level, _) in announced(&a) {
+            assert_eq!(level, Level::Flowspec);
+        }
+        let refusals = a
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Refuse {
+                        level: Level::Rtbh,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(refusals <= 1, "a refusal is logged once, not every second");
+    }
+    assert_eq!(e.active().len(), 1);
+}
+
+#[test]
+fn guards_refuse_and_say_why() {
+    let mut c = config();
+    c.mitigation.never = vec!["192.0.2.53/32".parse().unwrap()];
+    c.mitigation.max_flowspec = 1;
+    let mut e = Engine::new(Arc::new(c));
+    let a = e.incident(
+        &incident("192.0.2.53", Family::SynFlood, None, 2_000_000_000, 0),
+        0,
+    );
+    assert!(announced(&a).is_empty());
+    let why: Vec<String> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Refuse { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(why.iter().any(|w| w.contains("never-mitigate")), "{why:?}");
+    // Budget: one FlowSpec rule at most.
+    assert_eq!(
+        announced(&e.incident(
+            &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+            0
+        ))
+        .len(),
+        1
+    );
+    let a = e.incident(
+        &incident("192.0.2.11", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    assert!(announced(&a).is_empty());
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::Refuse { why, .. } if why.contains("budget full"))));
+    // Outside every hostgroup, or too short: refused by the guard itself.
+    let cfg = config();
+    let outside = Route::Blackhole(levee_bgp::BlackholeRoute::rfc7999(
+        "198.51.100.1/32".parse().unwrap(),
+        "192.0.2.254".parse().unwrap(),
+    ));
+    assert!(super::engine::guard(&cfg, &outside)
+        .unwrap_err()
+        .contains("not inside a protected hostgroup"));
+    let short = Route::Blackhole(levee_bgp::BlackholeRoute::rfc7999(
+        "192.0.0.0/16".parse().unwrap(),
+        "192.0.2.254".parse().unwrap(),
+    ));
+    assert!(super::engine::guard(&cfg, &short)
+        .unwrap_err()
+        .contains("shorter than /24"));
+}
+
+#[test]
+fn shadow_and_dry_run_mark_everything_unsent() {
+    let mut c = config();
+    c.hostgroups[0].mitigation.shadow = true;
+    let mut e = Engine::new(Arc::new(c));
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    assert!(a
+        .iter()
+        .all(|a| matches!(a, Action::Announce(m) if m.shadow)));
+    let mut c = config();
+    c.mitigation.dry_run = true;
+    let mut e = Engine::new(Arc::new(c));
+    let a = e
+        .manual(
+            "192.0.2.10".parse().unwrap(),
+            Level::Rtbh,
+            None,
+            60 * S,
+            "system:cli",
+            0,
+        )
+        .unwrap();
+    assert!(a
+        .iter()
+        .all(|a| matches!(a, Action::Announce(m) if m.shadow)));
+}
+
+#[test]
+fn mitigations_expire_unless_the_attack_renews_them() {
+    let mut c = config();
+    c.mitigation.ttl = Duration::from_secs(20);
+    c.mitigation.hold_down = Duration::from_secs(3600);
+    let mut e = Engine::new(Arc::new(c));
+    e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    // Renewed at 15 s: still there at 30 s.
+    e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 15 * S),
+        15 * S,
+    );
+    assert!(withdrawn(&e.tick(30 * S)).is_empty());
+    assert_eq!(withdrawn(&e.tick(35 * S)), vec![Level::Flowspec]);
+    // A manual one is not renewed by attacks.
+    let host = "192.0.2.20".parse().unwrap();
+    e.manual(host, Level::Rtbh, None, 10 * S, "system:cli", 40 * S)
+        .unwrap();
+    assert!(e.tick(49 * S).is_empty());
+    assert_eq!(withdrawn(&e.tick(50 * S)), vec![Level::Rtbh]);
+}
+
+#[test]
+fn restored_intents_step_down_after_a_quiet_hold_down() {
+    let mut e = Engine::new(Arc::new(config()));
+    e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 0),
+        0,
+    );
+    let saved = e.active().to_vec();
+    let mut e = Engine::new(Arc::new(config()));
+    e.restore(saved, 100 * S);
+    assert_eq!(e.active().len(), 1);
+    assert!(e.tick(120 * S).is_empty());
+    assert_eq!(withdrawn(&e.tick(130 * S)), vec![Level::Flowspec]);
+}
+
+#[test]
+fn an_ipv6_host_gets_a_128_blackhole() {
+    let c = config();
+    let b = rules::blackhole("2001:db8::12".parse().unwrap(), &c).unwrap();
+    assert_eq!(b.prefix, "2001:db8::12/128".parse().unwrap());
+    assert_eq!(b.next_hop, "100::1".parse::<std::net::IpAddr>().unwrap());
+    let mut c = config();
+    c.bgp.next_hop6 = None;
+    assert!(rules::blackhole("2001:db8::12".parse().unwrap(), &c)
+        .unwrap_err()
+        .contains("next_hop6"));
+}

@@ -1,0 +1,496 @@
+//! Mitigation end to end: `levee run` drives its own gobgpd, which is peered
+//! over BGP with a second gobgpd playing the border router. Attack traffic
+//! is sampled sFlow sent to levee's collector; what counts is what the
+//! router's RIB holds, read with the `gobgp` CLI.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use levee_tools::attacks::{self, Attack, Family, Sources};
+use levee_tools::export;
+use levee_tools::gobgpd::{loopback_pair, Gobgpd};
+use serde_json::Value;
+
+struct Bed {
+    dir: tempfile::TempDir,
+    speaker: Gobgpd,
+    router: Gobgpd,
+}
+
+fn bed() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, r) = loopback_pair();
+    let router = Gobgpd::router(dir.path(), r, s).unwrap();
+    let speaker = Gobgpd::speaker(dir.path(), s, r).unwrap();
+    router.wait_established(Duration::from_secs(30)).unwrap();
+    Bed {
+        dir,
+        speaker,
+        router,
+    }
+}
+
+fn config(bed: &Bed, extra: &str) -> std::path::PathBuf {
+    let config = bed.dir.path().join("levee.toml");
+    let text = format!(
+        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
+         [hostgroup.thresholds]\npps = 2000\n\
+         [hostgroup.mitigation]\nladder = [\"flowspec\", \"rtbh\"]\n\
+         flowspec_max_bps = 50000000\nrtbh_min_bps = 50000000\n{extra}\n\
+         [detection]\nhold_down = \"2s\"\n\
+         [bgp]\ngobgp_grpc = \"{}\"\nnext_hop = \"192.0.2.254\"\nnext_hop6 = \"100::1\"\n",
+        bed.speaker.grpc()
+    );
+    std::fs::write(&config, test_config(&bed.dir.path().join("data"), &text)).unwrap();
+    config
+}
+
+fn write_key(config: &Path) -> String {
+    let out = cli(&[
+        "apikey",
+        "add",
+        "--config",
+        config.to_str().unwrap(),
+        "ops",
+        "--scope",
+        "write",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One second of an attack as sFlow datagrams (sampled 1 in `rate`).
+fn second_of(family: Family, target: &str, pps: u64, rate: u32) -> Vec<Vec<u8>> {
+    let s = attacks::attack(
+        &Attack {
+            family,
+            target: target.parse().unwrap(),
+            pps,
+            start_us: 0,
+            duration_s: 1,
+            sources: Sources::Spoofed,
+        },
+        1,
+    );
+    export::sflow(&s, IpAddr::V4(Ipv4Addr::LOCALHOST), rate, 1, 100_000)
+        .into_iter()
+        .map(|e| e.payload)
+        .collect()
+}
+
+/// Sends, every second, the datagrams of the phase `phase` selects (none
+/// at `usize::MAX`), until dropped.
+struct Traffic {
+    phase: Arc<AtomicUsize>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+const QUIET: usize = usize::MAX;
+
+impl Traffic {
+    fn start(to: SocketAddr, phases: Vec<Vec<Vec<u8>>>) -> Traffic {
+        let phase = Arc::new(AtomicUsize::new(QUIET));
+        let p = phase.clone();
+        let thread = std::thread::spawn(move || {
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            loop {
+                let t = Instant::now();
+                let n = p.load(Ordering::Relaxed);
+                if n == usize::MAX - 1 {
+                    return;
+                }
+                if let Some(datagrams) = phases.get(n) {
+                    // Spread over the second, as a router would send them.
+                    let step = Duration::from_secs(1) / datagrams.len().max(1) as u32;
+                    for d in datagrams {
+                        let _ = tx.send_to(d, to);
+                        std::thread::sleep(step.saturating_sub(Duration::from_micros(20)));
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+        });
+        Traffic {
+            phase,
+            _thread: thread,
+        }
+    }
+
+    fn set(&self, phase: usize) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.phase.store(usize::MAX - 1, Ordering::Relaxed);
+    }
+}
+
+fn squash(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Waits until the router's RIB of `family` satisfies `f`; returns the
+/// wall-clock ms at which it first did.
+fn router_until(bed: &Bed, family: &str, within: Duration, f: impl Fn(&str) -> bool) -> u64 {
+    let start = Instant::now();
+    loop {
+        let rib = squash(&bed.router.rib(family).unwrap());
+        if f(&rib) {
+            return now_ms();
+        }
+        assert!(
+            start.elapsed() < within,
+            "router's {family} RIB never matched; it is:\n{rib}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn mitigations(levee: &Levee, token: &str) -> Value {
+    let r = http(
+        levee.web,
+        "GET",
+        "/api/v1/mitigations?log=1000",
+        Some(token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
+    let bed = bed();
+    let config = config(
+        &bed,
+        "[mitigation]\nhold_down = \"3s\"\ndwell = \"4s\"\nreconcile_every = \"2s\"\n",
+    );
+    let levee = Levee::start(&config);
+    let token = write_key(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    let traffic = Traffic::start(
+        levee.collector("sflow"),
+        vec![
+            // 10 kpps of SYN: about 5 Mbit/s, FlowSpec's to handle.
+            second_of(Family::SynFlood, "192.0.2.10", 10_000, 10),
+            // 200 kpps: about 100 Mbit/s, past flowspec_max_bps.
+            second_of(Family::SynFlood, "192.0.2.10", 200_000, 100),
+        ],
+    );
+
+    traffic.set(0);
+    let seen = router_until(&bed, "ipv4-flowspec", Duration::from_secs(20), |rib| {
+        rib.lines().any(|l| {
+            l.contains("[destination: 192.0.2.10/32][protocol: ==tcp]")
+                && l.contains("[tcp-flags: =S&!A]")
+                && l.contains("[discard]")
+        })
+    });
+    let m = mitigations(&levee, &token);
+    let fs = m["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["level"] == "flowspec")
+        .unwrap_or_else(|| panic!("no FlowSpec mitigation in {m}"))
+        .clone();
+    let decided = fs["created_ms"].as_u64().unwrap();
+    eprintln!(
+        "FlowSpec: decided → at the router in {} ms (poll granularity ~10 ms)",
+        seen.saturating_sub(decided)
+    );
+    // The router holds exactly the rule levee says it announced.
+    let rule = fs["text"].as_str().unwrap().to_owned();
+    eprintln!("rule: {rule}");
+    assert!(rule.starts_with("flowspec match destination 192.0.2.10/32 protocol =6"));
+    assert!(rule.contains("tcp-flags =S&!A"), "{rule}");
+    assert!(
+        bed.router.rib("ipv4").unwrap().lines().count() <= 1,
+        "no RTBH yet"
+    );
+
+    traffic.set(1);
+    let seen = router_until(&bed, "ipv4", Duration::from_secs(20), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254 65001")
+            && rib.contains("{Communities: blackhole, no-export}")
+    });
+    let m = mitigations(&levee, &token);
+    let rtbh = m["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["level"] == "rtbh")
+        .unwrap_or_else(|| panic!("no RTBH mitigation in {m}"))
+        .clone();
+    eprintln!(
+        "RTBH: decided → at the router in {} ms",
+        seen.saturating_sub(rtbh["created_ms"].as_u64().unwrap())
+    );
+    assert!(
+        rtbh["reason"]
+            .as_str()
+            .unwrap()
+            .contains("escalated from flowspec"),
+        "{rtbh}"
+    );
+
+    // The attack ends: RTBH goes after the hold-down, FlowSpec a dwell later.
+    traffic.set(QUIET);
+    let quiet = Instant::now();
+    router_until(&bed, "ipv4", Duration::from_secs(30), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    let rtbh_gone = quiet.elapsed();
+    router_until(&bed, "ipv4-flowspec", Duration::from_secs(30), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    eprintln!(
+        "withdrawn after the attack: RTBH {rtbh_gone:?}, FlowSpec {:?}",
+        quiet.elapsed()
+    );
+    assert!(
+        rtbh_gone >= Duration::from_secs(2),
+        "not before the hold-down"
+    );
+
+    // Everything is in the mitigation log, with payloads, and audited.
+    let m = mitigations(&levee, &token);
+    assert_eq!(m["active"].as_array().unwrap().len(), 0, "{m}");
+    let log = m["log"].as_array().unwrap();
+    let of = |action: &str, level: &str| {
+        log.iter()
+            .filter(|e| e["action"] == action && e["level"] == level)
+            .count()
+    };
+    assert_eq!(of("announce", "flowspec"), 1, "{log:#?}");
+    assert_eq!(of("announce", "rtbh"), 1);
+    assert_eq!(of("withdraw", "flowspec"), 1);
+    assert_eq!(of("withdraw", "rtbh"), 1);
+    for e in log.iter().filter(|e| e["action"] == "announce") {
+        assert!(e["payload"].as_str().is_some_and(|p| p.len() > 20), "{e}");
+        assert_eq!(e["adapter"], "gobgp");
+        assert_eq!(e["decided_by"], "system:escalator");
+    }
+    let (audit, _) = export(&config, "jsonl");
+    assert_eq!(audit.matches("\"mitigation.announce\"").count(), 2);
+    assert_eq!(audit.matches("\"mitigation.withdraw\"").count(), 2);
+    assert_eq!(
+        levee
+            .metric("levee_mitigation_updates_total{action=\"announce\"}")
+            .as_deref(),
+        Some("2")
+    );
+}
+
+#[test]
+fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
+    let mut bed = bed();
+    let config = config(&bed, "[mitigation]\nreconcile_every = \"2s\"\n");
+    let mut levee = Levee::start(&config);
+    let token = write_key(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    // Manual blackholes: IPv4 with the CLI, IPv6 over the API.
+    let out = cli(&[
+        "mitigation",
+        "announce",
+        "--config",
+        config.to_str().unwrap(),
+        "192.0.2.10",
+        "--level",
+        "rtbh",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mit-"));
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(&token),
+        Some("{\"host\": \"2001:db8::12\", \"level\": \"rtbh\", \"ttl\": \"10m\"}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Guards hold for people too.
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(&token),
+        Some("{\"host\": \"198.51.100.1\", \"level\": \"rtbh\"}"),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("in no hostgroup"), "{}", r.body);
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254")
+    });
+    router_until(&bed, "ipv6", Duration::from_secs(10), |rib| {
+        rib.contains("2001:db8::12/128 100::1")
+    });
+
+    // kill -9; by hand: one of levee's routes removed, one it never meant
+    // added (a blackhole for a protected host).
+    levee.signal(libc::SIGKILL);
+    levee.wait();
+    bed.speaker
+        .cli(&["global", "rib", "-a", "ipv4", "del", "192.0.2.10/32"])
+        .unwrap();
+    bed.speaker
+        .cli(&[
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+            "add",
+            "192.0.2.99/32",
+            "nexthop",
+            "192.0.2.254",
+            "community",
+            "65535:666",
+        ])
+        .unwrap();
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        !rib.contains("192.0.2.10/32") && rib.contains("192.0.2.99/32")
+    });
+
+    let levee = Levee::start(&config);
+    router_until(&bed, "ipv4", Duration::from_secs(20), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254") && !rib.contains("192.0.2.99/32")
+    });
+    assert!(bed.router.rib("ipv6").unwrap().contains("2001:db8::12/128"));
+    let m = mitigations(&levee, &token);
+    assert_eq!(m["active"].as_array().unwrap().len(), 2, "restored: {m}");
+    let log = m["log"].as_array().unwrap();
+    assert!(log.iter().any(|e| e["action"] == "reconcile_announce"));
+    assert!(log.iter().any(|e| e["action"] == "reconcile_withdraw"
+        && e["route"].as_str().unwrap().contains("192.0.2.99/32")));
+
+    // The speaker restarts and forgets everything; levee notices and
+    // announces again.
+    bed.speaker.restart().unwrap();
+    let t = Instant::now();
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    router_until(&bed, "ipv4", Duration::from_secs(40), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254")
+    });
+    router_until(&bed, "ipv6", Duration::from_secs(10), |rib| {
+        rib.contains("2001:db8::12/128")
+    });
+    eprintln!(
+        "routes back at the router {:?} after the speaker restarted",
+        t.elapsed()
+    );
+
+    let out = cli(&["mitigation", "list", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("blackhole 192.0.2.10/32 next-hop 192.0.2.254"),
+        "{listed}"
+    );
+
+    // Manual withdrawal.
+    let m = mitigations(&levee, &token);
+    for a in m["active"].as_array().unwrap() {
+        let id = a["id"].as_str().unwrap();
+        let r = http(
+            levee.web,
+            "DELETE",
+            &format!("/api/v1/mitigations/{id}"),
+            Some(&token),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    router_until(&bed, "ipv6", Duration::from_secs(10), |rib| {
+        !rib.contains("2001:db8::12/128")
+    });
+}
+
+#[test]
+fn guards_and_shadow_send_nothing_and_say_why() {
+    let bed = bed();
+    let config = config(
+        &bed,
+        "shadow = false\n[mitigation]\nnever = [\"192.0.2.53\"]\n\
+         [[hostgroup]]\nname = \"watched\"\nprefixes = [\"198.51.100.0/24\"]\n\
+         [hostgroup.thresholds]\npps = 2000\n[hostgroup.mitigation]\nshadow = true\n",
+    );
+    let levee = Levee::start(&config);
+    let token = write_key(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    let traffic = Traffic::start(
+        levee.collector("sflow"),
+        vec![[
+            second_of(Family::SynFlood, "192.0.2.53", 10_000, 10),
+            second_of(Family::SynFlood, "198.51.100.7", 10_000, 10),
+        ]
+        .concat()],
+    );
+    traffic.set(0);
+    levee.wait_for("both attacks to be judged", |l| {
+        let m = mitigations(l, &token);
+        let log = m["log"].as_array().unwrap().clone();
+        log.iter().any(|e| {
+            e["action"] == "refuse"
+                && e["host"] == "192.0.2.53"
+                && e["reason"].as_str().unwrap().contains("never-mitigate")
+        }) && log
+            .iter()
+            .any(|e| e["action"] == "shadow_announce" && e["host"] == "198.51.100.7")
+    });
+    drop(traffic);
+    let m = mitigations(&levee, &token);
+    let shadow = m["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "shadow_announce")
+        .unwrap()
+        .clone();
+    assert!(
+        shadow["route"]
+            .as_str()
+            .unwrap()
+            .starts_with("flowspec match destination 198.51.100.7/32"),
+        "the log says what would have been sent: {shadow}"
+    );
+    assert_eq!(shadow["payload"], Value::Null, "nothing was sent");
+    for family in ["ipv4-flowspec", "ipv4"] {
+        let rib = bed.router.rib(family).unwrap();
+        assert!(
+            !rib.contains("192.0.2.53") && !rib.contains("198.51.100.7"),
+            "{family}: {rib}"
+        );
+    }
+}
