@@ -580,7 +580,10 @@ async fn announce(
     };
     let narrowed = !(a.protocols.is_empty() && a.src_ports.is_empty() && a.dst_ports.is_empty())
         || a.rate_limit.is_some();
-    let rule = if a.level == crate::config::Level::Flowspec {
+    let rule = if matches!(
+        a.level,
+        crate::config::Level::Flowspec | crate::config::Level::Firewall
+    ) {
         let action = match a.rate_limit {
             Some(b) => levee_bgp::FlowAction::rate_limit(b),
             None => levee_bgp::FlowAction::Discard,
@@ -595,7 +598,7 @@ async fn announce(
     } else if narrowed {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
-            "protocols, ports and rate_limit narrow FlowSpec rules only".to_owned(),
+            "protocols, ports and rate_limit narrow FlowSpec and firewall rules only".to_owned(),
         ));
     } else {
         None

@@ -58,6 +58,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApikeyCmd,
     },
+    /// Watch levee and withdraw its routes from gobgpd when it has been down
+    /// for `[mitigation] dead_man` (run it as a service beside levee).
+    Deadman(ConfigArg),
     /// List, announce and withdraw mitigations (through the running levee).
     Mitigation {
         #[command(subcommand)]
@@ -192,6 +195,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => audit_verify(&file, head.as_deref()),
         Cmd::Apikey { cmd } => apikey(cmd),
         Cmd::Mitigation { cmd } => mitigation(cmd),
+        Cmd::Deadman(c) => deadman(&c.config),
         Cmd::Replay {
             config,
             format,
@@ -326,6 +330,33 @@ fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
             eprintln!("revoked API key {} (\"{}\")", k.id, k.name);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deadman(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let _log = levee::logging::init(&loaded.config.log.level);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        levee::mitigation::deadman::run(&loaded.config, stop).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

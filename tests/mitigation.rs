@@ -494,3 +494,68 @@ fn guards_and_shadow_send_nothing_and_say_why() {
         );
     }
 }
+
+#[test]
+fn the_dead_man_withdraws_levees_routes_when_levee_stays_down() {
+    let bed = bed();
+    let config = config(
+        &bed,
+        "[mitigation]\ndead_man = \"2s\"\nreconcile_every = \"1s\"\n",
+    );
+    let mut levee = Levee::start(&config);
+    let token = write_key(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(&token),
+        Some("{\"host\": \"192.0.2.10\", \"level\": \"rtbh\", \"ttl\": \"10m\"}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254")
+    });
+
+    let mut deadman = std::process::Command::new(levee_bin())
+        .args(["deadman", "--config"])
+        .arg(&config)
+        .spawn()
+        .unwrap();
+    // While levee answers, the dead-man does nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(bed.router.rib("ipv4").unwrap().contains("192.0.2.10/32"));
+
+    levee.signal(libc::SIGKILL);
+    levee.wait();
+    let killed = Instant::now();
+    router_until(&bed, "ipv4", Duration::from_secs(20), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    let after = killed.elapsed();
+    eprintln!("dead-man withdrew {after:?} after levee died (dead_man = 2s)");
+    assert!(after >= Duration::from_secs(2), "not before dead_man");
+    // It audits the act (opening the store for that moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (audit, _) = export(&config, "jsonl");
+        if audit.contains("\"mitigation.deadman\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead-man audit entry: {audit}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = deadman.kill();
+    let _ = deadman.wait();
+
+    // levee comes back: the intent has not expired, so it is announced again.
+    let _levee = Levee::start(&config);
+    router_until(&bed, "ipv4", Duration::from_secs(20), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254")
+    });
+}

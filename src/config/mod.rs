@@ -38,6 +38,7 @@ pub struct Config {
     pub collector: Collectors,
     pub hostgroups: Vec<Hostgroup>,
     pub mitigation: Mitigation,
+    pub firewall: Firewall,
     pub bgp: Bgp,
     pub scrubbing: Scrubbing,
     pub web: Web,
@@ -215,6 +216,7 @@ pub struct Mitigation {
     /// Addresses never mitigated (infrastructure, resolvers, gateways).
     pub never: Vec<IpNet>,
     /// Concurrent mitigations per level at most.
+    pub max_firewall: usize,
     pub max_flowspec: usize,
     pub max_rtbh: usize,
     pub max_scrubbing: usize,
@@ -225,6 +227,9 @@ pub struct Mitigation {
     pub shortest_prefix_v6: u8,
     /// How often levee compares gobgpd's routes with its intents.
     pub reconcile_every: Duration,
+    /// How long levee may be down before `levee deadman` withdraws its
+    /// routes.
+    pub dead_man: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +242,14 @@ pub struct Bgp {
     pub next_hop6: Option<IpAddr>,
     /// The blackhole community (RFC 7999 65535:666).
     pub blackhole_community: levee_bgp::Community,
+}
+
+/// The local firewall level (nftables table `inet levee`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Firewall {
+    /// Whether the firewall level may act: only on a box that traffic
+    /// passes through (inline) or that protects itself.
+    pub enabled: bool,
 }
 
 /// Scrubbing diversion (MIT-4): a more-specific route toward the scrubbing
@@ -364,6 +377,7 @@ impl Default for Config {
                 dwell: Duration::from_secs(60),
                 ttl: Duration::from_secs(3600),
                 never: Vec::new(),
+                max_firewall: 1000,
                 max_flowspec: 100,
                 max_rtbh: 100,
                 max_scrubbing: 16,
@@ -371,7 +385,9 @@ impl Default for Config {
                 shortest_prefix_v4: 24,
                 shortest_prefix_v6: 48,
                 reconcile_every: Duration::from_secs(30),
+                dead_man: Duration::from_secs(300),
             },
+            firewall: Firewall::default(),
             bgp: Bgp {
                 gobgp_grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
                 next_hop: None,
@@ -660,6 +676,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             ("dwell", &mut m.dwell),
             ("ttl", &mut m.ttl),
             ("reconcile_every", &mut m.reconcile_every),
+            ("dead_man", &mut m.dead_man),
         ] {
             if let Some(h) = t.duration(d, key) {
                 *slot = h.into_inner();
@@ -669,6 +686,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             m.never = list.iter().filter_map(|p| prefix(d, p)).collect();
         }
         for (key, slot) in [
+            ("max_firewall", &mut m.max_firewall),
             ("max_flowspec", &mut m.max_flowspec),
             ("max_rtbh", &mut m.max_rtbh),
             ("max_scrubbing", &mut m.max_scrubbing),
@@ -713,6 +731,13 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             if let Some(cm) = community(d, &s) {
                 c.bgp.blackhole_community = cm;
             }
+        }
+        t.finish(d);
+    }
+
+    if let Some(mut t) = top.table(d, "firewall", "[firewall]") {
+        if let Some(b) = t.bool(d, "enabled") {
+            c.firewall.enabled = b;
         }
         t.finish(d);
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use levee_bgp::{FlowSpecRule, Route};
 
-use super::{rules, Mitigation, AUTO};
+use super::{key, rules, Mitigation, AUTO};
 use crate::config::{Config, Hostgroup, Level};
 use crate::detect::Incident;
 
@@ -97,7 +97,7 @@ impl Engine {
     /// they step down only after a quiet `hold_down`.
     pub fn restore(&mut self, ms: Vec<Mitigation>, now_ms: u64) {
         for m in ms {
-            if self.active.iter().any(|a| a.route.key() == m.route.key()) {
+            if self.active.iter().any(|a| a.key() == m.key()) {
                 continue;
             }
             if m.decided_by == AUTO {
@@ -192,7 +192,7 @@ impl Engine {
                 Ok(routes) => {
                     let mut announced = false;
                     for route in routes {
-                        if self.active.iter().any(|m| m.route.key() == route.key()) {
+                        if self.active.iter().any(|m| m.key() == key(level, &route)) {
                             announced = true;
                             continue;
                         }
@@ -291,21 +291,24 @@ impl Engine {
     ) -> Result<Vec<Route>, String> {
         let case = self.cases.get(&host);
         let routes: Vec<Route> = match level {
-            Level::Firewall => {
-                return Err(
-                    "the local firewall (nftables) level is not available in this build".into(),
-                )
-            }
-            Level::Flowspec => {
+            Level::Firewall | Level::Flowspec => {
+                if level == Level::Firewall && !self.cfg.firewall.enabled {
+                    return Err("the firewall level is off ([firewall] enabled = false)".into());
+                }
                 let Some(inc) = case.and_then(|c| c.incident_state.as_deref()) else {
                     return Err("no classification to build a FlowSpec rule from".into());
                 };
                 let rules: Vec<FlowSpecRule> = rules::flowspec(inc, &group.mitigation);
                 if rules.is_empty() {
                     return Err(format!(
-                        "no FlowSpec rule narrower than all traffic describes a {} attack",
+                        "no rule narrower than all traffic describes a {} attack",
                         inc.verdict.family
                     ));
+                }
+                if level == Level::Firewall {
+                    for r in &rules {
+                        super::firewall::rule(r, "check")?;
+                    }
                 }
                 rules.into_iter().map(Route::FlowSpec).collect()
             }
@@ -328,7 +331,7 @@ impl Engine {
         let used = self.active.iter().filter(|m| m.level == level).count();
         let new = routes
             .iter()
-            .filter(|r| !self.active.iter().any(|m| m.route.key() == r.key()))
+            .filter(|r| !self.active.iter().any(|m| m.key() == key(level, r)))
             .count();
         if used + new > budget {
             return Err(format!(
@@ -341,7 +344,7 @@ impl Engine {
     fn budget(&self, level: Level) -> usize {
         let m = &self.cfg.mitigation;
         match level {
-            Level::Firewall => 0,
+            Level::Firewall => m.max_firewall,
             Level::Flowspec => m.max_flowspec,
             Level::Rtbh => m.max_rtbh,
             Level::Scrubbing => m.max_scrubbing,
@@ -461,18 +464,19 @@ impl Engine {
                 "{host} is in no hostgroup: levee protects only its hostgroups"
             ));
         };
+        if level == Level::Firewall && !self.cfg.firewall.enabled {
+            return Err("the firewall level is off ([firewall] enabled = false)".into());
+        }
         let route = match level {
-            Level::Flowspec => Route::FlowSpec(rule.unwrap_or_else(|| {
+            Level::Flowspec | Level::Firewall => Route::FlowSpec(rule.unwrap_or_else(|| {
                 FlowSpecRule::to(rules::host_net(host), levee_bgp::FlowAction::Discard)
             })),
             Level::Rtbh => Route::Blackhole(rules::blackhole(host, &self.cfg)?),
             Level::Scrubbing => Route::Divert(rules::diversion(host, &self.cfg)?),
-            Level::Firewall => {
-                return Err(
-                    "the local firewall (nftables) level is not available in this build".into(),
-                )
-            }
         };
+        if let (Level::Firewall, Route::FlowSpec(r)) = (level, &route) {
+            super::firewall::rule(r, "check")?;
+        }
         if let Route::FlowSpec(r) = &route {
             if !r.dst.contains(&host) {
                 return Err(format!(
@@ -482,7 +486,7 @@ impl Engine {
             }
         }
         self.guard(&route)?;
-        if self.active.iter().any(|m| m.route.key() == route.key()) {
+        if self.active.iter().any(|m| m.key() == key(level, &route)) {
             return Err(format!("already in force: {route}"));
         }
         let used = self.active.iter().filter(|m| m.level == level).count();

@@ -9,8 +9,14 @@
 //!   the route; every step in the mitigation log and the audit chain;
 //!   reconciliation of gobgpd's RIB with the intents at start-up, on every
 //!   reconnection and periodically.
+//! - [`firewall`] — the local firewall level: nftables table `inet levee`,
+//!   replaced whole and atomically.
+//! - [`deadman`] — `levee deadman`: withdraws levee's routes when levee has
+//!   been down too long.
 
+pub mod deadman;
 pub mod engine;
+pub mod firewall;
 pub mod rules;
 pub mod service;
 
@@ -48,6 +54,23 @@ pub struct Mitigation {
     pub reason: String,
     /// Evaluated and logged, never sent (shadow mode or dry run).
     pub shadow: bool,
+}
+
+impl Mitigation {
+    /// Its identity in the intent store and among the mitigations in force.
+    pub fn key(&self) -> String {
+        key(self.level, &self.route)
+    }
+}
+
+/// The identity of `route` at `level`: the route's NLRI identity for BGP
+/// levels (one NLRI, one route), prefixed for the local firewall, whose
+/// rules share the FlowSpec model but not gobgpd's RIB.
+pub fn key(level: Level, route: &Route) -> String {
+    match level {
+        Level::Firewall => format!("firewall {}", route.key()),
+        _ => route.key(),
+    }
 }
 
 /// The adapter a level is carried out by.

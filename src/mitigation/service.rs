@@ -125,6 +125,9 @@ struct Task {
     log_seq: u64,
     /// Send pacing: the earliest moment the next update may go.
     next_send: Instant,
+    last_fw_reconcile: Option<Instant>,
+    /// Whether levee has written the firewall table since it started.
+    firewall_touched: bool,
 }
 
 fn now_ms() -> u64 {
@@ -178,6 +181,8 @@ impl Task {
             last_reconcile: Instant::now(),
             log_seq: 0,
             next_send: Instant::now(),
+            last_fw_reconcile: None,
+            firewall_touched: false,
         }
     }
 
@@ -257,6 +262,10 @@ impl Task {
     /// Connects when disconnected (with backoff); reconciles on connection
     /// and every `reconcile_every`.
     async fn maintain(&mut self) {
+        let every = self.cfg.mitigation.reconcile_every;
+        if self.last_fw_reconcile.is_none_or(|t| t.elapsed() >= every) {
+            self.reconcile_firewall().await;
+        }
         if self.speaker.is_none() {
             if Instant::now() < self.next_connect {
                 return;
@@ -293,6 +302,86 @@ impl Task {
         }
     }
 
+    /// Writes the nftables table from the firewall mitigations in force.
+    /// Returns the script and nft's verdict.
+    async fn firewall_sync(&mut self) -> (String, Result<(), String>) {
+        let ms: Vec<Mitigation> = self
+            .engine
+            .active()
+            .iter()
+            .filter(|m| m.level == Level::Firewall && !m.shadow)
+            .cloned()
+            .collect();
+        let refs: Vec<&Mitigation> = ms.iter().collect();
+        let script = match super::firewall::script(&refs) {
+            Ok(s) => s,
+            Err(e) => return (String::new(), Err(e)),
+        };
+        let s2 = script.clone();
+        let r = tokio::task::spawn_blocking(move || super::firewall::apply(&s2))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = &r {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "Cannot write the firewall table");
+        }
+        (script, r)
+    }
+
+    /// Makes the nftables table match the firewall mitigations in force.
+    async fn reconcile_firewall(&mut self) {
+        self.last_fw_reconcile = Some(Instant::now());
+        let mut want: Vec<String> = self
+            .engine
+            .active()
+            .iter()
+            .filter(|m| m.level == Level::Firewall && !m.shadow)
+            .map(|m| m.id.clone())
+            .collect();
+        want.sort();
+        if want.is_empty() && !self.cfg.firewall.enabled {
+            // Never used here: do not even look (nft may be absent).
+            if !self.firewall_touched {
+                return;
+            }
+        }
+        let have = tokio::task::spawn_blocking(super::firewall::installed)
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match have {
+            Ok(have) if have == want => {}
+            Ok(have) => {
+                if self.cfg.mitigation.dry_run {
+                    tracing::warn!(
+                        ?have,
+                        ?want,
+                        "Dry run: the firewall table differs; not repairing"
+                    );
+                    return;
+                }
+                tracing::warn!(
+                    ?have,
+                    ?want,
+                    "Firewall table differs from the intents; rewriting it"
+                );
+                let (_, r) = self.firewall_sync().await;
+                if r.is_ok() {
+                    self.shared.repaired.fetch_add(1, Ordering::Relaxed);
+                }
+                let entry = json!({
+                    "time": crate::report::rfc3339_ms(now_ms()),
+                    "action": "reconcile_firewall",
+                    "level": Level::Firewall,
+                    "adapter": "nftables",
+                    "reason": format!("table held {have:?}, intents say {want:?}"),
+                    "error": r.err(),
+                });
+                self.put_log(&entry);
+            }
+            Err(e) => tracing::error!(error = %e, "Cannot read the firewall table"),
+        }
+    }
+
     /// Repairs gobgpd's RIB against the intents, both ways.
     async fn reconcile(&mut self) {
         self.last_reconcile = Instant::now();
@@ -309,7 +398,8 @@ impl Task {
         let intents: Vec<Mitigation> = match self.store.intents() {
             Ok(rows) => rows
                 .iter()
-                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                .filter_map(|(_, v)| serde_json::from_slice::<Mitigation>(v).ok())
+                .filter(|m| m.level != Level::Firewall)
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "Cannot read the intent store; not reconciling");
@@ -323,7 +413,7 @@ impl Task {
                 // The config changed under it (a hostgroup or the never
                 // list): withdraw it rather than keep or repair it.
                 tracing::warn!(mitigation = %m.id, %why, "Intent no longer allowed; withdrawing it");
-                let _ = self.store.intent_delete(&m.route.key());
+                let _ = self.store.intent_delete(&m.key());
                 if is_held && !dry_run {
                     let r = self.send(&m.route, false).await;
                     self.log_result(m, "reconcile_withdraw", &why, r, false);
@@ -451,7 +541,7 @@ impl Task {
                 }
                 Action::Announce(m) => {
                     let record = serde_json::to_vec(&m).unwrap_or_default();
-                    if let Err(e) = self.store.intent_put(&m.route.key(), &record) {
+                    if let Err(e) = self.store.intent_put(&m.key(), &record) {
                         // Without a durable intent nothing is sent: a route
                         // levee could not account for after a crash would
                         // be an orphan.
@@ -460,6 +550,14 @@ impl Task {
                         continue;
                     }
                     tracing::warn!(mitigation = %m.id, level = %m.level, route = %m.route, reason = %m.reason, "Announcing");
+                    if m.level == Level::Firewall {
+                        self.firewall_touched = true;
+                        let (script, r) = self.firewall_sync().await;
+                        self.shared.announced.fetch_add(1, Ordering::Relaxed);
+                        let reason = m.reason.clone();
+                        self.log_firewall(&m, "announce", &reason, &script, r, true);
+                        continue;
+                    }
                     let r = self.send(&m.route, true).await;
                     self.shared.announced.fetch_add(1, Ordering::Relaxed);
                     let reason = m.reason.clone();
@@ -474,10 +572,17 @@ impl Task {
                     );
                 }
                 Action::Withdraw { m, why } => {
-                    if let Err(e) = self.store.intent_delete(&m.route.key()) {
+                    if let Err(e) = self.store.intent_delete(&m.key()) {
                         tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
                     }
                     tracing::warn!(mitigation = %m.id, route = %m.route, %why, "Withdrawing");
+                    if m.level == Level::Firewall {
+                        self.firewall_touched = true;
+                        let (script, r) = self.firewall_sync().await;
+                        self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
+                        self.log_firewall(&m, "withdraw", &why, &script, r, false);
+                        continue;
+                    }
                     let r = self.send(&m.route, false).await;
                     self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
                     self.log_result(&m, "withdraw", &why, r, false);
@@ -516,6 +621,44 @@ impl Task {
         }
         *self.shared.active.lock().unwrap_or_else(|e| e.into_inner()) =
             self.engine.active().to_vec();
+    }
+
+    fn log_firewall(
+        &mut self,
+        m: &Mitigation,
+        action: &str,
+        why: &str,
+        script: &str,
+        r: Result<(), String>,
+        announce: bool,
+    ) {
+        let sent = Sent {
+            payload: script.to_owned(),
+            response: "ok".to_owned(),
+        };
+        let verb = if announce {
+            "mitigation.announce"
+        } else {
+            "mitigation.withdraw"
+        };
+        match r {
+            Ok(()) => {
+                self.log(m, action, why, Some(&sent), None);
+                self.audit(
+                    m,
+                    verb,
+                    json!({ "why": why, "adapter": "nftables", "step": action }),
+                );
+            }
+            Err(e) => {
+                self.log(m, action, why, None, Some(&e));
+                self.audit(
+                    m,
+                    verb,
+                    json!({ "why": why, "adapter": "nftables", "error": e, "step": action }),
+                );
+            }
+        }
     }
 
     fn log_result(

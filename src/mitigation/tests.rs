@@ -400,3 +400,71 @@ fn an_ipv6_host_gets_a_128_blackhole() {
         .unwrap_err()
         .contains("next_hop6"));
 }
+
+#[test]
+fn firewall_rules_say_in_nft_what_the_flowspec_rule_says() {
+    use super::firewall::rule;
+    let inc = incident("192.0.2.10", Family::SynFlood, None, 1, 0);
+    let r = &rules::flowspec(&inc, &HostgroupMitigation::default())[0];
+    assert_eq!(
+        rule(r, "m1").unwrap(),
+        "ip daddr 192.0.2.10/32 meta l4proto 6 th dport 443 ip length 40-60 \
+         tcp flags & 0x12 == 0x2 counter drop comment \"levee:m1\""
+    );
+    let v6 = levee_bgp::FlowSpecRule {
+        protocols: vec![17, 6],
+        src_ports: vec![Range::one(53), Range { lo: 1024, hi: 2048 }],
+        packet_lengths: vec![Range { lo: 100, hi: 200 }],
+        fragment: Some(levee_bgp::Fragment::IsFragment),
+        ..levee_bgp::FlowSpecRule::to(
+            "2001:db8::10/128".parse().unwrap(),
+            FlowAction::rate_limit(1000),
+        )
+    };
+    assert_eq!(
+        rule(&v6, "m2").unwrap(),
+        "ip6 daddr 2001:db8::10/128 meta l4proto { 17, 6 } th sport { 53, 1024-2048 } \
+         ip6 length 60-160 exthdr frag exists limit rate over 1000 bytes/second counter drop \
+         comment \"levee:m2\"",
+        "IPv6 lengths are payload lengths"
+    );
+    let redirect = levee_bgp::FlowSpecRule::to(
+        "192.0.2.10/32".parse().unwrap(),
+        FlowAction::Redirect { asn: 1, value: 2 },
+    );
+    assert!(rule(&redirect, "m3").is_err());
+    // No mitigations: the table is removed, atomically.
+    assert_eq!(
+        super::firewall::script(&[]).unwrap(),
+        "table inet levee\ndelete table inet levee\n"
+    );
+}
+
+#[test]
+fn the_firewall_level_is_skipped_when_off() {
+    let mut c = config();
+    c.hostgroups[0].mitigation.ladder = vec![Level::Firewall, Level::Flowspec];
+    let mut e = Engine::new(Arc::new(c.clone()));
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    assert!(a.iter().any(|a| matches!(a, Action::Refuse { level: Level::Firewall, why, .. } if why.contains("enabled = false"))));
+    assert_eq!(announced(&a)[0].0, Level::Flowspec);
+    c.firewall.enabled = true;
+    let mut e = Engine::new(Arc::new(c));
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    let got = announced(&a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, Level::Firewall);
+    // The same rule may be on both levels: they are different mitigations.
+    let a = e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 10 * S),
+        10 * S,
+    );
+    assert_eq!(announced(&a)[0].0, Level::Flowspec);
+    assert_eq!(e.active().len(), 2);
+}

@@ -51,7 +51,18 @@ impl Levee {
     /// Starts levee with the config file at `config` and waits until its web
     /// server listens.
     pub fn start(config: &Path) -> Levee {
-        let mut child = Command::new(levee_bin())
+        Levee::start_with(Command::new(levee_bin()), config)
+    }
+
+    /// Starts levee inside the network namespace `ns` (`ip netns exec`).
+    pub fn start_in_netns(ns: &str, config: &Path) -> Levee {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, levee_bin()]);
+        Levee::start_with(c, config)
+    }
+
+    fn start_with(mut command: Command, config: &Path) -> Levee {
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .env_remove("LEVEE_LOG")
