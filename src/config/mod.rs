@@ -189,6 +189,10 @@ pub struct HostgroupMitigation {
     /// RTBH takes the host off the Internet: only for attacks of at least
     /// this many bits/s.
     pub rtbh_min_bps: u64,
+    /// A FlowSpec or firewall rule that would match more than this share of
+    /// the host's legitimate packets (by protocol, flags and fragments —
+    /// an upper bound) is not used.
+    pub max_collateral: f64,
 }
 
 impl Default for HostgroupMitigation {
@@ -199,6 +203,7 @@ impl Default for HostgroupMitigation {
             flowspec_rate_limit: None,
             flowspec_max_bps: None,
             rtbh_min_bps: 1_000_000_000,
+            max_collateral: 0.5,
         }
     }
 }
@@ -1045,6 +1050,16 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
             }
             if let Some(n) = m.positive(d, "rtbh_min_bps") {
                 g.mitigation.rtbh_min_bps = n.into_inner();
+            }
+            if let Some(x) = m.positive_number(d, "max_collateral") {
+                if x <= 1.0 {
+                    g.mitigation.max_collateral = x;
+                } else if let Some(at) = m.key_span("max_collateral") {
+                    d.error(
+                        at,
+                        "`max_collateral` in [hostgroup.mitigation] is a share: at most 1",
+                    );
+                }
             }
             m.finish(d);
         }

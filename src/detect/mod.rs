@@ -102,6 +102,8 @@ pub struct Incident {
     pub protocol: String,
     pub timeline: Vec<Point>,
     pub details: Details,
+    /// The host's legitimate traffic before the attack.
+    pub legit: Legit,
 }
 
 /// What happened, for the caller.
@@ -150,6 +152,53 @@ struct HostState {
     baseline: Baseline,
     /// Consecutive seconds over a threshold, while no incident runs.
     over: u32,
+    legit: Legit,
+}
+
+/// A host's legitimate traffic: inbound packets per second by class, an
+/// exponentially weighted mean over about two minutes of the seconds
+/// outside incidents (idle seconds count as zeros). Mitigation estimates
+/// from it what share of the host's legitimate packets a rule would match
+/// (MIT-11).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Legit {
+    pub pps: [f32; class::COUNT],
+    /// The last second fed (Unix seconds); 0 before the first.
+    pub second: u64,
+}
+
+impl Legit {
+    /// Weight of one second.
+    const ALPHA: f32 = 1.0 / 120.0;
+
+    fn feed(&mut self, second: u64, c: &crate::account::Counters) {
+        if self.second == 0 {
+            for (m, p) in self.pps.iter_mut().zip(c.packets) {
+                *m = p as f32;
+            }
+        } else {
+            let gap = second.saturating_sub(self.second).clamp(1, 100_000) as i32;
+            let keep = (1.0 - Self::ALPHA).powi(gap);
+            for (m, p) in self.pps.iter_mut().zip(c.packets) {
+                *m = *m * keep + Self::ALPHA * p as f32;
+            }
+        }
+        self.second = second;
+    }
+
+    /// The profile as of `second`: the seconds since the last one fed
+    /// count as idle.
+    pub fn at(&self, second: u64) -> Legit {
+        let mut l = *self;
+        if self.second > 0 && second > self.second {
+            let gap = (second - self.second - 1).min(100_000) as i32;
+            let keep = (1.0 - Self::ALPHA).powi(gap);
+            for m in &mut l.pps {
+                *m *= keep;
+            }
+        }
+        l
+    }
 }
 
 /// The detector: baselines, incidents, classification.
@@ -218,6 +267,7 @@ impl Detector {
         started_ms: u64,
         detected_ms: u64,
         reason: Reason,
+        legit: Legit,
     ) {
         let id = self.new_id(started_ms);
         let inc = Incident {
@@ -245,6 +295,7 @@ impl Detector {
             protocol: String::new(),
             timeline: Vec::new(),
             details: Details::default(),
+            legit: legit.at(started_ms / 1000),
         };
         self.events.push(Event::Started(Box::new(inc.clone())));
         self.active.insert(host, inc);
@@ -280,7 +331,8 @@ impl Detector {
             },
             _ => return,
         };
-        self.start(t.addr, t.group, t.at_ms, t.at_ms, reason);
+        let legit = self.hosts.get(&t.addr).map(|h| h.legit).unwrap_or_default();
+        self.start(t.addr, t.group, t.at_ms, t.at_ms, reason, legit);
     }
 
     /// What is over for a host's second, if anything: the first static
@@ -383,7 +435,8 @@ impl Detector {
                     if state.over >= self.s.trigger_seconds {
                         let started = (second + 1 - u64::from(state.over)) * 1000;
                         state.over = 0;
-                        self.start(h.addr, h.group, started, end_ms, reason);
+                        let legit = state.legit;
+                        self.start(h.addr, h.group, started, end_ms, reason, legit);
                         if let Some(inc) = self.active.get_mut(&h.addr) {
                             inc.timeline.push(Point { second, pps, bps });
                             inc.peak_pps = pps;
@@ -401,6 +454,7 @@ impl Detector {
                 }
                 None => {
                     state.over = 0;
+                    state.legit.feed(second, &h.inbound);
                     if let Some(p) = &self.s.baseline {
                         state.baseline.feed(second, pps as f64, bps as f64, p);
                     }

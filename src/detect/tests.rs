@@ -165,3 +165,40 @@ fn baselines_judge_each_host_by_its_own_normal() {
     assert_eq!(s[0].host, quiet);
     assert_eq!(s[0].reason.kind, "baseline");
 }
+
+#[test]
+fn an_incident_carries_the_hosts_legitimate_traffic_from_before() {
+    let mut d = Detector::new(settings(10_000, 1, None));
+    // Ten minutes of 1000 pps, a tenth of it TCP, with a quiet gap.
+    for s in 1..=600u64 {
+        if (300..360).contains(&s) {
+            continue;
+        }
+        let mut h = second(HOST, 1000);
+        h.inbound.packets[class::UDP] = 900;
+        h.inbound.packets[class::TCP] = 100;
+        d.on_second(s, vec![h]);
+    }
+    d.take_events();
+    // Then the flood: its seconds do not enter the profile.
+    for s in 601..=610u64 {
+        d.on_second(s, vec![second(HOST, 50_000)]);
+    }
+    let events = d.take_events();
+    let inc = started(&events)[0];
+    let l = inc.legit.pps;
+    assert!((850.0..=1000.0).contains(&l[class::ALL]), "{l:?}");
+    assert!((l[class::UDP] / l[class::ALL] - 0.9).abs() < 0.01, "{l:?}");
+    // After it ends, a second flood finds the profile untouched by the
+    // first (only decayed by the quiet seconds).
+    for s in 611..=640u64 {
+        d.on_second(s, vec![]);
+    }
+    d.take_events();
+    d.on_second(641, vec![second(HOST, 50_000)]);
+    let events = d.take_events();
+    let again = started(&events)[0].legit.pps;
+    assert!(again[class::ALL] < l[class::ALL], "{again:?}");
+    assert!(again[class::ALL] > 0.5 * l[class::ALL], "{again:?}");
+    assert!((again[class::UDP] / again[class::ALL] - 0.9).abs() < 0.01);
+}

@@ -259,8 +259,15 @@ impl Engine {
                     Some(l) => format!(", escalated from {}", group.mitigation.ladder[l]),
                     None => String::new(),
                 };
+                let cost = match &route {
+                    Route::FlowSpec(r) => format!(
+                        ", collateral at most {:.0}% of legitimate packets",
+                        rules::collateral(r, &inc.legit) * 100.0
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "incident {}: {} at {rate}{from}",
+                    "incident {}: {} at {rate}{from}{cost}",
                     inc.id, inc.verdict.family
                 )
             }
@@ -298,7 +305,21 @@ impl Engine {
                 let Some(inc) = case.and_then(|c| c.incident_state.as_deref()) else {
                     return Err("no classification to build a FlowSpec rule from".into());
                 };
-                let rules: Vec<FlowSpecRule> = rules::flowspec(inc, &group.mitigation);
+                let all: Vec<FlowSpecRule> = rules::flowspec(inc, &group.mitigation);
+                let max = group.mitigation.max_collateral;
+                let (rules, costly): (Vec<_>, Vec<_>) = all
+                    .into_iter()
+                    .partition(|r| rules::collateral(r, &inc.legit) <= max);
+                if rules.is_empty() {
+                    if let Some(r) = costly.first() {
+                        return Err(format!(
+                            "collateral: the rule would match up to {:.0}% of the host's legitimate packets (max_collateral {:.0}%): {}",
+                            rules::collateral(r, &inc.legit) * 100.0,
+                            max * 100.0,
+                            r.matcher()
+                        ));
+                    }
+                }
                 if rules.is_empty() {
                     return Err(format!(
                         "no rule narrower than all traffic describes a {} attack",

@@ -226,3 +226,36 @@ pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
         communities,
     })
 }
+
+/// The share of a host's legitimate packets (its profile before the
+/// attack) that `rule` would also match, judged by protocol, TCP flags and
+/// fragments. Ports and lengths are not in the profile, so this is an upper
+/// bound; 0 for a host with no legitimate traffic on record.
+pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> f64 {
+    use crate::account::class;
+    let l = |c: usize| f64::from(legit.pps[c]);
+    let total = l(class::ALL);
+    if total < 1.0 {
+        return 0.0;
+    }
+    let matched = if rule.fragment.is_some() {
+        l(class::FRAGMENT)
+    } else if rule.protocols.is_empty() {
+        total
+    } else {
+        let syn_only = rule.tcp_flags.is_some_and(|t| {
+            t.set & levee_bgp::model::tcp::SYN != 0 && t.unset & levee_bgp::model::tcp::ACK != 0
+        });
+        rule.protocols
+            .iter()
+            .map(|p| match p {
+                6 if syn_only => l(class::TCP_SYN),
+                6 => l(class::TCP),
+                17 => l(class::UDP),
+                1 | 58 => l(class::ICMP),
+                _ => l(class::OTHER),
+            })
+            .sum()
+    };
+    (matched / total).min(1.0)
+}

@@ -97,6 +97,7 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             bps,
         }],
         details: Details::default(),
+        legit: crate::detect::Legit::default(),
     }
 }
 
@@ -467,4 +468,43 @@ fn the_firewall_level_is_skipped_when_off() {
     );
     assert_eq!(announced(&a)[0].0, Level::Flowspec);
     assert_eq!(e.active().len(), 2);
+}
+
+#[test]
+fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
+    use crate::account::class;
+    let mut c = config();
+    c.hostgroups[0].mitigation.max_collateral = 0.3;
+    let mut e = Engine::new(Arc::new(c));
+    // A game server: most of its legitimate packets are UDP.
+    let mut inc = incident("192.0.2.10", Family::UdpFlood, None, 2_000_000_000, 0);
+    inc.features.protocols = vec![17];
+    inc.legit.pps[class::ALL] = 1000.0;
+    inc.legit.pps[class::UDP] = 900.0;
+    inc.legit.pps[class::TCP] = 100.0;
+    let a = e.incident(&inc, 0);
+    assert!(announced(&a).iter().all(|(l, _)| *l != Level::Flowspec));
+    assert!(
+        a.iter().any(
+            |a| matches!(a, Action::Refuse { level: Level::Flowspec, why, .. }
+        if why.contains("up to 90% of the host's legitimate packets"))
+        ),
+        "{a:?}"
+    );
+    // The same flood on a web server: FlowSpec, and the estimate is logged.
+    let mut inc = incident("192.0.2.11", Family::UdpFlood, None, 2_000_000_000, 0);
+    inc.features.protocols = vec![17];
+    inc.legit.pps[class::ALL] = 1000.0;
+    inc.legit.pps[class::UDP] = 20.0;
+    inc.legit.pps[class::TCP] = 980.0;
+    let a = e.incident(&inc, 0);
+    let m = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Announce(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(m.level, Level::Flowspec);
+    assert!(m.reason.contains("collateral at most 2%"), "{}", m.reason);
 }
