@@ -291,18 +291,25 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The config at `path`, or its errors printed (the caller exits 2).
+fn load_or_report(path: &std::path::Path) -> Option<config::Loaded> {
+    match config::load(path) {
+        Ok(l) => Some(l),
+        Err(errors) => {
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
 fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
     let path = match &cmd {
         ApikeyCmd::Add { config, .. }
         | ApikeyCmd::List { config }
         | ApikeyCmd::Revoke { config, .. } => config.config.clone(),
     };
-    let loaded = match config::load(&path) {
-        Ok(l) => l,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(loaded) = load_or_report(&path) else {
+        return Ok(ExitCode::from(2));
     };
     let admin = levee::admin::Admin::connect(&loaded.config.data_dir)?;
     match cmd {
@@ -334,12 +341,8 @@ fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
 }
 
 fn deadman(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let loaded = match config::load(path) {
-        Ok(l) => l,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(loaded) = load_or_report(path) else {
+        return Ok(ExitCode::from(2));
     };
     let _log = levee::logging::init(&loaded.config.log.level);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -366,12 +369,8 @@ fn mitigation(cmd: MitigationCmd) -> anyhow::Result<ExitCode> {
         | MitigationCmd::Announce { config, .. }
         | MitigationCmd::Withdraw { config, .. } => config.config.clone(),
     };
-    let loaded = match config::load(&path) {
-        Ok(l) => l,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(loaded) = load_or_report(&path) else {
+        return Ok(ExitCode::from(2));
     };
     let admin = levee::admin::Admin::connect(&loaded.config.data_dir)?;
     match cmd {

@@ -176,6 +176,18 @@ fn mitigations(levee: &Levee, token: &str) -> Value {
     serde_json::from_str(&r.body).unwrap()
 }
 
+/// The mitigation in force at `level` (there must be one).
+fn in_force(levee: &Levee, token: &str, level: &str) -> Value {
+    let m = mitigations(levee, token);
+    m["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["level"] == level)
+        .unwrap_or_else(|| panic!("no {level} mitigation in {m}"))
+        .clone()
+}
+
 #[test]
 fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
     let bed = bed();
@@ -206,14 +218,7 @@ fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
                 && l.contains("[discard]")
         })
     });
-    let m = mitigations(&levee, &token);
-    let fs = m["active"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["level"] == "flowspec")
-        .unwrap_or_else(|| panic!("no FlowSpec mitigation in {m}"))
-        .clone();
+    let fs = in_force(&levee, &token, "flowspec");
     let decided = fs["created_ms"].as_u64().unwrap();
     eprintln!(
         "FlowSpec: decided → at the router in {} ms (poll granularity ~10 ms)",
@@ -234,14 +239,7 @@ fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
         rib.contains("192.0.2.10/32 192.0.2.254 65001")
             && rib.contains("{Communities: blackhole, no-export}")
     });
-    let m = mitigations(&levee, &token);
-    let rtbh = m["active"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["level"] == "rtbh")
-        .unwrap_or_else(|| panic!("no RTBH mitigation in {m}"))
-        .clone();
+    let rtbh = in_force(&levee, &token, "rtbh");
     eprintln!(
         "RTBH: decided → at the router in {} ms",
         seen.saturating_sub(rtbh["created_ms"].as_u64().unwrap())

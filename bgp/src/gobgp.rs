@@ -245,21 +245,15 @@ pub fn path(route: &Route) -> apipb::Path {
                 Some(action_communities(r.action)),
             )
         }
-        Route::Blackhole(BlackholeRoute {
-            prefix,
-            next_hop,
-            communities,
-        })
-        | Route::Divert(Diversion {
-            prefix,
-            next_hop,
-            communities,
-        }) => (
-            unicast_nlri(*prefix),
-            next_hop.to_string(),
-            communities.clone(),
-            None,
-        ),
+        Route::Blackhole(_) | Route::Divert(_) => {
+            let (prefix, next_hop, communities) = route.unicast().unwrap_or_else(|| unreachable!());
+            (
+                unicast_nlri(prefix),
+                next_hop.to_string(),
+                communities.to_vec(),
+                None,
+            )
+        }
     };
     let mut pattrs = vec![any(
         "OriginAttribute",

@@ -57,29 +57,35 @@ impl Route {
     /// blackhole route with a custom community reads back from a RIB as a
     /// diversion; it is still the same announcement.)
     pub fn same_announcement(&self, other: &Route) -> bool {
-        fn unicast(r: &Route) -> Option<(IpNet, IpAddr, Vec<Community>)> {
-            match r {
-                Route::Blackhole(BlackholeRoute {
-                    prefix,
-                    next_hop,
-                    communities,
-                })
-                | Route::Divert(Diversion {
-                    prefix,
-                    next_hop,
-                    communities,
-                }) => {
-                    let mut c = communities.clone();
-                    c.sort();
-                    c.dedup();
-                    Some((*prefix, *next_hop, c))
-                }
-                Route::FlowSpec(_) => None,
-            }
-        }
+        let canonical = |r: &Route| {
+            r.unicast().map(|(prefix, next_hop, c)| {
+                let mut c = c.to_vec();
+                c.sort();
+                c.dedup();
+                (prefix, next_hop, c)
+            })
+        };
         match (self, other) {
             (Route::FlowSpec(a), Route::FlowSpec(b)) => a == b,
-            _ => unicast(self).is_some_and(|a| unicast(other) == Some(a)),
+            _ => canonical(self).is_some_and(|a| canonical(other) == Some(a)),
+        }
+    }
+
+    /// Prefix, next hop and communities of a unicast route (a blackhole or
+    /// a diversion); `None` for FlowSpec.
+    pub fn unicast(&self) -> Option<(IpNet, IpAddr, &[Community])> {
+        match self {
+            Route::Blackhole(BlackholeRoute {
+                prefix,
+                next_hop,
+                communities,
+            })
+            | Route::Divert(Diversion {
+                prefix,
+                next_hop,
+                communities,
+            }) => Some((*prefix, *next_hop, communities)),
+            Route::FlowSpec(_) => None,
         }
     }
 }

@@ -76,6 +76,17 @@ pub struct Pcap {
     pub snaplen: u32,
 }
 
+impl Config {
+    /// Whether `net` lies wholly inside one of the protected hostgroups'
+    /// prefixes: the only space levee may announce routes for.
+    pub fn protects(&self, net: &IpNet) -> bool {
+        self.hostgroups
+            .iter()
+            .flat_map(|g| g.prefixes.iter())
+            .any(|p| p.contains(net))
+    }
+}
+
 /// A named set of protected prefixes with its own limits (DET-1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hostgroup {

@@ -104,12 +104,7 @@ pub async fn withdraw_all(cfg: &Config) -> anyhow::Result<usize> {
     let (routes, _) = speaker.local_routes().await?;
     let mut withdrawn = Vec::new();
     for r in routes {
-        let protected = cfg
-            .hostgroups
-            .iter()
-            .flat_map(|g| g.prefixes.iter())
-            .any(|p| p.contains(&r.prefix()));
-        if !protected {
+        if !cfg.protects(&r.prefix()) {
             continue;
         }
         speaker.withdraw(&r).await?;

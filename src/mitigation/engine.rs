@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
 use levee_bgp::{FlowSpecRule, Route};
 
 use super::{key, rules, Mitigation, AUTO};
@@ -570,12 +569,7 @@ pub fn guard(cfg: &Config, r: &Route) -> Result<(), String> {
     {
         return Err(format!("{p} touches {n}, on the never-mitigate list"));
     }
-    let protected = cfg
-        .hostgroups
-        .iter()
-        .flat_map(|g| g.prefixes.iter())
-        .any(|g: &IpNet| g.contains(&p));
-    if !protected {
+    if !cfg.protects(&p) {
         return Err(format!("{p} is not inside a protected hostgroup"));
     }
     Ok(())

@@ -443,13 +443,7 @@ impl Task {
             if intents.iter().any(|m| m.route.same_announcement(r)) {
                 continue;
             }
-            let protected = self
-                .cfg
-                .hostgroups
-                .iter()
-                .flat_map(|g| g.prefixes.iter())
-                .any(|p| p.contains(&r.prefix()));
-            if !protected {
+            if !self.cfg.protects(&r.prefix()) {
                 continue;
             }
             let m = Mitigation {
@@ -632,33 +626,24 @@ impl Task {
         r: Result<(), String>,
         announce: bool,
     ) {
-        let sent = Sent {
-            payload: script.to_owned(),
-            response: "ok".to_owned(),
-        };
         let verb = if announce {
             "mitigation.announce"
         } else {
             "mitigation.withdraw"
         };
-        match r {
-            Ok(()) => {
-                self.log(m, action, why, Some(&sent), None);
-                self.audit(
-                    m,
-                    verb,
-                    json!({ "why": why, "adapter": "nftables", "step": action }),
-                );
-            }
+        let sent = Sent {
+            payload: script.to_owned(),
+            response: "ok".to_owned(),
+        };
+        let mut details = json!({ "why": why, "adapter": "nftables", "step": action });
+        match &r {
+            Ok(()) => self.log(m, action, why, Some(&sent), None),
             Err(e) => {
-                self.log(m, action, why, None, Some(&e));
-                self.audit(
-                    m,
-                    verb,
-                    json!({ "why": why, "adapter": "nftables", "error": e, "step": action }),
-                );
+                self.log(m, action, why, None, Some(e));
+                details["error"] = json!(e);
             }
         }
+        self.audit(m, verb, details);
     }
 
     fn log_result(
@@ -669,47 +654,33 @@ impl Task {
         r: Option<Result<Sent, levee_bgp::Error>>,
         announce: bool,
     ) {
-        match r {
-            Some(Ok(sent)) => {
-                self.log(m, action, why, Some(&sent), None);
-                let verb = if announce {
-                    "mitigation.announce"
-                } else {
-                    "mitigation.withdraw"
-                };
-                self.audit(
-                    m,
-                    verb,
-                    json!({ "why": why, "response": sent.response, "step": action }),
-                );
-            }
+        let verb = if announce {
+            "mitigation.announce"
+        } else {
+            "mitigation.withdraw"
+        };
+        let (sent, error) = match r {
+            Some(Ok(sent)) => (Some(sent), None),
             Some(Err(e)) => {
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(mitigation = %m.id, error = %e, "gobgpd did not take the update; reconciliation will retry");
-                self.log(m, action, why, None, Some(&e.to_string()));
-                let verb = if announce {
-                    "mitigation.announce"
-                } else {
-                    "mitigation.withdraw"
-                };
-                self.audit(
-                    m,
-                    verb,
-                    json!({ "why": why, "error": e.to_string(), "step": action }),
-                );
+                (None, Some(e.to_string()))
             }
-            None => {
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                let e = "gobgpd is not connected; reconciliation will send it";
-                self.log(m, action, why, None, Some(e));
-                let verb = if announce {
-                    "mitigation.announce"
-                } else {
-                    "mitigation.withdraw"
-                };
-                self.audit(m, verb, json!({ "why": why, "error": e, "step": action }));
-            }
+            None => (
+                None,
+                Some("gobgpd is not connected; reconciliation will send it".to_owned()),
+            ),
+        };
+        if error.is_some() {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
         }
+        self.log(m, action, why, sent.as_ref(), error.as_deref());
+        let mut details = json!({ "why": why, "step": action });
+        match (&sent, &error) {
+            (Some(s), _) => details["response"] = json!(s.response),
+            (_, Some(e)) => details["error"] = json!(e),
+            _ => {}
+        }
+        self.audit(m, verb, details);
     }
 
     fn log(
