@@ -438,7 +438,7 @@ fn guards_and_shadow_send_nothing_and_say_why() {
     let bed = bed();
     let config = config(
         &bed,
-        "shadow = false\n[mitigation]\nnever = [\"192.0.2.53\"]\n\
+        "shadow = false\n[mitigation]\nnever = [\"192.0.2.53\"]\nmax_flowspec = 1\n\
          [[hostgroup]]\nname = \"watched\"\nprefixes = [\"198.51.100.0/24\"]\n\
          [hostgroup.thresholds]\npps = 2000\n[hostgroup.mitigation]\nshadow = true\n",
     );
@@ -452,6 +452,8 @@ fn guards_and_shadow_send_nothing_and_say_why() {
         vec![[
             second_of(Family::SynFlood, "192.0.2.53", 10_000, 10),
             second_of(Family::SynFlood, "198.51.100.7", 10_000, 10),
+            second_of(Family::SynFlood, "192.0.2.20", 10_000, 10),
+            second_of(Family::SynFlood, "192.0.2.21", 10_000, 10),
         ]
         .concat()],
     );
@@ -466,6 +468,13 @@ fn guards_and_shadow_send_nothing_and_say_why() {
         }) && log
             .iter()
             .any(|e| e["action"] == "shadow_announce" && e["host"] == "198.51.100.7")
+    });
+    // A budget of one FlowSpec rule: the two hosts under the same attack
+    // share one rule for the prefix covering both.
+    router_until(&bed, "ipv4-flowspec", Duration::from_secs(20), |rib| {
+        rib.contains("[destination: 192.0.2.20/31]")
+            && !rib.contains("192.0.2.20/32")
+            && !rib.contains("192.0.2.21/32")
     });
     drop(traffic);
     let m = mitigations(&levee, &token);

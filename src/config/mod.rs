@@ -236,6 +236,10 @@ pub struct Mitigation {
     pub max_flowspec: usize,
     pub max_rtbh: usize,
     pub max_scrubbing: usize,
+    /// When the FlowSpec budget is full, merge a new rule with one of the
+    /// same shape for a neighbouring host into one rule for the smallest
+    /// prefix covering both (no shorter than `shortest_prefix_v4/v6`).
+    pub aggregate_flowspec: bool,
     /// Announcements and withdrawals sent per second at most.
     pub updates_per_second: u32,
     /// Prefixes shorter than these are never announced.
@@ -397,6 +401,7 @@ impl Default for Config {
                 max_flowspec: 100,
                 max_rtbh: 100,
                 max_scrubbing: 16,
+                aggregate_flowspec: true,
                 updates_per_second: 50,
                 shortest_prefix_v4: 24,
                 shortest_prefix_v6: 48,
@@ -686,6 +691,9 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         let m = &mut c.mitigation;
         if let Some(b) = t.bool(d, "dry_run") {
             m.dry_run = b;
+        }
+        if let Some(b) = t.bool(d, "aggregate_flowspec") {
+            m.aggregate_flowspec = b;
         }
         for (key, slot) in [
             ("hold_down", &mut m.hold_down),

@@ -28,6 +28,7 @@ use levee_bgp::{FlowSpecRule, Route};
 use super::{key, rules, Mitigation, AUTO};
 use crate::config::{Config, Hostgroup, Level};
 use crate::detect::Incident;
+use ipnet::IpNet;
 
 /// What the engine wants done.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +154,7 @@ impl Engine {
         case.bps = bps;
         case.incident_state = Some(Box::new(inc.clone()));
         let ttl = self.cfg.mitigation.ttl.as_millis() as u64;
-        for m in self.active.iter_mut().filter(|m| m.host == host) {
+        for m in self.active.iter_mut().filter(|m| m.protects(host)) {
             if m.decided_by == AUTO {
                 m.expires_ms = m.expires_ms.max(now_ms + ttl);
             }
@@ -187,42 +188,45 @@ impl Engine {
         };
         let mut out = Vec::new();
         for (i, &level) in ladder.iter().enumerate().skip(from) {
-            match self.candidates(host, group, level) {
-                Ok(routes) => {
-                    let mut announced = false;
-                    for route in routes {
-                        if self.active.iter().any(|m| m.key() == key(level, &route)) {
-                            announced = true;
-                            continue;
-                        }
-                        let m = self.mitigation(host, group, level, route, now_ms);
-                        self.active.push(m.clone());
-                        out.push(Action::Announce(m));
-                        announced = true;
-                    }
-                    if announced {
-                        if let Some(case) = self.cases.get_mut(&host) {
-                            case.level = Some(i);
-                            case.level_since_ms = now_ms;
-                        }
+            // An incident's first event (from the sliding window) has no
+            // measured second yet: RTBH's size test waits for one.
+            if level == Level::Rtbh && self.cases.get(&host).is_some_and(|c| c.bps == 0) {
+                continue;
+            }
+            let routes = match self.candidates(host, group, level) {
+                Ok(routes) => routes,
+                Err(why) => {
+                    self.refuse(host, group, level, why, &mut out);
+                    continue;
+                }
+            };
+            if let Err(why) = self.fits(level, &routes) {
+                if level == Level::Flowspec && self.cfg.mitigation.aggregate_flowspec {
+                    if let Some(actions) = self.aggregate(host, group, &routes, now_ms) {
+                        out.extend(actions);
+                        self.reached(host, i, now_ms);
                         return out;
                     }
+                    let why = format!("{why}; no rule of the same shape to aggregate with");
+                    self.refuse(host, group, level, why, &mut out);
+                } else {
+                    self.refuse(host, group, level, why, &mut out);
                 }
-                Err(why) => {
-                    let Some(case) = self.cases.get_mut(&host) else {
-                        break;
-                    };
-                    if !case.refused.contains(&level) {
-                        case.refused.push(level);
-                        out.push(Action::Refuse {
-                            host,
-                            hostgroup: group.name.clone(),
-                            incident: case.incident.clone(),
-                            level,
-                            why,
-                        });
-                    }
+                continue;
+            }
+            let mut announced = false;
+            for route in routes {
+                announced = true;
+                if self.active.iter().any(|m| m.key() == key(level, &route)) {
+                    continue;
                 }
+                let m = self.mitigation(host, group, level, route, now_ms);
+                self.active.push(m.clone());
+                out.push(Action::Announce(m));
+            }
+            if announced {
+                self.reached(host, i, now_ms);
+                return out;
             }
         }
         // Nothing above could act: try again after another dwell.
@@ -232,6 +236,38 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The case of `host` is now at ladder index `i`.
+    fn reached(&mut self, host: IpAddr, i: usize, now_ms: u64) {
+        if let Some(case) = self.cases.get_mut(&host) {
+            case.level = Some(i);
+            case.level_since_ms = now_ms;
+        }
+    }
+
+    /// Records that `level` cannot act for `host` (once per case).
+    fn refuse(
+        &mut self,
+        host: IpAddr,
+        group: &Hostgroup,
+        level: Level,
+        why: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(case) = self.cases.get_mut(&host) else {
+            return;
+        };
+        if !case.refused.contains(&level) {
+            case.refused.push(level);
+            out.push(Action::Refuse {
+                host,
+                hostgroup: group.name.clone(),
+                incident: case.incident.clone(),
+                level,
+                why,
+            });
+        }
     }
 
     fn mitigation(
@@ -285,6 +321,7 @@ impl Engine {
             decided_by: AUTO.to_owned(),
             reason,
             shadow: self.cfg.mitigation.dry_run || group.mitigation.shadow,
+            covers: Vec::new(),
         }
     }
 
@@ -347,8 +384,18 @@ impl Engine {
         for r in &routes {
             self.guard(r)?;
         }
+        Ok(routes)
+    }
+
+    /// Whether `routes` fit the level's budget.
+    fn fits(&self, level: Level, routes: &[Route]) -> Result<(), String> {
         let budget = self.budget(level);
-        let used = self.active.iter().filter(|m| m.level == level).count();
+        // Shadowed mitigations are not on the router: they use no budget.
+        let used = self
+            .active
+            .iter()
+            .filter(|m| m.level == level && !m.shadow)
+            .count();
         let new = routes
             .iter()
             .filter(|r| !self.active.iter().any(|m| m.key() == key(level, r)))
@@ -358,7 +405,75 @@ impl Engine {
                 "{level} budget full: {used} in force, {new} more would pass max_{level} = {budget}"
             ));
         }
-        Ok(routes)
+        Ok(())
+    }
+
+    /// Fits one new FlowSpec rule into a full budget by merging it with a
+    /// rule of the same shape (everything but the destination) for another
+    /// host of the hostgroup: both are replaced by one rule for the
+    /// smallest prefix covering both, when the guards allow that prefix.
+    fn aggregate(
+        &mut self,
+        host: IpAddr,
+        group: &Hostgroup,
+        routes: &[Route],
+        now_ms: u64,
+    ) -> Option<Vec<Action>> {
+        let [Route::FlowSpec(new)] = routes else {
+            return None;
+        };
+        let shape = |r: &FlowSpecRule| FlowSpecRule {
+            dst: IpNet::from(IpAddr::from([0u8; 4])),
+            ..r.clone()
+        };
+        let mut best: Option<(usize, IpNet)> = None;
+        for (i, m) in self.active.iter().enumerate() {
+            let Route::FlowSpec(old) = &m.route else {
+                continue;
+            };
+            if m.level != Level::Flowspec
+                || m.decided_by != AUTO
+                || m.hostgroup != group.name
+                || m.shadow != (self.cfg.mitigation.dry_run || group.mitigation.shadow)
+                || old.dst.addr().is_ipv6() != new.dst.addr().is_ipv6()
+                || shape(old) != shape(new)
+            {
+                continue;
+            }
+            let Some(p) = supernet(old.dst, new.dst) else {
+                continue;
+            };
+            let candidate = Route::FlowSpec(FlowSpecRule {
+                dst: p,
+                ..new.clone()
+            });
+            if guard(&self.cfg, &candidate).is_err() {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| p.prefix_len() > b.prefix_len()) {
+                best = Some((i, p));
+            }
+        }
+        let (i, p) = best?;
+        let old = self.active.remove(i);
+        let mut covers: Vec<IpAddr> = old.covers.clone();
+        covers.push(old.host);
+        covers.retain(|h| *h != host);
+        covers.sort();
+        covers.dedup();
+        let route = Route::FlowSpec(FlowSpecRule {
+            dst: p,
+            ..new.clone()
+        });
+        let mut m = self.mitigation(host, group, Level::Flowspec, route, now_ms);
+        m.reason = format!(
+            "{}; aggregated with {} into {p} to fit max_flowspec = {}",
+            m.reason, old.route, self.cfg.mitigation.max_flowspec
+        );
+        m.covers = covers;
+        let why = format!("replaced by {} (aggregated into {p})", m.id);
+        self.active.push(m.clone());
+        Some(vec![Action::Announce(m), Action::Withdraw { m: old, why }])
     }
 
     fn budget(&self, level: Level) -> usize {
@@ -398,7 +513,7 @@ impl Engine {
             let top = self
                 .active
                 .iter()
-                .filter(|m| m.host == host && m.decided_by == AUTO)
+                .filter(|m| m.protects(host) && m.decided_by == AUTO)
                 .map(|m| m.level)
                 .max();
             match top {
@@ -408,8 +523,37 @@ impl Engine {
                         quiet / 1000,
                         hold_down / 1000
                     );
+                    // An aggregate stays while another host it covers is
+                    // still attacked; this host just leaves it.
+                    let attacked: Vec<IpAddr> = self
+                        .cases
+                        .iter()
+                        .filter(|(h, c)| {
+                            **h != host && now_ms.saturating_sub(c.last_attack_ms) < hold_down
+                        })
+                        .map(|(h, _)| *h)
+                        .collect();
+                    for m in self
+                        .active
+                        .iter_mut()
+                        .filter(|m| m.protects(host) && m.level == level && m.decided_by == AUTO)
+                    {
+                        let others: Vec<IpAddr> = std::iter::once(m.host)
+                            .chain(m.covers.iter().copied())
+                            .filter(|h| *h != host && attacked.contains(h))
+                            .collect();
+                        if let Some(&heir) = others.first() {
+                            m.covers.retain(|h| *h != host && *h != heir);
+                            if m.host != heir {
+                                let old = std::mem::replace(&mut m.host, heir);
+                                if old != host {
+                                    m.covers.push(old);
+                                }
+                            }
+                        }
+                    }
                     out.extend(self.take(
-                        |m| m.host == host && m.level == level && m.decided_by == AUTO,
+                        |m| m.protects(host) && m.level == level && m.decided_by == AUTO,
                         &why,
                     ));
                     if let Some(case) = self.cases.get_mut(&host) {
@@ -509,10 +653,7 @@ impl Engine {
         if self.active.iter().any(|m| m.key() == key(level, &route)) {
             return Err(format!("already in force: {route}"));
         }
-        let used = self.active.iter().filter(|m| m.level == level).count();
-        if used >= self.budget(level) {
-            return Err(format!("{level} budget full ({used} in force)"));
-        }
+        self.fits(level, std::slice::from_ref(&route))?;
         let m = Mitigation {
             id: self.id(now_ms),
             host,
@@ -525,6 +666,7 @@ impl Engine {
             decided_by: actor.to_owned(),
             reason: "manual".to_owned(),
             shadow: self.cfg.mitigation.dry_run,
+            covers: Vec::new(),
         };
         self.active.push(m.clone());
         Ok(vec![Action::Announce(m)])
@@ -573,4 +715,15 @@ pub fn guard(cfg: &Config, r: &Route) -> Result<(), String> {
         return Err(format!("{p} is not inside a protected hostgroup"));
     }
     Ok(())
+}
+
+/// The smallest prefix covering both `a` and `b` (of one family).
+fn supernet(a: IpNet, b: IpNet) -> Option<IpNet> {
+    if a.addr().is_ipv6() != b.addr().is_ipv6() {
+        return None;
+    }
+    (0..=a.prefix_len().min(b.prefix_len()))
+        .rev()
+        .filter_map(|len| IpNet::new(a.addr(), len).ok().map(|n| n.trunc()))
+        .find(|n| n.contains(&b))
 }

@@ -54,9 +54,18 @@ pub struct Mitigation {
     pub reason: String,
     /// Evaluated and logged, never sent (shadow mode or dry run).
     pub shadow: bool,
+    /// Other attacked hosts this mitigation protects: a FlowSpec rule
+    /// aggregated to fit the budget covers several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covers: Vec<IpAddr>,
 }
 
 impl Mitigation {
+    /// Whether it protects `host` (its own or one it covers).
+    pub fn protects(&self, host: IpAddr) -> bool {
+        self.host == host || self.covers.contains(&host)
+    }
+
     /// Its identity in the intent store and among the mitigations in force.
     pub fn key(&self) -> String {
         key(self.level, &self.route)

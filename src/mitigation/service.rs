@@ -462,6 +462,7 @@ impl Task {
                 decided_by: "system:reconciler".to_owned(),
                 reason: "in gobgpd without an intent".to_owned(),
                 shadow: false,
+                covers: Vec::new(),
             };
             if dry_run {
                 self.log(

@@ -270,6 +270,7 @@ fn guards_refuse_and_say_why() {
     let mut c = config();
     c.mitigation.never = vec!["192.0.2.53/32".parse().unwrap()];
     c.mitigation.max_flowspec = 1;
+    c.mitigation.aggregate_flowspec = false;
     let mut e = Engine::new(Arc::new(c));
     let a = e.incident(
         &incident("192.0.2.53", Family::SynFlood, None, 2_000_000_000, 0),
@@ -507,4 +508,76 @@ fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
         .unwrap();
     assert_eq!(m.level, Level::Flowspec);
     assert!(m.reason.contains("collateral at most 2%"), "{}", m.reason);
+}
+
+#[test]
+fn a_full_flowspec_budget_aggregates_rules_of_the_same_shape() {
+    let mut c = config();
+    c.mitigation.max_flowspec = 1;
+    let mut e = Engine::new(Arc::new(c));
+    let syn = |host: &str, at: u64| incident(host, Family::SynFlood, None, 100_000_000, at);
+    assert_eq!(announced(&e.incident(&syn("192.0.2.10", 0), 0)).len(), 1);
+    // A second host under the same attack: one rule for both.
+    let a = e.incident(&syn("192.0.2.11", 0), 0);
+    let got = announced(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    let Route::FlowSpec(r) = &got[0].1 else {
+        panic!("{got:?}")
+    };
+    assert_eq!(r.dst, "192.0.2.10/31".parse().unwrap());
+    assert_eq!(
+        withdrawn(&a),
+        vec![Level::Flowspec],
+        "the single rule made way"
+    );
+    assert_eq!(e.active().len(), 1);
+    // A third, further away: the /24 still fits the guards (shortest /24).
+    let a = e.incident(&syn("192.0.2.200", 0), 0);
+    let Route::FlowSpec(r) = &announced(&a)[0].1 else {
+        panic!()
+    };
+    assert_eq!(r.dst, "192.0.2.0/24".parse().unwrap());
+    assert_eq!(e.active().len(), 1);
+    assert_eq!(e.active()[0].covers.len(), 2);
+    // .200 keeps being attacked; the other two calm down. The aggregate
+    // stays for .200 ...
+    for t in 1..=40 {
+        e.incident(&syn("192.0.2.200", t * S), t * S);
+        assert!(withdrawn(&e.tick(t * S)).is_empty(), "at {t} s");
+    }
+    assert!(e.active()[0].protects("192.0.2.200".parse().unwrap()));
+    // ... and goes when .200 is quiet too.
+    assert_eq!(withdrawn(&e.tick(70 * S)), vec![Level::Flowspec]);
+    assert!(e.active().is_empty());
+}
+
+#[test]
+fn rules_of_different_shapes_or_too_wide_a_prefix_are_not_aggregated() {
+    let mut c = config();
+    c.mitigation.max_flowspec = 1;
+    let mut e = Engine::new(Arc::new(c.clone()));
+    e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    let a = e.incident(
+        &incident("192.0.2.11", Family::IcmpFlood, None, 100_000_000, 0),
+        0,
+    );
+    assert!(announced(&a).is_empty());
+    assert!(a.iter().any(
+        |a| matches!(a, Action::Refuse { why, .. } if why.contains("no rule of the same shape"))
+    ));
+    // Across /24s the covering prefix would be shorter than allowed.
+    c.hostgroups[0].prefixes = vec!["192.0.0.0/16".parse().unwrap()];
+    let mut e = Engine::new(Arc::new(c));
+    e.incident(
+        &incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    let a = e.incident(
+        &incident("192.0.3.10", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    assert!(announced(&a).is_empty(), "{a:?}");
 }
