@@ -204,6 +204,9 @@ pub struct HostgroupMitigation {
     /// the host's legitimate packets (by protocol, flags and fragments —
     /// an upper bound) is not used.
     pub max_collateral: f64,
+    /// A FlowSpec or firewall rule after which the host's established TCP
+    /// falls by more than this share is rolled back (None: never).
+    pub rollback_drop: Option<f64>,
 }
 
 impl Default for HostgroupMitigation {
@@ -215,6 +218,7 @@ impl Default for HostgroupMitigation {
             flowspec_max_bps: None,
             rtbh_min_bps: 1_000_000_000,
             max_collateral: 0.5,
+            rollback_drop: Some(0.5),
         }
     }
 }
@@ -1069,6 +1073,16 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
             }
             if let Some(n) = m.positive(d, "rtbh_min_bps") {
                 g.mitigation.rtbh_min_bps = n.into_inner();
+            }
+            if let Some(x) = m.positive_number(d, "rollback_drop") {
+                if x <= 1.0 {
+                    g.mitigation.rollback_drop = (x < 1.0).then_some(x);
+                } else if let Some(at) = m.key_span("rollback_drop") {
+                    d.error(
+                        at,
+                        "`rollback_drop` in [hostgroup.mitigation] is a share: at most 1 (1 turns rollback off)",
+                    );
+                }
             }
             if let Some(x) = m.positive_number(d, "max_collateral") {
                 if x <= 1.0 {

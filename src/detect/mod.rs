@@ -50,6 +50,9 @@ pub struct Point {
     pub second: u64,
     pub pps: u64,
     pub bps: u64,
+    /// Inbound TCP packets that are not bare SYNs: the host's established
+    /// sessions (and any non-SYN TCP attack).
+    pub est_tcp: u64,
 }
 
 /// A port and its share of the attack's packets.
@@ -400,10 +403,18 @@ impl Detector {
             let over = self.check(&h, base);
             let pps = u64::from(h.inbound.packets[class::ALL]);
             let bps = h.inbound.bytes * 8;
+            let est_tcp = u64::from(
+                h.inbound.packets[class::TCP].saturating_sub(h.inbound.packets[class::TCP_SYN]),
+            );
 
             if let Some(inc) = self.active.get_mut(&h.addr) {
                 // An incident runs: every second it is in the timeline.
-                inc.timeline.push(Point { second, pps, bps });
+                inc.timeline.push(Point {
+                    second,
+                    pps,
+                    bps,
+                    est_tcp,
+                });
                 merge_second(&mut inc.details, &h);
                 if over.is_some() {
                     inc.last_over_ms = inc.last_over_ms.max(end_ms);
@@ -438,7 +449,12 @@ impl Detector {
                         let legit = state.legit;
                         self.start(h.addr, h.group, started, end_ms, reason, legit);
                         if let Some(inc) = self.active.get_mut(&h.addr) {
-                            inc.timeline.push(Point { second, pps, bps });
+                            inc.timeline.push(Point {
+                                second,
+                                pps,
+                                bps,
+                                est_tcp,
+                            });
                             inc.peak_pps = pps;
                             inc.peak_bps = bps;
                             merge_second(&mut inc.details, &h);

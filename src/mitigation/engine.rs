@@ -30,13 +30,24 @@ use crate::config::{Config, Hostgroup, Level};
 use crate::detect::Incident;
 use ipnet::IpNet;
 
+/// How long a rule acts before its effect on legitimate traffic is judged.
+pub const SETTLE_MS: u64 = 10_000;
+/// Established TCP below this (pps, before the attack) is too little to
+/// judge a rule by.
+const ROLLBACK_FLOOR_PPS: f64 = 10.0;
+
 /// What the engine wants done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Announce (or, when `shadow`, only log) a mitigation.
     Announce(Mitigation),
-    /// Withdraw one, and why.
-    Withdraw { m: Mitigation, why: String },
+    /// Withdraw one, and why; `rollback` when it is withdrawn because it
+    /// hurt the host's legitimate traffic (MIT-7).
+    Withdraw {
+        m: Mitigation,
+        why: String,
+        rollback: bool,
+    },
     /// A level that could not act for a host, and why (logged once per
     /// case and level).
     Refuse {
@@ -159,10 +170,99 @@ impl Engine {
                 m.expires_ms = m.expires_ms.max(now_ms + ttl);
             }
         }
-        if inc.ended {
+        let mut out = self.rollback(host, &group, now_ms);
+        if !inc.ended {
+            out.extend(self.escalate(host, &group, now_ms));
+        }
+        out
+    }
+
+    /// MIT-7: a FlowSpec or firewall rule after which the host's
+    /// established TCP (inbound TCP that is not a bare SYN) has fallen by
+    /// more than `rollback_drop` below its level before the attack is
+    /// withdrawn, and its level not used again for this attack. Judged
+    /// from the seconds after the rule had [`SETTLE_MS`] to act, and only
+    /// when established TCP means something: the host had some before the
+    /// attack, the attack is not itself a non-SYN TCP flood, and the rule
+    /// can match TCP. (Flow export taken before the filter never shows a
+    /// fall, and then nothing is rolled back.)
+    fn rollback(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
+        let Some(drop) = group.mitigation.rollback_drop else {
+            return Vec::new();
+        };
+        let Some(inc) = self
+            .cases
+            .get(&host)
+            .and_then(|c| c.incident_state.as_deref())
+        else {
+            return Vec::new();
+        };
+        if inc
+            .verdict
+            .components
+            .iter()
+            .any(|c| c.family == crate::detect::classify::Family::TcpFlood)
+        {
             return Vec::new();
         }
-        self.escalate(host, &group, now_ms)
+        use crate::account::class;
+        let before = f64::from(inc.legit.pps[class::TCP] - inc.legit.pps[class::TCP_SYN]);
+        if before < ROLLBACK_FLOOR_PPS {
+            return Vec::new();
+        }
+        let mut victims = Vec::new();
+        for m in &self.active {
+            let Route::FlowSpec(r) = &m.route else {
+                continue;
+            };
+            if !m.protects(host)
+                || m.decided_by != AUTO
+                || !(r.protocols.is_empty() || r.protocols.contains(&6))
+                || now_ms < m.created_ms + SETTLE_MS
+            {
+                continue;
+            }
+            let after: Vec<u64> = inc
+                .timeline
+                .iter()
+                .filter(|p| p.second * 1000 >= m.created_ms + SETTLE_MS)
+                .map(|p| p.est_tcp)
+                .collect();
+            if after.len() < 3 {
+                continue;
+            }
+            let recent = &after[after.len().saturating_sub(5)..];
+            let now = recent.iter().sum::<u64>() as f64 / recent.len() as f64;
+            if now < (1.0 - drop) * before {
+                victims.push((
+                    m.id.clone(),
+                    m.level,
+                    format!(
+                        "rolled back: established TCP to {host} fell to {now:.0} pps after the rule, \
+                         from {before:.0} before the attack (rollback_drop {:.0}%)",
+                        drop * 100.0
+                    ),
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        for (id, level, why) in victims {
+            for a in self.take(|m| m.id == id, &why) {
+                if let Action::Withdraw { m, why, .. } = a {
+                    out.push(Action::Withdraw {
+                        m,
+                        why,
+                        rollback: true,
+                    });
+                }
+            }
+            if let Some(case) = self.cases.get_mut(&host) {
+                if !case.refused.contains(&level) {
+                    case.refused.push(level);
+                }
+            }
+        }
+        out
     }
 
     fn escalate(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
@@ -473,7 +573,14 @@ impl Engine {
         m.covers = covers;
         let why = format!("replaced by {} (aggregated into {p})", m.id);
         self.active.push(m.clone());
-        Some(vec![Action::Announce(m), Action::Withdraw { m: old, why }])
+        Some(vec![
+            Action::Announce(m),
+            Action::Withdraw {
+                m: old,
+                why,
+                rollback: false,
+            },
+        ])
     }
 
     fn budget(&self, level: Level) -> usize {
@@ -595,6 +702,7 @@ impl Engine {
             .map(|m| Action::Withdraw {
                 m,
                 why: why.to_owned(),
+                rollback: false,
             })
             .collect()
     }

@@ -558,7 +558,7 @@ impl Task {
                     let reason = m.reason.clone();
                     self.log_result(&m, "announce", &reason, r, true);
                 }
-                Action::Withdraw { m, why } if m.shadow => {
+                Action::Withdraw { m, why, .. } if m.shadow => {
                     self.log(&m, "shadow_withdraw", &why, None, None);
                     self.audit(
                         &m,
@@ -566,7 +566,8 @@ impl Task {
                         json!({ "would": "withdraw", "why": why }),
                     );
                 }
-                Action::Withdraw { m, why } => {
+                Action::Withdraw { m, why, rollback } => {
+                    let step = if rollback { "rollback" } else { "withdraw" };
                     if let Err(e) = self.store.intent_delete(&m.key()) {
                         tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
                     }
@@ -575,12 +576,12 @@ impl Task {
                         self.firewall_touched = true;
                         let (script, r) = self.firewall_sync().await;
                         self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
-                        self.log_firewall(&m, "withdraw", &why, &script, r, false);
+                        self.log_firewall(&m, step, &why, &script, r, false);
                         continue;
                     }
                     let r = self.send(&m.route, false).await;
                     self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
-                    self.log_result(&m, "withdraw", &why, r, false);
+                    self.log_result(&m, step, &why, r, false);
                 }
                 Action::Refuse {
                     host,

@@ -95,6 +95,7 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             second: at / 1000,
             pps: bps / 8000,
             bps,
+            est_tcp: 0,
         }],
         details: Details::default(),
         legit: crate::detect::Legit::default(),
@@ -580,4 +581,54 @@ fn rules_of_different_shapes_or_too_wide_a_prefix_are_not_aggregated() {
         0,
     );
     assert!(announced(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_rule_that_starves_established_sessions_is_rolled_back() {
+    use crate::account::class;
+    let run = |after_rule: u64| -> (Vec<Action>, Engine) {
+        let mut e = Engine::new(Arc::new(config()));
+        let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+        inc.legit.pps[class::ALL] = 300.0;
+        inc.legit.pps[class::TCP] = 200.0;
+        inc.legit.pps[class::TCP_SYN] = 10.0;
+        inc.timeline.clear();
+        let mut all = Vec::new();
+        for t in 0..=20u64 {
+            inc.last_over_ms = t * S;
+            inc.timeline.push(Point {
+                second: t,
+                pps: 12_500,
+                bps: 100_000_000,
+                est_tcp: if t >= 2 { after_rule } else { 190 },
+            });
+            all.extend(e.incident(&inc, t * S));
+        }
+        (all, e)
+    };
+    // The rule goes out at 0 s; established TCP collapses from 190 to 20.
+    let (actions, e) = run(20);
+    let rolled: Vec<&Action> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Withdraw { rollback: true, .. }))
+        .collect();
+    assert_eq!(rolled.len(), 1, "{actions:?}");
+    let Action::Withdraw { m, why, .. } = rolled[0] else {
+        unreachable!()
+    };
+    assert_eq!(m.level, Level::Flowspec);
+    assert!(
+        why.contains("fell to 20 pps") && why.contains("from 190"),
+        "{why}"
+    );
+    assert!(
+        e.active().iter().all(|m| m.level != Level::Flowspec),
+        "not announced again"
+    );
+    // Sessions unharmed: the rule stays.
+    let (actions, e) = run(180);
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::Withdraw { rollback: true, .. })));
+    assert!(e.active().iter().any(|m| m.level == Level::Flowspec));
 }
