@@ -566,3 +566,124 @@ fn the_dead_man_withdraws_levees_routes_when_levee_stays_down() {
         rib.contains("192.0.2.10/32 192.0.2.254")
     });
 }
+
+/// A stand-in for a scrubbing provider's API on loopback: records each
+/// request (head and body) and answers 200, or 503 while `failing`.
+struct Provider {
+    addr: SocketAddr,
+    requests: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Provider {
+    fn start() -> Provider {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, f) = (requests.clone(), failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let fail = f.load(Ordering::Relaxed);
+                if !fail {
+                    r.lock()
+                        .unwrap()
+                        .push((head, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                }
+                let answer = if fail {
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\naccepted"
+                };
+                let _ = reader.get_mut().write_all(answer.as_bytes());
+            }
+        });
+        Provider {
+            addr,
+            requests,
+            failing,
+        }
+    }
+
+    fn actions(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b["action"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+}
+
+#[test]
+fn scrubbing_by_http_diverts_and_undiverts_at_the_provider() {
+    let provider = Provider::start();
+    provider.failing.store(true, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("levee.toml");
+    let extra = format!(
+        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\"]\n\
+         [hostgroup.thresholds]\npps = 2000\n[hostgroup.mitigation]\nladder = [\"scrubbing\"]\n\
+         [detection]\nhold_down = \"2s\"\n\
+         [mitigation]\nhold_down = \"2s\"\nreconcile_every = \"1s\"\n\
+         [scrubbing]\nhttp_url = \"http://{}/v1/divert\"\nhttp_token = \"s3cret\"\n",
+        provider.addr
+    );
+    std::fs::write(&config, test_config(&dir.path().join("data"), &extra)).unwrap();
+    let levee = Levee::start(&config);
+    let token = write_key(&config);
+    let traffic = Traffic::start(
+        levee.collector("sflow"),
+        vec![second_of(Family::SynFlood, "192.0.2.10", 10_000, 10)],
+    );
+    traffic.set(0);
+    // The provider is down at first: the call fails, is logged, and retried.
+    levee.wait_for("a failed provider call", |l| {
+        let m = mitigations(l, &token);
+        m["log"].as_array().unwrap().iter().any(|e| {
+            e["adapter"] == "http" && e["error"].as_str().is_some_and(|x| x.contains("503"))
+        })
+    });
+    provider.failing.store(false, Ordering::Relaxed);
+    levee.wait_for("the diversion", |_| {
+        provider.actions().contains(&"divert".to_owned())
+    });
+    let (head, body) = provider.requests.lock().unwrap()[0].clone();
+    assert!(head.starts_with("POST /v1/divert HTTP/1.1"), "{head}");
+    assert!(
+        head.contains("authorization: Bearer s3cret")
+            || head.contains("Authorization: Bearer s3cret"),
+        "{head}"
+    );
+    assert_eq!(body["prefix"], "192.0.2.0/24");
+    assert_eq!(body["host"], "192.0.2.10");
+    assert!(body["incident"].as_str().is_some_and(|i| !i.is_empty()));
+    let m = in_force(&levee, &token, "scrubbing");
+    assert_eq!(m["http"], format!("http://{}/v1/divert", provider.addr));
+
+    traffic.set(QUIET);
+    levee.wait_for("the end of the diversion", |_| {
+        provider.actions() == ["divert", "undivert"]
+    });
+    let m = mitigations(&levee, &token);
+    let log = m["log"].as_array().unwrap();
+    assert!(log.iter().any(|e| e["action"] == "withdraw"
+        && e["adapter"] == "http"
+        && e["response"].as_str().is_some_and(|r| r.starts_with("200"))));
+}

@@ -289,6 +289,13 @@ pub struct Scrubbing {
     /// Length of the diverted prefix around the attacked host.
     pub prefix_v4: u8,
     pub prefix_v6: u8,
+    /// The provider's HTTP(S) endpoint: when set, diversion is requested
+    /// there (POST, JSON) instead of announced over BGP.
+    pub http_url: Option<String>,
+    /// Bearer token for the endpoint.
+    pub http_token: Option<String>,
+    /// How long a provider call may take.
+    pub http_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -425,6 +432,9 @@ impl Default for Config {
                 next_hop6: None,
                 prefix_v4: 24,
                 prefix_v6: 48,
+                http_url: None,
+                http_token: None,
+                http_timeout: Duration::from_secs(10),
             },
             web: Web {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -780,6 +790,25 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         }
         if let Some(s) = t.string(d, "next_hop6") {
             sc.next_hop6 = next_hop(d, &s, "next_hop6", "[scrubbing]", true);
+        }
+        if let Some(u) = t.string(d, "http_url") {
+            let url = u.get_ref().trim();
+            if url.starts_with("http://") || url.starts_with("https://") {
+                sc.http_url = Some(url.to_owned());
+            } else {
+                d.error(
+                    u.span(),
+                    format!(
+                        "`http_url` in [scrubbing] must be an http:// or https:// URL, not `{url}`"
+                    ),
+                );
+            }
+        }
+        if let Some(tok) = t.string(d, "http_token") {
+            sc.http_token = Some(tok.into_inner());
+        }
+        if let Some(h) = t.duration(d, "http_timeout") {
+            sc.http_timeout = h.into_inner();
         }
         for (key, slot, max) in [
             ("prefix_v4", &mut sc.prefix_v4, 32),

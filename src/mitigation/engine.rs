@@ -422,6 +422,7 @@ impl Engine {
             reason,
             shadow: self.cfg.mitigation.dry_run || group.mitigation.shadow,
             covers: Vec::new(),
+            http: self.provider(level),
         }
     }
 
@@ -581,6 +582,13 @@ impl Engine {
                 rollback: false,
             },
         ])
+    }
+
+    /// The provider endpoint a level's mitigations are requested from.
+    fn provider(&self, level: Level) -> Option<String> {
+        (level == Level::Scrubbing)
+            .then(|| self.cfg.scrubbing.http_url.clone())
+            .flatten()
     }
 
     fn budget(&self, level: Level) -> usize {
@@ -775,6 +783,7 @@ impl Engine {
             reason: "manual".to_owned(),
             shadow: self.cfg.mitigation.dry_run,
             covers: Vec::new(),
+            http: self.provider(level),
         };
         self.active.push(m.clone());
         Ok(vec![Action::Announce(m)])

@@ -58,12 +58,25 @@ pub struct Mitigation {
     /// aggregated to fit the budget covers several.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub covers: Vec<IpAddr>,
+    /// A diversion requested from the scrubbing provider's HTTP endpoint
+    /// (this URL) rather than announced over BGP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 impl Mitigation {
     /// Whether it protects `host` (its own or one it covers).
     pub fn protects(&self, host: IpAddr) -> bool {
         self.host == host || self.covers.contains(&host)
+    }
+
+    /// The adapter that carries it out: `nftables`, `gobgp` or `http`.
+    pub fn adapter(&self) -> &'static str {
+        if self.http.is_some() {
+            "http"
+        } else {
+            adapter(self.level)
+        }
     }
 
     /// Its identity in the intent store and among the mitigations in force.
@@ -80,6 +93,19 @@ pub fn key(level: Level, route: &Route) -> String {
         Level::Firewall => format!("firewall {}", route.key()),
         _ => route.key(),
     }
+}
+
+/// The JSON body of a scrubbing provider call.
+pub fn provider_request(m: &Mitigation, divert: bool) -> serde_json::Value {
+    serde_json::json!({
+        "action": if divert { "divert" } else { "undivert" },
+        "prefix": m.route.prefix().to_string(),
+        "host": m.host.to_string(),
+        "hostgroup": m.hostgroup,
+        "incident": m.incident,
+        "mitigation": m.id,
+        "expires": crate::report::rfc3339_ms(m.expires_ms),
+    })
 }
 
 /// The adapter a level is carried out by.

@@ -199,8 +199,22 @@ pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, String> {
     })
 }
 
-/// The scrubbing diversion for a host, or why there is none.
+/// The scrubbing diversion for a host, or why there is none. With a
+/// provider endpoint (`[scrubbing] http_url`) the diversion is requested
+/// there: the route only names the prefix (and the host as next hop).
 pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
+    if c.scrubbing.http_url.is_some() {
+        let len = if host.is_ipv6() {
+            c.scrubbing.prefix_v6
+        } else {
+            c.scrubbing.prefix_v4
+        };
+        return Ok(Diversion {
+            prefix: IpNet::new(host, len).map_err(|e| e.to_string())?.trunc(),
+            next_hop: host,
+            communities: Vec::new(),
+        });
+    }
     if c.scrubbing.communities.is_empty() {
         return Err("no [scrubbing] communities: nothing would steer the route".into());
     }

@@ -128,6 +128,35 @@ struct Task {
     last_fw_reconcile: Option<Instant>,
     /// Whether levee has written the firewall table since it started.
     firewall_touched: bool,
+    /// Provider calls that failed, to retry: (mitigation, divert).
+    pending_http: Vec<(Mitigation, bool)>,
+}
+
+/// One POST of JSON; the answer's status and (the start of) its body.
+fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.post(url).header("Content-Type", "application/json");
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.send(body).map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(4096)
+        .read_to_string()
+        .unwrap_or_default();
+    let answer = format!("{} {}", status.as_u16(), text.trim());
+    if status.is_success() {
+        Ok(answer)
+    } else {
+        Err(format!("{url} answered {answer}"))
+    }
 }
 
 fn now_ms() -> u64 {
@@ -183,6 +212,7 @@ impl Task {
             next_send: Instant::now(),
             last_fw_reconcile: None,
             firewall_touched: false,
+            pending_http: Vec::new(),
         }
     }
 
@@ -265,6 +295,7 @@ impl Task {
         let every = self.cfg.mitigation.reconcile_every;
         if self.last_fw_reconcile.is_none_or(|t| t.elapsed() >= every) {
             self.reconcile_firewall().await;
+            self.retry_provider_calls().await;
         }
         if self.speaker.is_none() {
             if Instant::now() < self.next_connect {
@@ -399,7 +430,7 @@ impl Task {
             Ok(rows) => rows
                 .iter()
                 .filter_map(|(_, v)| serde_json::from_slice::<Mitigation>(v).ok())
-                .filter(|m| m.level != Level::Firewall)
+                .filter(|m| m.adapter() == "gobgp")
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "Cannot read the intent store; not reconciling");
@@ -463,6 +494,7 @@ impl Task {
                 reason: "in gobgpd without an intent".to_owned(),
                 shadow: false,
                 covers: Vec::new(),
+                http: None,
             };
             if dry_run {
                 self.log(
@@ -545,6 +577,13 @@ impl Task {
                         continue;
                     }
                     tracing::warn!(mitigation = %m.id, level = %m.level, route = %m.route, reason = %m.reason, "Announcing");
+                    if let Some(url) = m.http.clone() {
+                        self.shared.announced.fetch_add(1, Ordering::Relaxed);
+                        let reason = m.reason.clone();
+                        self.provider_call(&m, &url, true, "announce", &reason)
+                            .await;
+                        continue;
+                    }
                     if m.level == Level::Firewall {
                         self.firewall_touched = true;
                         let (script, r) = self.firewall_sync().await;
@@ -572,6 +611,11 @@ impl Task {
                         tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
                     }
                     tracing::warn!(mitigation = %m.id, route = %m.route, %why, "Withdrawing");
+                    if let Some(url) = m.http.clone() {
+                        self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
+                        self.provider_call(&m, &url, false, step, &why).await;
+                        continue;
+                    }
                     if m.level == Level::Firewall {
                         self.firewall_touched = true;
                         let (script, r) = self.firewall_sync().await;
@@ -617,6 +661,66 @@ impl Task {
         }
         *self.shared.active.lock().unwrap_or_else(|e| e.into_inner()) =
             self.engine.active().to_vec();
+    }
+
+    /// Asks the scrubbing provider to divert (or stop diverting) a prefix;
+    /// a failed call is retried every `reconcile_every` until it succeeds
+    /// or is overtaken by the opposite one.
+    async fn provider_call(
+        &mut self,
+        m: &Mitigation,
+        url: &str,
+        divert: bool,
+        step: &str,
+        why: &str,
+    ) {
+        let body = super::provider_request(m, divert);
+        let (token, timeout) = (
+            self.cfg.scrubbing.http_token.clone(),
+            self.cfg.scrubbing.http_timeout,
+        );
+        let (u, b) = (url.to_owned(), body.to_string());
+        let t = Instant::now();
+        let r = tokio::task::spawn_blocking(move || post(&u, token.as_deref(), timeout, &b))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        tracing::info!(mitigation = %m.id, ms = t.elapsed().as_millis() as u64, ok = r.is_ok(), "Provider called");
+        self.pending_http.retain(|(p, _)| p.id != m.id);
+        let verb = if divert {
+            "mitigation.announce"
+        } else {
+            "mitigation.withdraw"
+        };
+        let mut details = json!({ "why": why, "adapter": "http", "step": step, "url": url });
+        match r {
+            Ok(answer) => {
+                let sent = Sent {
+                    payload: body.to_string(),
+                    response: answer,
+                };
+                self.log(m, step, why, Some(&sent), None);
+                details["response"] = json!(sent.response);
+            }
+            Err(e) => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(mitigation = %m.id, error = %e, "Scrubbing provider call failed; will retry");
+                self.log(m, step, why, None, Some(&e));
+                details["error"] = json!(e);
+                self.pending_http.push((m.clone(), divert));
+            }
+        }
+        self.audit(m, verb, details);
+    }
+
+    /// Retries failed provider calls.
+    async fn retry_provider_calls(&mut self) {
+        for (m, divert) in std::mem::take(&mut self.pending_http) {
+            let Some(url) = m.http.clone() else {
+                continue;
+            };
+            self.provider_call(&m, &url, divert, "retry", "an earlier call failed")
+                .await;
+        }
     }
 
     fn log_firewall(
@@ -701,7 +805,7 @@ impl Task {
             "hostgroup": m.hostgroup,
             "incident": m.incident,
             "level": m.level,
-            "adapter": adapter(m.level),
+            "adapter": m.adapter(),
             "route": m.route.to_string(),
             "detail": m.route,
             "payload": sent.map(|s| s.payload.clone()),
