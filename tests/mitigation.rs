@@ -687,3 +687,37 @@ fn scrubbing_by_http_diverts_and_undiverts_at_the_provider() {
         && e["adapter"] == "http"
         && e["response"].as_str().is_some_and(|r| r.starts_with("200"))));
 }
+
+#[test]
+fn an_upstream_gets_its_own_blackhole_community() {
+    let bed = bed();
+    let extra = format!(
+        "[mitigation]\nreconcile_every = \"2s\"\n\
+         [[bgp.upstream]]\nname = \"router\"\nneighbor = \"{}\"\nblackhole_community = \"65000:666\"\n",
+        bed.router.addr
+    );
+    // ([[bgp.upstream]] must come after [bgp]'s keys: append it last.)
+    let config = config(&bed, "");
+    let text = std::fs::read_to_string(&config).unwrap() + &extra;
+    std::fs::write(&config, text).unwrap();
+    let levee = Levee::start(&config);
+    let token = write_key(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(&token),
+        Some("{\"host\": \"192.0.2.10\", \"level\": \"rtbh\"}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        rib.contains("192.0.2.10/32 192.0.2.254")
+            && rib.contains("{Communities: 65000:666, no-export}")
+    });
+    // levee's own record still says what it decided.
+    let m = in_force(&levee, &token, "rtbh");
+    assert!(m["text"].as_str().unwrap().contains("65535:666"), "{m}");
+}

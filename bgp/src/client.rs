@@ -13,7 +13,7 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::gobgp::{self, apipb};
-use crate::model::Route;
+use crate::model::{Route, Translation};
 
 type Api = apipb::gobgp_api_client::GobgpApiClient<Channel>;
 
@@ -183,6 +183,190 @@ impl Speaker {
             }
         }
         Ok((out, foreign))
+    }
+
+    /// Installs levee's export policy: for each translation, routes with
+    /// its `from` community leave toward its neighbour with `to` instead.
+    /// gobgpd forgets policies added over the API when it restarts, so this
+    /// is applied on every connection; it first removes what an earlier
+    /// call installed (the names all start with `levee-`), so it can be
+    /// called again and again. An empty list only removes.
+    pub async fn set_translations(&mut self, ts: &[Translation]) -> Result<(), Error> {
+        use apipb::{
+            community_action, match_set, CommunityAction, DefinedSet, DefinedType, MatchSet,
+            Policy, PolicyAssignment, PolicyDirection, RouteAction, Statement,
+        };
+        const POLICY: &str = "levee-translate";
+        let assignment = |policies: Vec<Policy>| PolicyAssignment {
+            name: "global".to_owned(),
+            direction: PolicyDirection::Export as i32,
+            policies,
+            default_action: RouteAction::Accept as i32,
+        };
+        let named = || Policy {
+            name: POLICY.to_owned(),
+            statements: Vec::new(),
+        };
+        // Remove the old (errors mean "was not there").
+        let _ = self
+            .api
+            .delete_policy_assignment(apipb::DeletePolicyAssignmentRequest {
+                assignment: Some(assignment(vec![named()])),
+                all: false,
+            })
+            .await;
+        let _ = self
+            .api
+            .delete_policy(apipb::DeletePolicyRequest {
+                policy: Some(named()),
+                preserve_statements: false,
+                // (without `all`, gobgpd only removes the statements named)
+                all: true,
+            })
+            .await;
+        // gobgpd keeps a deleted policy's statements: remove them too, or
+        // the sets they name cannot go.
+        let mut stream = self
+            .api
+            .list_statement(apipb::ListStatementRequest {
+                name: String::new(),
+            })
+            .await
+            .map_err(|e| self.status("ListStatement", e))?
+            .into_inner();
+        let mut old_statements = Vec::new();
+        while let Ok(Some(m)) = stream.message().await {
+            if let Some(st) = m.statement {
+                if st.name.starts_with("levee-") {
+                    old_statements.push(st.name);
+                }
+            }
+        }
+        for name in old_statements {
+            self.api
+                .delete_statement(apipb::DeleteStatementRequest {
+                    statement: Some(Statement {
+                        name,
+                        ..Default::default()
+                    }),
+                    all: true,
+                })
+                .await
+                .map_err(|e| self.status("DeleteStatement", e))?;
+        }
+        let mut sets: Vec<(DefinedType, String)> = Vec::new();
+        let mut stream = self
+            .api
+            .list_defined_set(apipb::ListDefinedSetRequest {
+                defined_type: DefinedType::Neighbor as i32,
+                name: String::new(),
+            })
+            .await
+            .map_err(|e| self.status("ListDefinedSet", e))?
+            .into_inner();
+        while let Ok(Some(m)) = stream.message().await {
+            if let Some(d) = m.defined_set {
+                if d.name.starts_with("levee-") {
+                    sets.push((DefinedType::Neighbor, d.name));
+                }
+            }
+        }
+        let mut stream = self
+            .api
+            .list_defined_set(apipb::ListDefinedSetRequest {
+                defined_type: DefinedType::Community as i32,
+                name: String::new(),
+            })
+            .await
+            .map_err(|e| self.status("ListDefinedSet", e))?
+            .into_inner();
+        while let Ok(Some(m)) = stream.message().await {
+            if let Some(d) = m.defined_set {
+                if d.name.starts_with("levee-") {
+                    sets.push((DefinedType::Community, d.name));
+                }
+            }
+        }
+        for (t, name) in sets {
+            self.api
+                .delete_defined_set(apipb::DeleteDefinedSetRequest {
+                    defined_set: Some(DefinedSet {
+                        defined_type: t as i32,
+                        name,
+                        ..Default::default()
+                    }),
+                    all: true,
+                })
+                .await
+                .map_err(|e| self.status("DeleteDefinedSet", e))?;
+        }
+        if ts.is_empty() {
+            return Ok(());
+        }
+        let mut statements = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            let (nset, cset) = (format!("levee-up-{i}"), format!("levee-from-{i}"));
+            let host = match t.neighbor {
+                std::net::IpAddr::V4(a) => format!("{a}/32"),
+                std::net::IpAddr::V6(a) => format!("{a}/128"),
+            };
+            for (kind, name, list) in [
+                (DefinedType::Neighbor, &nset, vec![host]),
+                (DefinedType::Community, &cset, vec![format!("^{}$", t.from)]),
+            ] {
+                self.api
+                    .add_defined_set(apipb::AddDefinedSetRequest {
+                        defined_set: Some(DefinedSet {
+                            defined_type: kind as i32,
+                            name: name.clone(),
+                            list,
+                            prefixes: Vec::new(),
+                        }),
+                    })
+                    .await
+                    .map_err(|e| self.status("AddDefinedSet", e))?;
+            }
+            statements.push(Statement {
+                name: format!("levee-translate-{i}"),
+                conditions: Some(apipb::Conditions {
+                    neighbor_set: Some(MatchSet {
+                        r#type: match_set::Type::Any as i32,
+                        name: nset,
+                    }),
+                    community_set: Some(MatchSet {
+                        r#type: match_set::Type::Any as i32,
+                        name: cset,
+                    }),
+                    ..Default::default()
+                }),
+                actions: Some(apipb::Actions {
+                    route_action: RouteAction::None as i32,
+                    community: Some(CommunityAction {
+                        r#type: community_action::Type::Replace as i32,
+                        communities: t.to.iter().map(ToString::to_string).collect(),
+                    }),
+                    ..Default::default()
+                }),
+            });
+        }
+        let policy = Policy {
+            name: POLICY.to_owned(),
+            statements,
+        };
+        self.api
+            .add_policy(apipb::AddPolicyRequest {
+                policy: Some(policy),
+                refer_existing_statements: false,
+            })
+            .await
+            .map_err(|e| self.status("AddPolicy", e))?;
+        self.api
+            .add_policy_assignment(apipb::AddPolicyAssignmentRequest {
+                assignment: Some(assignment(vec![named()])),
+            })
+            .await
+            .map_err(|e| self.status("AddPolicyAssignment", e))?;
+        Ok(())
     }
 
     /// The speaker's neighbours and their session states.

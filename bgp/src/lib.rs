@@ -14,5 +14,5 @@ pub mod model;
 pub use client::{Error, Peer, Sent, Speaker};
 pub use model::{
     BlackholeRoute, Community, Diversion, FlowAction, FlowSpecRule, Fragment, Range, Route,
-    TcpFlags,
+    TcpFlags, Translation,
 };

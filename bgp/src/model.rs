@@ -418,3 +418,14 @@ pub struct Diversion {
     pub next_hop: IpAddr,
     pub communities: Vec<Community>,
 }
+
+/// A per-upstream rewrite of a community on the way out (MIT-12): routes
+/// carrying `from` reach the neighbour `neighbor` with `to` instead (all
+/// their communities replaced), e.g. the RFC 7999 blackhole community
+/// translated to the one a transit provider documents.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Translation {
+    pub neighbor: IpAddr,
+    pub from: Community,
+    pub to: Vec<Community>,
+}

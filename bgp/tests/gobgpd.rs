@@ -219,3 +219,43 @@ async fn a_restarted_speaker_forgets_its_routes_and_the_client_reconnects() {
         })
         .unwrap();
 }
+
+/// MIT-12: the blackhole community is rewritten on the way to a given
+/// upstream, and only there; applying the policy again is harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blackhole_community_is_translated_for_an_upstream() {
+    let p = peers();
+    let mut s = Speaker::connect(p.speaker.grpc()).await.unwrap();
+    let t = levee_bgp::Translation {
+        neighbor: std::net::IpAddr::V4(p.router.addr),
+        from: levee_bgp::Community::BLACKHOLE,
+        to: vec![
+            "65000:666".parse().unwrap(),
+            levee_bgp::Community::NO_EXPORT,
+        ],
+    };
+    s.set_translations(std::slice::from_ref(&t)).await.unwrap();
+    s.set_translations(std::slice::from_ref(&t)).await.unwrap();
+    let rtbh = Route::Blackhole(BlackholeRoute::rfc7999(
+        "192.0.2.12/32".parse().unwrap(),
+        "192.0.2.254".parse().unwrap(),
+    ));
+    s.announce(&rtbh).await.unwrap();
+    p.router
+        .wait_rib("ipv4", Duration::from_secs(10), |rib| {
+            squash(rib).contains("192.0.2.12/32 192.0.2.254 65001")
+                && rib.contains("{Communities: 65000:666, no-export}")
+        })
+        .unwrap();
+    // The speaker's own RIB still holds what levee announced.
+    assert_eq!(s.local_routes().await.unwrap().0, vec![rtbh.clone()]);
+    // Removing the translation: the router gets the RFC 7999 community.
+    s.set_translations(&[]).await.unwrap();
+    s.withdraw(&rtbh).await.unwrap();
+    s.announce(&rtbh).await.unwrap();
+    p.router
+        .wait_rib("ipv4", Duration::from_secs(10), |rib| {
+            rib.contains("{Communities: blackhole, no-export}")
+        })
+        .unwrap();
+}

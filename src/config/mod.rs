@@ -266,6 +266,22 @@ pub struct Bgp {
     pub next_hop6: Option<IpAddr>,
     /// The blackhole community (RFC 7999 65535:666).
     pub blackhole_community: levee_bgp::Community,
+    /// Per-upstream profiles (MIT-12).
+    pub upstreams: Vec<Upstream>,
+}
+
+/// What one upstream (a BGP neighbour of levee's gobgpd) accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    /// Its address, as gobgpd's neighbour.
+    pub neighbor: IpAddr,
+    /// The blackhole community it documents; routes with levee's reach it
+    /// with this one instead (an export policy levee installs in gobgpd).
+    pub blackhole_community: Option<levee_bgp::Community>,
+    /// The FlowSpec rules it accepts at most. levee's one speaker sends
+    /// every rule to every FlowSpec peer, so the smallest budget applies.
+    pub max_flowspec: Option<usize>,
 }
 
 /// The local firewall level (nftables table `inet levee`).
@@ -425,6 +441,7 @@ impl Default for Config {
                 next_hop: None,
                 next_hop6: None,
                 blackhole_community: levee_bgp::Community::BLACKHOLE,
+                upstreams: Vec::new(),
             },
             scrubbing: Scrubbing {
                 communities: Vec::new(),
@@ -768,6 +785,47 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         if let Some(s) = t.string(d, "blackhole_community") {
             if let Some(cm) = community(d, &s) {
                 c.bgp.blackhole_community = cm;
+            }
+        }
+        for (span, table) in t.tables(d, "upstream") {
+            let mut u = TableReader::new(table, "[[bgp.upstream]]");
+            let name = u.string(d, "name").map(Spanned::into_inner);
+            let neighbor =
+                u.string(d, "neighbor")
+                    .and_then(|s| match s.get_ref().parse::<IpAddr>() {
+                        Ok(ip) => Some(ip),
+                        Err(_) => {
+                            d.error(
+                                s.span(),
+                                format!(
+                                    "`neighbor` in [[bgp.upstream]] is not an IP address: `{}`",
+                                    s.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    });
+            let blackhole_community = u
+                .string(d, "blackhole_community")
+                .and_then(|s| community(d, &s));
+            let max_flowspec = u
+                .positive(d, "max_flowspec")
+                .map(|n| usize::try_from(n.into_inner()).unwrap_or(usize::MAX));
+            u.finish(d);
+            match (name, neighbor) {
+                (Some(name), Some(neighbor)) => c.bgp.upstreams.push(Upstream {
+                    name,
+                    neighbor,
+                    blackhole_community,
+                    max_flowspec,
+                }),
+                (None, _) if !table.contains_key("name") => {
+                    d.error(span, "[[bgp.upstream]] needs a `name`")
+                }
+                (_, None) if !table.contains_key("neighbor") => {
+                    d.error(span, "[[bgp.upstream]] needs a `neighbor`")
+                }
+                _ => {} // already reported where the value is
             }
         }
         t.finish(d);

@@ -57,6 +57,14 @@ fn broken_configs_give_exact_positions_and_messages() {
             &["2:22: `shortest_prefix_v4` in [mitigation] must be between 1 and 32"],
         ),
         (
+            "an upstream without a neighbour, and one with a bad community",
+            "[[bgp.upstream]]\nname = \"a\"\n[[bgp.upstream]]\nname = \"b\"\nneighbor = \"192.0.2.1\"\nblackhole_community = \"666\"\n".to_owned(),
+            &[
+                "1:1: [[bgp.upstream]] needs a `neighbor`",
+                "6:23: community `666` is not ASN:VALUE",
+            ],
+        ),
+        (
             "unknown key, nothing close",
             "colour = \"blue\"\n".to_owned(),
             &["1:1: unknown key `colour`"],

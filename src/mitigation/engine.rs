@@ -595,7 +595,13 @@ impl Engine {
         let m = &self.cfg.mitigation;
         match level {
             Level::Firewall => m.max_firewall,
-            Level::Flowspec => m.max_flowspec,
+            Level::Flowspec => self
+                .cfg
+                .bgp
+                .upstreams
+                .iter()
+                .filter_map(|u| u.max_flowspec)
+                .fold(m.max_flowspec, usize::min),
             Level::Rtbh => m.max_rtbh,
             Level::Scrubbing => m.max_scrubbing,
         }

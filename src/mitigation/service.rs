@@ -130,6 +130,8 @@ struct Task {
     firewall_touched: bool,
     /// Provider calls that failed, to retry: (mitigation, divert).
     pending_http: Vec<(Mitigation, bool)>,
+    /// The upstream policies in gobgpd need (re)writing.
+    policy_dirty: bool,
 }
 
 /// One POST of JSON; the answer's status and (the start of) its body.
@@ -213,6 +215,7 @@ impl Task {
             last_fw_reconcile: None,
             firewall_touched: false,
             pending_http: Vec::new(),
+            policy_dirty: true,
         }
     }
 
@@ -236,7 +239,13 @@ impl Task {
                 }
                 _ = tick.tick() => {
                     if self.config.has_changed().unwrap_or(false) {
-                        self.cfg = Arc::new(self.config.borrow_and_update().config.clone());
+                        let next = Arc::new(self.config.borrow_and_update().config.clone());
+                        if next.bgp.upstreams != self.cfg.bgp.upstreams
+                            || next.bgp.blackhole_community != self.cfg.bgp.blackhole_community
+                        {
+                            self.policy_dirty = true;
+                        }
+                        self.cfg = next;
                         self.engine.reconfigure(self.cfg.clone());
                     }
                     let actions = self.engine.tick(now_ms());
@@ -307,6 +316,8 @@ impl Task {
                     self.speaker = Some(s);
                     self.shared.bgp_up.store(true, Ordering::Relaxed);
                     self.backoff = Duration::from_secs(1);
+                    self.policy_dirty = true;
+                    self.apply_policy().await;
                     self.reconcile().await;
                 }
                 Err(e) => {
@@ -318,6 +329,9 @@ impl Task {
                 }
             }
             return;
+        }
+        if self.policy_dirty {
+            self.apply_policy().await;
         }
         if self.last_reconcile.elapsed() >= self.cfg.mitigation.reconcile_every {
             self.reconcile().await;
@@ -410,6 +424,42 @@ impl Task {
                 self.put_log(&entry);
             }
             Err(e) => tracing::error!(error = %e, "Cannot read the firewall table"),
+        }
+    }
+
+    /// Installs the upstreams' community translations in gobgpd (MIT-12),
+    /// on every connection and after a reload that changes them.
+    async fn apply_policy(&mut self) {
+        let ts: Vec<levee_bgp::Translation> = self
+            .cfg
+            .bgp
+            .upstreams
+            .iter()
+            .filter_map(|u| {
+                u.blackhole_community.map(|c| levee_bgp::Translation {
+                    neighbor: u.neighbor,
+                    from: self.cfg.bgp.blackhole_community,
+                    to: vec![c, levee_bgp::Community::NO_EXPORT],
+                })
+            })
+            .collect();
+        let Some(speaker) = self.speaker.as_mut() else {
+            return;
+        };
+        match speaker.set_translations(&ts).await {
+            Ok(()) => {
+                self.policy_dirty = false;
+                if !ts.is_empty() {
+                    tracing::info!(
+                        upstreams = ts.len(),
+                        "Blackhole community translations installed in gobgpd"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot install the upstream policies in gobgpd");
+                self.disconnected(&e);
+            }
         }
     }
 
