@@ -303,7 +303,9 @@ fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
 #[test]
 fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
     let mut bed = bed();
-    let config = config(&bed, "[mitigation]\nreconcile_every = \"2s\"\n");
+    // Repairs must come from start-up and from noticing gobgpd's restart,
+    // not from the periodic pass.
+    let config = config(&bed, "[mitigation]\nreconcile_every = \"10m\"\n");
     let mut levee = Levee::start(&config);
     let token = write_key(&config);
     levee.wait_for("levee to reach gobgpd", |l| {
@@ -720,4 +722,26 @@ fn an_upstream_gets_its_own_blackhole_community() {
     // levee's own record still says what it decided.
     let m = in_force(&levee, &token, "rtbh");
     assert!(m["text"].as_str().unwrap().contains("65535:666"), "{m}");
+}
+
+#[test]
+fn an_ipv6_attack_gets_its_flowspec_rule_at_the_router() {
+    let bed = bed();
+    let config = config(&bed, "");
+    let levee = Levee::start(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    let traffic = Traffic::start(
+        levee.collector("sflow"),
+        vec![second_of(Family::SynFlood, "2001:db8::10", 10_000, 10)],
+    );
+    traffic.set(0);
+    router_until(&bed, "ipv6-flowspec", Duration::from_secs(20), |rib| {
+        rib.lines().any(|l| {
+            l.contains("[destination: 2001:db8::10/128/0][protocol: ==tcp]")
+                && l.contains("[tcp-flags: =S&!A]")
+                && l.contains("[discard]")
+        })
+    });
 }

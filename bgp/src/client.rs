@@ -369,6 +369,32 @@ impl Speaker {
         Ok(())
     }
 
+    /// Resolves when this connection's gobgpd goes away: a stream of its
+    /// peer events is held open, and it ends when the daemon stops or
+    /// restarts (which also forgets every API route). Quick restarts that
+    /// a reconnecting channel would hide are seen this way.
+    pub async fn gone(&self) -> String {
+        let mut api = self.api.clone();
+        let req = apipb::WatchEventRequest {
+            peer: Some(apipb::watch_event_request::Peer {}),
+            table: None,
+        };
+        // Held open for as long as the daemon lives: no deadline.
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(Duration::from_secs(365 * 86_400));
+        let mut stream = match api.watch_event(request).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => return format!("watching gobgpd: {}", e.message()),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return "gobgpd closed its event stream".to_owned(),
+                Err(e) => return format!("gobgpd's event stream broke: {}", e.message()),
+            }
+        }
+    }
+
     /// The speaker's neighbours and their session states.
     pub async fn peers(&mut self) -> Result<Vec<Peer>, Error> {
         let mut stream = self

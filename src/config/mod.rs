@@ -192,8 +192,9 @@ pub struct HostgroupMitigation {
     /// Evaluate and log this hostgroup's mitigations without sending them,
     /// to watch a policy before arming it.
     pub shadow: bool,
-    /// FlowSpec action: rate-limit to this many bytes/s instead of discard.
-    pub flowspec_rate_limit: Option<u64>,
+    /// What FlowSpec (and firewall) rules do with the traffic they match:
+    /// discard (default), rate-limit, redirect to a VRF, or DSCP mark.
+    pub flowspec_action: levee_bgp::FlowAction,
     /// Attacks above this many bits/s are more than FlowSpec is trusted
     /// with: the incident moves up at once.
     pub flowspec_max_bps: Option<u64>,
@@ -214,7 +215,7 @@ impl Default for HostgroupMitigation {
         Self {
             ladder: Level::ALL.to_vec(),
             shadow: false,
-            flowspec_rate_limit: None,
+            flowspec_action: levee_bgp::FlowAction::Discard,
             flowspec_max_bps: None,
             rtbh_min_bps: 1_000_000_000,
             max_collateral: 0.5,
@@ -1152,9 +1153,7 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
             if let Some(b) = m.bool(d, "shadow") {
                 g.mitigation.shadow = b;
             }
-            if let Some(n) = m.positive(d, "flowspec_rate_limit") {
-                g.mitigation.flowspec_rate_limit = Some(n.into_inner());
-            }
+            g.mitigation.flowspec_action = flowspec_action(d, &mut m);
             if let Some(n) = m.positive(d, "flowspec_max_bps") {
                 g.mitigation.flowspec_max_bps = Some(n.into_inner());
             }
@@ -1322,6 +1321,65 @@ fn next_hop(
                 format!("`{key}` in {table} is not an IP address: `{}`", s.get_ref()),
             );
             None
+        }
+    }
+}
+
+/// `flowspec_action` and the key that completes it: `rate-limit` with
+/// `flowspec_rate_limit` (bytes/s), `redirect` with `flowspec_redirect`
+/// (route target ASN:VALUE), `mark` with `flowspec_dscp`. A rate limit
+/// alone still means rate-limit, as before the action key existed.
+fn flowspec_action(d: &mut Diags, m: &mut TableReader<'_, '_>) -> levee_bgp::FlowAction {
+    use levee_bgp::FlowAction;
+    let action = m.string(d, "flowspec_action");
+    let rate = m.positive(d, "flowspec_rate_limit");
+    let redirect = m.string(d, "flowspec_redirect");
+    let dscp = m.positive(d, "flowspec_dscp");
+    let rate =
+        rate.map(|n| FlowAction::rate_limit(u32::try_from(n.into_inner()).unwrap_or(u32::MAX)));
+    let redirect = redirect.and_then(|s| {
+        community(d, &s).map(|c| FlowAction::Redirect {
+            asn: (c.0 >> 16) as u16,
+            value: c.0 & 0xffff,
+        })
+    });
+    let dscp = dscp.and_then(|n| match u8::try_from(*n.get_ref()) {
+        Ok(v) if v < 64 => Some(FlowAction::MarkDscp { dscp: v }),
+        _ => {
+            d.error(
+                n.span(),
+                "`flowspec_dscp` in [hostgroup.mitigation] must be 0 to 63",
+            );
+            None
+        }
+    });
+    let Some(a) = action else {
+        return rate.unwrap_or(FlowAction::Discard);
+    };
+    let need = |d: &mut Diags, key: &str, what: Option<FlowAction>| match what {
+        Some(x) => x,
+        None => {
+            d.error(
+                a.span(),
+                format!(
+                    "flowspec_action `{}` needs `{key}` in [hostgroup.mitigation]",
+                    a.get_ref()
+                ),
+            );
+            FlowAction::Discard
+        }
+    };
+    match a.get_ref().as_str() {
+        "discard" => FlowAction::Discard,
+        "rate-limit" => need(d, "flowspec_rate_limit", rate),
+        "redirect" => need(d, "flowspec_redirect", redirect),
+        "mark" => need(d, "flowspec_dscp", dscp),
+        other => {
+            d.error(
+                a.span(),
+                format!("unknown flowspec_action `{other}`; actions are discard, rate-limit, redirect, mark"),
+            );
+            FlowAction::Discard
         }
     }
 }

@@ -65,6 +65,11 @@ fn broken_configs_give_exact_positions_and_messages() {
             ],
         ),
         (
+            "a FlowSpec action without what completes it",
+            format!("{HG}[hostgroup.mitigation]\nflowspec_action = \"redirect\"\n"),
+            &["5:19: flowspec_action `redirect` needs `flowspec_redirect` in [hostgroup.mitigation]"],
+        ),
+        (
             "unknown key, nothing close",
             "colour = \"blue\"\n".to_owned(),
             &["1:1: unknown key `colour`"],
@@ -280,4 +285,33 @@ fn reload_diffs_name_what_changed() {
     assert_eq!(d.added["mitigation.dry_run"], "true");
     assert!(d.removed.is_empty());
     assert!(Diff::between(&a, &a).is_empty());
+}
+
+#[test]
+fn flowspec_actions_are_read_whole() {
+    let text = format!(
+        "{HG}[hostgroup.mitigation]\nflowspec_action = \"redirect\"\nflowspec_redirect = \"65000:666\"\n"
+    );
+    let l = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.config.hostgroups[0].mitigation.flowspec_action,
+        levee_bgp::FlowAction::Redirect {
+            asn: 65000,
+            value: 666
+        }
+    );
+    let text = format!("{HG}[hostgroup.mitigation]\nflowspec_rate_limit = 1000\n");
+    let l = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.config.hostgroups[0].mitigation.flowspec_action,
+        levee_bgp::FlowAction::rate_limit(1000),
+        "a rate alone still rate-limits"
+    );
+    let text =
+        format!("{HG}[hostgroup.mitigation]\nflowspec_action = \"mark\"\nflowspec_dscp = 8\n");
+    let l = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.config.hostgroups[0].mitigation.flowspec_action,
+        levee_bgp::FlowAction::MarkDscp { dscp: 8 }
+    );
 }

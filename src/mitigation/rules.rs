@@ -12,9 +12,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use levee_bgp::{
-    BlackholeRoute, Community, Diversion, FlowAction, FlowSpecRule, Fragment, Range, TcpFlags,
-};
+use levee_bgp::{BlackholeRoute, Community, Diversion, FlowSpecRule, Fragment, Range, TcpFlags};
 
 use crate::config::{Config, HostgroupMitigation};
 use crate::detect::classify::{Family, REFLECTORS};
@@ -34,10 +32,7 @@ pub fn host_net(ip: IpAddr) -> IpNet {
 /// Empty when nothing narrower than "all traffic to the host" describes it.
 pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRule> {
     let host = inc.host.ip();
-    let action = match policy.flowspec_rate_limit {
-        Some(bytes) => FlowAction::rate_limit(u32::try_from(bytes).unwrap_or(u32::MAX)),
-        None => FlowAction::Discard,
-    };
+    let action = policy.flowspec_action;
     let base = FlowSpecRule {
         src: single_source(inc),
         ..FlowSpecRule::to(host_net(host), action)

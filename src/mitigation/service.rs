@@ -132,6 +132,10 @@ struct Task {
     pending_http: Vec<(Mitigation, bool)>,
     /// The upstream policies in gobgpd need (re)writing.
     policy_dirty: bool,
+    /// Connections made so far; a "gone" notice names the one it is about.
+    generation: u64,
+    gone_tx: mpsc::Sender<(u64, String)>,
+    gone_rx: mpsc::Receiver<(u64, String)>,
 }
 
 /// One POST of JSON; the answer's status and (the start of) its body.
@@ -199,6 +203,7 @@ impl Task {
             Err(e) => tracing::error!(error = %e, "Cannot read the intent store"),
         }
         *shared.active.lock().unwrap_or_else(|e| e.into_inner()) = engine.active().to_vec();
+        let (gone_tx, gone_rx) = mpsc::channel(4);
         Task {
             config,
             cfg,
@@ -216,6 +221,9 @@ impl Task {
             firewall_touched: false,
             pending_http: Vec::new(),
             policy_dirty: true,
+            generation: 0,
+            gone_tx,
+            gone_rx,
         }
     }
 
@@ -236,6 +244,17 @@ impl Task {
                 c = commands.recv() => {
                     let Some(c) = c else { break };
                     self.command(c).await;
+                }
+                gone = self.gone_rx.recv() => {
+                    if let Some((generation, why)) = gone {
+                        if generation == self.generation && self.speaker.is_some() {
+                            tracing::warn!(%why, "gobgpd went away; reconnecting and repairing");
+                            self.speaker = None;
+                            self.shared.bgp_up.store(false, Ordering::Relaxed);
+                            self.next_connect = Instant::now();
+                            self.maintain().await;
+                        }
+                    }
                 }
                 _ = tick.tick() => {
                     if self.config.has_changed().unwrap_or(false) {
@@ -313,6 +332,15 @@ impl Task {
             match Speaker::connect(self.cfg.bgp.gobgp_grpc).await {
                 Ok(s) => {
                     tracing::info!(gobgpd = %self.cfg.bgp.gobgp_grpc, "Connected to gobgpd");
+                    // Notice at once when this daemon goes away (a restart
+                    // forgets every API route).
+                    self.generation += 1;
+                    let (watch, tx, generation) =
+                        (s.clone(), self.gone_tx.clone(), self.generation);
+                    tokio::spawn(async move {
+                        let why = watch.gone().await;
+                        let _ = tx.send((generation, why)).await;
+                    });
                     self.speaker = Some(s);
                     self.shared.bgp_up.store(true, Ordering::Relaxed);
                     self.backoff = Duration::from_secs(1);

@@ -148,7 +148,7 @@ fn an_amplification_rule_matches_the_reflected_service() {
     inc.features.protocols = vec![17];
     inc.features.packet_length = [90, 468];
     let policy = HostgroupMitigation {
-        flowspec_rate_limit: Some(1_000_000),
+        flowspec_action: FlowAction::rate_limit(1_000_000),
         ..HostgroupMitigation::default()
     };
     let r = rules::flowspec(&inc, &policy);
