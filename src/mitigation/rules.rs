@@ -33,10 +33,7 @@ pub fn host_net(ip: IpAddr) -> IpNet {
 pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRule> {
     let host = inc.host.ip();
     let action = policy.flowspec_action;
-    let base = FlowSpecRule {
-        src: single_source(inc),
-        ..FlowSpecRule::to(host_net(host), action)
-    };
+    let base = FlowSpecRule::to(host_net(host), action);
     let f = &inc.features;
     let few_dst_ports = || -> Vec<Range> {
         if f.dst_ports.is_empty() || f.dst_ports.len() > MAX_PORTS {
@@ -130,18 +127,44 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             out.push(rule);
         }
     }
-    out
+    // From a few sources: a rule per source, matching only them.
+    match few_sources(inc) {
+        Some(sources) => out
+            .into_iter()
+            .flat_map(|r| {
+                sources.iter().map(move |s| FlowSpecRule {
+                    src: Some(*s),
+                    ..r.clone()
+                })
+            })
+            .collect(),
+        None => out,
+    }
 }
 
-/// The one source of an attack, when there is one.
-fn single_source(inc: &Incident) -> Option<IpNet> {
-    if inc.verdict.sources_estimate > 1 || inc.verdict.spoofed {
+/// At most this many sources get rules of their own.
+const MAX_SOURCES: usize = 4;
+
+/// The sources of an attack when they are few (not spoofed, an estimate of
+/// at most [`MAX_SOURCES`], and those carrying nine tenths of its packets).
+fn few_sources(inc: &Incident) -> Option<Vec<IpNet>> {
+    let estimate = usize::try_from(inc.verdict.sources_estimate).unwrap_or(usize::MAX);
+    if inc.verdict.spoofed || estimate == 0 || estimate > MAX_SOURCES {
         return None;
     }
     let top = inc.details.top_sources.top();
-    let (addr, n) = top.first()?;
-    let total: u64 = top.iter().map(|(_, n)| n).sum();
-    (total > 0 && *n as f64 >= 0.9 * total as f64).then(|| host_net(addr.ip()))
+    let total = inc.details.packets.max(top.iter().map(|(_, n)| n).sum());
+    let mut chosen = Vec::new();
+    let mut covered = 0u64;
+    for (addr, n) in top.iter().take(MAX_SOURCES) {
+        chosen.push(host_net(addr.ip()));
+        covered += n;
+        if covered as f64 >= 0.9 * total as f64 {
+            chosen.sort();
+            return Some(chosen);
+        }
+    }
+    None
 }
 
 /// A TCP flood's flags, when one combination dominates and it is not what

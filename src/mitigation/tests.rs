@@ -632,3 +632,34 @@ fn a_rule_that_starves_established_sessions_is_rolled_back() {
         .any(|a| matches!(a, Action::Withdraw { rollback: true, .. })));
     assert!(e.active().iter().any(|m| m.level == Level::Flowspec));
 }
+
+#[test]
+fn an_attack_from_a_few_sources_gets_a_rule_per_source() {
+    let mut inc = incident("192.0.2.10", Family::UdpFlood, None, 1, 0);
+    inc.features.protocols = vec![17];
+    inc.verdict.spoofed = false;
+    inc.verdict.sources_estimate = 2;
+    let (a, b) = (Addr::v4([198, 51, 100, 1]), Addr::v4([198, 51, 100, 2]));
+    inc.details.top_sources.add(a, 600);
+    inc.details.top_sources.add(b, 390);
+    inc.details.packets = 1000;
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    let src: Vec<_> = r.iter().map(|r| r.src).collect();
+    assert_eq!(
+        src,
+        vec![
+            Some("198.51.100.1/32".parse().unwrap()),
+            Some("198.51.100.2/32".parse().unwrap())
+        ]
+    );
+    // Many sources, or sources that do not carry the attack: no source.
+    inc.verdict.sources_estimate = 500;
+    assert!(rules::flowspec(&inc, &HostgroupMitigation::default())
+        .iter()
+        .all(|r| r.src.is_none()));
+    inc.verdict.sources_estimate = 2;
+    inc.details.packets = 5000;
+    assert!(rules::flowspec(&inc, &HostgroupMitigation::default())
+        .iter()
+        .all(|r| r.src.is_none()));
+}
