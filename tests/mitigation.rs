@@ -745,3 +745,57 @@ fn an_ipv6_attack_gets_its_flowspec_rule_at_the_router() {
         })
     });
 }
+
+/// One second of light established web traffic to `target`, as sFlow.
+fn background_second(target: &str) -> Vec<Vec<u8>> {
+    let s = attacks::background(target.parse().unwrap(), 1, 3);
+    export::sflow(&s, IpAddr::V4(Ipv4Addr::LOCALHOST), 10, 2, 100_000)
+        .into_iter()
+        .map(|e| e.payload)
+        .collect()
+}
+
+#[test]
+fn a_rule_after_which_the_hosts_sessions_vanish_is_rolled_back() {
+    let bed = bed();
+    let config = config(&bed, "");
+    let levee = Levee::start(&config);
+    let token = write_key(&config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+    let attack = second_of(Family::SynFlood, "192.0.2.10", 10_000, 10);
+    let web = background_second("192.0.2.10");
+    let traffic = Traffic::start(
+        levee.collector("sflow"),
+        vec![web.clone(), [attack.clone(), web].concat(), attack],
+    );
+    // Established sessions first, so levee knows the host's normal.
+    traffic.set(0);
+    std::thread::sleep(Duration::from_secs(4));
+    traffic.set(1);
+    router_until(&bed, "ipv4-flowspec", Duration::from_secs(20), |rib| {
+        rib.contains("[destination: 192.0.2.10/32]")
+    });
+    // The sessions stop coming (as if the rule had cut them off).
+    traffic.set(2);
+    router_until(&bed, "ipv4-flowspec", Duration::from_secs(40), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    let m = mitigations(&levee, &token);
+    let rollback = m["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "rollback")
+        .unwrap_or_else(|| panic!("no rollback in {m}"))
+        .clone();
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .unwrap()
+            .contains("established TCP to 192.0.2.10 fell"),
+        "{rollback}"
+    );
+    drop(traffic);
+}
