@@ -176,6 +176,25 @@ fn mitigations(levee: &Levee, token: &str) -> Value {
     serde_json::from_str(&r.body).unwrap()
 }
 
+/// Waits until levee is connected to its gobgpd.
+fn wait_for_gobgpd(levee: &Levee) {
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.metric("levee_bgp_up").as_deref() == Some("1")
+    });
+}
+
+/// A manual mitigation over the API (`body` is its JSON); it must be made.
+fn announce(levee: &Levee, token: &str, body: &str) {
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(token),
+        Some(body),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
 /// The mitigation in force at `level` (there must be one).
 fn in_force(levee: &Levee, token: &str, level: &str) -> Value {
     let m = mitigations(levee, token);
@@ -197,9 +216,7 @@ fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
     );
     let levee = Levee::start(&config);
     let token = write_key(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
+    wait_for_gobgpd(&levee);
     let traffic = Traffic::start(
         levee.collector("sflow"),
         vec![
@@ -308,9 +325,7 @@ fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
     let config = config(&bed, "[mitigation]\nreconcile_every = \"10m\"\n");
     let mut levee = Levee::start(&config);
     let token = write_key(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
+    wait_for_gobgpd(&levee);
     // Manual blackholes: IPv4 with the CLI, IPv6 over the API.
     let out = cli(&[
         "mitigation",
@@ -325,14 +340,11 @@ fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
     ]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mit-"));
-    let r = http(
-        levee.web,
-        "POST",
-        "/api/v1/mitigations",
-        Some(&token),
-        Some("{\"host\": \"2001:db8::12\", \"level\": \"rtbh\", \"ttl\": \"10m\"}"),
+    announce(
+        &levee,
+        &token,
+        "{\"host\": \"2001:db8::12\", \"level\": \"rtbh\", \"ttl\": \"10m\"}",
     );
-    assert_eq!(r.status, 201, "{}", r.body);
     // Guards hold for people too.
     let r = http(
         levee.web,
@@ -446,9 +458,7 @@ fn guards_and_shadow_send_nothing_and_say_why() {
     );
     let levee = Levee::start(&config);
     let token = write_key(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
+    wait_for_gobgpd(&levee);
     let traffic = Traffic::start(
         levee.collector("sflow"),
         vec![[
@@ -513,17 +523,12 @@ fn the_dead_man_withdraws_levees_routes_when_levee_stays_down() {
     );
     let mut levee = Levee::start(&config);
     let token = write_key(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
-    let r = http(
-        levee.web,
-        "POST",
-        "/api/v1/mitigations",
-        Some(&token),
-        Some("{\"host\": \"192.0.2.10\", \"level\": \"rtbh\", \"ttl\": \"10m\"}"),
+    wait_for_gobgpd(&levee);
+    announce(
+        &levee,
+        &token,
+        "{\"host\": \"192.0.2.10\", \"level\": \"rtbh\", \"ttl\": \"10m\"}",
     );
-    assert_eq!(r.status, 201, "{}", r.body);
     router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
         rib.contains("192.0.2.10/32 192.0.2.254")
     });
@@ -704,17 +709,12 @@ fn an_upstream_gets_its_own_blackhole_community() {
     std::fs::write(&config, text).unwrap();
     let levee = Levee::start(&config);
     let token = write_key(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
-    let r = http(
-        levee.web,
-        "POST",
-        "/api/v1/mitigations",
-        Some(&token),
-        Some("{\"host\": \"192.0.2.10\", \"level\": \"rtbh\"}"),
+    wait_for_gobgpd(&levee);
+    announce(
+        &levee,
+        &token,
+        "{\"host\": \"192.0.2.10\", \"level\": \"rtbh\"}",
     );
-    assert_eq!(r.status, 201, "{}", r.body);
     router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
         rib.contains("192.0.2.10/32 192.0.2.254")
             && rib.contains("{Communities: 65000:666, no-export}")
@@ -729,9 +729,7 @@ fn an_ipv6_attack_gets_its_flowspec_rule_at_the_router() {
     let bed = bed();
     let config = config(&bed, "");
     let levee = Levee::start(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
+    wait_for_gobgpd(&levee);
     let traffic = Traffic::start(
         levee.collector("sflow"),
         vec![second_of(Family::SynFlood, "2001:db8::10", 10_000, 10)],
@@ -759,11 +757,15 @@ fn background_second(target: &str) -> Vec<Vec<u8>> {
 fn a_rule_after_which_the_hosts_sessions_vanish_is_rolled_back() {
     let bed = bed();
     let config = config(&bed, "");
+    // Four seconds of history are enough to judge by, here.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[detection]\nhold_down = \"2s\"\n",
+        "[detection]\nhold_down = \"2s\"\nlegit_learning = \"3s\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
     let levee = Levee::start(&config);
     let token = write_key(&config);
-    levee.wait_for("levee to reach gobgpd", |l| {
-        l.metric("levee_bgp_up").as_deref() == Some("1")
-    });
+    wait_for_gobgpd(&levee);
     let attack = second_of(Family::SynFlood, "192.0.2.10", 10_000, 10);
     let web = background_second("192.0.2.10");
     let traffic = Traffic::start(

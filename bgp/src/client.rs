@@ -255,35 +255,19 @@ impl Speaker {
                 .map_err(|e| self.status("DeleteStatement", e))?;
         }
         let mut sets: Vec<(DefinedType, String)> = Vec::new();
-        let mut stream = self
-            .api
-            .list_defined_set(apipb::ListDefinedSetRequest {
-                defined_type: DefinedType::Neighbor as i32,
-                name: String::new(),
-            })
-            .await
-            .map_err(|e| self.status("ListDefinedSet", e))?
-            .into_inner();
-        while let Ok(Some(m)) = stream.message().await {
-            if let Some(d) = m.defined_set {
-                if d.name.starts_with("levee-") {
-                    sets.push((DefinedType::Neighbor, d.name));
-                }
-            }
-        }
-        let mut stream = self
-            .api
-            .list_defined_set(apipb::ListDefinedSetRequest {
-                defined_type: DefinedType::Community as i32,
-                name: String::new(),
-            })
-            .await
-            .map_err(|e| self.status("ListDefinedSet", e))?
-            .into_inner();
-        while let Ok(Some(m)) = stream.message().await {
-            if let Some(d) = m.defined_set {
-                if d.name.starts_with("levee-") {
-                    sets.push((DefinedType::Community, d.name));
+        for kind in [DefinedType::Neighbor, DefinedType::Community] {
+            let mut stream = self
+                .api
+                .list_defined_set(apipb::ListDefinedSetRequest {
+                    defined_type: kind as i32,
+                    name: String::new(),
+                })
+                .await
+                .map_err(|e| self.status("ListDefinedSet", e))?
+                .into_inner();
+            while let Ok(Some(m)) = stream.message().await {
+                if let Some(d) = m.defined_set.filter(|d| d.name.starts_with("levee-")) {
+                    sets.push((kind, d.name));
                 }
             }
         }

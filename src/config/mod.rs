@@ -341,6 +341,9 @@ pub struct Detection {
     pub detail_pps: u64,
     /// Hosts with detailed statistics at most.
     pub max_detailed_hosts: usize,
+    /// History a host needs before its legitimate-traffic profile (for
+    /// collateral estimates and rollback) is judged by.
+    pub legit_learning: Duration,
     pub baseline: Baseline,
 }
 
@@ -369,6 +372,7 @@ impl Default for Detection {
             host_idle: Duration::from_secs(300),
             detail_pps: 500,
             max_detailed_hosts: 4096,
+            legit_learning: Duration::from_secs(30),
             baseline: Baseline {
                 enabled: true,
                 learning: Duration::from_secs(3600),
@@ -912,6 +916,9 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         }
         if let Some(n) = t.positive(d, "botnet_sources") {
             det.botnet_sources = *n.get_ref();
+        }
+        if let Some(v) = t.duration(d, "legit_learning") {
+            det.legit_learning = v.into_inner();
         }
         if let Some(n) = t.positive(d, "max_hosts") {
             det.max_hosts = usize::try_from(*n.get_ref()).unwrap_or(usize::MAX);

@@ -127,6 +127,9 @@ pub struct Settings {
     pub botnet_sources: u64,
     pub baseline: Option<Params>,
     pub max_hosts: usize,
+    /// Seconds of history before a host's legitimate-traffic profile is
+    /// judged by.
+    pub legit_learning_s: u32,
 }
 
 impl Settings {
@@ -146,6 +149,8 @@ impl Settings {
                 floor_bps: b.floor_bps as f64,
             }),
             max_hosts: c.detection.max_hosts,
+            legit_learning_s: u32::try_from(c.detection.legit_learning.as_secs())
+                .unwrap_or(u32::MAX),
         }
     }
 }
@@ -162,12 +167,23 @@ struct HostState {
 /// exponentially weighted mean over about two minutes of the seconds
 /// outside incidents (idle seconds count as zeros). Mitigation estimates
 /// from it what share of the host's legitimate packets a rule would match
-/// (MIT-11).
+/// (MIT-11), and whether a rule cut the host's sessions (MIT-7).
+///
+/// An attack's first seconds, before it crosses a threshold, must not
+/// become the host's "normal": seconds at half the hostgroup's pps
+/// threshold or more are not fed, and a profile counts only once it has
+/// `legit_learning` seconds behind it (until then it is `learnt: false`
+/// and mitigation does not judge by it). The mean is bias-corrected, so a
+/// young profile is the average of its seconds, not pulled towards zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Legit {
     pub pps: [f32; class::COUNT],
     /// The last second fed (Unix seconds); 0 before the first.
     pub second: u64,
+    /// Seconds fed.
+    pub seconds: u32,
+    /// Whether enough seconds were fed to judge by (set in snapshots).
+    pub learnt: bool,
 }
 
 impl Legit {
@@ -175,31 +191,38 @@ impl Legit {
     const ALPHA: f32 = 1.0 / 120.0;
 
     fn feed(&mut self, second: u64, c: &crate::account::Counters) {
-        if self.second == 0 {
-            for (m, p) in self.pps.iter_mut().zip(c.packets) {
-                *m = p as f32;
-            }
+        let gap = if self.second == 0 {
+            1
         } else {
-            let gap = second.saturating_sub(self.second).clamp(1, 100_000) as i32;
-            let keep = (1.0 - Self::ALPHA).powi(gap);
-            for (m, p) in self.pps.iter_mut().zip(c.packets) {
-                *m = *m * keep + Self::ALPHA * p as f32;
-            }
+            second.saturating_sub(self.second).clamp(1, 100_000) as i32
+        };
+        let keep = (1.0 - Self::ALPHA).powi(gap);
+        for (m, p) in self.pps.iter_mut().zip(c.packets) {
+            *m = *m * keep + Self::ALPHA * p as f32;
         }
         self.second = second;
+        self.seconds = self.seconds.saturating_add(1);
     }
 
-    /// The profile as of `second`: the seconds since the last one fed
-    /// count as idle.
-    pub fn at(&self, second: u64) -> Legit {
+    /// The profile as of `second` (the seconds since the last one fed
+    /// count as idle), bias-corrected, and `learnt` once `learning`
+    /// seconds were fed.
+    pub fn at(&self, second: u64, learning: u32) -> Legit {
         let mut l = *self;
-        if self.second > 0 && second > self.second {
-            let gap = (second - self.second - 1).min(100_000) as i32;
-            let keep = (1.0 - Self::ALPHA).powi(gap);
-            for m in &mut l.pps {
-                *m *= keep;
-            }
+        if self.seconds == 0 {
+            return l;
         }
+        // Weight the fed seconds carry in the mean: 1 - (1-α)^n.
+        let weight = 1.0 - (1.0 - Self::ALPHA).powi(self.seconds.min(100_000) as i32);
+        let gap = second
+            .saturating_sub(self.second)
+            .saturating_sub(1)
+            .min(100_000) as i32;
+        let keep = (1.0 - Self::ALPHA).powi(gap);
+        for m in &mut l.pps {
+            *m = *m * keep / weight.max(f32::MIN_POSITIVE);
+        }
+        l.learnt = self.seconds >= learning;
         l
     }
 }
@@ -298,7 +321,7 @@ impl Detector {
             protocol: String::new(),
             timeline: Vec::new(),
             details: Details::default(),
-            legit: legit.at(started_ms / 1000),
+            legit: legit.at(started_ms / 1000, self.s.legit_learning_s),
         };
         self.events.push(Event::Started(Box::new(inc.clone())));
         self.active.insert(host, inc);
@@ -470,7 +493,16 @@ impl Detector {
                 }
                 None => {
                     state.over = 0;
-                    state.legit.feed(second, &h.inbound);
+                    // Not a ramp towards the threshold: legitimate traffic.
+                    let half = self
+                        .s
+                        .thresholds
+                        .get(usize::from(h.group))
+                        .and_then(|t| t.pps)
+                        .map_or(u64::MAX, |p| p / 2);
+                    if pps < half {
+                        state.legit.feed(second, &h.inbound);
+                    }
                     if let Some(p) = &self.s.baseline {
                         state.baseline.feed(second, pps as f64, bps as f64, p);
                     }

@@ -18,6 +18,7 @@ fn settings(pps: u64, trigger_seconds: u32, baseline: Option<Params>) -> Setting
         botnet_sources: 300,
         baseline,
         max_hosts: 1000,
+        legit_learning_s: 30,
     }
 }
 
@@ -186,6 +187,7 @@ fn an_incident_carries_the_hosts_legitimate_traffic_from_before() {
     }
     let events = d.take_events();
     let inc = started(&events)[0];
+    assert!(inc.legit.learnt);
     let l = inc.legit.pps;
     assert!((850.0..=1000.0).contains(&l[class::ALL]), "{l:?}");
     assert!((l[class::UDP] / l[class::ALL] - 0.9).abs() < 0.01, "{l:?}");
@@ -201,4 +203,23 @@ fn an_incident_carries_the_hosts_legitimate_traffic_from_before() {
     assert!(again[class::ALL] < l[class::ALL], "{again:?}");
     assert!(again[class::ALL] > 0.5 * l[class::ALL], "{again:?}");
     assert!((again[class::UDP] / again[class::ALL] - 0.9).abs() < 0.01);
+}
+
+#[test]
+fn an_attacks_ramp_and_a_short_history_are_not_taken_for_normal() {
+    let mut d = Detector::new(settings(10_000, 1, None));
+    // Five quiet seconds, then the ramp (6,000 pps: over half the 10,000
+    // threshold), then the flood.
+    for s in 1..=5u64 {
+        d.on_second(s, vec![second(HOST, 100)]);
+    }
+    d.on_second(6, vec![second(HOST, 6_000)]);
+    d.on_second(7, vec![second(HOST, 50_000)]);
+    let events = d.take_events();
+    let legit = started(&events)[0].legit;
+    assert!(!legit.learnt, "5 s is not a history");
+    assert!(
+        (legit.pps[class::ALL] - 100.0).abs() < 1.0,
+        "the ramp second is not in it: {legit:?}"
+    );
 }

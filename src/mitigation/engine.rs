@@ -207,7 +207,7 @@ impl Engine {
         }
         use crate::account::class;
         let before = f64::from(inc.legit.pps[class::TCP] - inc.legit.pps[class::TCP_SYN]);
-        if before < ROLLBACK_FLOOR_PPS {
+        if !inc.legit.learnt || before < ROLLBACK_FLOOR_PPS {
             return Vec::new();
         }
         let mut victims = Vec::new();
@@ -395,6 +395,10 @@ impl Engine {
                     None => String::new(),
                 };
                 let cost = match &route {
+                    Route::FlowSpec(_) if !inc.legit.learnt => {
+                        ", collateral unknown (the host's normal traffic is not learnt yet)"
+                            .to_owned()
+                    }
                     Route::FlowSpec(r) => format!(
                         ", collateral at most {:.0}% of legitimate packets",
                         rules::collateral(r, &inc.legit) * 100.0

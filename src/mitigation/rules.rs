@@ -262,12 +262,13 @@ pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
 /// The share of a host's legitimate packets (its profile before the
 /// attack) that `rule` would also match, judged by protocol, TCP flags and
 /// fragments. Ports and lengths are not in the profile, so this is an upper
-/// bound; 0 for a host with no legitimate traffic on record.
+/// bound; 0 for a host with no legitimate traffic on record, or too little
+/// history to judge by.
 pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> f64 {
     use crate::account::class;
     let l = |c: usize| f64::from(legit.pps[c]);
     let total = l(class::ALL);
-    if total < 1.0 {
+    if !legit.learnt || total < 1.0 {
         return 0.0;
     }
     let matched = if rule.fragment.is_some() {

@@ -481,6 +481,7 @@ fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
     // A game server: most of its legitimate packets are UDP.
     let mut inc = incident("192.0.2.10", Family::UdpFlood, None, 2_000_000_000, 0);
     inc.features.protocols = vec![17];
+    inc.legit.learnt = true;
     inc.legit.pps[class::ALL] = 1000.0;
     inc.legit.pps[class::UDP] = 900.0;
     inc.legit.pps[class::TCP] = 100.0;
@@ -496,6 +497,7 @@ fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
     // The same flood on a web server: FlowSpec, and the estimate is logged.
     let mut inc = incident("192.0.2.11", Family::UdpFlood, None, 2_000_000_000, 0);
     inc.features.protocols = vec![17];
+    inc.legit.learnt = true;
     inc.legit.pps[class::ALL] = 1000.0;
     inc.legit.pps[class::UDP] = 20.0;
     inc.legit.pps[class::TCP] = 980.0;
@@ -589,6 +591,7 @@ fn a_rule_that_starves_established_sessions_is_rolled_back() {
     let run = |after_rule: u64| -> (Vec<Action>, Engine) {
         let mut e = Engine::new(Arc::new(config()));
         let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+        inc.legit.learnt = true;
         inc.legit.pps[class::ALL] = 300.0;
         inc.legit.pps[class::TCP] = 200.0;
         inc.legit.pps[class::TCP_SYN] = 10.0;
