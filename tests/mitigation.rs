@@ -542,9 +542,9 @@ fn the_dead_man_withdraws_levees_routes_when_levee_stays_down() {
     std::thread::sleep(Duration::from_secs(4));
     assert!(bed.router.rib("ipv4").unwrap().contains("192.0.2.10/32"));
 
+    let killed = Instant::now();
     levee.signal(libc::SIGKILL);
     levee.wait();
-    let killed = Instant::now();
     router_until(&bed, "ipv4", Duration::from_secs(20), |rib| {
         !rib.contains("192.0.2.10/32")
     });
