@@ -35,8 +35,8 @@ pub fn levee_alive(data_dir: &Path) -> bool {
     let Ok(mut s) = UnixStream::connect(path) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(3)));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: levee\r\nConnection: close\r\n\r\n")
         .is_err()
     {
