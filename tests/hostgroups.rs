@@ -48,17 +48,7 @@ fn hosts_and_hostgroups_are_counted_exactly_each_second() {
                  [[hostgroup]]\nname = \"mail\"\nprefixes = [\"198.51.100.0/24\"]\n";
     std::fs::write(&config, test_config(&dir.path().join("data"), extra)).unwrap();
     let levee = Levee::start(&config);
-    let out = cli(&[
-        "apikey",
-        "add",
-        "--config",
-        config.to_str().unwrap(),
-        "test",
-        "--scope",
-        "read",
-    ]);
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = api_key(&config, "test", "read");
 
     // 20 datagrams of 30 records: web hosts .1–.5 get TCP and UDP, mail
     // host .7 gets TCP and sends some back out; one record is for nobody.

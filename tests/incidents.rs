@@ -19,19 +19,7 @@ fn an_attack_becomes_an_incident_that_is_served_counted_and_audited() {
                  [hostgroup.thresholds]\npps = 2000\n[detection]\nhold_down = \"2s\"\n";
     std::fs::write(&config, test_config(&dir.path().join("data"), extra)).unwrap();
     let levee = Levee::start(&config);
-    let (_, token) = {
-        let out = cli(&[
-            "apikey",
-            "add",
-            "--config",
-            config.to_str().unwrap(),
-            "test",
-            "--scope",
-            "read",
-        ]);
-        assert!(out.status.success());
-        ((), String::from_utf8(out.stdout).unwrap().trim().to_owned())
-    };
+    let token = api_key(&config, "test", "read");
 
     // One second of a 10 kpps SYN flood, sampled 1 in 10, sent at once.
     let target: IpAddr = "192.0.2.10".parse().unwrap();

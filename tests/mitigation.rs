@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,20 +48,6 @@ fn config(bed: &Bed, extra: &str) -> std::path::PathBuf {
     );
     std::fs::write(&config, test_config(&bed.dir.path().join("data"), &text)).unwrap();
     config
-}
-
-fn write_key(config: &Path) -> String {
-    let out = cli(&[
-        "apikey",
-        "add",
-        "--config",
-        config.to_str().unwrap(),
-        "ops",
-        "--scope",
-        "write",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// One second of an attack as sFlow datagrams (sampled 1 in `rate`).
@@ -215,7 +200,7 @@ fn an_attack_is_mitigated_escalated_and_withdrawn_at_the_router() {
         "[mitigation]\nhold_down = \"3s\"\ndwell = \"4s\"\nreconcile_every = \"2s\"\n",
     );
     let levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     wait_for_gobgpd(&levee);
     let traffic = Traffic::start(
         levee.collector("sflow"),
@@ -324,7 +309,7 @@ fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
     // not from the periodic pass.
     let config = config(&bed, "[mitigation]\nreconcile_every = \"10m\"\n");
     let mut levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     wait_for_gobgpd(&levee);
     // Manual blackholes: IPv4 with the CLI, IPv6 over the API.
     let out = cli(&[
@@ -457,7 +442,7 @@ fn guards_and_shadow_send_nothing_and_say_why() {
          [hostgroup.thresholds]\npps = 2000\n[hostgroup.mitigation]\nshadow = true\n",
     );
     let levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     wait_for_gobgpd(&levee);
     let traffic = Traffic::start(
         levee.collector("sflow"),
@@ -522,7 +507,7 @@ fn the_dead_man_withdraws_levees_routes_when_levee_stays_down() {
         "[mitigation]\ndead_man = \"2s\"\nreconcile_every = \"1s\"\n",
     );
     let mut levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     wait_for_gobgpd(&levee);
     announce(
         &levee,
@@ -654,7 +639,7 @@ fn scrubbing_by_http_diverts_and_undiverts_at_the_provider() {
     );
     std::fs::write(&config, test_config(&dir.path().join("data"), &extra)).unwrap();
     let levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     let traffic = Traffic::start(
         levee.collector("sflow"),
         vec![second_of(Family::SynFlood, "192.0.2.10", 10_000, 10)],
@@ -708,7 +693,7 @@ fn an_upstream_gets_its_own_blackhole_community() {
     let text = std::fs::read_to_string(&config).unwrap() + &extra;
     std::fs::write(&config, text).unwrap();
     let levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     wait_for_gobgpd(&levee);
     announce(
         &levee,
@@ -764,7 +749,7 @@ fn a_rule_after_which_the_hosts_sessions_vanish_is_rolled_back() {
     );
     std::fs::write(&config, text).unwrap();
     let levee = Levee::start(&config);
-    let token = write_key(&config);
+    let token = api_key(&config, "ops", "write");
     wait_for_gobgpd(&levee);
     let attack = second_of(Family::SynFlood, "192.0.2.10", 10_000, 10);
     let web = background_second("192.0.2.10");

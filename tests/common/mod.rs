@@ -26,6 +26,21 @@ pub fn cli(args: &[&str]) -> Output {
         .expect("levee runs")
 }
 
+/// Makes an API key with `levee apikey add` and returns its token.
+pub fn api_key(config: &Path, name: &str, scope: &str) -> String {
+    let out = cli(&[
+        "apikey",
+        "add",
+        "--config",
+        config.to_str().unwrap(),
+        name,
+        "--scope",
+        scope,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A config for tests: data dir as given, every socket on a free port.
 pub fn test_config(data_dir: &Path, extra: &str) -> String {
     format!(
