@@ -43,6 +43,30 @@ impl Prom {
         }
         let _ = writeln!(self.out, " {value}");
     }
+
+    /// A summary from an HDR histogram of `units` per second (quantiles
+    /// 0.5, 0.9, 0.99 and the count), with `decimals` places of seconds.
+    fn summary(
+        &mut self,
+        name: &str,
+        help: &str,
+        h: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+        units: f64,
+        decimals: usize,
+    ) {
+        self.family(name, "summary", help);
+        let h = h.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = h.as_ref() {
+            for q in [0.5, 0.9, 0.99] {
+                self.sample(
+                    name,
+                    &[("quantile", &q.to_string())],
+                    format!("{:.decimals$}", h.value_at_quantile(q) as f64 / units),
+                );
+            }
+            self.sample(&format!("{name}_count"), &[], h.len());
+        }
+    }
 }
 
 /// The whole `/metrics` page. `store_size` is passed in because measuring it
@@ -138,26 +162,13 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             &[],
             live.incidents_started.load(Ordering::Relaxed),
         );
-        p.family(
+        p.summary(
             "levee_detection_delay_seconds",
-            "summary",
             "From the record that crossed a threshold to its incident being recorded.",
+            &live.delay,
+            1e3,
+            3,
         );
-        if let Some(h) = live
-            .delay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            for q in [0.5, 0.9, 0.99] {
-                p.sample(
-                    "levee_detection_delay_seconds",
-                    &[("quantile", &q.to_string())],
-                    format!("{:.3}", h.value_at_quantile(q) as f64 / 1000.0),
-                );
-            }
-            p.sample("levee_detection_delay_seconds_count", &[], h.len());
-        }
         p.family(
             "levee_hosts_tracked",
             "gauge",
@@ -532,24 +543,11 @@ fn mitigation(p: &mut Prom, m: &crate::mitigation::service::Shared) {
         &[],
         m.dropped.load(Ordering::Relaxed),
     );
-    p.family(
+    p.summary(
         "levee_bgp_round_trip_seconds",
-        "summary",
         "Time gobgpd took to answer an announcement or withdrawal.",
+        &m.round_trip,
+        1e6,
+        6,
     );
-    if let Some(h) = m
-        .round_trip
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        for q in [0.5, 0.9, 0.99] {
-            p.sample(
-                "levee_bgp_round_trip_seconds",
-                &[("quantile", &q.to_string())],
-                format!("{:.6}", h.value_at_quantile(q) as f64 / 1e6),
-            );
-        }
-        p.sample("levee_bgp_round_trip_seconds_count", &[], h.len());
-    }
 }

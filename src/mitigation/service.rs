@@ -165,6 +165,15 @@ fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result
     }
 }
 
+/// The audit action of an announcement or a withdrawal.
+fn audit_verb(announce: bool) -> &'static str {
+    if announce {
+        "mitigation.announce"
+    } else {
+        "mitigation.withdraw"
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -375,17 +384,18 @@ impl Task {
         }
     }
 
-    /// Writes the nftables table from the firewall mitigations in force.
-    /// Returns the script and nft's verdict.
-    async fn firewall_sync(&mut self) -> (String, Result<(), String>) {
-        let ms: Vec<Mitigation> = self
-            .engine
+    /// The firewall mitigations that must be in the nftables table.
+    fn firewall_in_force(&self) -> impl Iterator<Item = &Mitigation> {
+        self.engine
             .active()
             .iter()
             .filter(|m| m.level == Level::Firewall && !m.shadow)
-            .cloned()
-            .collect();
-        let refs: Vec<&Mitigation> = ms.iter().collect();
+    }
+
+    /// Writes the nftables table from the firewall mitigations in force.
+    /// Returns the script and nft's verdict.
+    async fn firewall_sync(&mut self) -> (String, Result<(), String>) {
+        let refs: Vec<&Mitigation> = self.firewall_in_force().collect();
         let script = match super::firewall::script(&refs) {
             Ok(s) => s,
             Err(e) => return (String::new(), Err(e)),
@@ -404,13 +414,7 @@ impl Task {
     /// Makes the nftables table match the firewall mitigations in force.
     async fn reconcile_firewall(&mut self) {
         self.last_fw_reconcile = Some(Instant::now());
-        let mut want: Vec<String> = self
-            .engine
-            .active()
-            .iter()
-            .filter(|m| m.level == Level::Firewall && !m.shadow)
-            .map(|m| m.id.clone())
-            .collect();
+        let mut want: Vec<String> = self.firewall_in_force().map(|m| m.id.clone()).collect();
         want.sort();
         if want.is_empty() && !self.cfg.firewall.enabled {
             // Never used here: do not even look (nft may be absent).
@@ -764,11 +768,7 @@ impl Task {
             .unwrap_or_else(|e| Err(e.to_string()));
         tracing::info!(mitigation = %m.id, ms = t.elapsed().as_millis() as u64, ok = r.is_ok(), "Provider called");
         self.pending_http.retain(|(p, _)| p.id != m.id);
-        let verb = if divert {
-            "mitigation.announce"
-        } else {
-            "mitigation.withdraw"
-        };
+        let verb = audit_verb(divert);
         let mut details = json!({ "why": why, "adapter": "http", "step": step, "url": url });
         match r {
             Ok(answer) => {
@@ -810,11 +810,7 @@ impl Task {
         r: Result<(), String>,
         announce: bool,
     ) {
-        let verb = if announce {
-            "mitigation.announce"
-        } else {
-            "mitigation.withdraw"
-        };
+        let verb = audit_verb(announce);
         let sent = Sent {
             payload: script.to_owned(),
             response: "ok".to_owned(),
@@ -838,11 +834,7 @@ impl Task {
         r: Option<Result<Sent, levee_bgp::Error>>,
         announce: bool,
     ) {
-        let verb = if announce {
-            "mitigation.announce"
-        } else {
-            "mitigation.withdraw"
-        };
+        let verb = audit_verb(announce);
         let (sent, error) = match r {
             Some(Ok(sent)) => (Some(sent), None),
             Some(Err(e)) => {
