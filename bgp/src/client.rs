@@ -94,6 +94,26 @@ impl Speaker {
         self.addr
     }
 
+    /// Runs one gRPC call, and once more if it failed before reaching
+    /// gobgpd. tonic's channel reconnects in the background and hands a
+    /// connection attempt that failed while gobgpd was down to the next
+    /// call, even when gobgpd is back by then (seen in CI right after a
+    /// restart). Such a request never reached the daemon, so sending it
+    /// again is safe; every request levee makes is idempotent besides.
+    async fn call<Q, R, F, Fut>(&self, what: &str, req: Q, f: F) -> Result<R, Error>
+    where
+        Q: Clone,
+        F: Fn(Api, Q) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let r = match f(self.api.clone(), req.clone()).await {
+            Err(e) if not_sent(&e) => f(self.api.clone(), req).await,
+            r => r,
+        };
+        r.map(tonic::Response::into_inner)
+            .map_err(|e| self.status(what, e))
+    }
+
     fn status(&self, what: &str, e: tonic::Status) -> Error {
         match e.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -102,6 +122,10 @@ impl Speaker {
                     reason: format!("{what}: {}", e.message()),
                 }
             }
+            _ if not_sent(&e) => Error::Unavailable {
+                addr: self.addr,
+                reason: format!("{what}: {}", source_chain(&e)),
+            },
             _ => Error::Refused {
                 what: what.to_owned(),
                 message: e.message().to_owned(),
@@ -118,13 +142,15 @@ impl Speaker {
         };
         let payload = hex::encode(req.encode_to_vec());
         let r = self
-            .api
-            .add_path(req)
-            .await
-            .map_err(|e| self.status(&format!("announcing {route}"), e))?;
+            .call(
+                &format!("announcing {route}"),
+                req,
+                |mut api, req| async move { api.add_path(req).await },
+            )
+            .await?;
         Ok(Sent {
             payload,
-            response: hex::encode(r.into_inner().uuid),
+            response: hex::encode(r.uuid),
         })
     }
 
@@ -139,10 +165,12 @@ impl Speaker {
             uuid: Vec::new(),
         };
         let payload = hex::encode(req.encode_to_vec());
-        self.api
-            .delete_path(req)
-            .await
-            .map_err(|e| self.status(&format!("withdrawing {route}"), e))?;
+        self.call(
+            &format!("withdrawing {route}"),
+            req,
+            |mut api, req| async move { api.delete_path(req).await },
+        )
+        .await?;
         Ok(Sent {
             payload,
             response: "ok".to_owned(),
@@ -162,11 +190,10 @@ impl Speaker {
                 ..Default::default()
             };
             let mut stream = self
-                .api
-                .list_path(req)
-                .await
-                .map_err(|e| self.status("ListPath", e))?
-                .into_inner();
+                .call("ListPath", req, |mut api, req| async move {
+                    api.list_path(req).await
+                })
+                .await?;
             loop {
                 let msg = stream
                     .message()
@@ -381,12 +408,12 @@ impl Speaker {
 
     /// The speaker's neighbours and their session states.
     pub async fn peers(&mut self) -> Result<Vec<Peer>, Error> {
+        let req = apipb::ListPeerRequest::default();
         let mut stream = self
-            .api
-            .list_peer(apipb::ListPeerRequest::default())
-            .await
-            .map_err(|e| self.status("ListPeer", e))?
-            .into_inner();
+            .call("ListPeer", req, |mut api, req| async move {
+                api.list_peer(req).await
+            })
+            .await?;
         let mut out = Vec::new();
         while let Some(m) = stream
             .message()
@@ -411,6 +438,19 @@ impl Speaker {
         }
         Ok(out)
     }
+}
+
+/// Whether a call failed in the transport (no connection, connection
+/// refused or reset) rather than with an answer from gobgpd.
+fn not_sent(e: &tonic::Status) -> bool {
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if c.is::<tonic::transport::Error>() || c.is::<std::io::Error>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
