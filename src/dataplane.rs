@@ -39,7 +39,7 @@ use crate::report::incident_json;
 use crate::store::{Store, Subject};
 
 /// Records each ring holds.
-pub const RING: usize = 65_536;
+pub const RING: usize = 262_144;
 
 /// A receive thread's end of the rings.
 pub struct RingSink {

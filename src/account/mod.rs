@@ -702,6 +702,26 @@ impl<T: Zeroable> std::ops::Deref for Zeroed<T> {
     }
 }
 
+impl<T: Zeroable> Zeroed<T> {
+    /// Faults every page in now, so touching the values later never waits
+    /// on the kernel. `MADV_POPULATE_WRITE` (Linux 5.14) does it in one
+    /// call; elsewhere each page is written once.
+    fn populate(&mut self) {
+        let bytes = std::mem::size_of::<T>() * self.len;
+        let base = self.ptr.as_ptr().cast::<u8>();
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is exactly the mapping made in `new`.
+        if unsafe { libc::madvise(base.cast(), bytes, libc::MADV_POPULATE_WRITE) } == 0 {
+            return;
+        }
+        for at in (0..bytes).step_by(4096) {
+            // SAFETY: `at < bytes`, inside the mapping; writing a zero byte
+            // over a zero byte keeps every value as it was.
+            unsafe { std::ptr::write_volatile(base.add(at), 0) };
+        }
+    }
+}
+
 impl<T: Zeroable> std::ops::DerefMut for Zeroed<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as for `deref`, and `&mut self` makes the access unique.
@@ -734,6 +754,19 @@ impl Table {
             mask: cap - 1,
             len: 0,
         }
+    }
+
+    /// An empty table of `slots` slots (a power of two), its pages faulted
+    /// in: made off the shard's thread, it is ready to use at full speed.
+    fn populated(slots: usize) -> Table {
+        let mut t = Table::with_capacity(slots / 2);
+        t.slots.populate();
+        t.cold.populate();
+        t
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.len() * (std::mem::size_of::<Slot>() + std::mem::size_of::<Cold>())
     }
 
     #[inline]
@@ -830,6 +863,19 @@ impl Table {
     }
 }
 
+/// Drops a table that is no longer used: a large one on a thread of its
+/// own, since giving hundreds of megabytes back to the kernel takes a while.
+fn retire(t: Table) {
+    if t.bytes() < 8 << 20 {
+        return drop(t);
+    }
+    // Without a thread to be had, the closure, table and all, is dropped
+    // right here.
+    let _ = std::thread::Builder::new()
+        .name("levee-table".into())
+        .spawn(move || drop(t));
+}
+
 /// Counters a shard keeps about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardStats {
@@ -854,14 +900,18 @@ const MIGRATE_PER_SECOND: usize = 1 << 16;
 ///
 /// When the table passes half full it is not rebuilt at once (a million
 /// hosts would stall the shard for half a second, its rings overflowing):
-/// a table twice the size takes over, and the hosts move across a few at a
-/// time — each new host moves sixteen old slots, each second's end 65536,
-/// and a host found still in the old table moves as it is found.
+/// a table twice the size is made ready on another thread, takes over, and
+/// the hosts move across a few at a time — each new host moves sixteen old
+/// slots, each second's end 65536, and a host found still in the old table
+/// moves as it is found.
 pub struct Shard {
     table: Table,
     /// The table being migrated away from, and the next slot to migrate.
     old: Option<Table>,
     migrated: usize,
+    /// The next table, being made on a thread of its own (see
+    /// [`Shard::request_growth`]).
+    next: Option<std::thread::JoinHandle<Table>>,
     /// Slots touched in the current second (tagged [`OLD`] for the old
     /// table's).
     dirty: Vec<u32>,
@@ -893,9 +943,10 @@ impl Shard {
     /// `limits[group]` are the static thresholds checked continuously.
     pub fn new(limits: Vec<Limit>, bounds: Bounds) -> Shard {
         Shard {
-            table: Table::with_capacity(1024),
+            table: Table::populated(2048),
             old: None,
             migrated: 0,
+            next: None,
             dirty: Vec::new(),
             limits,
             bounds,
@@ -1001,8 +1052,9 @@ impl Shard {
         self.dirty.clear();
         self.evict(u64::from(second));
         self.migrate(MIGRATE_PER_SECOND);
-        if self.old.is_none() && self.table.len * 2 > self.table.slots.len() {
-            self.start_growth();
+        self.poll_growth(false);
+        if self.table.len * 2 > self.table.slots.len() {
+            self.request_growth();
         }
         self.stats.hosts = self.hosts() as u64;
         self.stats.detailed = self.detailed as u64;
@@ -1012,12 +1064,46 @@ impl Shard {
         }
     }
 
-    /// A table twice the size takes over; hosts move to it over time. A
+    /// Has a table twice the size made ready on another thread: mapping it
+    /// and faulting its pages in costs about a millisecond per megabyte
+    /// here, and a fresh table is touched all over at once (hosts hash
+    /// everywhere), so doing it on the shard's thread stalled it for tens
+    /// of milliseconds and overflowed its rings when many hosts arrived at
+    /// once. Meanwhile the current table keeps filling (to 7/8 at most).
+    fn request_growth(&mut self) {
+        if self.next.is_some() || self.old.is_some() {
+            return;
+        }
+        let slots = self.table.slots.len() * 2;
+        // Without a thread to be had, the table is made here when needed.
+        self.next = std::thread::Builder::new()
+            .name("levee-table".into())
+            .spawn(move || Table::populated(slots))
+            .ok();
+    }
+
+    /// Starts growing when the requested table is ready, or, when `now`,
+    /// at once (waiting for it, or making one here).
+    fn poll_growth(&mut self, now: bool) {
+        let ready = self.next.as_ref().is_some_and(|h| h.is_finished());
+        if !(ready || now) {
+            return;
+        }
+        let slots = self.table.slots.len() * 2;
+        let table = self
+            .next
+            .take()
+            .and_then(|h| h.join().ok())
+            .filter(|t| t.slots.len() == slots)
+            .unwrap_or_else(|| Table::with_capacity(slots / 2));
+        self.start_growth(table);
+    }
+
+    /// `table` (twice the size) takes over; hosts move to it over time. A
     /// migration still running is finished first.
-    fn start_growth(&mut self) {
+    fn start_growth(&mut self, table: Table) {
         self.migrate(usize::MAX);
-        let cap = self.table.slots.len() * 2;
-        let old = std::mem::replace(&mut self.table, Table::with_capacity(cap / 2));
+        let old = std::mem::replace(&mut self.table, table);
         self.old = Some(old);
         self.migrated = 0;
         self.evict_cursor = 0;
@@ -1058,7 +1144,9 @@ impl Shard {
         }
         self.migrated = end;
         if self.old.as_ref().is_some_and(|o| end == o.slots.len()) {
-            self.old = None;
+            if let Some(old) = self.old.take() {
+                retire(old);
+            }
             self.dirty.retain(|d| d & OLD == 0);
         }
     }
@@ -1078,6 +1166,15 @@ impl Shard {
             }
             None => (i, false),
         }
+    }
+
+    /// Waits for a table being made, and starts growing with it (tests).
+    #[cfg(test)]
+    fn settle(&mut self) {
+        while self.next.as_ref().is_some_and(|h| !h.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.poll_growth(false);
     }
 
     /// Checks both tables' invariants (tests).
@@ -1199,10 +1296,16 @@ impl Shard {
             }
             if self.old.is_some() {
                 self.migrate(MIGRATE_PER_INSERT);
+            } else if self.next.is_some() {
+                self.poll_growth(false);
+            } else if self.table.len * 2 > self.table.slots.len() {
+                // Filling fast within a second: have the next table made.
+                self.request_growth();
             }
             if (self.table.len + 1) * 8 > self.table.slots.len() * 7 {
-                // Filling fast within a second: start growing now.
-                self.start_growth();
+                // Filling faster than the next table could be made: grow
+                // now, with it if it is ready.
+                self.poll_growth(true);
             }
             i = self.table.find(key).0;
             self.table.slots[i] = Slot {

@@ -204,10 +204,14 @@ fn the_table_grows_a_few_hosts_at_a_time() {
     assert!(migrating > 300, "{migrating}");
     let first = s.advance(3_001_000).unwrap();
     assert_eq!(first.hosts.len(), 5_000);
-    // Past half full at the second's end: growing. Everyone comes back
-    // while the old table still holds them (each moves as it is found),
-    // then 4000 new hosts arrive.
+    // Past half full at the second's end: the next table is being made
+    // off the shard's thread, and once ready takes over. Everyone comes
+    // back while the old table still holds them (each moves as it is
+    // found), then 4000 new hosts arrive.
+    let slots = s.table.slots.len();
+    s.settle();
     assert!(s.old.is_some());
+    assert_eq!(s.table.slots.len(), 2 * slots);
     for i in 0..5_000 {
         put(&mut s, i, 2);
     }
