@@ -190,35 +190,43 @@ fn a_very_busy_hosts_distributions_are_estimated_from_a_sample() {
 fn the_table_grows_a_few_hosts_at_a_time() {
     let mut s = shard(None);
     s.advance(3_000_000);
+    // The next table is made on another thread; waiting for it after each
+    // record makes the test deterministic: growth starts as soon as the
+    // load passes half.
     let put = |s: &mut Shard, i: u32, packets: u64| {
         let a = (0xc000_0000 + i).to_be_bytes();
         s.account(&Rec::new(&rec(a, proto::UDP, 0, packets, 100), 0, false));
+        s.settle();
     };
     let mut migrating = 0;
     for i in 0..5_000 {
         put(&mut s, i, 1);
         migrating += usize::from(s.old.is_some());
     }
-    // 2048 slots, then 4096, then 8192: each time the old table's hosts
-    // move across with the next hundreds of new ones, not all at once.
-    assert!(migrating > 300, "{migrating}");
+    // 2048 slots, then 4096, 8192 and 16384: each time the old table's
+    // hosts move across with the next hundreds of new ones, not all at once.
+    assert_eq!(s.table.slots.len(), 16_384);
+    assert!(migrating > 800, "{migrating}");
+    s.check().unwrap();
     let first = s.advance(3_001_000).unwrap();
     assert_eq!(first.hosts.len(), 5_000);
-    // Past half full at the second's end: the next table is being made
-    // off the shard's thread, and once ready takes over. Everyone comes
-    // back while the old table still holds them (each moves as it is
-    // found), then 4000 new hosts arrive.
-    let slots = s.table.slots.len();
-    s.settle();
-    assert!(s.old.is_some());
-    assert_eq!(s.table.slots.len(), 2 * slots);
-    for i in 0..5_000 {
-        put(&mut s, i, 2);
+    // New hosts until the table passes half full again and the next one
+    // takes over; then everyone of the first second comes back while the
+    // old table still holds them (each moves as it is found), then the
+    // rest of 4000 new hosts arrive.
+    let mut i = 5_000;
+    while s.old.is_none() {
+        put(&mut s, i, 3);
+        i += 1;
+    }
+    assert_eq!(s.table.slots.len(), 32_768);
+    for j in 0..5_000 {
+        put(&mut s, j, 2);
     }
     assert!(s.old.is_some());
     s.check().unwrap();
-    for i in 5_000..9_000 {
-        put(&mut s, i, 3);
+    for j in i..9_000 {
+        put(&mut s, j, 3);
     }
     s.check().unwrap();
     let next = s.advance(3_002_000).unwrap();
@@ -228,12 +236,26 @@ fn the_table_grows_a_few_hosts_at_a_time() {
         assert_eq!(h.inbound.packets[class::ALL], if i < 5_000 { 2 } else { 3 });
     }
     assert_eq!(s.stats.hosts, 9_000);
-    // A few seconds' ends finish the move.
-    for t in 3..6 {
-        s.advance(3_000_000 + t * 1000);
-    }
+    // A second's end finishes the move.
+    s.advance(3_003_000);
     assert!(s.old.is_none());
     s.check().unwrap();
+}
+
+/// Without waiting for the next table, growth happens whenever it is
+/// ready (or at ⅞ at the latest): nobody is lost either way.
+#[test]
+fn a_table_made_off_thread_loses_nobody() {
+    let mut s = shard(None);
+    s.advance(3_000_000);
+    for i in 0..50_000u32 {
+        let a = (0xc000_0000 + i).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+    }
+    s.check().unwrap();
+    let snap = s.advance(3_001_000).unwrap();
+    assert_eq!(snap.hosts.len(), 50_000);
+    assert!(s.table.slots.len() >= 65_536);
 }
 
 #[test]
