@@ -658,6 +658,16 @@ struct Zeroed<T: Zeroable> {
     len: usize,
 }
 
+/// Bytes of host tables mapped in this process (they bypass the global
+/// allocator, so heap statistics do not see them).
+static MAPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Bytes held by every shard's host tables — current, old, being made or
+/// being unmapped — in this process.
+pub fn mapped_bytes() -> usize {
+    MAPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 // SAFETY: `Zeroed` owns its values like a `Box<[T]>` does.
 unsafe impl<T: Zeroable + Send> Send for Zeroed<T> {}
 
@@ -686,6 +696,7 @@ impl<T: Zeroable> Zeroed<T> {
             }
             #[cfg(target_os = "linux")]
             libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
+            MAPPED.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             Zeroed {
                 ptr: std::ptr::NonNull::new_unchecked(p.cast::<T>()),
                 len: n,
@@ -737,10 +748,9 @@ impl<T: Zeroable> Drop for Zeroed<T> {
             if std::mem::needs_drop::<T>() {
                 std::ptr::drop_in_place(&mut **self as *mut [T]);
             }
-            libc::munmap(
-                self.ptr.as_ptr().cast(),
-                std::mem::size_of::<T>() * self.len,
-            );
+            let bytes = std::mem::size_of::<T>() * self.len;
+            libc::munmap(self.ptr.as_ptr().cast(), bytes);
+            MAPPED.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -993,6 +1003,17 @@ impl Shard {
         snap
     }
 
+    /// Bytes of this shard's host tables: the current one, and the old one
+    /// while hosts move across (not a table still being made).
+    pub fn table_bytes(&self) -> usize {
+        self.table.bytes() + self.old.as_ref().map_or(0, Table::bytes)
+    }
+
+    /// Whether hosts are moving to a larger table.
+    pub fn migrating(&self) -> bool {
+        self.old.is_some()
+    }
+
     /// Hosts tracked, in both tables while migrating.
     fn hosts(&self) -> usize {
         self.table.len + self.old.as_ref().map_or(0, |o| o.len)
@@ -1168,9 +1189,9 @@ impl Shard {
         }
     }
 
-    /// Waits for a table being made, and starts growing with it (tests).
-    #[cfg(test)]
-    fn settle(&mut self) {
+    /// Waits for a table being made on another thread, and starts growing
+    /// with it: tests (and measurements) that need growth at a known point.
+    pub fn settle(&mut self) {
         while self.next.as_ref().is_some_and(|h| !h.is_finished()) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
