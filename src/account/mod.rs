@@ -776,7 +776,7 @@ impl Table {
     }
 
     fn bytes(&self) -> usize {
-        self.slots.len() * (std::mem::size_of::<Slot>() + std::mem::size_of::<Cold>())
+        self.slots.len() * SLOT_BYTES
     }
 
     #[inline]
@@ -873,10 +873,15 @@ impl Table {
     }
 }
 
+/// Bytes of one table slot (hot and cold parts).
+const SLOT_BYTES: usize = std::mem::size_of::<Slot>() + std::mem::size_of::<Cold>();
+/// Tables from this size on are made (and unmapped) off the shard's thread.
+const OFF_THREAD_BYTES: usize = 8 << 20;
+
 /// Drops a table that is no longer used: a large one on a thread of its
 /// own, since giving hundreds of megabytes back to the kernel takes a while.
 fn retire(t: Table) {
-    if t.bytes() < 8 << 20 {
+    if t.bytes() < OFF_THREAD_BYTES {
         return drop(t);
     }
     // Without a thread to be had, the closure, table and all, is dropped
@@ -922,6 +927,9 @@ pub struct Shard {
     /// The next table, being made on a thread of its own (see
     /// [`Shard::request_growth`]).
     next: Option<std::thread::JoinHandle<Table>>,
+    /// Tables from this many bytes on are made off the shard's thread
+    /// ([`OFF_THREAD_BYTES`]; tests lower it).
+    off_thread_bytes: usize,
     /// Slots touched in the current second (tagged [`OLD`] for the old
     /// table's).
     dirty: Vec<u32>,
@@ -957,6 +965,7 @@ impl Shard {
             old: None,
             migrated: 0,
             next: None,
+            off_thread_bytes: OFF_THREAD_BYTES,
             dirty: Vec::new(),
             limits,
             bounds,
@@ -1085,17 +1094,24 @@ impl Shard {
         }
     }
 
-    /// Has a table twice the size made ready on another thread: mapping it
-    /// and faulting its pages in costs about a millisecond per megabyte
-    /// here, and a fresh table is touched all over at once (hosts hash
-    /// everywhere), so doing it on the shard's thread stalled it for tens
-    /// of milliseconds and overflowed its rings when many hosts arrived at
-    /// once. Meanwhile the current table keeps filling (to 7/8 at most).
+    /// Grows to a table twice the size. A large one is made ready on
+    /// another thread first: mapping it and faulting its pages in costs
+    /// about a millisecond per megabyte here, and a fresh table is touched
+    /// all over at once (hosts hash everywhere), so doing that on the
+    /// shard's thread stalled it for tens of milliseconds and overflowed
+    /// its rings. Meanwhile the current table keeps filling (to 7/8 at
+    /// most). A small one is made here at once: faulting it in is cheaper
+    /// than handing work to a thread that may wait for a core, and a cold
+    /// start doubles the table every few milliseconds.
     fn request_growth(&mut self) {
         if self.next.is_some() || self.old.is_some() {
             return;
         }
         let slots = self.table.slots.len() * 2;
+        if slots * SLOT_BYTES < self.off_thread_bytes {
+            self.start_growth(Table::with_capacity(slots / 2));
+            return;
+        }
         // Without a thread to be had, the table is made here when needed.
         self.next = std::thread::Builder::new()
             .name("levee-table".into())
