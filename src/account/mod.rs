@@ -658,6 +658,19 @@ struct Zeroed<T: Zeroable> {
     len: usize,
 }
 
+/// A transparent huge page (x86-64, arm64 with 4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// The length mapped for `bytes` bytes of values: whole huge pages once
+/// there is at least one, so the kernel can back all of it with them.
+fn mapped_len(bytes: usize) -> usize {
+    if bytes >= HUGE_PAGE {
+        bytes.next_multiple_of(HUGE_PAGE)
+    } else {
+        bytes
+    }
+}
+
 /// Bytes of host tables mapped in this process (they bypass the global
 /// allocator, so heap statistics do not see them).
 static MAPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -678,13 +691,23 @@ impl<T: Zeroable> Zeroed<T> {
             .checked_mul(n)
             .expect("table size fits in memory");
         assert!(std::mem::align_of::<T>() <= 4096 && bytes > 0);
-        // SAFETY: an anonymous private mapping of `bytes` bytes; the kernel
-        // returns it zero-filled and page-aligned (which satisfies `T`'s
-        // alignment, asserted above), and all-zero bytes are valid `T`s.
+        // A large table starts on a huge-page boundary: mmap only promises
+        // 4 KiB alignment, and the kernel backs with a huge page only a
+        // whole aligned 2 MiB of the mapping — unaligned, a table of a few
+        // megabytes got almost none, and every host looked up under a
+        // hypervisor paid a two-dimensional page walk. So a huge page more
+        // is mapped, and what lies before the boundary and after the
+        // table is given back.
+        let len = mapped_len(bytes);
+        let slack = if len >= HUGE_PAGE { HUGE_PAGE } else { 0 };
+        // SAFETY: an anonymous private mapping; the kernel returns it
+        // zero-filled and page-aligned (which satisfies `T`'s alignment,
+        // asserted above), and all-zero bytes are valid `T`s. The parts
+        // unmapped lie inside it and outside the `len` bytes kept.
         unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),
-                bytes,
+                len + slack,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -694,9 +717,21 @@ impl<T: Zeroable> Zeroed<T> {
                 let layout = std::alloc::Layout::array::<T>(n).expect("table layout");
                 std::alloc::handle_alloc_error(layout);
             }
+            let head = if slack == 0 {
+                0
+            } else {
+                (p as usize).next_multiple_of(HUGE_PAGE) - p as usize
+            };
+            if head > 0 {
+                libc::munmap(p, head);
+            }
+            let p = p.cast::<u8>().add(head).cast::<libc::c_void>();
+            if slack > head {
+                libc::munmap(p.cast::<u8>().add(len).cast(), slack - head);
+            }
             #[cfg(target_os = "linux")]
-            libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
-            MAPPED.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            libc::madvise(p, len, libc::MADV_HUGEPAGE);
+            MAPPED.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             Zeroed {
                 ptr: std::ptr::NonNull::new_unchecked(p.cast::<T>()),
                 len: n,
@@ -721,7 +756,7 @@ impl<T: Zeroable> Zeroed<T> {
         let bytes = std::mem::size_of::<T>() * self.len;
         let base = self.ptr.as_ptr().cast::<u8>();
         #[cfg(target_os = "linux")]
-        // SAFETY: the range is exactly the mapping made in `new`.
+        // SAFETY: the range lies inside the mapping made in `new`.
         if unsafe { libc::madvise(base.cast(), bytes, libc::MADV_POPULATE_WRITE) } == 0 {
             return;
         }
@@ -748,9 +783,9 @@ impl<T: Zeroable> Drop for Zeroed<T> {
             if std::mem::needs_drop::<T>() {
                 std::ptr::drop_in_place(&mut **self as *mut [T]);
             }
-            let bytes = std::mem::size_of::<T>() * self.len;
-            libc::munmap(self.ptr.as_ptr().cast(), bytes);
-            MAPPED.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+            let len = mapped_len(std::mem::size_of::<T>() * self.len);
+            libc::munmap(self.ptr.as_ptr().cast(), len);
+            MAPPED.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -776,7 +811,8 @@ impl Table {
     }
 
     fn bytes(&self) -> usize {
-        self.slots.len() * SLOT_BYTES
+        mapped_len(self.slots.len() * std::mem::size_of::<Slot>())
+            + mapped_len(self.cold.len() * std::mem::size_of::<Cold>())
     }
 
     #[inline]
