@@ -107,6 +107,7 @@ pub struct Live {
     pub refused: AtomicU64,
     pub evicted: AtomicU64,
     pub details_refused: AtomicU64,
+    pub details_replaced: AtomicU64,
 }
 
 /// The running data plane.
@@ -372,6 +373,7 @@ fn detector_loop(
             t.refused += s.refused;
             t.evicted += s.evicted;
             t.details_refused += s.details_refused;
+            t.details_replaced += s.details_replaced;
             t
         });
         out.live.hosts.store(total.hosts, Ordering::Relaxed);
@@ -381,6 +383,9 @@ fn detector_loop(
         out.live
             .details_refused
             .store(total.details_refused, Ordering::Relaxed);
+        out.live
+            .details_replaced
+            .store(total.details_replaced, Ordering::Relaxed);
         if last_save.elapsed() >= Duration::from_secs(60) {
             out.save_baselines(&detector);
             last_save = Instant::now();

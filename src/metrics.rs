@@ -219,6 +219,16 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             &[],
             live.details_refused.load(Ordering::Relaxed),
         );
+        p.family(
+            "levee_hosts_details_replaced_total",
+            "counter",
+            "Detailed statistics taken from a far quieter host for a busier one when max_detailed was reached.",
+        );
+        p.sample(
+            "levee_hosts_details_replaced_total",
+            &[],
+            live.details_replaced.load(Ordering::Relaxed),
+        );
         let groups = live
             .groups
             .lock()

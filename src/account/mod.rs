@@ -938,6 +938,8 @@ pub struct ShardStats {
     /// Host-seconds that were busy enough for details but found the pool
     /// (`max_detailed`) full.
     pub details_refused: u64,
+    /// Details taken from a far quieter host for a busier one.
+    pub details_replaced: u64,
 }
 
 /// Tag on dirty-list entries that index the table being migrated away from.
@@ -974,6 +976,12 @@ pub struct Shard {
     second: u64,
     now_ms: u64,
     detailed: usize,
+    /// Hosts holding details (keys; may hold some released since, swept
+    /// each second).
+    pool: Vec<u128>,
+    /// The quietest hosts holding details at the last second's end, the
+    /// quietest last: whom a much busier host takes details from.
+    weakest: Vec<(u64, u128)>,
     triggers: Vec<Trigger>,
     evict_cursor: usize,
     pub stats: ShardStats,
@@ -1008,6 +1016,8 @@ impl Shard {
             second: 0,
             now_ms: 0,
             detailed: 0,
+            pool: Vec::new(),
+            weakest: Vec::new(),
             triggers: Vec::new(),
             evict_cursor: 0,
             stats: ShardStats::default(),
@@ -1117,6 +1127,7 @@ impl Shard {
         }
         self.dirty.clear();
         self.evict(u64::from(second));
+        self.sweep_details(second);
         self.migrate(MIGRATE_PER_SECOND);
         self.poll_growth(false);
         if self.table.len * 2 > self.table.slots.len() {
@@ -1432,6 +1443,7 @@ impl Shard {
             slot.flags_flows += 1;
         }
         let (wp, wb) = slot.window(self.now_ms % 1000);
+        let mut steal = None;
 
         // Details need evidence as well as a rate: under sampled export one
         // sample already stands for a thousand packets, and details built
@@ -1444,9 +1456,19 @@ impl Shard {
                 slot.flags_flows |= DETAILED;
                 cold.details = Some(Box::default());
                 self.detailed += 1;
+                self.pool.push(key);
             } else {
                 slot.flags_flows |= REFUSED;
-                self.stats.details_refused += 1;
+                match self.weakest.last() {
+                    // Far busier than the quietest host holding details
+                    // (whose share of a full pool must not shut out the
+                    // target of an attack): take them over, below.
+                    Some(&(pps, victim)) if wp > pps.saturating_mul(REPLACE_FACTOR) => {
+                        self.weakest.pop();
+                        steal = Some(victim);
+                    }
+                    _ => self.stats.details_refused += 1,
+                }
             }
         }
         if slot.flags_flows & DETAILED != 0 {
@@ -1476,8 +1498,87 @@ impl Shard {
         } else if !over && slot.flags_flows & OVER != 0 {
             slot.flags_flows &= !OVER; // re-armed below the threshold
         }
+        if let Some(victim) = steal {
+            self.take_details(victim, i, key);
+        }
+    }
+
+    /// Gives host `key` (at slot `i`) the details of `victim`, which was
+    /// the quietest holder at the last second's end; it is refused details
+    /// for the rest of this second. If the victim has let go of them since,
+    /// the place it left is used.
+    fn take_details(&mut self, victim: u128, i: usize, key: u128) {
+        let (j, found) = self.locate(victim);
+        let taken = if found && self.table.slots[j].flags_flows & DETAILED != 0 {
+            self.table.slots[j].flags_flows &= !DETAILED;
+            self.table.slots[j].flags_flows |= REFUSED;
+            self.table.cold[j].details.take()
+        } else {
+            None
+        };
+        let details = match taken {
+            Some(mut d) => {
+                *d = Details::default();
+                d
+            }
+            None if self.detailed < self.bounds.max_detailed => {
+                self.detailed += 1;
+                Box::default()
+            }
+            None => {
+                self.stats.details_refused += 1;
+                return;
+            }
+        };
+        self.stats.details_replaced += 1;
+        let second = self.second as u32;
+        let slot = &mut self.table.slots[i];
+        slot.flags_flows = (slot.flags_flows & !REFUSED) | DETAILED;
+        let cold = &mut self.table.cold[i];
+        cold.details = Some(details);
+        cold.hot_until = second + 10;
+        self.pool.push(key);
+    }
+
+    /// Once a second: lets go of the details of hosts that have been quiet
+    /// (or silent: they are not on the dirty list) for ten seconds, and
+    /// ranks the holders by their last second, the quietest last.
+    fn sweep_details(&mut self, second: u32) {
+        let mut pool = std::mem::take(&mut self.pool);
+        pool.sort_unstable();
+        pool.dedup();
+        let mut ranked = Vec::with_capacity(pool.len());
+        pool.retain(|&key| {
+            let (i, found) = self.locate(key);
+            if !found || self.table.slots[i].flags_flows & DETAILED == 0 {
+                return false;
+            }
+            if self.table.cold[i].hot_until < second {
+                self.table.slots[i].flags_flows &= !DETAILED;
+                self.table.cold[i].details = None;
+                self.detailed -= 1;
+                return false;
+            }
+            let s = &self.table.slots[i];
+            let pps = if s.second == second {
+                s.all_packets()
+            } else {
+                0
+            };
+            ranked.push((pps, key));
+            true
+        });
+        self.pool = pool;
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let keep = ranked.len().min(WEAKEST);
+        self.weakest = ranked.split_off(ranked.len() - keep);
     }
 }
+
+/// A host takes details from a holder this many times quieter.
+const REPLACE_FACTOR: u64 = 4;
+/// Holders ranked for replacement each second.
+const WEAKEST: usize = 64;
 
 #[cfg(test)]
 mod tests;

@@ -424,3 +424,81 @@ mod table {
             .collect()
     }
 }
+
+/// Five records of `packets` packets each for 192.0.2.`host`.
+fn burst(s: &mut Shard, host: u8, packets: u64) {
+    for _ in 0..5 {
+        let r = rec([192, 0, 2, host], proto::UDP, 0, packets, packets * 100);
+        s.account(&Rec::new(&r, 0, false));
+    }
+}
+
+fn detailed(snap: &Snapshot) -> Vec<u8> {
+    let mut v: Vec<u8> = snap
+        .hosts
+        .iter()
+        .filter(|h| h.details.is_some())
+        .map(|h| h.addr.0[15])
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// A full pool of quiet hosts must not shut the target of an attack out
+/// of the details its classification needs: a far busier host takes them
+/// from the quietest holder.
+#[test]
+fn a_far_busier_host_takes_details_from_the_quietest() {
+    let bounds = Bounds {
+        max_detailed: 4,
+        detail_pps: 100,
+        ..Bounds::default()
+    };
+    let mut s = Shard::new(vec![Limit::default()], bounds);
+    s.advance(5_000_000);
+    for h in 1..=4 {
+        burst(&mut s, h, 40 + u64::from(h));
+    }
+    let snap = s.advance(5_001_000).unwrap();
+    assert_eq!(detailed(&snap), [1, 2, 3, 4]);
+    for h in 1..=4 {
+        burst(&mut s, h, 40 + u64::from(h));
+    }
+    burst(&mut s, 9, 20_000);
+    // Busy, but not four times the quietest: refused.
+    burst(&mut s, 10, 50);
+    let snap = s.advance(5_002_000).unwrap();
+    assert_eq!(detailed(&snap), [2, 3, 4, 9], "host 1 was the quietest");
+    assert_eq!(s.stats.details_replaced, 1);
+    assert_eq!(s.stats.details_refused, 1);
+    assert_eq!(s.stats.detailed, 4);
+}
+
+/// Details of a host that went silent are let go ten seconds later (not
+/// only when the host is forgotten, minutes later), so the pool does not
+/// fill up with the hosts of an attack that moved on.
+#[test]
+fn details_of_a_host_gone_silent_are_let_go() {
+    let bounds = Bounds {
+        max_detailed: 1,
+        detail_pps: 100,
+        ..Bounds::default()
+    };
+    let mut s = Shard::new(vec![Limit::default()], bounds);
+    let mut now = 5_000_000;
+    s.advance(now);
+    burst(&mut s, 1, 1000);
+    now += 1000;
+    assert_eq!(detailed(&s.advance(now).unwrap()), [1]);
+    for _ in 0..11 {
+        now += 1000;
+        s.advance(now);
+    }
+    assert_eq!(s.stats.detailed, 0);
+    // A new host as busy as the first was gets them without a fight.
+    burst(&mut s, 2, 1000);
+    now += 1000;
+    assert_eq!(detailed(&s.advance(now).unwrap()), [2]);
+    assert_eq!(s.stats.details_refused, 0);
+    assert_eq!(s.stats.details_replaced, 0);
+}
