@@ -24,7 +24,7 @@ use rocksdb::{
 
 /// The layout version this build reads and writes. Bump it with a migration
 /// in [`Store::migrate`] whenever a key or value layout changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 type Db = DBWithThreadMode<SingleThreaded>;
 
@@ -79,10 +79,51 @@ impl Cf {
         }
     }
 
-    /// Column families whose keys begin with an 8-byte big-endian Unix time
-    /// in milliseconds, so that retention can drop a time range at once.
+    /// Column families whose keys begin with time, so that retention can
+    /// drop a time range at once: an 8-byte big-endian Unix time in
+    /// milliseconds, or (the metric series) a [`SERIES`] tag and a bucket.
     fn time_keyed(self) -> bool {
         matches!(self, Cf::Metrics | Cf::Incidents | Cf::Seconds)
+    }
+
+    /// The time buckets of a metric series column family (see
+    /// [`Store::series`]), in milliseconds.
+    fn bucket_ms(self) -> Option<u64> {
+        match self {
+            Cf::Seconds => Some(300_000),
+            Cf::Metrics => Some(3_600_000),
+            _ => None,
+        }
+    }
+}
+
+/// First byte of a metric series key (schema 2); see [`Store::series`].
+const SERIES: u8 = 1;
+
+/// `SERIES ‖ bucket ‖ subject` — the start of one subject's rows of a
+/// bucket (or, with no subject, of the bucket).
+fn series_prefix(bucket_ms: u64, subject: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + subject.len() + 8);
+    k.push(SERIES);
+    k.extend_from_slice(&bucket_ms.to_be_bytes());
+    k.extend_from_slice(subject);
+    k
+}
+
+fn series_key(cf: Cf, at_ms: u64, subject: &[u8]) -> Vec<u8> {
+    let width = cf.bucket_ms().unwrap_or(1);
+    let mut k = series_prefix(at_ms - at_ms % width, subject);
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k
+}
+
+/// The bucket of a series key.
+fn series_bucket(k: &[u8]) -> Option<u64> {
+    match k {
+        [SERIES, rest @ ..] if rest.len() >= 8 => {
+            Some(u64::from_be_bytes(rest[..8].try_into().ok()?))
+        }
+        _ => None,
     }
 }
 
@@ -307,14 +348,59 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
+        if found == 1 {
+            for cf in [Cf::Seconds, Cf::Metrics] {
+                self.migrate_series(cf)?;
+            }
+        }
         if found < SCHEMA_VERSION {
-            // Version 0 is an empty, new store; there is nothing to convert yet.
+            // Version 0 is an empty, new store; there is nothing to convert.
             self.db.put_cf_opt(
                 self.cf(Cf::Meta),
                 KEY_SCHEMA,
                 SCHEMA_VERSION.to_be_bytes(),
                 &Self::write_options(Durability::Sync),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Version 1 → 2: metric series keyed time first (Unix ms ‖ subject)
+    /// move to the bucketed layout, a batch at a time. A version-1 key
+    /// begins with a zero byte (times before the year 10889), a version-2
+    /// key with [`SERIES`], so a migration cut short by a crash carries on
+    /// where it stopped; the version is recorded only after.
+    fn migrate_series(&self, cf: Cf) -> Result<()> {
+        let h = self.cf(cf);
+        let mut moved = 0u64;
+        loop {
+            let mut b = WriteBatch::default();
+            let mut n = 0;
+            for kv in self.db.iterator_cf(h, IteratorMode::Start) {
+                let (k, v) = kv?;
+                if k.first() != Some(&0) || n == 10_000 {
+                    break;
+                }
+                if k.len() > 8 {
+                    let at = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
+                    b.put_cf(h, series_key(cf, at, &k[8..]), v);
+                }
+                b.delete_cf(h, k);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            moved += n as u64;
+            self.db
+                .write_opt(b, &Self::write_options(Durability::Sync))?;
+        }
+        if moved > 0 {
+            tracing::info!(
+                rows = moved,
+                cf = cf.name(),
+                "Metric series moved to schema 2"
+            );
         }
         Ok(())
     }
@@ -492,9 +578,13 @@ impl Store {
 
     // ---- metrics: seconds (1 h) and minute rollups (retention) -------------
     //
-    // Key: time (Unix ms, 8 bytes big-endian) then the subject — `h` and a
-    // host's 16 address bytes, or `g` and a hostgroup's name — so retention
-    // drops a time range at once and a second's rows sit together.
+    // Key: the tag SERIES, a time bucket (Unix ms of its start, 8 bytes
+    // big-endian; 5 minutes for seconds, an hour for rollups), the subject
+    // — `h` and a host's 16 address bytes, or `g` and a hostgroup's name —
+    // and the row's time (8 bytes). One subject's rows of a bucket sit
+    // together, so its series is a seek per bucket (with time first, an
+    // hour of one host read every row of every host: a week of rollups, a
+    // hundred million); retention still drops whole buckets at once.
 
     /// Writes one second's metrics: (subject, value) pairs under the
     /// second's Unix ms. Not synced: losing the last seconds to a crash
@@ -511,19 +601,20 @@ impl Store {
     fn timed_batch(&self, cf: Cf, at_ms: u64, rows: &[(Subject, Vec<u8>)]) -> Result<()> {
         let h = self.cf(cf);
         let mut b = WriteBatch::default();
+        let mut subject_bytes = Vec::with_capacity(24);
         for (subject, value) in rows {
-            let mut key = Vec::with_capacity(32);
-            key.extend_from_slice(&at_ms.to_be_bytes());
-            subject.write(&mut key);
-            b.put_cf(h, key, value);
+            subject_bytes.clear();
+            subject.write(&mut subject_bytes);
+            b.put_cf(h, series_key(cf, at_ms, &subject_bytes), value);
         }
         self.db
             .write_opt(b, &Self::write_options(Durability::Buffered))?;
         Ok(())
     }
 
-    /// One subject's rows of a time-keyed column family from `from_ms` to
-    /// `to_ms` (inclusive), oldest first.
+    /// One subject's rows of a metric series column family from `from_ms`
+    /// to `to_ms` (inclusive), oldest first: for each bucket that holds
+    /// rows, a seek to the subject's and a read of its rows alone.
     pub fn series(
         &self,
         cf: Cf,
@@ -531,24 +622,44 @@ impl Store {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let Some(width) = cf.bucket_ms() else {
+            return Ok(Vec::new());
+        };
         let mut want = Vec::with_capacity(24);
         subject.write(&mut want);
         let mut out = Vec::new();
-        let start = from_ms.to_be_bytes();
-        for kv in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = kv?;
-            if k.len() < 8 {
-                continue;
+        let mut bucket = from_ms - from_ms % width;
+        while bucket <= to_ms {
+            let prefix = series_prefix(bucket, &want);
+            for kv in self
+                .db
+                .iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward))
+            {
+                let (k, v) = kv?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if k.len() != prefix.len() + 8 {
+                    continue; // a longer name that begins with this one
+                }
+                let at = u64::from_be_bytes(k[prefix.len()..].try_into().unwrap_or_default());
+                if (from_ms..=to_ms).contains(&at) {
+                    out.push((at, v.into_vec()));
+                }
             }
-            let at = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
-            if at > to_ms {
+            // On to the next bucket that holds any rows.
+            let Some(after) = bucket.checked_add(width) else {
                 break;
-            }
-            if k[8..] == want[..] {
-                out.push((at, v.into_vec()));
+            };
+            let probe = series_prefix(after, &[]);
+            let next = self
+                .db
+                .iterator_cf(self.cf(cf), IteratorMode::From(&probe, Direction::Forward))
+                .next()
+                .transpose()?;
+            match next.and_then(|(k, _)| series_bucket(&k)) {
+                Some(b) => bucket = b,
+                None => break,
             }
         }
         Ok(out)
@@ -556,17 +667,23 @@ impl Store {
 
     /// Every row of one time (a second or a minute), with its subject.
     pub fn rows_at(&self, cf: Cf, at_ms: u64) -> Result<Vec<(Subject, Vec<u8>)>> {
-        let start = at_ms.to_be_bytes();
+        let Some(width) = cf.bucket_ms() else {
+            return Ok(Vec::new());
+        };
+        let prefix = series_prefix(at_ms - at_ms % width, &[]);
         let mut out = Vec::new();
         for kv in self
             .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
+            .iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward))
         {
             let (k, v) = kv?;
-            if k.len() < 9 || k[..8] != start {
+            if !k.starts_with(&prefix) {
                 break;
             }
-            if let Some(s) = Subject::read(&k[8..]) {
+            if k.len() < prefix.len() + 9 || k[k.len() - 8..] != at_ms.to_be_bytes() {
+                continue;
+            }
+            if let Some(s) = Subject::read(&k[prefix.len()..k.len() - 8]) {
                 out.push((s, v.into_vec()));
             }
         }
@@ -694,7 +811,15 @@ impl Store {
         }
         let h = self.cf(cf);
         let mut b = WriteBatch::default();
-        b.delete_range_cf(h, 0u64.to_be_bytes(), cutoff_ms.to_be_bytes());
+        match cf.bucket_ms() {
+            // Whole buckets: a row is kept up to one bucket longer.
+            Some(width) => b.delete_range_cf(
+                h,
+                series_prefix(0, &[]),
+                series_prefix(cutoff_ms - cutoff_ms % width, &[]),
+            ),
+            None => b.delete_range_cf(h, 0u64.to_be_bytes(), cutoff_ms.to_be_bytes()),
+        }
         self.db
             .write_opt(b, &Self::write_options(Durability::Buffered))?;
         Ok(true)
@@ -711,9 +836,14 @@ impl Store {
         d: Durability,
     ) -> Result<()> {
         debug_assert!(cf.time_keyed(), "{} is not time-keyed", cf.name());
-        let mut key = Vec::with_capacity(8 + suffix.len());
-        key.extend_from_slice(&at_ms.to_be_bytes());
-        key.extend_from_slice(suffix);
+        let key = if cf.bucket_ms().is_some() {
+            series_key(cf, at_ms, suffix)
+        } else {
+            let mut key = Vec::with_capacity(8 + suffix.len());
+            key.extend_from_slice(&at_ms.to_be_bytes());
+            key.extend_from_slice(suffix);
+            key
+        };
         self.db
             .put_cf_opt(self.cf(cf), key, value, &Self::write_options(d))?;
         Ok(())
@@ -858,13 +988,20 @@ mod tests {
     fn retention_drops_only_old_time_keyed_entries() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        for t in [1_000u64, 2_000, 3_000] {
+        // Rollups are pruned by the hour (their bucket): a row is kept up
+        // to an hour longer, never dropped early.
+        const H: u64 = 3_600_000;
+        for t in [H, 2 * H + 1, 3 * H] {
             s.put_timed(Cf::Metrics, t, b"host", b"v", Durability::Buffered)
                 .unwrap();
         }
+        s.put_timed(Cf::Incidents, 1_000, b"i", b"v", Durability::Buffered)
+            .unwrap();
         s.audit_put(1, b"kept").unwrap();
-        assert!(s.prune_before(Cf::Metrics, 2_500).unwrap());
-        assert_eq!(s.count(Cf::Metrics).unwrap(), 1);
+        assert!(s.prune_before(Cf::Metrics, 2 * H + 500_000).unwrap());
+        assert_eq!(s.count(Cf::Metrics).unwrap(), 2);
+        assert!(s.prune_before(Cf::Incidents, 1_001).unwrap());
+        assert_eq!(s.count(Cf::Incidents).unwrap(), 0);
         assert!(!s.prune_before(Cf::Audit, u64::MAX).unwrap());
         assert_eq!(s.count(Cf::Audit).unwrap(), 1);
     }
@@ -893,6 +1030,81 @@ mod tests {
         let at = s.rows_at(Cf::Seconds, 2_000).unwrap();
         assert_eq!(at.len(), 3);
         assert!(at.contains(&(group, b"g2000".to_vec())));
+    }
+
+    /// A series spans buckets, skips the empty ones, and holds only its
+    /// own subject's rows, even next to a name that begins with its own.
+    #[test]
+    fn a_series_reads_its_subject_across_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = Subject::Group("edge".into());
+        let b = Subject::Group("edge2".into());
+        let host = Subject::Host([9; 16]);
+        // Minutes over three days, with a day missing in between.
+        let minutes: Vec<u64> = (0..3 * 1440u64)
+            .filter(|m| !(1440..2880).contains(m))
+            .map(|m| 1_700_000_000_000 - 1_700_000_000_000 % 60_000 + m * 60_000)
+            .collect();
+        for &t in &minutes {
+            let rows = vec![
+                (a.clone(), t.to_be_bytes().to_vec()),
+                (b.clone(), b"other".to_vec()),
+                (host.clone(), b"host".to_vec()),
+            ];
+            s.rollups_put(t, &rows).unwrap();
+        }
+        let all = s.series(Cf::Metrics, &a, 0, u64::MAX).unwrap();
+        assert_eq!(all.len(), minutes.len());
+        assert!(all.iter().all(|(t, v)| v == &t.to_be_bytes()));
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        let (from, to) = (minutes[100], minutes[1500]);
+        let some = s.series(Cf::Metrics, &a, from, to).unwrap();
+        let want: Vec<u64> = minutes
+            .iter()
+            .copied()
+            .filter(|t| (from..=to).contains(t))
+            .collect();
+        assert_eq!(some.iter().map(|r| r.0).collect::<Vec<_>>(), want);
+        assert_eq!(s.series(Cf::Metrics, &host, from, from).unwrap().len(), 1);
+        assert!(s
+            .series(Cf::Metrics, &Subject::Group("ed".into()), 0, u64::MAX)
+            .unwrap()
+            .is_empty());
+    }
+
+    /// A version-1 store (series keyed time first) is moved to the
+    /// bucketed layout when it is opened; nothing is lost.
+    #[test]
+    fn version_1_series_are_moved_to_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Subject::Host([7; 16]);
+        let mut subject = Vec::new();
+        host.write(&mut subject);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for t in 0..25_000u64 {
+                let at = 1_700_000_000_000 + t * 1000;
+                let mut k = at.to_be_bytes().to_vec();
+                k.extend_from_slice(&subject);
+                s.db.put_cf(s.cf(Cf::Seconds), k, at.to_be_bytes()).unwrap();
+            }
+            let mut k = 1_700_000_000_000u64.to_be_bytes().to_vec();
+            k.extend_from_slice(b"ggroup");
+            s.db.put_cf(s.cf(Cf::Metrics), k, b"g").unwrap();
+            s.meta_put("schema_version", &1u32.to_be_bytes()).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let got = s.series(Cf::Seconds, &host, 0, u64::MAX).unwrap();
+        assert_eq!(got.len(), 25_000);
+        assert!(got.iter().all(|(t, v)| v == &t.to_be_bytes()));
+        assert_eq!(s.count(Cf::Seconds).unwrap(), 25_000);
+        let group = Subject::Group("group".into());
+        assert_eq!(
+            s.series(Cf::Metrics, &group, 0, u64::MAX).unwrap(),
+            vec![(1_700_000_000_000, b"g".to_vec())]
+        );
     }
 
     #[test]
