@@ -477,6 +477,23 @@ struct Outcomes {
 
 impl Outcomes {
     fn handle(&mut self, events: Vec<Event>, triggers: Option<&[Trigger]>, now: u64) {
+        // Every incident this call touches is written at once, synced once,
+        // before anything is audited.
+        let records: Vec<(u64, String, Vec<u8>)> = events
+            .iter()
+            .map(|e| match e {
+                Event::Started(i) | Event::Updated(i) | Event::Ended(i) => i,
+            })
+            .map(|i| {
+                let mut v = incident_json(i);
+                v["timeline"] = json!(i.timeline);
+                let bytes = serde_json::to_vec(&v).unwrap_or_default();
+                (i.started_ms, i.id.clone(), bytes)
+            })
+            .collect();
+        if let Err(e) = self.store.incidents_put(&records) {
+            tracing::error!(incidents = records.len(), error = %e, "Cannot store incidents");
+        }
         for e in events {
             if let Some(m) = &self.mitigation {
                 match &e {
@@ -495,25 +512,14 @@ impl Outcomes {
                         let _ = h.record(now.saturating_sub(t.at_ms));
                     }
                     tracing::warn!(incident = %i.id, host = %i.host, hostgroup = %i.hostgroup, reason = %format!("{} {} > {}", i.reason.kind, i.reason.metric, i.reason.limit), "Incident started");
-                    self.persist(i);
                     self.audit_event("incident.start", i);
                 }
-                Event::Updated(i) => self.persist(i),
+                Event::Updated(_) => {}
                 Event::Ended(i) => {
                     tracing::warn!(incident = %i.id, host = %i.host, family = %i.verdict.family, peak_pps = i.peak_pps, "Incident ended");
-                    self.persist(i);
                     self.audit_event("incident.end", i);
                 }
             }
-        }
-    }
-
-    fn persist(&self, i: &Incident) {
-        let mut v = incident_json(i);
-        v["timeline"] = json!(i.timeline);
-        let bytes = serde_json::to_vec(&v).unwrap_or_default();
-        if let Err(e) = self.store.incident_put(i.started_ms, &i.id, &bytes) {
-            tracing::error!(incident = %i.id, error = %e, "Cannot store the incident");
         }
     }
 
