@@ -292,7 +292,9 @@ async fn incidents(
         rows.iter()
             .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
             .map(|mut v| {
-                // The list is a summary: timelines are on the incident's own page.
+                // The list is a summary: timelines are on the incident's own
+                // page (records stored before timelines had segments of
+                // their own still hold one).
                 if let Some(o) = v.as_object_mut() {
                     o.remove("timeline");
                 }
@@ -316,12 +318,23 @@ async fn incident(
         .ok_or_else(not_found)?;
     let store = s.store.clone();
     let key = id.clone();
-    let row = tokio::task::spawn_blocking(move || store.incident_get(started, &key))
+    let (record, segments) = tokio::task::spawn_blocking(move || store.incident_get(started, &key))
         .await
         .map_err(internal)?
         .map_err(internal)?
         .ok_or_else(not_found)?;
-    serde_json::from_slice(&row).map(Json).map_err(internal)
+    let mut v: serde_json::Value = serde_json::from_slice(&record).map_err(internal)?;
+    // The timeline is stored a minute per segment (older records hold it
+    // whole).
+    if !segments.is_empty() || v.get("timeline").is_none() {
+        let mut points = Vec::new();
+        for seg in &segments {
+            let part: Vec<serde_json::Value> = serde_json::from_slice(seg).map_err(internal)?;
+            points.extend(part);
+        }
+        v["timeline"] = serde_json::Value::Array(points);
+    }
+    Ok(Json(v))
 }
 
 /// The busiest protected hosts of the last second.

@@ -32,11 +32,11 @@ use serde_json::json;
 use crate::account::{class, GroupSecond, HostSecond, Rec, Shard, ShardStats, Snapshot, Trigger};
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
-use crate::detect::{baseline::Baseline, Detector, Event, Incident, Settings};
+use crate::detect::{baseline::Baseline, Detector, Event, Incident, Point, Settings};
 use crate::hostgroups::{GroupId, Hostgroups};
 use crate::pipeline::{bounds, limits, Routing};
 use crate::report::incident_json;
-use crate::store::{Store, Subject};
+use crate::store::{IncidentWrite, Store, Subject};
 
 /// Records each ring holds.
 pub const RING: usize = 262_144;
@@ -475,24 +475,45 @@ struct Outcomes {
     mitigation: Option<crate::mitigation::service::Handle>,
 }
 
+/// Points per stored timeline segment (a minute of seconds).
+const SEGMENT: usize = 60;
+
+/// What to store for an incident event: its record, and the timeline
+/// segments that changed — only the last for a running incident (a point
+/// a second is added at its end), all of them when it starts or ends (so
+/// a segment whose write failed is whole again at the end).
+fn incident_write(e: &Event) -> IncidentWrite {
+    let (i, all) = match e {
+        Event::Started(i) | Event::Ended(i) => (i, true),
+        Event::Updated(i) => (i, false),
+    };
+    IncidentWrite {
+        started_ms: i.started_ms,
+        id: i.id.clone(),
+        record: serde_json::to_vec(&incident_json(i)).unwrap_or_default(),
+        segments: segments(&i.timeline, all),
+    }
+}
+
+/// A timeline's segments (index, JSON array of points): all, or the last.
+fn segments(timeline: &[Point], all: bool) -> Vec<(u32, Vec<u8>)> {
+    let n = timeline.len().div_ceil(SEGMENT);
+    let first = if all { 0 } else { n.saturating_sub(1) };
+    (first..n)
+        .map(|k| {
+            let points = &timeline[k * SEGMENT..((k + 1) * SEGMENT).min(timeline.len())];
+            (k as u32, serde_json::to_vec(points).unwrap_or_default())
+        })
+        .collect()
+}
+
 impl Outcomes {
     fn handle(&mut self, events: Vec<Event>, triggers: Option<&[Trigger]>, now: u64) {
         // Every incident this call touches is written at once, synced once,
         // before anything is audited.
-        let records: Vec<(u64, String, Vec<u8>)> = events
-            .iter()
-            .map(|e| match e {
-                Event::Started(i) | Event::Updated(i) | Event::Ended(i) => i,
-            })
-            .map(|i| {
-                let mut v = incident_json(i);
-                v["timeline"] = json!(i.timeline);
-                let bytes = serde_json::to_vec(&v).unwrap_or_default();
-                (i.started_ms, i.id.clone(), bytes)
-            })
-            .collect();
-        if let Err(e) = self.store.incidents_put(&records) {
-            tracing::error!(incidents = records.len(), error = %e, "Cannot store incidents");
+        let writes: Vec<IncidentWrite> = events.iter().map(incident_write).collect();
+        if let Err(e) = self.store.incidents_put(&writes) {
+            tracing::error!(incidents = writes.len(), error = %e, "Cannot store incidents");
         }
         for e in events {
             if let Some(m) = &self.mitigation {
@@ -651,6 +672,35 @@ impl Outcomes {
 
 #[cfg(test)]
 mod tests {
+    /// A running incident rewrites only its last minute; its start and
+    /// end write every minute; put together they are the whole timeline.
+    #[test]
+    fn timelines_are_stored_a_minute_at_a_time() {
+        use crate::detect::Point;
+        let points: Vec<Point> = (0..130u64)
+            .map(|second| Point {
+                second,
+                pps: second * 10,
+                bps: second * 80,
+                est_tcp: 0,
+            })
+            .collect();
+        let last = super::segments(&points, false);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].0, 2);
+        let tail: Vec<Point> = serde_json::from_slice(&last[0].1).unwrap();
+        assert_eq!(tail, points[120..]);
+        let all = super::segments(&points, true);
+        assert_eq!(all.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
+        let whole: Vec<Point> = all
+            .iter()
+            .flat_map(|s| serde_json::from_slice::<Vec<Point>>(&s.1).unwrap())
+            .collect();
+        assert_eq!(whole, points);
+        assert!(super::segments(&[], true).is_empty());
+        assert_eq!(super::segments(&points[..60], false)[0].0, 0);
+    }
+
     use super::*;
     use levee_collectors::record::proto;
 

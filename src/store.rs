@@ -97,6 +97,26 @@ impl Cf {
     }
 }
 
+/// What [`Store::incidents_put`] writes for one incident.
+#[derive(Debug, Clone)]
+pub struct IncidentWrite {
+    pub started_ms: u64,
+    pub id: String,
+    /// The incident without its timeline (JSON).
+    pub record: Vec<u8>,
+    /// Timeline segments to (re)write: index and points (JSON array).
+    pub segments: Vec<(u32, Vec<u8>)>,
+}
+
+/// An incident as stored: its record, and its timeline segments in order.
+pub type StoredIncident = (Vec<u8>, Vec<Vec<u8>>);
+
+fn incident_key(started_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = started_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 /// First byte of a metric series key (schema 2); see [`Store::series`].
 const SERIES: u8 = 1;
 
@@ -544,33 +564,58 @@ impl Store {
 
     // ---- incidents: key = started (Unix ms, u64 BE) ‖ id ------------------
 
-    /// Stores (or replaces) several incidents — (started, id, record) — in
-    /// one write; durable when this returns. One sync for all the
-    /// incidents a second updates, not one each: during a carpet bombing
-    /// hundreds run at once.
-    pub fn incidents_put(&self, records: &[(u64, String, Vec<u8>)]) -> Result<()> {
-        if records.is_empty() {
+    /// Stores incidents in one write, durable when this returns: for each,
+    /// its record (without its timeline) and the timeline segments given —
+    /// (index, points) — replacing what was there under the same keys. One
+    /// sync for all the incidents a second touches, not one each (during a
+    /// carpet bombing hundreds run at once); and a second rewrites only its
+    /// incidents' last segments, not day-long timelines.
+    pub fn incidents_put(&self, writes: &[IncidentWrite]) -> Result<()> {
+        if writes.is_empty() {
             return Ok(());
         }
         let h = self.cf(Cf::Incidents);
         let mut b = WriteBatch::default();
-        for (started_ms, id, record) in records {
-            let mut key = started_ms.to_be_bytes().to_vec();
-            key.extend_from_slice(id.as_bytes());
-            b.put_cf(h, key, record);
+        for w in writes {
+            let base = incident_key(w.started_ms, &w.id);
+            for (index, points) in &w.segments {
+                let mut key = base.clone();
+                key.push(0);
+                key.extend_from_slice(&index.to_be_bytes());
+                b.put_cf(h, key, points);
+            }
+            b.put_cf(h, base, &w.record);
         }
         self.db
             .write_opt(b, &Self::write_options(Durability::Sync))?;
         Ok(())
     }
 
-    pub fn incident_get(&self, started_ms: u64, id: &str) -> Result<Option<Vec<u8>>> {
-        let mut key = started_ms.to_be_bytes().to_vec();
-        key.extend_from_slice(id.as_bytes());
-        Ok(self.db.get_cf(self.cf(Cf::Incidents), key)?)
+    /// An incident's record and its timeline segments in order (none for
+    /// incidents stored with the timeline inside the record).
+    pub fn incident_get(&self, started_ms: u64, id: &str) -> Result<Option<StoredIncident>> {
+        let base = incident_key(started_ms, id);
+        let Some(record) = self.db.get_cf(self.cf(Cf::Incidents), &base)? else {
+            return Ok(None);
+        };
+        let mut prefix = base;
+        prefix.push(0);
+        let mut segments = Vec::new();
+        for kv in self.db.iterator_cf(
+            self.cf(Cf::Incidents),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            segments.push(v.into_vec());
+        }
+        Ok(Some((record, segments)))
     }
 
-    /// Incidents newest first, at most `limit`.
+    /// The newest incidents' records (started last first), without their
+    /// timelines.
     pub fn incidents_newest(&self, limit: usize) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         for kv in self
@@ -580,7 +625,12 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            out.push(kv?.1.into_vec());
+            let (k, v) = kv?;
+            // Ids are printable; a zero byte after the time marks a segment.
+            if k.len() > 8 && k[8..].contains(&0) {
+                continue;
+            }
+            out.push(v.into_vec());
         }
         Ok(out)
     }
@@ -1117,28 +1167,35 @@ mod tests {
     }
 
     #[test]
-    fn incidents_are_written_together_and_replaced() {
+    fn incidents_are_written_together_with_their_timeline_segments() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let rows = |v: &str| {
+        let writes = |v: &str, segments: u32| {
             (0..300u64)
-                .map(|n| {
-                    (
-                        1_000 + n,
-                        format!("inc-{n}"),
-                        format!("{v}{n}").into_bytes(),
-                    )
+                .map(|n| IncidentWrite {
+                    started_ms: 1_000 + n,
+                    id: format!("inc-{n}"),
+                    record: format!("{v}{n}").into_bytes(),
+                    segments: (0..segments)
+                        .map(|i| (i, format!("[{i}]").into_bytes()))
+                        .collect(),
                 })
                 .collect::<Vec<_>>()
         };
-        s.incidents_put(&rows("a")).unwrap();
-        s.incidents_put(&rows("b")).unwrap();
+        s.incidents_put(&writes("a", 1)).unwrap();
+        s.incidents_put(&writes("b", 3)).unwrap();
         s.incidents_put(&[]).unwrap();
-        assert_eq!(s.count(Cf::Incidents).unwrap(), 300);
+        let (record, segments) = s.incident_get(1_007, "inc-7").unwrap().unwrap();
+        assert_eq!(record, b"b7");
         assert_eq!(
-            s.incident_get(1_007, "inc-7").unwrap(),
-            Some(b"b7".to_vec())
+            segments,
+            [b"[0]".to_vec(), b"[1]".to_vec(), b"[2]".to_vec()]
         );
+        assert!(s.incident_get(1_007, "inc-8").unwrap().is_none());
+        // The newest first, records only.
+        let newest = s.incidents_newest(2).unwrap();
+        assert_eq!(newest, [b"b299".to_vec(), b"b298".to_vec()]);
+        assert_eq!(s.incidents_newest(10_000).unwrap().len(), 300);
     }
 
     #[test]

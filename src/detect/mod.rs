@@ -45,7 +45,7 @@ pub struct Reason {
 }
 
 /// One second of an incident.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Point {
     pub second: u64,
     pub pps: u64,
