@@ -108,6 +108,9 @@ pub struct IncidentWrite {
     pub segments: Vec<(u32, Vec<u8>)>,
 }
 
+/// A key and its value, as RocksDB hands them out.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// An incident as stored: its record, and its timeline segments in order.
 pub type StoredIncident = (Vec<u8>, Vec<Vec<u8>>);
 
@@ -336,6 +339,18 @@ impl Store {
         self.db
             .cf_handle(cf.name())
             .unwrap_or_else(|| unreachable!("column family {} opened with the store", cf.name()))
+    }
+
+    /// The entries of `cf` whose keys begin with `prefix`, in key order.
+    fn scan_prefix<'a>(
+        &'a self,
+        cf: Cf,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<Entry>> + 'a {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+            .map(|kv| kv.map_err(StoreError::from))
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
     }
 
     fn write_options(d: Durability) -> WriteOptions {
@@ -601,15 +616,8 @@ impl Store {
         let mut prefix = base;
         prefix.push(0);
         let mut segments = Vec::new();
-        for kv in self.db.iterator_cf(
-            self.cf(Cf::Incidents),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            segments.push(v.into_vec());
+        for kv in self.scan_prefix(Cf::Incidents, &prefix) {
+            segments.push(kv?.1.into_vec());
         }
         Ok(Some((record, segments)))
     }
@@ -690,14 +698,8 @@ impl Store {
         let mut bucket = from_ms - from_ms % width;
         while bucket <= to_ms {
             let prefix = series_prefix(bucket, &want);
-            for kv in self
-                .db
-                .iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward))
-            {
+            for kv in self.scan_prefix(cf, &prefix) {
                 let (k, v) = kv?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
                 if k.len() != prefix.len() + 8 {
                     continue; // a longer name that begins with this one
                 }
@@ -731,14 +733,8 @@ impl Store {
         };
         let prefix = series_prefix(at_ms - at_ms % width, &[]);
         let mut out = Vec::new();
-        for kv in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward))
-        {
+        for kv in self.scan_prefix(cf, &prefix) {
             let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
             if k.len() < prefix.len() + 9 || k[k.len() - 8..] != at_ms.to_be_bytes() {
                 continue;
             }
@@ -845,18 +841,9 @@ impl Store {
 
     /// Entries whose key starts with `prefix`, the prefix cut off.
     fn prefixed(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for kv in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (k, v) = kv?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k[prefix.len()..].to_vec(), v.into_vec()));
-        }
-        Ok(out)
+        self.scan_prefix(cf, prefix)
+            .map(|kv| kv.map(|(k, v)| (k[prefix.len()..].to_vec(), v.into_vec())))
+            .collect()
     }
 
     // ---- retention ----------------------------------------------------------
