@@ -133,9 +133,14 @@ fn series_prefix(bucket_ms: u64, subject: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The start of the bucket of `width` ms that holds `at_ms`.
+fn bucket_start(at_ms: u64, width: u64) -> u64 {
+    at_ms - at_ms % width
+}
+
 fn series_key(cf: Cf, at_ms: u64, subject: &[u8]) -> Vec<u8> {
     let width = cf.bucket_ms().unwrap_or(1);
-    let mut k = series_prefix(at_ms - at_ms % width, subject);
+    let mut k = series_prefix(bucket_start(at_ms, width), subject);
     k.extend_from_slice(&at_ms.to_be_bytes());
     k
 }
@@ -406,27 +411,29 @@ impl Store {
     /// key with [`SERIES`], so a migration cut short by a crash carries on
     /// where it stopped; the version is recorded only after.
     fn migrate_series(&self, cf: Cf) -> Result<()> {
+        const BATCH: u64 = 10_000;
         let h = self.cf(cf);
         let mut moved = 0u64;
-        loop {
-            let mut b = WriteBatch::default();
-            let mut n = 0;
-            for kv in self.db.iterator_cf(h, IteratorMode::Start) {
-                let (k, v) = kv?;
-                if k.first() != Some(&0) || n == 10_000 {
-                    break;
-                }
-                if k.len() > 8 {
-                    let at = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
-                    b.put_cf(h, series_key(cf, at, &k[8..]), v);
-                }
-                b.delete_cf(h, k);
-                n += 1;
+        let mut b = WriteBatch::default();
+        // One pass: the new keys sort after every old one, so the scan
+        // never meets them, and seeking from the start again for each batch
+        // would step over every tombstone the batches before it left.
+        for kv in self.scan_prefix(cf, &[0]) {
+            let (k, v) = kv?;
+            if k.len() > 8 {
+                let at = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
+                b.put_cf(h, series_key(cf, at, &k[8..]), v);
             }
-            if n == 0 {
-                break;
+            b.delete_cf(h, k);
+            moved += 1;
+            if moved.is_multiple_of(BATCH) {
+                self.db.write_opt(
+                    std::mem::take(&mut b),
+                    &Self::write_options(Durability::Sync),
+                )?;
             }
-            moved += n as u64;
+        }
+        if !moved.is_multiple_of(BATCH) {
             self.db
                 .write_opt(b, &Self::write_options(Durability::Sync))?;
         }
@@ -695,7 +702,7 @@ impl Store {
         let mut want = Vec::with_capacity(24);
         subject.write(&mut want);
         let mut out = Vec::new();
-        let mut bucket = from_ms - from_ms % width;
+        let mut bucket = bucket_start(from_ms, width);
         while bucket <= to_ms {
             let prefix = series_prefix(bucket, &want);
             for kv in self.scan_prefix(cf, &prefix) {
@@ -731,7 +738,7 @@ impl Store {
         let Some(width) = cf.bucket_ms() else {
             return Ok(Vec::new());
         };
-        let prefix = series_prefix(at_ms - at_ms % width, &[]);
+        let prefix = series_prefix(bucket_start(at_ms, width), &[]);
         let mut out = Vec::new();
         for kv in self.scan_prefix(cf, &prefix) {
             let (k, v) = kv?;
@@ -862,7 +869,7 @@ impl Store {
             Some(width) => b.delete_range_cf(
                 h,
                 series_prefix(0, &[]),
-                series_prefix(cutoff_ms - cutoff_ms % width, &[]),
+                series_prefix(bucket_start(cutoff_ms, width), &[]),
             ),
             None => b.delete_range_cf(h, 0u64.to_be_bytes(), cutoff_ms.to_be_bytes()),
         }
