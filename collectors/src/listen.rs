@@ -234,13 +234,24 @@ pub fn run_capture(
         match cap.next_frame() {
             Ok(Some(f)) => {
                 frames += 1;
-                match packet::parse(f.link, f.data) {
-                    Ok(p) => {
-                        out.push(crate::capture::record_of(&p, f.time_us / 1000, exporter));
-                        records += 1;
+                // Parsed in place into the record it becomes (see packet::parse_into).
+                out.push(FlowRecord {
+                    time_ms: f.time_us / 1000,
+                    packets: 1,
+                    exporter,
+                    sampling: 1,
+                    ..FlowRecord::default()
+                });
+                let slot = out.len() - 1;
+                match packet::parse_into(f.link, f.data, &mut out[slot]) {
+                    Ok(_) => records += 1,
+                    Err(e) => {
+                        out.pop();
+                        match e {
+                            PacketError::NotIp(_) => non_ip += 1,
+                            _ => bad += 1,
+                        }
                     }
-                    Err(PacketError::NotIp(_)) => non_ip += 1,
-                    Err(_) => bad += 1,
                 }
             }
             Ok(None) => {}

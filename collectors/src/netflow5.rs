@@ -53,6 +53,17 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// How long before the export a flow ended, from the header's uptime and the
+/// flow's `Last` (both router uptime, ms). Uptime wraps after ~49.7 days;
+/// the difference is right across it. `None` for a "last" after the export
+/// time or implausibly long before it: a confused exporter, whose records
+/// are placed at their arrival.
+#[inline(always)]
+fn age(uptime: u32, last: u32) -> Option<u64> {
+    let age = u64::from(uptime.wrapping_sub(last));
+    (age <= crate::MAX_FLOW_AGE_MS).then_some(age)
+}
+
 /// Decodes one NetFlow v5 datagram.
 pub fn decode(
     dg: &Datagram<'_>,
@@ -86,33 +97,26 @@ pub fn decode(
     tally.lost += state.track(engine, seq, count as u32);
     let exporter = crate::exporter_addr(dg);
     let now = dg.received_ms;
-    // `extend` over an exact-size iterator writes in place: no capacity
-    // check per record.
     // Fixed-size records: every index below is checked at compile time,
     // and the count is a division by a constant (chunks_exact divides at run time).
     let (records, _) = b[HEADER..HEADER + n * RECORD].as_chunks::<RECORD>();
-    out.extend(records.iter().map(|rec| {
+    // The closure reads only copies (`move`), so nothing it needs is
+    // reloaded through a reference on every record; `extend` over an
+    // exact-size iterator writes each record in place.
+    out.extend(records.iter().map(move |rec| {
         let protocol = rec[38];
-        let (mut src_port, mut dst_port) = (be16(rec, 32), be16(rec, 34));
-        let (mut icmp_type, mut icmp_code) = (0, 0);
-        if protocol == proto::ICMP {
-            icmp_type = (dst_port >> 8) as u8;
-            icmp_code = dst_port as u8;
-            src_port = 0;
-            dst_port = 0;
-        }
-        // Uptime wraps after ~49.7 days; the difference is right across it.
-        // A "last" after the export time (or hours before it) is a confused
-        // exporter: the record is placed at its arrival.
-        let age = u64::from(uptime.wrapping_sub(be32(rec, 28)));
-        let age = if age > crate::MAX_FLOW_AGE_MS {
-            tally.clock_skew += 1;
-            0
+        let (sport, dport) = (be16(rec, 32), be16(rec, 34));
+        // ICMP type and code travel in the destination port.
+        let icmp = protocol == proto::ICMP;
+        let (src_port, dst_port) = if icmp { (0, 0) } else { (sport, dport) };
+        let (icmp_type, icmp_code) = if icmp {
+            ((dport >> 8) as u8, dport as u8)
         } else {
-            age
+            (0, 0)
         };
+        let (first, last) = (be32(rec, 24), be32(rec, 28));
         FlowRecord {
-            time_ms: now.saturating_sub(age),
+            time_ms: now.saturating_sub(age(uptime, last).unwrap_or(0)),
             packets: u64::from(be32(rec, 16)) * rate64,
             bytes: u64::from(be32(rec, 20)) * rate64,
             src: Addr::from_v4_bits(be32(rec, 0)),
@@ -129,10 +133,14 @@ pub fn decode(
             icmp_type,
             icmp_code,
             flags: 0,
-            duration_s: (be32(rec, 28).wrapping_sub(be32(rec, 24)) / 1000).min(u32::from(u16::MAX))
-                as u16,
+            duration_s: (last.wrapping_sub(first) / 1000).min(u32::from(u16::MAX)) as u16,
         }
     }));
+    // Counted apart, so that the loop above needs nothing mutable.
+    tally.clock_skew += records
+        .iter()
+        .filter(|rec| age(uptime, be32(&rec[..], 28)).is_none())
+        .count() as u64;
     tally.records += n as u64;
     if n < count {
         return Err(DecodeError::new(

@@ -11,7 +11,7 @@
 //!
 //! Sans-IO and allocation-free: a function of its input bytes.
 
-use crate::record::{flags, Addr};
+use crate::record::{flags, Addr, FlowRecord};
 
 /// How a captured frame begins (pcap LINKTYPE_* values in comments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,37 @@ pub struct Packet {
     pub l4_truncated: bool,
 }
 
+impl Packet {
+    /// The packet fields of a record [`parse_into`] filled, with what it learned beyond them.
+    pub fn from_record(r: &FlowRecord, extra: Extra) -> Packet {
+        Packet {
+            src: r.src,
+            dst: r.dst,
+            ip_len: r.bytes as u32,
+            protocol: r.protocol,
+            ttl: r.ttl,
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            tcp_flags: r.tcp_flags,
+            icmp_type: r.icmp_type,
+            icmp_code: r.icmp_code,
+            flags: r.flags,
+            udp_payload: extra.udp_payload,
+            l4_truncated: extra.l4_truncated,
+        }
+    }
+}
+
+/// What [`parse_into`] learns that a [`FlowRecord`] has no field for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extra {
+    /// For UDP: where the payload starts in the frame and its length per the
+    /// UDP header (it may extend past the captured bytes).
+    pub udp_payload: Option<(usize, usize)>,
+    /// Whether the L4 header was cut off by the capture (ports unknown).
+    pub l4_truncated: bool,
+}
+
 /// Why a frame gave no packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -109,42 +140,64 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 
 /// Parses a frame of the given link type.
 pub fn parse(link: LinkType, frame: &[u8]) -> Result<Packet, PacketError> {
+    let mut r = FlowRecord::default();
+    let extra = parse_into(link, frame, &mut r)?;
+    Ok(Packet::from_record(&r, extra))
+}
+
+/// Parses a frame of the given link type straight into `r`, the record it
+/// becomes: sets `src`, `dst`, `bytes` (the IP length, not yet multiplied by
+/// any sampling rate), `protocol`, `ttl`, the ports, `tcp_flags`,
+/// `icmp_type`, `icmp_code` and `flags`; leaves the other fields as they
+/// are. On error `r` is left untouched: every check comes before the first
+/// write.
+///
+/// Writing into the caller's record, rather than returning a [`Packet`] to
+/// copy, is what keeps the sFlow hot path fast: a copy reads the small fields
+/// back in wider loads than they were stored with, and such a load waits for
+/// the stores to retire instead of being forwarded from them.
+#[inline]
+pub fn parse_into(link: LinkType, frame: &[u8], r: &mut FlowRecord) -> Result<Extra, PacketError> {
     match link {
-        LinkType::Ethernet => parse_ethernet(frame),
+        LinkType::Ethernet => ethernet(frame, r),
         LinkType::LinuxSll => {
             let proto = be16(frame, 14).ok_or(PacketError::Truncated("linux cooked"))?;
-            parse_ethertype(proto, frame, 16)
+            ethertype(proto, frame, 16, r)
         }
         LinkType::LinuxSll2 => {
             let proto = be16(frame, 0).ok_or(PacketError::Truncated("linux cooked v2"))?;
             if frame.len() < 20 {
                 return Err(PacketError::Truncated("linux cooked v2"));
             }
-            parse_ethertype(proto, frame, 20)
+            ethertype(proto, frame, 20, r)
         }
-        LinkType::RawIp => parse_ip(frame, 0),
-        LinkType::Ipv4 => parse_ipv4(frame, 0),
-        LinkType::Ipv6 => parse_ipv6(frame, 0),
+        LinkType::RawIp => ip(frame, 0, r),
+        LinkType::Ipv4 => ipv4(frame, 0, r),
+        LinkType::Ipv6 => ipv6(frame, 0, r),
         LinkType::Null => {
             if frame.len() < 4 {
                 return Err(PacketError::Truncated("loopback"));
             }
             // The family is in the capturing host's byte order; the IP
             // version nibble is simpler and always right.
-            parse_ip(frame, 4)
+            ip(frame, 4, r)
         }
     }
 }
 
-/// Parses an Ethernet frame (the sFlow raw header protocol 1).
 #[inline]
-pub fn parse_ethernet(frame: &[u8]) -> Result<Packet, PacketError> {
+fn ethernet(frame: &[u8], r: &mut FlowRecord) -> Result<Extra, PacketError> {
     let ethertype = be16(frame, 12).ok_or(PacketError::Truncated("ethernet"))?;
-    parse_ethertype(ethertype, frame, 14)
+    self::ethertype(ethertype, frame, 14, r)
 }
 
 #[inline]
-fn parse_ethertype(mut ethertype: u16, frame: &[u8], mut at: usize) -> Result<Packet, PacketError> {
+fn ethertype(
+    mut ethertype: u16,
+    frame: &[u8],
+    mut at: usize,
+    r: &mut FlowRecord,
+) -> Result<Extra, PacketError> {
     // Up to four stacked VLAN tags; more is not a real frame.
     for _ in 0..4 {
         if !matches!(ethertype, ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD) {
@@ -154,8 +207,8 @@ fn parse_ethertype(mut ethertype: u16, frame: &[u8], mut at: usize) -> Result<Pa
         at += 4;
     }
     match ethertype {
-        ETH_IPV4 => parse_ipv4(frame, at),
-        ETH_IPV6 => parse_ipv6(frame, at),
+        ETH_IPV4 => ipv4(frame, at, r),
+        ETH_IPV6 => ipv6(frame, at, r),
         ETH_MPLS | ETH_MPLS_MC => {
             // Skip the label stack to the bottom-of-stack label (S bit), at
             // most 16 deep, then tell IPv4 from IPv6 by the version nibble.
@@ -163,7 +216,7 @@ fn parse_ethertype(mut ethertype: u16, frame: &[u8], mut at: usize) -> Result<Pa
                 let s = *frame.get(at + 2).ok_or(PacketError::Truncated("MPLS"))?;
                 at += 4;
                 if s & 1 != 0 {
-                    return parse_ip(frame, at);
+                    return ip(frame, at, r);
                 }
             }
             Err(PacketError::BadIp("MPLS label stack deeper than 16"))
@@ -173,17 +226,34 @@ fn parse_ethertype(mut ethertype: u16, frame: &[u8], mut at: usize) -> Result<Pa
 }
 
 /// IPv4 or IPv6 by the version nibble.
-pub fn parse_ip(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
+fn ip(frame: &[u8], at: usize, r: &mut FlowRecord) -> Result<Extra, PacketError> {
     match frame.get(at).map(|b| b >> 4) {
-        Some(4) => parse_ipv4(frame, at),
-        Some(6) => parse_ipv6(frame, at),
+        Some(4) => ipv4(frame, at, r),
+        Some(6) => ipv6(frame, at, r),
         Some(_) => Err(PacketError::BadIp("version is neither 4 nor 6")),
         None => Err(PacketError::Truncated("IP")),
     }
 }
 
+/// The L3 fields every parse sets, and the L4 ones cleared for [`l4`] to fill.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn set_l3(r: &mut FlowRecord, src: Addr, dst: Addr, ip_len: u32, protocol: u8, ttl: u8, f: u8) {
+    r.src = src;
+    r.dst = dst;
+    r.bytes = u64::from(ip_len);
+    r.protocol = protocol;
+    r.ttl = ttl;
+    r.flags = f;
+    r.src_port = 0;
+    r.dst_port = 0;
+    r.tcp_flags = 0;
+    r.icmp_type = 0;
+    r.icmp_code = 0;
+}
+
 #[inline]
-pub fn parse_ipv4(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
+fn ipv4(frame: &[u8], at: usize, r: &mut FlowRecord) -> Result<Extra, PacketError> {
     let h = frame
         .get(at..at + 20)
         .ok_or(PacketError::Truncated("IPv4"))?;
@@ -198,24 +268,26 @@ pub fn parse_ipv4(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
     let frag = u16::from_be_bytes([h[6], h[7]]);
     let offset = frag & 0x1fff;
     let more = frag & 0x2000 != 0;
-    let mut p = Packet {
-        src: Addr::from_v4_bits(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
-        dst: Addr::from_v4_bits(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
-        ip_len: u32::from(total),
-        protocol: h[9],
-        ttl: h[8],
-        flags: flags::TTL_KNOWN,
-        ..Packet::default()
-    };
+    let mut f = flags::TTL_KNOWN;
     if offset != 0 || more {
-        p.flags |= flags::FRAGMENT;
+        f |= flags::FRAGMENT;
     }
     if offset != 0 {
-        p.flags |= flags::LATER_FRAGMENT;
-        return Ok(p);
+        f |= flags::LATER_FRAGMENT;
     }
-    parse_l4(frame, at + ihl, &mut p);
-    Ok(p)
+    set_l3(
+        r,
+        Addr::from_v4_bits(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
+        Addr::from_v4_bits(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
+        u32::from(total),
+        h[9],
+        h[8],
+        f,
+    );
+    if offset != 0 {
+        return Ok(Extra::default());
+    }
+    Ok(l4(frame, at + ihl, h[9], r))
 }
 
 // IPv6 extension headers (RFC 8200 §4, RFC 7045).
@@ -228,7 +300,7 @@ const MOBILITY: u8 = 135;
 const HIP: u8 = 139;
 const SHIM6: u8 = 140;
 
-pub fn parse_ipv6(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
+fn ipv6(frame: &[u8], at: usize, r: &mut FlowRecord) -> Result<Extra, PacketError> {
     let h = frame
         .get(at..at + 40)
         .ok_or(PacketError::Truncated("IPv6"))?;
@@ -248,89 +320,96 @@ pub fn parse_ipv6(frame: &[u8], at: usize) -> Result<Packet, PacketError> {
             h[at + 7],
         ])
     };
-    let mut p = Packet {
-        src: Addr::from_v6_bits(half(8), half(16)),
-        dst: Addr::from_v6_bits(half(24), half(32)),
-        ip_len: u32::from(payload) + 40,
-        protocol: h[6],
-        ttl: h[7],
-        flags: flags::IPV6 | flags::TTL_KNOWN,
-        ..Packet::default()
-    };
+    let mut f = flags::IPV6 | flags::TTL_KNOWN;
     let mut next = h[6];
     let mut pos = at + 40;
+    let truncated = Extra {
+        udp_payload: None,
+        l4_truncated: true,
+    };
+    let mut extra = None;
     // A bounded walk: a chain longer than this is an attack on the parser.
     for _ in 0..8 {
         match next {
             HOP_BY_HOP | ROUTING | DEST_OPTS | MOBILITY | HIP | SHIM6 => {
                 let Some(ext) = frame.get(pos..pos + 2) else {
-                    p.protocol = next;
-                    p.l4_truncated = true;
-                    return Ok(p);
+                    extra = Some(truncated);
+                    break;
                 };
                 next = ext[0];
                 pos += (usize::from(ext[1]) + 1) * 8;
             }
             AH => {
                 let Some(ext) = frame.get(pos..pos + 2) else {
-                    p.protocol = next;
-                    p.l4_truncated = true;
-                    return Ok(p);
+                    extra = Some(truncated);
+                    break;
                 };
                 next = ext[0];
                 pos += (usize::from(ext[1]) + 2) * 4;
             }
             FRAGMENT => {
                 let Some(ext) = frame.get(pos..pos + 8) else {
-                    p.protocol = next;
-                    p.l4_truncated = true;
-                    return Ok(p);
+                    extra = Some(truncated);
+                    break;
                 };
                 next = ext[0];
                 let off_m = u16::from_be_bytes([ext[2], ext[3]]);
                 // An "atomic fragment" (offset 0, M clear; RFC 6946) is a
                 // whole packet that happens to carry the header.
                 if off_m & 0xfff9 != 0 {
-                    p.flags |= flags::FRAGMENT;
+                    f |= flags::FRAGMENT;
                 }
                 pos += 8;
                 if off_m >> 3 != 0 {
-                    p.flags |= flags::LATER_FRAGMENT;
-                    p.protocol = next;
-                    return Ok(p);
+                    f |= flags::LATER_FRAGMENT;
+                    extra = Some(Extra::default());
+                    break;
                 }
             }
             _ => break,
         }
     }
-    p.protocol = next;
-    parse_l4(frame, pos, &mut p);
-    Ok(p)
+    set_l3(
+        r,
+        Addr::from_v6_bits(half(8), half(16)),
+        Addr::from_v6_bits(half(24), half(32)),
+        u32::from(payload) + 40,
+        next,
+        h[7],
+        f,
+    );
+    Ok(match extra {
+        Some(e) => e,
+        None => l4(frame, pos, next, r),
+    })
 }
 
+/// Fills the L4 fields of `r` from the header at `at`, if it was captured.
 #[inline]
-fn parse_l4(frame: &[u8], at: usize, p: &mut Packet) {
+fn l4(frame: &[u8], at: usize, protocol: u8, r: &mut FlowRecord) -> Extra {
     use crate::record::proto::{ICMP, ICMPV6, TCP, UDP};
     let l4 = frame.get(at..).unwrap_or(&[]);
-    match p.protocol {
+    let mut extra = Extra::default();
+    match protocol {
         TCP if l4.len() >= 14 => {
-            p.src_port = u16::from_be_bytes([l4[0], l4[1]]);
-            p.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
-            p.tcp_flags = l4[13];
+            r.src_port = u16::from_be_bytes([l4[0], l4[1]]);
+            r.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
+            r.tcp_flags = l4[13];
         }
         UDP if l4.len() >= 8 => {
-            p.src_port = u16::from_be_bytes([l4[0], l4[1]]);
-            p.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
+            r.src_port = u16::from_be_bytes([l4[0], l4[1]]);
+            r.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
             let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-            p.udp_payload = Some((at + 8, len.saturating_sub(8)));
+            extra.udp_payload = Some((at + 8, len.saturating_sub(8)));
         }
         ICMP | ICMPV6 if l4.len() >= 2 => {
-            p.icmp_type = l4[0];
-            p.icmp_code = l4[1];
+            r.icmp_type = l4[0];
+            r.icmp_code = l4[1];
         }
-        TCP | UDP | ICMP | ICMPV6 => p.l4_truncated = true,
+        TCP | UDP | ICMP | ICMPV6 => extra.l4_truncated = true,
         _ => {}
     }
+    extra
 }
 
 #[cfg(test)]

@@ -65,11 +65,11 @@ impl State {
     }
 
     /// Records a datagram sequence number; returns how many datagrams were lost.
-    fn track(&mut self, agent: Addr, sub_agent: u32, seq: u32) -> u64 {
+    fn track(&mut self, agent: &Addr, sub_agent: u32, seq: u32) -> u64 {
         if let Some(entry) = self
             .seqs
             .iter_mut()
-            .find(|(a, s, _)| *a == agent && *s == sub_agent)
+            .find(|(a, s, _)| a == agent && *s == sub_agent)
         {
             let gap = seq.wrapping_sub(entry.2);
             entry.2 = seq;
@@ -82,7 +82,7 @@ impl State {
             };
         }
         if self.seqs.len() < MAX_AGENTS {
-            self.seqs.push((agent, sub_agent, seq));
+            self.seqs.push((*agent, sub_agent, seq));
         }
         0
     }
@@ -129,7 +129,10 @@ pub fn decode(
             let a = b
                 .get(8..12)
                 .ok_or(err(ErrorKind::Truncated, 8, "agent address"))?;
-            (Addr::v4([a[0], a[1], a[2], a[3]]), 12)
+            (
+                Addr::from_v4_bits(u32::from_be_bytes([a[0], a[1], a[2], a[3]])),
+                12,
+            )
         }
         2 => {
             let a = b
@@ -152,7 +155,7 @@ pub fn decode(
     // at + 8: uptime (unused: samples carry no time of their own)
     let n_samples = u32_at(b, at + 12).ok_or(err(ErrorKind::Truncated, at + 12, "sample count"))?;
     at += 16;
-    tally.lost += state.track(agent, sub_agent, seq);
+    tally.lost += state.track(&agent, sub_agent, seq);
 
     let mut seen = 0u32;
     while seen < n_samples {
@@ -173,8 +176,8 @@ pub fn decode(
             "sample length runs past the datagram",
         ))?;
         match format {
-            1 => flow_sample(body, start, false, agent, dg.received_ms, out, tally)?,
-            3 => flow_sample(body, start, true, agent, dg.received_ms, out, tally)?,
+            1 => flow_sample(body, start, false, &agent, dg.received_ms, out, tally)?,
+            3 => flow_sample(body, start, true, &agent, dg.received_ms, out, tally)?,
             2 => counter_sample(body, start, false, agent, dg.received_ms, state)?,
             4 => counter_sample(body, start, true, agent, dg.received_ms, state)?,
             _ => {} // enterprise or unknown formats: skipped by length
@@ -197,11 +200,14 @@ fn if_index(format: u32, value: u32) -> u32 {
     }
 }
 
+/// `agent` is by reference: a by-value `Addr` is copied to the stack for
+/// each call and read back at once in one load wider than the stores that
+/// wrote it, which waits for them to retire (a third of the sample's time).
 fn flow_sample(
     s: &[u8],
     base: usize,
     expanded: bool,
-    agent: Addr,
+    agent: &Addr,
     now_ms: u64,
     out: &mut Vec<FlowRecord>,
     tally: &mut Tally,
@@ -242,37 +248,48 @@ fn flow_sample(
     // IP (ARP, LLDP): levee_records_total counts samples for sFlow.
     tally.records += 1;
 
-    // The raw header is the best source; the sampled IPv4/IPv6 records are
-    // the fallback when a sample has none.
-    let emit = |p: &packet::Packet, out: &mut Vec<FlowRecord>| {
-        let rate64 = u64::from(rate);
-        // Field by field from `p`: copying the whole struct just after the
-        // parser stored it piecewise stalls on store forwarding.
-        out.push(FlowRecord {
-            time_ms: now_ms,
-            packets: rate64,
-            bytes: u64::from(p.ip_len) * rate64,
-            src: p.src,
-            dst: p.dst,
-            exporter: agent,
-            sampling: rate,
-            in_if,
-            out_if,
-            src_port: p.src_port,
-            dst_port: p.dst_port,
-            protocol: p.protocol,
-            tcp_flags: p.tcp_flags,
-            ttl: p.ttl,
-            icmp_type: p.icmp_type,
-            icmp_code: p.icmp_code,
-            flags: p.flags
-                & (flags::IPV6 | flags::FRAGMENT | flags::LATER_FRAGMENT | flags::TTL_KNOWN),
-            duration_s: 0,
-        });
-    };
-    let mut emitted = false;
-    let mut fallback: Option<packet::Packet> = None;
-    let mut at = hdr;
+    // The sample's record is written in place in `out` and the packet
+    // parsed straight into it (see `packet::parse_into`); it is taken back
+    // when the sample yields no IP packet or turns out malformed.
+    let rate64 = u64::from(rate);
+    out.push(FlowRecord {
+        time_ms: now_ms,
+        packets: rate64,
+        exporter: *agent,
+        sampling: rate,
+        in_if,
+        out_if,
+        ..FlowRecord::default()
+    });
+    let slot = out.len() - 1;
+    match sample_records(&s[hdr..], base + hdr, n_records, &mut out[slot], tally) {
+        Ok(true) => out[slot].bytes *= rate64,
+        Ok(false) => {
+            out.pop();
+        }
+        Err(e) => {
+            out.pop();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Walks a flow sample's records and fills `r` from the first raw packet
+/// header that parses as IP or, when there is none, from the sampled
+/// IPv4/IPv6 record (the raw header is the better source: it has the TTL and
+/// fragment state). Returns whether `r` was filled; `r.bytes` is then the
+/// sampled packet's IP length.
+fn sample_records(
+    s: &[u8],
+    base: usize,
+    n_records: u32,
+    r: &mut FlowRecord,
+    tally: &mut Tally,
+) -> Result<bool, DecodeError> {
+    let mut filled = false;
+    let mut fallback: Option<(u32, &[u8])> = None;
+    let mut at = 0;
     let mut seen = 0u32;
     while seen < n_records {
         if at >= s.len() {
@@ -290,7 +307,7 @@ fn flow_sample(
             "flow record length",
         ))? as usize;
         let start = at + 8;
-        let r = s.get(start..start.saturating_add(len)).ok_or(err(
+        let rec = s.get(start..start.saturating_add(len)).ok_or(err(
             ErrorKind::BadLength,
             base + at + 4,
             "flow record length runs past the sample",
@@ -298,86 +315,103 @@ fn flow_sample(
         match format {
             1 => {
                 // Raw packet header: protocol, frame length, stripped, header length, header.
-                let proto = u32_at(r, 0).ok_or(err(
+                let proto = u32_at(rec, 0).ok_or(err(
                     ErrorKind::Truncated,
                     base + start,
                     "raw header record",
                 ))?;
-                let hlen = u32_at(r, 12).ok_or(err(
+                let hlen = u32_at(rec, 12).ok_or(err(
                     ErrorKind::Truncated,
                     base + start + 12,
                     "raw header length",
                 ))? as usize;
-                let header = r.get(16..16usize.saturating_add(hlen)).ok_or(err(
+                let header = rec.get(16..16usize.saturating_add(hlen)).ok_or(err(
                     ErrorKind::BadLength,
                     base + start + 12,
                     "raw header length runs past its record",
                 ))?;
-                let parsed = match proto {
-                    1 => packet::parse_ethernet(header),
-                    11 => packet::parse_ipv4(header, 0),
-                    12 => packet::parse_ipv6(header, 0),
-                    _ => Err(packet::PacketError::NotIp(0)),
+                let link = match proto {
+                    1 => Some(packet::LinkType::Ethernet),
+                    11 => Some(packet::LinkType::Ipv4),
+                    12 => Some(packet::LinkType::Ipv6),
+                    _ => None,
+                };
+                let parsed = match link {
+                    Some(link) if !filled => packet::parse_into(link, header, r).map(drop),
+                    // A second raw header (rare) is parsed only to be counted.
+                    Some(link) => {
+                        packet::parse_into(link, header, &mut FlowRecord::default()).map(drop)
+                    }
+                    None => Err(packet::PacketError::NotIp(0)),
                 };
                 match parsed {
-                    Ok(p) if !emitted => {
-                        emit(&p, out);
-                        emitted = true;
-                    }
-                    Ok(_) => {}
+                    Ok(()) => filled = true,
                     Err(packet::PacketError::NotIp(_)) => tally.non_ip += 1,
                     Err(_) => tally.errors[ErrorKind::BadPacket.index()] += 1,
                 }
             }
-            3 if fallback.is_none() => fallback = sampled_ipv4(r),
-            4 if fallback.is_none() => fallback = sampled_ipv6(r),
+            3 | 4 if fallback.is_none() => fallback = Some((format, rec)),
             _ => {} // Ethernet frame data, extended switch/router/gateway, …: not needed here
         }
         at = start + len;
         seen += 1;
     }
-
-    if let (false, Some(p)) = (emitted, fallback) {
-        emit(&p, out);
-    }
-    Ok(())
+    Ok(filled
+        || match fallback {
+            Some((3, rec)) => sampled_ipv4(rec, r).is_some(),
+            Some((_, rec)) => sampled_ipv6(rec, r).is_some(),
+            None => false,
+        })
 }
 
-/// Sampled IPv4 (flow record format 3): length, protocol, src, dst, ports, tcp flags, tos.
-fn sampled_ipv4(r: &[u8]) -> Option<packet::Packet> {
-    let a = r.get(8..16)?;
-    Some(packet::Packet {
-        ip_len: u32_at(r, 0)?,
-        protocol: u32_at(r, 4)? as u8,
+/// Sampled IPv4 (flow record format 3): length, protocol, src, dst, ports,
+/// tcp flags, tos. `None` (and `r` untouched) when the record is too short.
+fn sampled_ipv4(rec: &[u8], r: &mut FlowRecord) -> Option<()> {
+    let a = rec.get(8..16)?;
+    let tcp_flags = u32_at(rec, 24)? as u8;
+    *r = FlowRecord {
+        bytes: u64::from(u32_at(rec, 0)?),
+        protocol: u32_at(rec, 4)? as u8,
         src: Addr::v4([a[0], a[1], a[2], a[3]]),
         dst: Addr::v4([a[4], a[5], a[6], a[7]]),
-        src_port: u32_at(r, 16)? as u16,
-        dst_port: u32_at(r, 20)? as u16,
-        tcp_flags: u32_at(r, 24)? as u8,
-        ..packet::Packet::default()
-    })
+        src_port: u32_at(rec, 16)? as u16,
+        dst_port: u32_at(rec, 20)? as u16,
+        tcp_flags,
+        ttl: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        flags: 0,
+        ..*r
+    };
+    Some(())
 }
 
-/// Sampled IPv6 (flow record format 4): length, protocol, src, dst, ports, tcp flags, priority.
-fn sampled_ipv6(r: &[u8]) -> Option<packet::Packet> {
-    let a = r.get(8..40)?;
+/// Sampled IPv6 (flow record format 4): length, protocol, src, dst, ports,
+/// tcp flags, priority. `None` (and `r` untouched) when the record is too short.
+fn sampled_ipv6(rec: &[u8], r: &mut FlowRecord) -> Option<()> {
+    let a = rec.get(8..40)?;
+    let tcp_flags = u32_at(rec, 48)? as u8;
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     src.copy_from_slice(&a[..16]);
     dst.copy_from_slice(&a[16..]);
     // The sampled length excludes lower layers; for IPv6 the spec's "length"
     // is the whole IP packet, matching IP-layer bytes elsewhere.
-    Some(packet::Packet {
-        ip_len: u32_at(r, 0)?,
-        protocol: u32_at(r, 4)? as u8,
+    *r = FlowRecord {
+        bytes: u64::from(u32_at(rec, 0)?),
+        protocol: u32_at(rec, 4)? as u8,
         src: Addr::v6(src),
         dst: Addr::v6(dst),
-        src_port: u32_at(r, 40)? as u16,
-        dst_port: u32_at(r, 44)? as u16,
-        tcp_flags: u32_at(r, 48)? as u8,
+        src_port: u32_at(rec, 40)? as u16,
+        dst_port: u32_at(rec, 44)? as u16,
+        tcp_flags,
+        ttl: 0,
+        icmp_type: 0,
+        icmp_code: 0,
         flags: flags::IPV6,
-        ..packet::Packet::default()
-    })
+        ..*r
+    };
+    Some(())
 }
 
 fn counter_sample(
