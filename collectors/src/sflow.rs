@@ -106,6 +106,59 @@ fn err(kind: ErrorKind, offset: usize, what: &'static str) -> DecodeError {
     DecodeError::new(P, kind, offset, what)
 }
 
+/// What the errors of one kind of XDR block list call things.
+struct Blocks {
+    /// The container ends before the count of blocks it claims.
+    missing: &'static str,
+    /// A block's format and length words are cut off.
+    header: &'static str,
+    /// A block's length runs past its container.
+    overrun: &'static str,
+}
+
+const SAMPLES: Blocks = Blocks {
+    missing: "fewer samples than the header counts",
+    header: "sample format and length",
+    overrun: "sample length runs past the datagram",
+};
+const FLOW_RECORDS: Blocks = Blocks {
+    missing: "fewer flow records than the sample counts",
+    header: "flow record format and length",
+    overrun: "flow record length runs past the sample",
+};
+const COUNTER_RECORDS: Blocks = Blocks {
+    missing: "fewer counter records than the sample counts",
+    header: "counter record format and length",
+    overrun: "counter record length runs past the sample",
+};
+
+/// The XDR block (format, length, body) at `at` of `b`: its format, its
+/// body and where the next one starts. `base` is `b`'s offset in the
+/// datagram, for errors.
+#[inline(always)]
+fn block<'a>(
+    b: &'a [u8],
+    at: usize,
+    base: usize,
+    names: &Blocks,
+) -> Result<(u32, &'a [u8], usize), DecodeError> {
+    let Some(h) = b.get(at..at + 8) else {
+        return Err(if at >= b.len() {
+            err(ErrorKind::BadCount, base + at, names.missing)
+        } else {
+            err(ErrorKind::Truncated, base + at, names.header)
+        });
+    };
+    let format = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let start = at + 8;
+    let end = start.saturating_add(len);
+    let body = b
+        .get(start..end)
+        .ok_or_else(|| err(ErrorKind::BadLength, base + at + 4, names.overrun))?;
+    Ok((format, body, end))
+}
+
 /// Whether `data` looks like sFlow v5 (version 5 as a 32-bit word).
 pub fn sniff(data: &[u8]) -> bool {
     u32_at(data, 0) == Some(5)
@@ -159,22 +212,8 @@ pub fn decode(
 
     let mut seen = 0u32;
     while seen < n_samples {
-        if at >= b.len() {
-            return Err(err(
-                ErrorKind::BadCount,
-                at,
-                "fewer samples than the header counts",
-            ));
-        }
-        let format = u32_at(b, at).ok_or(err(ErrorKind::Truncated, at, "sample format"))?;
-        let len =
-            u32_at(b, at + 4).ok_or(err(ErrorKind::Truncated, at + 4, "sample length"))? as usize;
+        let (format, body, next) = block(b, at, 0, &SAMPLES)?;
         let start = at + 8;
-        let body = b.get(start..start.saturating_add(len)).ok_or(err(
-            ErrorKind::BadLength,
-            at + 4,
-            "sample length runs past the datagram",
-        ))?;
         match format {
             1 => flow_sample(body, start, false, &agent, dg.received_ms, out, tally)?,
             3 => flow_sample(body, start, true, &agent, dg.received_ms, out, tally)?,
@@ -182,7 +221,7 @@ pub fn decode(
             4 => counter_sample(body, start, true, agent, dg.received_ms, state)?,
             _ => {} // enterprise or unknown formats: skipped by length
         }
-        at = start + len;
+        at = next;
         seen += 1;
     }
     Ok(())
@@ -292,26 +331,8 @@ fn sample_records(
     let mut at = 0;
     let mut seen = 0u32;
     while seen < n_records {
-        if at >= s.len() {
-            return Err(err(
-                ErrorKind::BadCount,
-                base + at,
-                "fewer flow records than the sample counts",
-            ));
-        }
-        let format =
-            u32_at(s, at).ok_or(err(ErrorKind::Truncated, base + at, "flow record format"))?;
-        let len = u32_at(s, at + 4).ok_or(err(
-            ErrorKind::Truncated,
-            base + at + 4,
-            "flow record length",
-        ))? as usize;
+        let (format, rec, next) = block(s, at, base, &FLOW_RECORDS)?;
         let start = at + 8;
-        let rec = s.get(start..start.saturating_add(len)).ok_or(err(
-            ErrorKind::BadLength,
-            base + at + 4,
-            "flow record length runs past the sample",
-        ))?;
         match format {
             1 => {
                 // Raw packet header: protocol, frame length, stripped, header length, header.
@@ -353,7 +374,7 @@ fn sample_records(
             3 | 4 if fallback.is_none() => fallback = Some((format, rec)),
             _ => {} // Ethernet frame data, extended switch/router/gateway, …: not needed here
         }
-        at = start + len;
+        at = next;
         seen += 1;
     }
     Ok(filled
@@ -429,33 +450,11 @@ fn counter_sample(
     let mut at = hdr;
     let mut seen = 0u32;
     while seen < n_records {
-        if at >= s.len() {
-            return Err(err(
-                ErrorKind::BadCount,
-                base + at,
-                "fewer counter records than the sample counts",
-            ));
-        }
-        let format = u32_at(s, at).ok_or(err(
-            ErrorKind::Truncated,
-            base + at,
-            "counter record format",
-        ))?;
-        let len = u32_at(s, at + 4).ok_or(err(
-            ErrorKind::Truncated,
-            base + at + 4,
-            "counter record length",
-        ))? as usize;
-        let start = at + 8;
-        let r = s.get(start..start.saturating_add(len)).ok_or(err(
-            ErrorKind::BadLength,
-            base + at + 4,
-            "counter record length runs past the sample",
-        ))?;
+        let (format, r, next) = block(s, at, base, &COUNTER_RECORDS)?;
         if format == 1 {
             generic_interface(r, agent, now_ms, state);
         }
-        at = start + len;
+        at = next;
         seen += 1;
     }
     Ok(())
