@@ -32,7 +32,7 @@ use serde_json::json;
 use crate::account::{class, GroupSecond, HostSecond, Rec, Shard, ShardStats, Snapshot, Trigger};
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
-use crate::detect::{baseline::Baseline, Detector, Event, Incident, Point, Settings};
+use crate::detect::{baseline::Baseline, Detector, Event, Incident, Settings, Timeline};
 use crate::hostgroups::{GroupId, Hostgroups};
 use crate::pipeline::{bounds, limits, Routing};
 use crate::report::incident_json;
@@ -475,9 +475,6 @@ struct Outcomes {
     mitigation: Option<crate::mitigation::service::Handle>,
 }
 
-/// Points per stored timeline segment (a minute of seconds).
-const SEGMENT: usize = 60;
-
 /// What to store for an incident event: its record, and the timeline
 /// segments that changed — only the last for a running incident (a point
 /// a second is added at its end), all of them when it starts or ends (so
@@ -496,14 +493,14 @@ fn incident_write(e: &Event) -> IncidentWrite {
 }
 
 /// A timeline's segments (index, JSON array of points): all, or the last.
-fn segments(timeline: &[Point], all: bool) -> Vec<(u32, Vec<u8>)> {
-    let n = timeline.len().div_ceil(SEGMENT);
+fn segments(timeline: &Timeline, all: bool) -> Vec<(u32, Vec<u8>)> {
+    let n = timeline.segments().count();
     let first = if all { 0 } else { n.saturating_sub(1) };
-    (first..n)
-        .map(|k| {
-            let points = &timeline[k * SEGMENT..((k + 1) * SEGMENT).min(timeline.len())];
-            (k as u32, serde_json::to_vec(points).unwrap_or_default())
-        })
+    timeline
+        .segments()
+        .enumerate()
+        .skip(first)
+        .map(|(k, points)| (k as u32, serde_json::to_vec(points).unwrap_or_default()))
         .collect()
 }
 
@@ -685,20 +682,22 @@ mod tests {
                 est_tcp: 0,
             })
             .collect();
-        let last = super::segments(&points, false);
+        let timeline = crate::detect::Timeline::from(points.clone());
+        let last = super::segments(&timeline, false);
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].0, 2);
         let tail: Vec<Point> = serde_json::from_slice(&last[0].1).unwrap();
         assert_eq!(tail, points[120..]);
-        let all = super::segments(&points, true);
+        let all = super::segments(&timeline, true);
         assert_eq!(all.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
         let whole: Vec<Point> = all
             .iter()
             .flat_map(|s| serde_json::from_slice::<Vec<Point>>(&s.1).unwrap())
             .collect();
         assert_eq!(whole, points);
-        assert!(super::segments(&[], true).is_empty());
-        assert_eq!(super::segments(&points[..60], false)[0].0, 0);
+        assert!(super::segments(&Timeline::default(), true).is_empty());
+        let minute = Timeline::from(points[..60].to_vec());
+        assert_eq!(super::segments(&minute, false)[0].0, 0);
     }
 
     use super::*;

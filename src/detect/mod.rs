@@ -21,6 +21,7 @@
 
 pub mod baseline;
 pub mod classify;
+mod timeline;
 
 use std::collections::HashMap;
 
@@ -32,6 +33,7 @@ use crate::config::{Config, Thresholds};
 use crate::hostgroups::GroupId;
 use baseline::{Baseline, Params};
 use classify::{classify, Verdict};
+pub use timeline::Timeline;
 
 /// What made a host's second an attack second.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -103,7 +105,7 @@ pub struct Incident {
     pub top_dst_ports: Vec<PortShare>,
     /// The dominant IP protocol's name.
     pub protocol: String,
-    pub timeline: Vec<Point>,
+    pub timeline: Timeline,
     pub details: Details,
     /// The host's legitimate traffic before the attack.
     pub legit: Legit,
@@ -319,7 +321,7 @@ impl Detector {
             top_src_ports: Vec::new(),
             top_dst_ports: Vec::new(),
             protocol: String::new(),
-            timeline: Vec::new(),
+            timeline: Timeline::default(),
             details: Details::default(),
             legit: legit.at(started_ms / 1000, self.s.legit_learning_s),
         };

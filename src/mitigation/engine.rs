@@ -222,16 +222,19 @@ impl Engine {
             {
                 continue;
             }
-            let after: Vec<u64> = inc
+            // The last (up to) five seconds since the rule settled, read
+            // from the end: a long attack's timeline is not walked.
+            let recent: Vec<u64> = inc
                 .timeline
                 .iter()
-                .filter(|p| p.second * 1000 >= m.created_ms + SETTLE_MS)
+                .rev()
+                .take_while(|p| p.second * 1000 >= m.created_ms + SETTLE_MS)
+                .take(5)
                 .map(|p| p.est_tcp)
                 .collect();
-            if after.len() < 3 {
+            if recent.len() < 3 {
                 continue;
             }
-            let recent = &after[after.len().saturating_sub(5)..];
             let now = recent.iter().sum::<u64>() as f64 / recent.len() as f64;
             if now < (1.0 - drop) * before {
                 victims.push((

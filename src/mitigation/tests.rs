@@ -96,7 +96,8 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             pps: bps / 8000,
             bps,
             est_tcp: 0,
-        }],
+        }]
+        .into(),
         details: Details::default(),
         legit: crate::detect::Legit::default(),
     }
