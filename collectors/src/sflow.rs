@@ -351,19 +351,21 @@ fn sample_records(
                     base + start + 12,
                     "raw header length runs past its record",
                 ))?;
-                let link = match proto {
-                    1 => Some(packet::LinkType::Ethernet),
-                    11 => Some(packet::LinkType::Ipv4),
-                    12 => Some(packet::LinkType::Ipv6),
-                    _ => None,
+                // A second raw header (rare) is parsed only to be counted.
+                let mut spare;
+                let into = if filled {
+                    spare = FlowRecord::default();
+                    &mut spare
+                } else {
+                    &mut *r
                 };
-                let parsed = match link {
-                    Some(link) if !filled => packet::parse_into(link, header, r).map(drop),
-                    // A second raw header (rare) is parsed only to be counted.
-                    Some(link) => {
-                        packet::parse_into(link, header, &mut FlowRecord::default()).map(drop)
-                    }
-                    None => Err(packet::PacketError::NotIp(0)),
+                // One call per header protocol, so each is a direct call.
+                use packet::LinkType::{Ethernet, Ipv4, Ipv6};
+                let parsed = match proto {
+                    1 => packet::parse_into(Ethernet, header, into).map(drop),
+                    11 => packet::parse_into(Ipv4, header, into).map(drop),
+                    12 => packet::parse_into(Ipv6, header, into).map(drop),
+                    _ => Err(packet::PacketError::NotIp(0)),
                 };
                 match parsed {
                     Ok(()) => filled = true,
