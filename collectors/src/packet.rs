@@ -72,7 +72,9 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// The packet fields of a record [`parse_into`] filled, with what it learned beyond them.
+    /// The packet fields of a record [`parse_into`] filled, with what it
+    /// learned beyond them. Call it before `bytes` is multiplied by any
+    /// sampling rate: `ip_len` is `bytes` as it was parsed.
     pub fn from_record(r: &FlowRecord, extra: Extra) -> Packet {
         Packet {
             src: r.src,

@@ -11,7 +11,9 @@
 //!
 //! The XDR walk trusts no length or count: every loop is bounded by the bytes
 //! that are really there, and a sample or record whose length runs past its
-//! container ends the datagram with an error (records decoded before it stay).
+//! container ends the datagram with an error. The records of the samples
+//! before it stay; the malformed sample itself gives none, even when its raw
+//! header had parsed (a sample whose structure lies is not counted on).
 
 use std::collections::HashMap;
 
@@ -373,7 +375,14 @@ fn sample_records(
                     Err(_) => tally.errors[ErrorKind::BadPacket.index()] += 1,
                 }
             }
-            3 | 4 if fallback.is_none() => fallback = Some((format, rec)),
+            // Kept only when whole: a cut-off one must not stand in the way
+            // of a later good one.
+            3 if fallback.is_none() && rec.len() >= SAMPLED_IPV4_LEN => {
+                fallback = Some((format, rec))
+            }
+            4 if fallback.is_none() && rec.len() >= SAMPLED_IPV6_LEN => {
+                fallback = Some((format, rec))
+            }
             _ => {} // Ethernet frame data, extended switch/router/gateway, …: not needed here
         }
         at = next;
@@ -386,6 +395,11 @@ fn sample_records(
             None => false,
         })
 }
+
+/// Bytes of a sampled IPv4 record (format 3) that levee reads.
+const SAMPLED_IPV4_LEN: usize = 28;
+/// Bytes of a sampled IPv6 record (format 4) that levee reads.
+const SAMPLED_IPV6_LEN: usize = 52;
 
 /// Sampled IPv4 (flow record format 3): length, protocol, src, dst, ports,
 /// tcp flags, tos. `None` (and `r` untouched) when the record is too short.

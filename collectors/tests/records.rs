@@ -197,6 +197,27 @@ fn a_sample_whose_header_is_not_ip_falls_back_to_its_sampled_records() {
 }
 
 #[test]
+fn a_short_sampled_record_does_not_hide_a_later_good_one() {
+    // Found by comparing with the decoder before records were written in
+    // place: a cut-off format 3 record took the fallback's place.
+    let mut e = Exporter::default();
+    let mut short = Vec::new();
+    w(&mut short, 576);
+    w(&mut short, u32::from(proto::TCP));
+    let good = sampled_ipv4(576, proto::TCP, [1, 2, 3, 4], [192, 0, 2, 9], (1234, 80));
+    let (out, ok) = decode(
+        &mut e,
+        &datagram(&[flow_sample(100, &[(3, short), good], 0)]),
+    );
+    assert!(ok);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].dst, out[0].bytes),
+        (Addr::v4([192, 0, 2, 9]), 57_600)
+    );
+}
+
+#[test]
 fn a_sample_without_an_ip_packet_makes_no_record_but_counts() {
     let mut e = Exporter::default();
     let (out, ok) = decode(

@@ -30,7 +30,13 @@ impl Timeline {
     /// timeline, one record per segment.
     pub const SEGMENT: usize = 60;
 
+    /// Appends a second; seconds come in order (rollback reads the
+    /// timeline from its end on that assumption).
     pub fn push(&mut self, p: Point) {
+        debug_assert!(
+            self.last().is_none_or(|l| l.second <= p.second),
+            "timeline seconds go forward"
+        );
         self.tail.push(p);
         if self.tail.len() == Self::SEGMENT {
             Arc::make_mut(&mut self.done).append(&mut self.tail);
