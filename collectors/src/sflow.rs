@@ -377,10 +377,7 @@ fn sample_records(
             }
             // Kept only when whole: a cut-off one must not stand in the way
             // of a later good one.
-            3 if fallback.is_none() && rec.len() >= SAMPLED_IPV4_LEN => {
-                fallback = Some((format, rec))
-            }
-            4 if fallback.is_none() && rec.len() >= SAMPLED_IPV6_LEN => {
+            3 | 4 if fallback.is_none() && rec.len() >= sampled_len(format == 4) => {
                 fallback = Some((format, rec))
             }
             _ => {} // Ethernet frame data, extended switch/router/gateway, …: not needed here
@@ -388,64 +385,41 @@ fn sample_records(
         at = next;
         seen += 1;
     }
-    Ok(filled
-        || match fallback {
-            Some((3, rec)) => sampled_ipv4(rec, r).is_some(),
-            Some((_, rec)) => sampled_ipv6(rec, r).is_some(),
-            None => false,
-        })
+    Ok(filled || fallback.is_some_and(|(format, rec)| sampled(rec, format == 4, r).is_some()))
 }
 
-/// Bytes of a sampled IPv4 record (format 3) that levee reads.
-const SAMPLED_IPV4_LEN: usize = 28;
-/// Bytes of a sampled IPv6 record (format 4) that levee reads.
-const SAMPLED_IPV6_LEN: usize = 52;
+/// The bytes of a sampled IPv4 (format 3) or IPv6 (format 4) record that
+/// levee reads: length, protocol, two addresses, two ports, TCP flags.
+const fn sampled_len(v6: bool) -> usize {
+    8 + 2 * if v6 { 16 } else { 4 } + 12
+}
 
-/// Sampled IPv4 (flow record format 3): length, protocol, src, dst, ports,
-/// tcp flags, tos. `None` (and `r` untouched) when the record is too short.
-fn sampled_ipv4(rec: &[u8], r: &mut FlowRecord) -> Option<()> {
-    let a = rec.get(8..16)?;
-    let tcp_flags = u32_at(rec, 24)? as u8;
-    *r = FlowRecord {
-        bytes: u64::from(u32_at(rec, 0)?),
-        protocol: u32_at(rec, 4)? as u8,
-        src: Addr::v4([a[0], a[1], a[2], a[3]]),
-        dst: Addr::v4([a[4], a[5], a[6], a[7]]),
-        src_port: u32_at(rec, 16)? as u16,
-        dst_port: u32_at(rec, 20)? as u16,
-        tcp_flags,
-        ttl: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        flags: 0,
-        ..*r
+/// Sampled IPv4 (flow record format 3) or IPv6 (format 4): length, protocol,
+/// src, dst, ports, tcp flags, then tos or priority. `None` (and `r`
+/// untouched) when the record is too short. The length is the whole IP
+/// packet, matching IP-layer bytes elsewhere.
+fn sampled(rec: &[u8], v6: bool, r: &mut FlowRecord) -> Option<()> {
+    let at = 8 + 2 * if v6 { 16 } else { 4 }; // after the addresses
+    if rec.len() < sampled_len(v6) {
+        return None;
+    }
+    let addr = |b: &[u8]| match <[u8; 16]>::try_from(b) {
+        Ok(v6) => Addr::v6(v6),
+        Err(_) => Addr::v4([b[0], b[1], b[2], b[3]]),
     };
-    Some(())
-}
-
-/// Sampled IPv6 (flow record format 4): length, protocol, src, dst, ports,
-/// tcp flags, priority. `None` (and `r` untouched) when the record is too short.
-fn sampled_ipv6(rec: &[u8], r: &mut FlowRecord) -> Option<()> {
-    let a = rec.get(8..40)?;
-    let tcp_flags = u32_at(rec, 48)? as u8;
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&a[..16]);
-    dst.copy_from_slice(&a[16..]);
-    // The sampled length excludes lower layers; for IPv6 the spec's "length"
-    // is the whole IP packet, matching IP-layer bytes elsewhere.
+    let (src, dst) = rec[8..at].split_at((at - 8) / 2);
     *r = FlowRecord {
         bytes: u64::from(u32_at(rec, 0)?),
         protocol: u32_at(rec, 4)? as u8,
-        src: Addr::v6(src),
-        dst: Addr::v6(dst),
-        src_port: u32_at(rec, 40)? as u16,
-        dst_port: u32_at(rec, 44)? as u16,
-        tcp_flags,
+        src: addr(src),
+        dst: addr(dst),
+        src_port: u32_at(rec, at)? as u16,
+        dst_port: u32_at(rec, at + 4)? as u16,
+        tcp_flags: u32_at(rec, at + 8)? as u8,
         ttl: 0,
         icmp_type: 0,
         icmp_code: 0,
-        flags: flags::IPV6,
+        flags: if v6 { flags::IPV6 } else { 0 },
         ..*r
     };
     Some(())
