@@ -285,6 +285,115 @@ fn the_host_table_is_bounded_and_idle_hosts_leave() {
     assert_eq!(s.stats.evicted, 100);
 }
 
+/// After a burst of many hosts (a carpet bomb across a prefix) they go
+/// idle and leave; the table then shrinks back, in steps, moving the hosts
+/// that stay, and a new burst during the move still loses nobody.
+#[test]
+fn the_table_shrinks_when_hosts_leave() {
+    let bounds = Bounds {
+        idle_s: 2,
+        ..Bounds::default()
+    };
+    let mut s = Shard::new(vec![Limit::default()], bounds);
+    let small = s.table_bytes();
+    let mut now = 5_000_000;
+    s.advance(now);
+    for i in 0..100_000u32 {
+        let a = (0xc000_0000 + i).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+    }
+    let keep = |s: &mut Shard| {
+        for i in 0..10u32 {
+            let a = (0xc633_6400 + i).to_be_bytes();
+            s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+        }
+    };
+    keep(&mut s);
+    s.settle();
+    let big = s.table.slots.len() + s.old.as_ref().map_or(0, |o| o.slots.len());
+    assert!(s.table.slots.len() >= 262_144, "{big}");
+    // The burst ends; ten hosts go on. Seconds pass until it has shrunk.
+    let mut shrank_at = None;
+    for t in 1..120 {
+        now += 1000;
+        keep(&mut s);
+        let snap = s.advance(now).unwrap();
+        s.check().unwrap();
+        if t > 3 {
+            assert_eq!(snap.hosts.len(), 10, "second {t}");
+        }
+        if s.table.slots.len() <= 4096 && !s.migrating() {
+            shrank_at = Some(t);
+            break;
+        }
+    }
+    assert!(shrank_at.is_some(), "still {} slots", s.table.slots.len());
+    assert_eq!(s.stats.hosts, 10);
+    assert!(s.table_bytes() <= 2 * small, "{} B", s.table_bytes());
+
+    // Shrinking again from a fresh burst, and a second burst arriving while
+    // hosts move to the smaller table: it grows at once, nobody is lost.
+    for i in 0..100_000u32 {
+        let a = (0xc100_0000 + i).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+    }
+    s.settle();
+    let mut during = false;
+    for _ in 0..60 {
+        now += 1000;
+        keep(&mut s);
+        s.advance(now).unwrap();
+        if s.migrating() && s.table.slots.len() < 262_144 {
+            during = true;
+            break;
+        }
+    }
+    assert!(during, "no shrink started");
+    for i in 0..60_000u32 {
+        let a = (0xc200_0000 + i).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+        if i % 4096 == 0 {
+            s.check().unwrap();
+        }
+    }
+    keep(&mut s);
+    s.check().unwrap();
+    now += 1000;
+    let snap = s.advance(now).unwrap();
+    assert_eq!(snap.hosts.len(), 60_010);
+    assert!(s.table.slots.len() >= 131_072);
+}
+
+/// A shrink leaves hosts in the old table until they are moved; a burst
+/// right after must grow the small table before old and new hosts together
+/// would overfill it (a full table has no empty slot to end a probe).
+#[test]
+fn a_burst_right_after_a_shrink_grows_before_the_hosts_still_moving_overfill() {
+    let mut s = shard(None);
+    s.table = Table::with_capacity(131_072);
+    s.advance(7_000_000);
+    for i in 0..1000u32 {
+        let a = (0xc000_0000 + i * 257).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+    }
+    s.shrink_if_sparse();
+    assert!(s.migrating());
+    assert_eq!(s.table.slots.len(), 4096);
+    for i in 0..6000u32 {
+        let a = (0xc100_0000 + i).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+        assert!(
+            s.hosts() * 8 <= s.table.slots.len() * 7,
+            "{} hosts for {} slots",
+            s.hosts(),
+            s.table.slots.len()
+        );
+    }
+    s.check().unwrap();
+    let snap = s.advance(7_001_000).unwrap();
+    assert_eq!(snap.hosts.len(), 7000);
+}
+
 mod table {
     //! The host table against a plain map: whatever the order of arrivals,
     //! seconds and evictions (backward-shift deletion in crowded probe
