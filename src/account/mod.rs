@@ -944,8 +944,6 @@ pub struct ShardStats {
 
 /// Tag on dirty-list entries that index the table being migrated away from.
 const OLD: u32 = 1 << 31;
-/// Slots of a new shard's table, and the smallest it shrinks back to.
-const MIN_SLOTS: usize = 2048;
 /// Old slots migrated with each new host while a migration runs (enough to
 /// finish before the new table fills), and at the end of each second.
 const MIGRATE_PER_INSERT: usize = 16;
@@ -1007,7 +1005,7 @@ impl Shard {
     /// `limits[group]` are the static thresholds checked continuously.
     pub fn new(limits: Vec<Limit>, bounds: Bounds) -> Shard {
         Shard {
-            table: Table::populated(MIN_SLOTS),
+            table: Table::populated(2048),
             old: None,
             migrated: 0,
             next: None,
@@ -1134,8 +1132,6 @@ impl Shard {
         self.poll_growth(false);
         if self.table.len * 2 > self.table.slots.len() {
             self.request_growth();
-        } else {
-            self.shrink_if_sparse();
         }
         self.stats.hosts = self.hosts() as u64;
         self.stats.detailed = self.detailed as u64;
@@ -1170,28 +1166,6 @@ impl Shard {
             .ok();
     }
 
-    /// Moves to a smaller table once hosts fill under an eighth of this one
-    /// (a burst of hosts — a carpet bomb across a prefix — has gone idle
-    /// and been forgotten): to one with room for four times the hosts
-    /// left, so that growing again (at half) is far off. Hosts move across
-    /// a share per second, as in growth, and the spent table is unmapped
-    /// off-thread. The new table is made here, not populated: it is at
-    /// most half the size, and the move faults it in a little at a time.
-    fn shrink_if_sparse(&mut self) {
-        let slots = self.table.slots.len();
-        if self.old.is_some()
-            || self.next.is_some()
-            || slots <= MIN_SLOTS
-            || self.table.len * 8 >= slots
-        {
-            return;
-        }
-        let table = Table::with_capacity((self.table.len * 2).max(MIN_SLOTS / 2));
-        if table.slots.len() < slots {
-            self.start_growth(table);
-        }
-    }
-
     /// Starts growing when the requested table is ready, or, when `now`,
     /// at once (waiting for it, or making one here).
     fn poll_growth(&mut self, now: bool) {
@@ -1209,10 +1183,8 @@ impl Shard {
         self.start_growth(table);
     }
 
-    /// `table` (twice the size, or smaller when shrinking) takes over;
-    /// hosts move to it over time. A migration still running is finished
-    /// first: every host fits, as the current table is grown before the
-    /// hosts of both tables would fill ⅞ of it.
+    /// `table` (twice the size) takes over; hosts move to it over time. A
+    /// migration still running is finished first.
     fn start_growth(&mut self, table: Table) {
         self.migrate(usize::MAX);
         let old = std::mem::replace(&mut self.table, table);
@@ -1414,9 +1386,7 @@ impl Shard {
                 // Filling fast within a second: have the next table made.
                 self.request_growth();
             }
-            // Counting the hosts still to move in: after a shrink the
-            // current table is the smaller one, and all of them must fit.
-            if (self.hosts() + 1) * 8 > self.table.slots.len() * 7 {
+            if (self.table.len + 1) * 8 > self.table.slots.len() * 7 {
                 // Filling faster than the next table could be made: grow
                 // now, with it if it is ready.
                 self.poll_growth(true);
