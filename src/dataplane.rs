@@ -494,7 +494,7 @@ fn incident_write(e: &Event) -> IncidentWrite {
 
 /// A timeline's segments (index, JSON array of points): all, or the last.
 fn segments(timeline: &Timeline, all: bool) -> Vec<(u32, Vec<u8>)> {
-    let n = timeline.segments().count();
+    let n = timeline.len().div_ceil(Timeline::SEGMENT);
     let first = if all { 0 } else { n.saturating_sub(1) };
     timeline
         .segments()

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use levee_collectors::capture::{record_of, PcapFile};
+use levee_collectors::capture::{captured, PcapFile};
 use levee_collectors::exporter::Exporter;
 use levee_collectors::{packet, Addr, Datagram};
 
@@ -89,16 +89,17 @@ pub fn replay(
             };
             let now_ms = frame.time_us / 1000;
             engine.advance(now_ms);
-            let Ok(p) = packet::parse(frame.link, frame.data) else {
+            let mut rec = captured(now_ms, raw_exporter);
+            let Ok(extra) = packet::parse_into(frame.link, frame.data, &mut rec) else {
                 continue;
             };
-            let export = p.udp_payload.filter(|_| ports.contains(&p.dst_port));
+            let export = extra.udp_payload.filter(|_| ports.contains(&rec.dst_port));
             match export {
                 Some((at, len)) => {
                     let data = &frame.data[at..(at + len).min(frame.data.len())];
                     let dg = Datagram {
                         data,
-                        source: p.src.ip(),
+                        source: rec.src.ip(),
                         received_ms: now_ms,
                     };
                     s.datagrams += 1;
@@ -113,7 +114,7 @@ pub fn replay(
                 }
                 None => {
                     s.records += 1;
-                    engine.feed(&[record_of(&p, now_ms, raw_exporter)]);
+                    engine.feed(&[rec]);
                 }
             }
             for e in engine.take_events() {

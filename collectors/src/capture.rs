@@ -3,15 +3,15 @@
 //! receivers, the only part of this crate that does I/O.
 //!
 //! Both yield [`Frame`]s — capture time, link type and bytes — and leave
-//! their meaning to [`crate::packet`] and the decoders; [`record_of`] turns a
-//! parsed packet into the [`FlowRecord`] levee accounts (one packet, IP
-//! length from the header, unsampled). libpcap reads pcap and pcapng; a
+//! their meaning to [`crate::packet`] and the decoders; [`captured`] starts
+//! the [`FlowRecord`] levee accounts for a packet (one packet, unsampled),
+//! which `packet::parse_into` completes (IP length from the header). libpcap reads pcap and pcapng; a
 //! damaged or truncated file ends with an error after the frames that could
 //! be read.
 
 use std::path::Path;
 
-use crate::packet::{LinkType, Packet};
+use crate::packet::LinkType;
 use crate::record::{Addr, FlowRecord};
 
 /// One captured frame.
@@ -105,29 +105,17 @@ impl PcapFile {
     }
 }
 
-/// The record of one captured packet: counted once, unsampled, with the IP
-/// length from its header. `exporter` names where it was seen.
+/// The record of one captured packet before [`crate::packet::parse_into`]
+/// fills in what the packet says: counted once, unsampled, seen at
+/// `time_ms` by `exporter`.
 #[inline]
-pub fn record_of(p: &Packet, time_ms: u64, exporter: Addr) -> FlowRecord {
+pub fn captured(time_ms: u64, exporter: Addr) -> FlowRecord {
     FlowRecord {
         time_ms,
         packets: 1,
-        bytes: u64::from(p.ip_len),
-        src: p.src,
-        dst: p.dst,
         exporter,
         sampling: 1,
-        in_if: 0,
-        out_if: 0,
-        src_port: p.src_port,
-        dst_port: p.dst_port,
-        protocol: p.protocol,
-        tcp_flags: p.tcp_flags,
-        ttl: p.ttl,
-        icmp_type: p.icmp_type,
-        icmp_code: p.icmp_code,
-        flags: p.flags,
-        duration_s: 0,
+        ..FlowRecord::default()
     }
 }
 

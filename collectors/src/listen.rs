@@ -235,13 +235,7 @@ pub fn run_capture(
             Ok(Some(f)) => {
                 frames += 1;
                 // Parsed in place into the record it becomes (see packet::parse_into).
-                out.push(FlowRecord {
-                    time_ms: f.time_us / 1000,
-                    packets: 1,
-                    exporter,
-                    sampling: 1,
-                    ..FlowRecord::default()
-                });
+                out.push(crate::capture::captured(f.time_us / 1000, exporter));
                 let slot = out.len() - 1;
                 match packet::parse_into(f.link, f.data, &mut out[slot]) {
                     Ok(_) => records += 1,
