@@ -4,13 +4,19 @@
 //! Counts are multiplied by the header's sampling interval (low 14 bits; 0
 //! means unsampled). The flow's time is its end (`Last`, in router uptime)
 //! placed on levee's clock by its age at export (`sys_uptime - Last`), so
-//! the router's wall clock does not matter. ICMP type and code come from the destination port, as
-//! exporters encode them. `flow_sequence` counts flows, so a jump in it is
-//! the number of flow records lost.
+//! the router's wall clock does not matter. ICMP type and code come from
+//! the destination port, as exporters encode them. `flow_sequence` counts
+//! flows, so a jump in it is the number of flow records lost.
+//!
+//! The record loop has a portable path ([`write`]) and, on x86-64, vector
+//! paths chosen at run time ([`simd`]) that write the same records.
 
 use crate::error::{DecodeError, ErrorKind, Protocol};
 use crate::record::{proto, Addr, FlowRecord};
 use crate::{Datagram, Tally};
+
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 const P: Protocol = Protocol::Netflow5;
 const HEADER: usize = 24;
@@ -64,6 +70,77 @@ fn age(uptime: u32, last: u32) -> Option<u64> {
     (age <= crate::MAX_FLOW_AGE_MS).then_some(age)
 }
 
+/// What every record of one datagram shares.
+struct Head {
+    uptime: u32,
+    rate: u32,
+    exporter: Addr,
+    now: u64,
+}
+
+/// The record one 48-byte v5 record becomes, and whether its time was
+/// implausible (see [`age`]): the reference the vector paths are tested against.
+#[inline(always)]
+fn record(rec: &[u8; RECORD], h: &Head) -> (FlowRecord, bool) {
+    let protocol = rec[38];
+    let (sport, dport) = (be16(rec, 32), be16(rec, 34));
+    // ICMP type and code travel in the destination port.
+    let icmp = protocol == proto::ICMP;
+    let (src_port, dst_port) = if icmp { (0, 0) } else { (sport, dport) };
+    let (icmp_type, icmp_code) = if icmp {
+        ((dport >> 8) as u8, dport as u8)
+    } else {
+        (0, 0)
+    };
+    let (first, last) = (be32(rec, 24), be32(rec, 28));
+    let age = age(h.uptime, last);
+    let rate64 = u64::from(h.rate);
+    let r = FlowRecord {
+        time_ms: h.now.saturating_sub(age.unwrap_or(0)),
+        packets: u64::from(be32(rec, 16)) * rate64,
+        bytes: u64::from(be32(rec, 20)) * rate64,
+        src: Addr::from_v4_bits(be32(rec, 0)),
+        dst: Addr::from_v4_bits(be32(rec, 4)),
+        exporter: h.exporter,
+        sampling: h.rate,
+        in_if: u32::from(be16(rec, 12)),
+        out_if: u32::from(be16(rec, 14)),
+        src_port,
+        dst_port,
+        protocol,
+        tcp_flags: rec[37],
+        ttl: 0,
+        icmp_type,
+        icmp_code,
+        flags: 0,
+        duration_s: duration(first, last),
+    };
+    (r, age.is_none())
+}
+
+/// The flow's length in whole seconds from its `First` and `Last`.
+#[inline(always)]
+fn duration(first: u32, last: u32) -> u16 {
+    (last.wrapping_sub(first) / 1000).min(u32::from(u16::MAX)) as u16
+}
+
+/// Writes one record per slot (`slots` is as long as `records`); returns
+/// how many had an implausible time. The portable path; on x86-64,
+/// [`simd`] has faster ones that write the same.
+fn write(
+    records: &[[u8; RECORD]],
+    h: &Head,
+    slots: &mut [std::mem::MaybeUninit<FlowRecord>],
+) -> u64 {
+    let mut skewed = 0;
+    for (slot, rec) in slots.iter_mut().zip(records) {
+        let (r, skew) = record(rec, h);
+        slot.write(r);
+        skewed += u64::from(skew);
+    }
+    skewed
+}
+
 /// Decodes one NetFlow v5 datagram.
 pub fn decode(
     dg: &Datagram<'_>,
@@ -89,7 +166,6 @@ pub fn decode(
     let engine = (b[20], b[21]);
     let interval = u32::from(be16(b, 22) & 0x3fff);
     let rate = interval.max(1);
-    let rate64 = u64::from(rate);
 
     // Decode what is really there; a short datagram still yields its whole records.
     let present = (b.len() - HEADER) / RECORD;
@@ -97,50 +173,25 @@ pub fn decode(
     tally.lost += state.track(engine, seq, count as u32);
     let exporter = crate::exporter_addr(dg);
     let now = dg.received_ms;
-    // Fixed-size records: every index below is checked at compile time,
+    // Fixed-size records: every index into one is checked at compile time,
     // and the count is a division by a constant (chunks_exact divides at run time).
     let (records, _) = b[HEADER..HEADER + n * RECORD].as_chunks::<RECORD>();
-    // The closure reads only copies (`move`), so nothing it needs is
-    // reloaded through a reference on every record; `extend` over an
-    // exact-size iterator writes each record in place.
-    out.extend(records.iter().map(move |rec| {
-        let protocol = rec[38];
-        let (sport, dport) = (be16(rec, 32), be16(rec, 34));
-        // ICMP type and code travel in the destination port.
-        let icmp = protocol == proto::ICMP;
-        let (src_port, dst_port) = if icmp { (0, 0) } else { (sport, dport) };
-        let (icmp_type, icmp_code) = if icmp {
-            ((dport >> 8) as u8, dport as u8)
-        } else {
-            (0, 0)
-        };
-        let (first, last) = (be32(rec, 24), be32(rec, 28));
-        FlowRecord {
-            time_ms: now.saturating_sub(age(uptime, last).unwrap_or(0)),
-            packets: u64::from(be32(rec, 16)) * rate64,
-            bytes: u64::from(be32(rec, 20)) * rate64,
-            src: Addr::from_v4_bits(be32(rec, 0)),
-            dst: Addr::from_v4_bits(be32(rec, 4)),
-            exporter,
-            sampling: rate,
-            in_if: u32::from(be16(rec, 12)),
-            out_if: u32::from(be16(rec, 14)),
-            src_port,
-            dst_port,
-            protocol,
-            tcp_flags: rec[37],
-            ttl: 0,
-            icmp_type,
-            icmp_code,
-            flags: 0,
-            duration_s: (last.wrapping_sub(first) / 1000).min(u32::from(u16::MAX)) as u16,
-        }
-    }));
-    // Counted apart, so that the loop above needs nothing mutable.
-    tally.clock_skew += records
-        .iter()
-        .filter(|rec| age(uptime, be32(&rec[..], 28)).is_none())
-        .count() as u64;
+    let head = Head {
+        uptime,
+        rate,
+        exporter,
+        now,
+    };
+    out.reserve(n);
+    let slots = &mut out.spare_capacity_mut()[..n];
+    #[cfg(target_arch = "x86_64")]
+    let skewed = simd::Path::best().write(records, &head, slots);
+    #[cfg(not(target_arch = "x86_64"))]
+    let skewed = write(records, &head, slots);
+    // SAFETY: every path of `write` initialises every slot it is given,
+    // and it was given the `n` slots just past the length.
+    unsafe { out.set_len(out.len() + n) };
+    tally.clock_skew += skewed;
     tally.records += n as u64;
     if n < count {
         return Err(DecodeError::new(
