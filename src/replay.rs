@@ -104,11 +104,11 @@ pub fn replay(
                     };
                     s.datagrams += 1;
                     let e = exporters.entry(dg.source).or_default();
-                    let before = e.counters.records.iter().sum::<u64>();
+                    let before = e.records();
                     if e.decode(&dg, &mut records).is_err() {
                         s.decode_errors += 1;
                     }
-                    s.records += e.counters.records.iter().sum::<u64>() - before;
+                    s.records += e.records() - before;
                     engine.feed(&records);
                     records.clear();
                 }
@@ -131,7 +131,7 @@ pub fn replay(
     // Decode errors counted inside datagrams (stepped over) too.
     s.decode_errors += exporters
         .values()
-        .map(|e| e.counters.errors.iter().flatten().sum::<u64>())
+        .map(|e| e.counters().errors.iter().flatten().sum::<u64>())
         .sum::<u64>()
         .saturating_sub(s.decode_errors);
     if summary {

@@ -206,7 +206,7 @@ fn softflowd_netflow5_totals_match_exactly() {
     let (totals, records, e) = decode(&got);
     // NetFlow v5 carries IPv4 only.
     assert_eq!(totals, only_v4(&truth));
-    assert_eq!(e.counters.lost, 0);
+    assert_eq!(e.counters().lost, 0);
     times_within_the_capture(&records);
 }
 
@@ -216,7 +216,7 @@ fn softflowd_netflow9_totals_match_exactly() {
     keep("softflowd-netflow9", 2055, &got);
     let (totals, records, e) = decode(&got);
     assert_eq!(totals, truth);
-    assert_eq!((e.counters.lost, e.counters.template_misses), (0, 0));
+    assert_eq!((e.counters().lost, e.counters().template_misses), (0, 0));
     times_within_the_capture(&records);
 }
 
@@ -229,7 +229,7 @@ fn softflowd_ipfix_totals_match_exactly() {
     // softflowd's IPFIX sequence numbers count the records of the message
     // they head (RFC 7011 §3.1 says: those sent before it), so levee sees a
     // "gap" per message; that is softflowd's error, not loss.
-    assert_eq!(e.counters.template_misses, 0);
+    assert_eq!(e.counters().template_misses, 0);
     times_within_the_capture(&records);
 }
 
@@ -317,7 +317,7 @@ fn pmacct_nfprobe_netflow9_totals_match_exactly() {
     keep("pmacct-nfprobe-netflow9", 2055, &got);
     let (totals, _, e) = decode(&got);
     assert_eq!(totals, truth);
-    assert_eq!(e.counters.template_misses, 0);
+    assert_eq!(e.counters().template_misses, 0);
 }
 
 #[test]
@@ -330,7 +330,7 @@ fn pmacct_nfprobe_ipfix_totals_match_exactly() {
     keep("pmacct-nfprobe-ipfix", 4739, &got);
     let (totals, _, e) = decode(&got);
     assert_eq!(totals, truth);
-    assert_eq!(e.counters.template_misses, 0);
+    assert_eq!(e.counters().template_misses, 0);
 }
 
 /// The kept export decodes to the truth without any exporter installed.

@@ -53,7 +53,13 @@ impl Counters {
 /// State and counters of one exporter.
 #[derive(Debug, Default)]
 pub struct Exporter {
-    pub counters: Counters,
+    /// What the decoders found, by protocol: running totals they add to
+    /// directly, so a datagram costs no tally to clear and merge.
+    tallies: [Tally; Protocol::COUNT],
+    datagrams: [u64; Protocol::COUNT],
+    /// Errors that ended a datagram, by protocol and kind.
+    fatal: [[u64; ErrorKind::COUNT]; Protocol::COUNT],
+    last_seen_ms: u64,
     pub sflow: sflow::State,
     pub netflow5: netflow5::State,
     /// NetFlow v9 and IPFIX templates, samplers and sequence state.
@@ -81,7 +87,7 @@ impl Exporter {
         dg: &Datagram<'_>,
         out: &mut Vec<FlowRecord>,
     ) -> Result<Protocol, DecodeError> {
-        let mut tally = Tally::default();
+        self.last_seen_ms = self.last_seen_ms.max(dg.received_ms);
         let Some(protocol) = sniff(dg.data) else {
             // Not flow export at all; count it under the NetFlow family,
             // which is what most stray traffic on these ports was meant as.
@@ -91,46 +97,53 @@ impl Exporter {
                 0,
                 "not sFlow v5, NetFlow v5/v9 or IPFIX",
             );
-            self.count(e.protocol, dg, &tally, Some(e.kind));
+            self.count(e.protocol, Some(e.kind));
             return Err(e);
         };
+        let tally = &mut self.tallies[protocol.index()];
         let result = match protocol {
-            Protocol::Sflow => sflow::decode(dg, &mut self.sflow, out, &mut tally),
-            Protocol::Netflow5 => netflow5::decode(dg, &mut self.netflow5, out, &mut tally),
-            Protocol::Netflow9 => {
-                ipfix::decode(Version::V9, dg, &mut self.templates, out, &mut tally)
-            }
-            Protocol::Ipfix => {
-                ipfix::decode(Version::Ipfix, dg, &mut self.templates, out, &mut tally)
-            }
+            Protocol::Sflow => sflow::decode(dg, &mut self.sflow, out, tally),
+            Protocol::Netflow5 => netflow5::decode(dg, &mut self.netflow5, out, tally),
+            Protocol::Netflow9 => ipfix::decode(Version::V9, dg, &mut self.templates, out, tally),
+            Protocol::Ipfix => ipfix::decode(Version::Ipfix, dg, &mut self.templates, out, tally),
             Protocol::Pcap => unreachable!("sniff never says pcap"),
         };
-        self.count(protocol, dg, &tally, result.as_ref().err().map(|e| e.kind));
+        self.count(protocol, result.as_ref().err().map(|e| e.kind));
         result.map(|()| protocol)
     }
 
-    fn count(
-        &mut self,
-        protocol: Protocol,
-        dg: &Datagram<'_>,
-        tally: &Tally,
-        fatal: Option<ErrorKind>,
-    ) {
-        let c = &mut self.counters;
+    fn count(&mut self, protocol: Protocol, fatal: Option<ErrorKind>) {
         let p = protocol.index();
-        c.datagrams[p] += 1;
-        c.records[p] += tally.records;
-        for (total, n) in c.errors[p].iter_mut().zip(tally.errors) {
-            *total += n;
-        }
+        self.datagrams[p] += 1;
         if let Some(kind) = fatal {
-            c.errors[p][kind.index()] += 1;
+            self.fatal[p][kind.index()] += 1;
         }
-        c.template_misses += tally.template_misses;
-        c.lost += tally.lost;
-        c.exporter_drops += tally.exporter_drops;
-        c.non_ip += tally.non_ip;
-        c.clock_skew += tally.clock_skew;
-        c.last_seen_ms = c.last_seen_ms.max(dg.received_ms);
+    }
+
+    /// Totals since the exporter was first seen.
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters {
+            datagrams: self.datagrams,
+            errors: self.fatal,
+            last_seen_ms: self.last_seen_ms,
+            ..Counters::default()
+        };
+        for (p, t) in self.tallies.iter().enumerate() {
+            c.records[p] = t.records;
+            for (total, n) in c.errors[p].iter_mut().zip(t.errors) {
+                *total += n;
+            }
+            c.template_misses += t.template_misses;
+            c.lost += t.lost;
+            c.exporter_drops += t.exporter_drops;
+            c.non_ip += t.non_ip;
+            c.clock_skew += t.clock_skew;
+        }
+        c
+    }
+
+    /// Records decoded so far, all protocols (cheaper than [`Self::counters`]).
+    pub fn records(&self) -> u64 {
+        self.tallies.iter().map(|t| t.records).sum()
     }
 }

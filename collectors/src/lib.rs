@@ -40,8 +40,10 @@ pub struct Datagram<'a> {
     pub received_ms: u64,
 }
 
-/// What decoding one datagram found besides records; the caller adds it to
-/// its counters once per datagram.
+/// What decoding found besides records. Decoders only add to it, so a
+/// `Tally` can be a running total: an [`exporter::Exporter`] keeps one per
+/// protocol and hands it to every decode (nothing to clear or merge per
+/// datagram).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Flow records decoded (sFlow: flow samples, IP or not).
@@ -60,20 +62,6 @@ pub struct Tally {
     pub clock_skew: u64,
     /// Problems stepped over without ending the datagram, by [`ErrorKind`].
     pub errors: [u64; ErrorKind::COUNT],
-}
-
-impl Tally {
-    pub fn add(&mut self, other: &Tally) {
-        self.records += other.records;
-        self.lost += other.lost;
-        self.template_misses += other.template_misses;
-        self.exporter_drops += other.exporter_drops;
-        self.non_ip += other.non_ip;
-        self.clock_skew += other.clock_skew;
-        for (a, b) in self.errors.iter_mut().zip(other.errors) {
-            *a += b;
-        }
-    }
 }
 
 /// The oldest a flow can plausibly be when exported (routers' active

@@ -184,7 +184,7 @@ fn publish(rx: &Receiver, exporters: &Exporters, truncated: u64, p: &Published) 
     let mut map = p.exporters.lock().unwrap_or_else(|e| e.into_inner());
     map.retain(|ip, _| exporters.map.contains_key(ip));
     for (ip, e) in &exporters.map {
-        map.insert(*ip, e.counters.clone());
+        map.insert(*ip, e.counters());
     }
 }
 

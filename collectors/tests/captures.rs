@@ -104,10 +104,7 @@ fn decode_capture(path: &Path) -> (u64, u64, Vec<String>) {
             errors.push(e.to_string());
         }
     }
-    let records = exporters
-        .values()
-        .map(|e| e.counters.records.iter().sum::<u64>())
-        .sum();
+    let records = exporters.values().map(|e| e.records()).sum();
     (records, out.len() as u64, errors)
 }
 

@@ -27,7 +27,7 @@ fn feed(e: &mut Exporter, bytes: &[u8]) -> Vec<levee_collectors::FlowRecord> {
 }
 
 fn errors(e: &Exporter, p: Protocol, k: ErrorKind) -> u64 {
-    e.counters.errors[p.index()][k.index()]
+    e.counters().errors[p.index()][k.index()]
 }
 
 fn ipv4_template(id: u16) -> Template {
@@ -193,8 +193,8 @@ fn every_truncation_is_counted_not_fatal() {
             }
             let mut e = Exporter::default();
             feed(&mut e, &seed[..n]);
-            let errors: u64 = e.counters.errors.iter().flatten().sum();
-            let records: u64 = e.counters.records.iter().sum();
+            let errors: u64 = e.counters().errors.iter().flatten().sum();
+            let records: u64 = e.counters().records.iter().sum();
             // Either something decoded cleanly up to the cut, or an error was counted.
             assert!(
                 errors > 0 || records > 0 || n < 4,

@@ -179,7 +179,7 @@ fn a_sample_whose_header_is_not_ip_falls_back_to_its_sampled_records() {
     assert_eq!((r.packets, r.bytes), (100, 57_600));
     // Nothing of a header parse is left: no TTL, no fragment, IPv4.
     assert_eq!((r.ttl(), r.flags), (None, 0));
-    assert_eq!(e.counters.non_ip, 1);
+    assert_eq!(e.counters().non_ip, 1);
 
     let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
     let b: Ipv6Addr = "2001:db8::2".parse().unwrap();
@@ -226,7 +226,7 @@ fn a_sample_without_an_ip_packet_makes_no_record_but_counts() {
     );
     assert!(ok);
     assert!(out.is_empty());
-    assert_eq!((e.counters.records[0], e.counters.non_ip), (1, 1));
+    assert_eq!((e.counters().records[0], e.counters().non_ip), (1, 1));
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn a_second_raw_header_is_counted_but_does_not_replace_the_first() {
         (out[0].dst, out[0].dst_port),
         (Addr::v4([192, 0, 2, 1]), 22)
     );
-    let bad = e.counters.errors[levee_collectors::Protocol::Sflow.index()]
+    let bad = e.counters().errors[levee_collectors::Protocol::Sflow.index()]
         [levee_collectors::ErrorKind::BadPacket.index()];
     assert_eq!(bad, 1, "the truncated third header");
 }
@@ -314,7 +314,7 @@ fn netflow5_clock_skew_icmp_and_duration() {
     assert_eq!((icmp.time_ms, icmp.duration_s), (6_000, 30));
     assert_eq!((out[1].time_ms, out[1].dst_port), (7_000, 443));
     assert_eq!((out[2].time_ms, out[2].duration_s), (7_000, 0));
-    assert_eq!(e.counters.clock_skew, 2);
+    assert_eq!(e.counters().clock_skew, 2);
 }
 
 proptest! {

@@ -102,7 +102,7 @@ proptest! {
         enc_sf::encode(&d, &mut bytes);
         let (e, out) = decode_one(&bytes, "127.0.0.1".parse().unwrap(), 5_000);
         prop_assert_eq!(out.len(), packets.len());
-        prop_assert_eq!(e.counters.records[0], packets.len() as u64);
+        prop_assert_eq!(e.counters().records[0], packets.len() as u64);
         for (r, p) in out.iter().zip(&packets) {
             expect_packet(r, p, rate);
             prop_assert_eq!(r.exporter, Addr::from(agent));
@@ -220,7 +220,7 @@ fn sequence_gaps_count_lost_datagrams_and_flows() {
         )
         .unwrap();
     }
-    assert_eq!(e.counters.lost, 2);
+    assert_eq!(e.counters().lost, 2);
 
     let mut e = Exporter::default();
     let rec = enc_nf::V5Record {
@@ -260,7 +260,7 @@ fn sequence_gaps_count_lost_datagrams_and_flows() {
         )
         .unwrap();
     }
-    assert_eq!(e.counters.lost, 30);
+    assert_eq!(e.counters().lost, 30);
 }
 
 /// One flow as the IPFIX/NetFlow v9 round trip writes it.
@@ -394,7 +394,7 @@ proptest! {
         let received_ms = 2_000_000_000_000u64;
         let (e, out) = decode_one(&bytes, "192.0.2.50".parse().unwrap(), received_ms);
         prop_assert_eq!(out.len(), flows.len());
-        prop_assert_eq!(e.counters.template_misses, 0);
+        prop_assert_eq!(e.counters().template_misses, 0);
         for (r, f) in out.iter().zip(&flows) {
             prop_assert_eq!(r.src, Addr::from(f.src));
             prop_assert_eq!(r.dst, Addr::from(f.dst));

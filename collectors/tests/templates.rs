@@ -65,7 +65,7 @@ fn data_before_its_template_is_held_and_decoded_when_it_comes() {
         }],
     );
     assert!(feed(&mut e, &early, 1_000).is_empty());
-    assert_eq!(e.counters.template_misses, 1);
+    assert_eq!(e.counters().template_misses, 1);
     // The template arrives in the next message, with more data.
     let out = feed(
         &mut e,
@@ -174,7 +174,7 @@ fn ipfix_withdrawal_removes_templates() {
         0,
     );
     assert!(out.is_empty());
-    assert_eq!(e.counters.template_misses, 1);
+    assert_eq!(e.counters().template_misses, 1);
     // … then all data templates (id 2, RFC 7011 §8.1).
     feed(&mut e, &ipfix(0, &[Set::Withdraw(vec![2])]), 0);
     assert_eq!(e.templates.template_count(), 0);
@@ -223,7 +223,7 @@ fn sequence_gaps_count_lost_records_and_packets() {
         ),
         0,
     );
-    assert_eq!(e.counters.lost, 0);
+    assert_eq!(e.counters().lost, 0);
     feed(
         &mut e,
         &ipfix(
@@ -235,7 +235,7 @@ fn sequence_gaps_count_lost_records_and_packets() {
         ),
         0,
     );
-    assert_eq!(e.counters.lost, 7);
+    assert_eq!(e.counters().lost, 7);
 
     // NetFlow v9 counts export packets: 1, 2, then 5 means 2 lost.
     let mut e = Exporter::default();
@@ -251,7 +251,7 @@ fn sequence_gaps_count_lost_records_and_packets() {
         );
         feed(&mut e, &b, 0);
     }
-    assert_eq!(e.counters.lost, 2);
+    assert_eq!(e.counters().lost, 2);
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn observation_domains_keep_their_own_templates() {
         &mut b,
     );
     assert!(feed(&mut e, &b, 0).is_empty());
-    assert_eq!(e.counters.template_misses, 1);
+    assert_eq!(e.counters().template_misses, 1);
 }
 
 #[test]
