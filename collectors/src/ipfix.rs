@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use crate::error::{DecodeError, ErrorKind, Protocol};
 use crate::record::{flags, proto, Addr, FlowRecord};
-use crate::template::{EndTime, Fast, FieldSpec, Kind, Layout, Plan, Template, TemplateError};
+use crate::template::{
+    Checked, EndTime, Fast, FieldSpec, Fields, Kind, Layout, Plan, Template, TemplateError, Window,
+};
 use crate::{Datagram, Tally};
 
 pub const MAX_DOMAINS: usize = 256;
@@ -570,7 +572,13 @@ fn decode_set(
                 let at = set.start + i * len;
                 let rate = rate
                     .unwrap_or_else(|| record_rate(&t.layout, &buf[at..at + len], domain, tally));
-                flow(&t.plan, buf, at, rate, &ctx, &mut work.totals, out, tally);
+                match Window::new(buf, at, len) {
+                    Some(w) => flow(&t.plan, w, rate, &ctx, &mut work.totals, out, tally),
+                    None => {
+                        let r = Checked { buf, at };
+                        flow(&t.plan, r, rate, &ctx, &mut work.totals, out, tally)
+                    }
+                }
             }
             n = count as u64;
         }
@@ -600,8 +608,10 @@ fn decode_set(
                         // Fast reads must not see past this record.
                         flow(
                             &layout.plan(),
-                            &buf[..at + len],
-                            at,
+                            Checked {
+                                buf: &buf[..at + len],
+                                at,
+                            },
                             rate,
                             &ctx,
                             &mut work.totals,
@@ -638,27 +648,26 @@ struct Ctx {
     sys_init_ms: Option<u64>,
 }
 
-/// Decodes the data record at `at` in `buf` into `out`.
+/// Decodes the data record `rec` reads into `out`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn flow(
     p: &Plan,
-    buf: &[u8],
-    at: usize,
+    rec: impl Fields,
     rate: u32,
     ctx: &Ctx,
     totals: &mut HashMap<u64, (u64, u64)>,
     out: &mut Vec<FlowRecord>,
     tally: &mut Tally,
 ) {
-    let Some(mut r) = flow_record(p, buf, at, rate, ctx, tally) else {
+    let Some(mut r) = flow_record(p, rec, rate, ctx, tally) else {
         return;
     };
     if p.totals {
         // Running totals (IEs 85/86): what the flow added since its last
         // report is the difference; a total that went down is a new flow
         // reusing the key. Memory is bounded: a full map starts over.
-        let (tp, to) = (p.packets.read(buf, at), p.octets.read(buf, at));
+        let (tp, to) = (rec.get(p.packets), rec.get(p.octets));
         let key = flow_key(&r);
         let (dp, dob) = match totals.get(&key) {
             Some(&(lp, lo)) if tp >= lp && to >= lo => (tp - lp, to - lo),
@@ -674,8 +683,8 @@ fn flow(
     out.push(r);
     // RFC 5103 biflows: the reverse direction is a flow of its own.
     if p.rev_packets.present() || p.rev_octets.present() {
-        let rev_p = p.rev_packets.read(buf, at);
-        let rev_b = p.rev_octets.read(buf, at);
+        let rev_p = rec.get(p.rev_packets);
+        let rev_b = rec.get(p.rev_octets);
         if rev_p > 0 || rev_b > 0 {
             let rate = u64::from(r.sampling);
             out.push(FlowRecord {
@@ -786,9 +795,9 @@ fn ntp_to_unix_ms(v: u64) -> u64 {
 
 /// How long before export the flow ended, by the router's clock (ms).
 #[inline]
-fn age_ms(p: &Plan, buf: &[u8], at: usize, ctx: &Ctx) -> u64 {
+fn age_ms(p: &Plan, rec: impl Fields, ctx: &Ctx) -> u64 {
     let export_ms = ctx.base.export_ms;
-    let v = p.end.read(buf, at);
+    let v = rec.get(p.end);
     match p.end_kind {
         EndTime::Ms => export_ms.saturating_sub(v),
         EndTime::Seconds => export_ms.saturating_sub(v.saturating_mul(1000)),
@@ -811,27 +820,26 @@ fn age_ms(p: &Plan, buf: &[u8], at: usize, ctx: &Ctx) -> u64 {
 #[inline]
 fn flow_record(
     p: &Plan,
-    buf: &[u8],
-    at: usize,
+    rec: impl Fields,
     rate: u32,
     ctx: &Ctx,
     tally: &mut Tally,
 ) -> Option<FlowRecord> {
-    let (s4, d4) = (p.src4.read(buf, at) as u32, p.dst4.read(buf, at) as u32);
+    let (s4, d4) = (rec.get(p.src4) as u32, rec.get(p.dst4) as u32);
     // Templates with both families (Cisco's MPLS templates) fill one pair
     // per record and zero the other: an all-zero IPv4 pair means IPv6.
     let (src, dst, v6) = if p.v4 && !(p.v6 && s4 == 0 && d4 == 0) {
         (Addr::from_v4_bits(s4), Addr::from_v4_bits(d4), false)
     } else if p.v6 {
-        let join = |h: [Fast; 2]| Addr::from_v6_bits(h[0].read(buf, at), h[1].read(buf, at));
+        let join = |h: [Fast; 2]| Addr::from_v6_bits(rec.get(h[0]), rec.get(h[1]));
         (join(p.src6), join(p.dst6), true)
     } else {
         // Not an IP flow (L2-only, or a template levee cannot place).
         return None;
     };
-    let protocol = p.protocol.read(buf, at) as u8;
-    let mut src_port = p.src_port.read(buf, at) as u16;
-    let mut dst_port = p.dst_port.read(buf, at) as u16;
+    let protocol = rec.get(p.protocol) as u8;
+    let mut src_port = rec.get(p.src_port) as u16;
+    let mut dst_port = rec.get(p.dst_port) as u16;
     let (mut icmp_type, mut icmp_code) = (0u8, 0u8);
     if protocol == proto::ICMP || protocol == proto::ICMPV6 {
         let (tc, t, c) = if v6 {
@@ -840,9 +848,9 @@ fn flow_record(
             (p.icmp_type_code4, p.icmp_type4, p.icmp_code4)
         };
         let code = if tc.present() {
-            tc.read(buf, at) as u16
+            rec.get(tc) as u16
         } else if t.present() {
-            (t.read(buf, at) as u16) << 8 | c.read(buf, at) as u16 & 0xff
+            (rec.get(t) as u16) << 8 | rec.get(c) as u16 & 0xff
         } else {
             // Exporters without ICMP fields put type·256+code in the port.
             dst_port
@@ -858,15 +866,15 @@ fn flow_record(
     }
     if p.direction.present() {
         fl |= flags::DIRECTION_KNOWN
-            | if p.direction.read(buf, at) == 1 {
+            | if rec.get(p.direction) == 1 {
                 flags::EGRESS
             } else {
                 0
             };
     }
     if p.frag_offset.present() || p.frag_flags.present() {
-        let frag_off = p.frag_offset.read(buf, at);
-        if frag_off != 0 || p.frag_flags.read(buf, at) & 0x20 != 0 {
+        let frag_off = rec.get(p.frag_offset);
+        if frag_off != 0 || rec.get(p.frag_flags) & 0x20 != 0 {
             fl |= flags::FRAGMENT;
         }
         if frag_off != 0 {
@@ -874,40 +882,40 @@ fn flow_record(
         }
     }
     let rate64 = u64::from(rate);
-    let mut age = age_ms(p, buf, at, ctx);
+    let mut age = age_ms(p, rec, ctx);
     if age > crate::MAX_FLOW_AGE_MS {
         tally.clock_skew += 1;
         age = 0;
     }
     Some(FlowRecord {
         time_ms: ctx.received_ms.saturating_sub(age),
-        packets: p.packets.read(buf, at).saturating_mul(rate64),
-        bytes: p.octets.read(buf, at).saturating_mul(rate64),
+        packets: rec.get(p.packets).saturating_mul(rate64),
+        bytes: rec.get(p.octets).saturating_mul(rate64),
         src,
         dst,
         exporter: ctx.exporter,
         sampling: rate,
-        in_if: p.in_if.read(buf, at) as u32,
-        out_if: p.out_if.read(buf, at) as u32,
+        in_if: rec.get(p.in_if) as u32,
+        out_if: rec.get(p.out_if) as u32,
         src_port,
         dst_port,
         protocol,
-        tcp_flags: p.tcp_flags.read(buf, at) as u8,
-        ttl: p.ttl.read(buf, at) as u8,
+        tcp_flags: rec.get(p.tcp_flags) as u8,
+        ttl: rec.get(p.ttl) as u8,
         icmp_type,
         icmp_code,
         flags: fl,
-        duration_s: duration_s(p, buf, at),
+        duration_s: duration_s(p, rec),
     })
 }
 
 /// Flow end minus start, whole seconds (0 when the template lacks a start).
 #[inline]
-fn duration_s(p: &Plan, buf: &[u8], at: usize) -> u16 {
+fn duration_s(p: &Plan, rec: impl Fields) -> u16 {
     if !p.start.present() {
         return 0;
     }
-    let (start, end) = (p.start.read(buf, at), p.end.read(buf, at));
+    let (start, end) = (rec.get(p.start), rec.get(p.end));
     let ms = match p.end_kind {
         EndTime::Ms | EndTime::SysUp => end.saturating_sub(start),
         EndTime::Seconds => end.saturating_sub(start).saturating_mul(1000),
