@@ -189,56 +189,84 @@ pub fn parse_into(link: LinkType, frame: &[u8], r: &mut FlowRecord) -> Result<Ex
 
 #[inline]
 fn ethernet(frame: &[u8], r: &mut FlowRecord) -> Result<Extra, PacketError> {
-    if let Some(extra) = ethernet_ipv4_tcp_udp(frame, r) {
+    if let Some(extra) = ethernet_ip_tcp_udp(frame, r) {
         return Ok(extra);
     }
     let ethertype = be16(frame, 12).ok_or(PacketError::Truncated("ethernet"))?;
     self::ethertype(ethertype, frame, 14, r)
 }
 
-/// The frame nearly every sample and capture holds, in one straight line:
-/// Ethernet with at most one 802.1Q tag, IPv4 without options, not a
-/// fragment, and a whole TCP or UDP header. One length check covers every
-/// read. `None` (and `r` untouched) for anything else, which the general
-/// parse below takes; where this one answers, it answers the same (a
-/// property test holds the two to it).
+/// The frames nearly every sample and capture holds, in one straight line:
+/// Ethernet with at most one 802.1Q tag, then IPv4 without options and not
+/// a fragment, or IPv6 with no extension header, then a whole TCP or UDP
+/// header. One length check covers every read. `None` (and `r` untouched)
+/// for anything else, which the general parse below takes; where this one
+/// answers, it answers the same (a property test holds the two to it).
 #[inline(always)]
-fn ethernet_ipv4_tcp_udp(frame: &[u8], r: &mut FlowRecord) -> Option<Extra> {
+fn ethernet_ip_tcp_udp(frame: &[u8], r: &mut FlowRecord) -> Option<Extra> {
     use crate::record::proto::{TCP, UDP};
-    // Tagged: 18 bytes of Ethernet + 20 of IPv4 + 14 of TCP.
+    // Tagged IPv4: 18 bytes of Ethernet + 20 of IPv4 + 14 of TCP.
     let b: &[u8; 52] = frame.get(..52)?.try_into().ok()?;
     let tagged = u16::from_be_bytes([b[12], b[13]]) == ETH_VLAN;
     let at = if tagged { 18 } else { 14 };
-    let ethertype = u16::from_be_bytes([b[at - 2], b[at - 1]]);
-    let h = &b[at..at + 34];
-    let protocol = h[9];
-    // Version 4, IHL 5; no MF bit and offset 0 (DF does not matter).
-    let whole = h[0] == 0x45 && u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
-    if ethertype != ETH_IPV4 || !whole || !matches!(protocol, TCP | UDP) {
-        return None;
+    match u16::from_be_bytes([b[at - 2], b[at - 1]]) {
+        ETH_IPV4 => {
+            let h = &b[at..at + 34];
+            let protocol = h[9];
+            // Version 4, IHL 5; no MF bit and offset 0 (DF does not matter).
+            let whole = h[0] == 0x45 && u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
+            if !whole || !matches!(protocol, TCP | UDP) {
+                return None;
+            }
+            set_l3(
+                r,
+                Addr::from_v4_bits(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
+                Addr::from_v4_bits(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
+                u32::from(u16::from_be_bytes([h[2], h[3]])),
+                protocol,
+                h[8],
+                flags::TTL_KNOWN,
+            );
+            Some(tcp_udp(&h[20..], at + 20, protocol, r))
+        }
+        ETH_IPV6 => {
+            // Tagged: 18 + 40 of IPv6 + 14 of TCP.
+            let b: &[u8; 72] = frame.get(..72)?.try_into().ok()?;
+            let h = &b[at..at + 54];
+            let protocol = h[6];
+            if h[0] >> 4 != 6 || !matches!(protocol, TCP | UDP) {
+                return None;
+            }
+            let half = |i: usize| u64::from_be_bytes(h[i..i + 8].try_into().unwrap_or_default());
+            set_l3(
+                r,
+                Addr::from_v6_bits(half(8), half(16)),
+                Addr::from_v6_bits(half(24), half(32)),
+                u32::from(u16::from_be_bytes([h[4], h[5]])) + 40,
+                protocol,
+                h[7],
+                flags::IPV6 | flags::TTL_KNOWN,
+            );
+            Some(tcp_udp(&h[40..], at + 40, protocol, r))
+        }
+        _ => None,
     }
-    let l4 = &h[20..];
+}
+
+/// The L4 part of [`ethernet_ip_tcp_udp`]: `l4` (at `at` in the frame) is
+/// a slice of its fixed-size array 14 bytes long, so no index is checked.
+#[inline(always)]
+fn tcp_udp(l4: &[u8], at: usize, protocol: u8, r: &mut FlowRecord) -> Extra {
     let mut extra = Extra::default();
-    let tcp_flags = if protocol == TCP {
-        l4[13]
-    } else {
-        let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-        extra.udp_payload = Some((at + 28, len.saturating_sub(8)));
-        0
-    };
-    set_l3(
-        r,
-        Addr::from_v4_bits(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
-        Addr::from_v4_bits(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
-        u32::from(u16::from_be_bytes([h[2], h[3]])),
-        protocol,
-        h[8],
-        flags::TTL_KNOWN,
-    );
     r.src_port = u16::from_be_bytes([l4[0], l4[1]]);
     r.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
-    r.tcp_flags = tcp_flags;
-    Some(extra)
+    if protocol == crate::record::proto::TCP {
+        r.tcp_flags = l4[13];
+    } else {
+        let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+        extra.udp_payload = Some((at + 8, len.saturating_sub(8)));
+    }
+    extra
 }
 
 #[inline]
@@ -591,32 +619,42 @@ mod tests {
     }
 
     /// Ethernet frames near the fast path's shape: tags, ethertypes, IP
-    /// version/IHL bytes, fragment words and protocols it must take or turn
-    /// down, random everything else, cut at a random length.
+    /// version bytes (and IPv4 IHL), fragment words and protocols it must
+    /// take or turn down, random everything else, cut at a random length.
     fn near_fast_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         use proptest::prelude::*;
         (
             prop_oneof![2 => Just(None), 2 => Just(Some(ETH_VLAN)), 1 => Just(Some(ETH_QINQ))],
-            prop_oneof![6 => Just(ETH_IPV4), 1 => Just(ETH_IPV6), 1 => Just(ETH_VLAN), 1 => any::<u16>()],
+            prop_oneof![4 => Just(ETH_IPV4), 3 => Just(ETH_IPV6), 1 => Just(ETH_VLAN), 1 => any::<u16>()],
+            prop_oneof![6 => Just(true), 1 => Just(false)],
             prop_oneof![6 => Just(0x45u8), 1 => Just(0x46), 1 => Just(0x44), 1 => any::<u8>()],
             prop_oneof![3 => Just(0u16), 3 => Just(0x4000), 1 => Just(0x2000), 1 => Just(1), 1 => any::<u16>()],
-            prop_oneof![3 => Just(proto::TCP), 3 => Just(proto::UDP), 1 => Just(proto::ICMP), 1 => any::<u8>()],
-            proptest::collection::vec(any::<u8>(), 80),
-            prop_oneof![3 => 52usize..100, 1 => 0usize..52],
+            prop_oneof![3 => Just(proto::TCP), 3 => Just(proto::UDP), 1 => Just(proto::ICMP), 1 => Just(44), 1 => any::<u8>()],
+            proptest::collection::vec(any::<u8>(), 120),
+            prop_oneof![3 => 52usize..130, 1 => 0usize..72],
         )
-            .prop_map(|(tag, ethertype, vihl, frag, protocol, fill, cut)| {
+            .prop_map(|(tag, ethertype, right_version, vihl, frag, protocol, fill, cut)| {
                 let mut f = fill[..12].to_vec();
                 if let Some(tag) = tag {
                     f.extend_from_slice(&tag.to_be_bytes());
                     f.extend_from_slice(&fill[12..14]);
                 }
                 f.extend_from_slice(&ethertype.to_be_bytes());
-                let mut ip = fill[20..40].to_vec();
-                ip[0] = vihl;
-                ip[6..8].copy_from_slice(&frag.to_be_bytes());
-                ip[9] = protocol;
-                f.extend_from_slice(&ip);
-                f.extend_from_slice(&fill[40..]);
+                if ethertype == ETH_IPV6 {
+                    let mut ip = fill[20..60].to_vec();
+                    if right_version {
+                        ip[0] = 0x60 | ip[0] & 0x0f;
+                    }
+                    ip[6] = protocol;
+                    f.extend_from_slice(&ip);
+                } else {
+                    let mut ip = fill[20..40].to_vec();
+                    ip[0] = vihl;
+                    ip[6..8].copy_from_slice(&frag.to_be_bytes());
+                    ip[9] = protocol;
+                    f.extend_from_slice(&ip);
+                }
+                f.extend_from_slice(&fill[60..]);
                 f.truncate(cut);
                 f
             })
@@ -629,7 +667,7 @@ mod tests {
         #[test]
         fn the_fast_path_agrees_with_the_general_parse(frame in near_fast_frame()) {
             let mut fast = sentinel();
-            match ethernet_ipv4_tcp_udp(&frame, &mut fast) {
+            match ethernet_ip_tcp_udp(&frame, &mut fast) {
                 Some(extra) => {
                     let mut general = sentinel();
                     let ethertype = be16(&frame, 12).unwrap();
@@ -650,7 +688,7 @@ mod tests {
         tagged.extend_from_slice(&udp[12..]);
         for f in [&udp, &tagged] {
             let mut r = sentinel();
-            assert!(ethernet_ipv4_tcp_udp(f, &mut r).is_some());
+            assert!(ethernet_ip_tcp_udp(f, &mut r).is_some());
             assert_eq!(
                 (r.protocol, r.src_port, r.dst_port),
                 (proto::UDP, 12345, 53)
@@ -659,7 +697,20 @@ mod tests {
         // One byte short of a TCP header's flags: the general parse decides.
         let mut tcp = udp.clone();
         tcp[23] = proto::TCP;
-        assert!(ethernet_ipv4_tcp_udp(&tcp, &mut sentinel()).is_some());
-        assert!(ethernet_ipv4_tcp_udp(&tcp[..51], &mut sentinel()).is_none());
+        assert!(ethernet_ip_tcp_udp(&tcp, &mut sentinel()).is_some());
+        assert!(ethernet_ip_tcp_udp(&tcp[..51], &mut sentinel()).is_none());
+        // IPv6, no extension header, TCP: 14 + 40 + 20 bytes.
+        let mut v6 = udp[..12].to_vec();
+        v6.extend_from_slice(&ETH_IPV6.to_be_bytes());
+        v6.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, proto::TCP, 64]);
+        v6.extend_from_slice(&[0x20; 32]);
+        v6.extend_from_slice(&[0x01, 0xbb, 0xc3, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x12]);
+        v6.extend_from_slice(&[0; 6]);
+        let mut r = sentinel();
+        assert!(ethernet_ip_tcp_udp(&v6, &mut r).is_some());
+        assert_eq!(
+            (r.bytes, r.src_port, r.dst_port, r.tcp_flags, r.ttl, r.flags),
+            (60, 443, 50000, 0x12, 64, flags::IPV6 | flags::TTL_KNOWN)
+        );
     }
 }
