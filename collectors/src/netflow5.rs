@@ -92,11 +92,11 @@ fn record(rec: &[u8; RECORD], h: &Head) -> (FlowRecord, bool) {
     } else {
         (0, 0)
     };
-    let (first, last) = (be32(rec, 24), be32(rec, 28));
-    let age = age(h.uptime, last);
+    let (first, last) = first_last(rec);
+    let (time_ms, skewed) = placed(h, last);
     let rate64 = u64::from(h.rate);
     let r = FlowRecord {
-        time_ms: h.now.saturating_sub(age.unwrap_or(0)),
+        time_ms,
         packets: u64::from(be32(rec, 16)) * rate64,
         bytes: u64::from(be32(rec, 20)) * rate64,
         src: Addr::from_v4_bits(be32(rec, 0)),
@@ -115,7 +115,25 @@ fn record(rec: &[u8; RECORD], h: &Head) -> (FlowRecord, bool) {
         flags: 0,
         duration_s: duration(first, last),
     };
-    (r, age.is_none())
+    (r, skewed)
+}
+
+/// The flow's `First` and `Last` (router uptime, ms).
+#[inline(always)]
+fn first_last(rec: &[u8; RECORD]) -> (u32, u32) {
+    // One 8-byte load for both (the vector loops measured faster so).
+    let w = u64::from_be_bytes([
+        rec[24], rec[25], rec[26], rec[27], rec[28], rec[29], rec[30], rec[31],
+    ]);
+    ((w >> 32) as u32, w as u32)
+}
+
+/// The flow's time on levee's clock from its `Last`, and whether its age
+/// was implausible (the flow is then placed at the datagram's arrival).
+#[inline(always)]
+fn placed(h: &Head, last: u32) -> (u64, bool) {
+    let age = age(h.uptime, last);
+    (h.now.saturating_sub(age.unwrap_or(0)), age.is_none())
 }
 
 /// The flow's length in whole seconds from its `First` and `Last`.

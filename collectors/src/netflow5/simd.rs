@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of, MaybeUninit};
 use std::sync::OnceLock;
 
-use super::{age, duration, Head, RECORD};
+use super::{duration, first_last, placed, Head, RECORD};
 use crate::record::{proto, FlowRecord};
 
 const _: () = {
@@ -167,9 +167,8 @@ unsafe fn ssse3(records: &[[u8; RECORD]], h: &Head, slots: &mut [MaybeUninit<Flo
             )
         };
         let (first, last) = first_last(rec);
-        let age = age(h.uptime, last);
-        skewed += u64::from(age.is_none());
-        let time = h.now.saturating_sub(age.unwrap_or(0));
+        let (time, skew) = placed(h, last);
+        skewed += u64::from(skew);
         let mask = tails[usize::from(rec[38] == proto::ICMP)];
         let tail = _mm_or_si128(_mm_shuffle_epi8(a, out_if), _mm_shuffle_epi8(c, mask));
         let tail = _mm_insert_epi16::<7>(tail, i32::from(duration(first, last)));
@@ -191,15 +190,6 @@ unsafe fn ssse3(records: &[[u8; RECORD]], h: &Head, slots: &mut [MaybeUninit<Flo
         }
     }
     skewed
-}
-
-/// The flow's `First` and `Last` (router uptime, ms).
-#[inline(always)]
-fn first_last(rec: &[u8; RECORD]) -> (u32, u32) {
-    let w = u64::from_be_bytes([
-        rec[24], rec[25], rec[26], rec[27], rec[28], rec[29], rec[30], rec[31],
-    ]);
-    ((w >> 32) as u32, w as u32)
 }
 
 /// AVX-512 tables. `vpermi2b` indices 0..63 take a record byte, 64..127 a
@@ -298,9 +288,8 @@ unsafe fn avx512(records: &[[u8; RECORD]], h: &Head, slots: &mut [MaybeUninit<Fl
         // SAFETY: the mask loads exactly the record's 48 bytes.
         let r = unsafe { _mm512_maskz_loadu_epi8((1 << RECORD) - 1, rec.as_ptr().cast()) };
         let (first, last) = first_last(rec);
-        let age = age(h.uptime, last);
-        skewed += u64::from(age.is_none());
-        let time = h.now.saturating_sub(age.unwrap_or(0));
+        let (time, skew) = placed(h, last);
+        skewed += u64::from(skew);
         let idx = hi[usize::from(rec[38] == proto::ICMP)];
         let top = _mm512_permutex2var_epi8(r, idx, k);
         let counts = _mm256_mul_epu32(
