@@ -4,7 +4,14 @@
 #               built-in defaults (store under ./var, collectors on their
 #               standard ports, web UI on 127.0.0.1:8080)
 #   make test   install what the tests need, then check formatting and lints
-#               and run every test
+#               and run every test that needs nothing outside the repository
+#               (real captures: the golden set in tests/data/captures)
+#
+# and, with the capture corpus beside the clone (../shared/captures):
+#
+#   make test-corpus   the tests over the whole corpus (decode counts, tshark
+#                      and netgauze cross-checks); fails when it is missing.
+#                      CAPTURES=DIR points it elsewhere.
 #
 # CARGO_TARGET_DIR may point outside the clone (CI keeps a cache there).
 
@@ -12,7 +19,10 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test deps test-deps build release fmt lint unit
+# The capture corpus `make test-corpus` reads (LEVEE_CAPTURES for the tests).
+CAPTURES ?= ../shared/captures
+
+.PHONY: run test test-corpus deps test-deps build release fmt lint unit
 
 run: deps release
 	mkdir -p var
@@ -21,9 +31,21 @@ run: deps release
 test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	$(CARGO) test --workspace --locked
+	# --no-fail-fast: one failing test binary must not hide the others' failures.
+	$(CARGO) test --workspace --locked --no-fail-fast
 	# Fuzz targets must at least build (scripts/fuzz runs them).
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --locked
+
+# The corpus tests are the #[ignore]d ones of these three test targets;
+# without the corpus they fail (they never skip).
+test-corpus: test-deps
+	@test -f "$(CAPTURES)/PROVENANCE.md" || { \
+	  echo "make test-corpus: no capture corpus at $(CAPTURES) (no PROVENANCE.md there);" \
+	       "put shared/ beside the clone or run make test-corpus CAPTURES=DIR" >&2; exit 1; }
+	LEVEE_CAPTURES="$(abspath $(CAPTURES))" $(CARGO) test --locked --no-fail-fast \
+	  -p levee-collectors --test captures --test tshark \
+	  -p levee --test differential \
+	  -- --ignored
 
 deps:
 	scripts/install-deps

@@ -1,7 +1,12 @@
 //! levee's compiled-template decoder against the reference, netgauze-flow-pkt:
-//! on random templates and records (proptest) and on every real IPFIX and
-//! NetFlow v9 capture, both must produce the same records — addresses,
+//! on random templates and records (proptest) and on real IPFIX and NetFlow
+//! v9 captures, both must produce the same records — addresses,
 //! protocol, ports, TCP flags, counters, interfaces, TTL.
+//!
+//! The whole corpus of real captures is beside the clone
+//! (`../shared/captures`), not in the repository: that test is `#[ignore]`d
+//! and `make test-corpus` runs it. The random one, and the same comparison on
+//! the golden set committed in `tests/data/captures`, run in every `make test`.
 //!
 //! levee decodes data records with per-template offsets rather than
 //! netgauze's allocating model (ARCHITECTURE.md says why); this test is what
@@ -176,10 +181,20 @@ proptest! {
 
 // ---- real captures ------------------------------------------------------------
 
+/// The capture corpus: `LEVEE_CAPTURES`, or `../shared/captures` beside the
+/// clone. Panics when it is not there, so `make test-corpus` cannot pass
+/// having compared nothing.
 fn captures() -> std::path::PathBuf {
-    std::env::var("LEVEE_CAPTURES")
+    let dir: std::path::PathBuf = std::env::var_os("LEVEE_CAPTURES")
         .map(Into::into)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures"));
+    assert!(
+        dir.join("PROVENANCE.md").is_file(),
+        "no capture corpus at {} (no PROVENANCE.md there): put `shared/` beside the clone \
+         or set LEVEE_CAPTURES to the captures folder",
+        dir.display()
+    );
+    dir
 }
 
 /// The flow-export payloads of a capture, by exporter and version.
@@ -208,12 +223,13 @@ fn streams(file: &Path) -> BTreeMap<(IpAddr, u16), Vec<Vec<u8>>> {
     out
 }
 
-#[test]
-fn real_captures_decode_as_netgauze_decodes_them() {
+/// Compares levee with netgauze on every IPFIX and NetFlow v9 capture under
+/// `root`; returns the number of flows compared.
+fn compare_captures(root: &Path) -> usize {
     let mut compared = 0;
     let mut skipped = Vec::new();
     for dir in ["ipfix", "netflow9"] {
-        let mut files: Vec<_> = std::fs::read_dir(captures().join(dir))
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
             .unwrap()
             .flatten()
             .map(|e| e.path())
@@ -267,5 +283,22 @@ fn real_captures_decode_as_netgauze_decodes_them() {
         }
     }
     eprintln!("compared {compared} flows; netgauze refused {skipped:?}");
+    compared
+}
+
+#[test]
+#[ignore = "needs the capture corpus (../shared/captures or LEVEE_CAPTURES): run `make test-corpus`"]
+fn real_captures_decode_as_netgauze_decodes_them() {
+    let compared = compare_captures(&captures());
     assert!(compared > 1000, "only {compared} flows compared");
+}
+
+/// The golden set committed with the repository (`tests/data/captures`):
+/// the same comparison on its handful of IPFIX and NetFlow v9 captures, so
+/// `make test` compares real exporters' records without the corpus.
+#[test]
+fn golden_captures_decode_as_netgauze_decodes_them() {
+    let compared =
+        compare_captures(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures"));
+    assert!(compared > 50, "only {compared} flows compared");
 }

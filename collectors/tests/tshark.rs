@@ -4,23 +4,20 @@
 //!
 //! tshark does not apply sampling, so levee's counts are divided by the
 //! record's sampling rate before comparing. Flows are compared as multisets.
+//!
+//! The captures are the corpus beside the clone (`../shared/captures`), so
+//! these tests are `#[ignore]`d: `make test-corpus` runs them.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use levee_collectors::capture::PcapFile;
-use levee_collectors::exporter::Exporter;
+use common::corpus;
 use levee_collectors::record::proto;
-use levee_collectors::{packet, Datagram, FlowRecord};
 use serde_json::Value;
-
-fn captures() -> PathBuf {
-    std::env::var("LEVEE_CAPTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures"))
-}
 
 /// (src, dst, protocol, src port, dst port, packets, octets)
 type Key = (IpAddr, IpAddr, u8, u16, u16, u64, u64);
@@ -48,28 +45,7 @@ fn key(
 }
 
 fn levee_flows(file: &Path) -> BTreeMap<Key, usize> {
-    let mut pcap = PcapFile::open(file).unwrap();
-    let mut exporters: BTreeMap<IpAddr, Exporter> = BTreeMap::new();
-    let mut out: Vec<FlowRecord> = Vec::new();
-    while let Some(frame) = pcap.next_frame() {
-        let frame = frame.unwrap();
-        let Ok(p) = packet::parse(frame.link, frame.data) else {
-            continue;
-        };
-        let Some((at, len)) = p.udp_payload else {
-            continue;
-        };
-        let data = &frame.data[at..(at + len).min(frame.data.len())];
-        let dg = Datagram {
-            data,
-            source: p.src.ip(),
-            received_ms: 0,
-        };
-        let _ = exporters
-            .entry(dg.source)
-            .or_default()
-            .decode(&dg, &mut out);
-    }
+    let out = common::replay(file).flows;
     let mut m = BTreeMap::new();
     for r in out {
         let rate = u64::from(r.sampling.max(1));
@@ -150,6 +126,7 @@ fn tshark_flows(file: &Path, port: u16) -> BTreeMap<Key, usize> {
 }
 
 #[test]
+#[ignore = "needs the capture corpus (../shared/captures or LEVEE_CAPTURES): run `make test-corpus`"]
 fn netflow_and_ipfix_flows_match_tshark() {
     // Captures whose flows carry plain delta counters (tshark shows totals
     // and vendor counters under other names) and no biflows.
@@ -172,7 +149,7 @@ fn netflow_and_ipfix_flows_match_tshark() {
         ("ipfix/softflowd_ipfix.pcap", 4739),
     ];
     for (file, port) in cases {
-        let path = captures().join(file);
+        let path = corpus().join(file);
         let ours = levee_flows(&path);
         let theirs = tshark_flows(&path, port);
         assert!(!theirs.is_empty(), "{file}: tshark found no flows");
@@ -273,6 +250,7 @@ fn tshark_samples(file: &Path) -> BTreeMap<(IpAddr, IpAddr, u8, u64), usize> {
 }
 
 #[test]
+#[ignore = "needs the capture corpus (../shared/captures or LEVEE_CAPTURES): run `make test-corpus`"]
 fn sflow_samples_match_tshark() {
     let cases = [
         "sflow/akvorado_sflow-5-flow-samples.pcap",
@@ -287,7 +265,7 @@ fn sflow_samples_match_tshark() {
         "sflow/telegraf_sflow-issue15918.pcap",
     ];
     for file in cases {
-        let path = captures().join(file);
+        let path = corpus().join(file);
         let theirs = tshark_samples(&path);
         let ours: BTreeMap<(IpAddr, IpAddr, u8, u64), usize> = levee_flows(&path).into_iter().fold(
             BTreeMap::new(),
