@@ -40,7 +40,7 @@ test: test-deps
 # without the corpus they fail (they never skip).
 test-corpus: test-deps
 	@test -f "$(CAPTURES)/PROVENANCE.md" || { \
-	  echo "make test-corpus: no capture corpus at $(CAPTURES) (no PROVENANCE.md there);" \
+	  echo "make test-corpus: no capture corpus at $(abspath $(CAPTURES)) (no PROVENANCE.md there);" \
 	       "put shared/ beside the clone or run make test-corpus CAPTURES=DIR" >&2; exit 1; }
 	LEVEE_CAPTURES="$(abspath $(CAPTURES))" $(CARGO) test --locked --no-fail-fast \
 	  -p levee-collectors --test captures --test tshark \
