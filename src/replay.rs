@@ -1,9 +1,11 @@
 //! `levee replay` (OPS-4): the decode → account → detect → classify path of
 //! `run`, offline, over recorded traffic, with time taken from the capture.
 //!
-//! An input frame that is UDP to one of the configured collector ports is
-//! flow export (its IP source is the exporter); any other IP frame is a raw
-//! packet, as from a mirror port. Nothing is announced, alerted or written:
+//! An input frame that is UDP to one of the configured collector ports, and
+//! not addressed to a host inside a hostgroup, is flow export (its IP
+//! source is the exporter); any other IP frame is a raw packet, as from a
+//! mirror port — a packet to a protected host is traffic to that host
+//! whatever its port. Nothing is announced, alerted or written:
 //! the data dir is not opened.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -93,7 +95,13 @@ pub fn replay(
             let Ok(extra) = packet::parse_into(frame.link, frame.data, &mut rec) else {
                 continue;
             };
-            let export = extra.udp_payload.filter(|_| ports.contains(&rec.dst_port));
+            // Flow export is meant for the collector: UDP to a collector
+            // port, and not addressed to a protected host — a flood with
+            // random ports puts 3 in 65,536 of its packets on 6343, 2055
+            // or 4739, and they are traffic to the host all the same.
+            let export = extra.udp_payload.filter(|_| {
+                ports.contains(&rec.dst_port) && engine.groups().lookup(&rec.dst).is_none()
+            });
             match export {
                 Some((at, len)) => {
                     let data = &frame.data[at..(at + len).min(frame.data.len())];
