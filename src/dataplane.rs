@@ -8,7 +8,8 @@
 //! - Each shard thread owns one [`Shard`] outright and drains its rings (one
 //!   per receiver). It keeps the wall clock: when a second ends it sends the
 //!   second's [`Snapshot`], and a threshold crossing is sent as a
-//!   [`Trigger`] at once.
+//!   [`Trigger`] at once, followed by [`Peek`]s at the host's details
+//!   while the evidence for a rule comes in.
 //! - The detector thread merges the shards' seconds, runs the [`Detector`],
 //!   and hands every event to the [`Outcomes`]: the store (incidents,
 //!   per-second host metrics, minute rollups, baselines), the audit chain,
@@ -29,7 +30,9 @@ use levee_collectors::listen::Sink;
 use levee_collectors::{Addr, FlowRecord};
 use serde_json::json;
 
-use crate::account::{class, GroupSecond, HostSecond, Rec, Shard, ShardStats, Snapshot, Trigger};
+use crate::account::{
+    class, GroupSecond, HostSecond, Peek, Rec, Shard, ShardStats, Snapshot, Trigger,
+};
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
 use crate::detect::{baseline::Baseline, Detector, Event, Incident, Settings, Timeline};
@@ -88,6 +91,7 @@ impl Sink for RingSink {
 enum Msg {
     Second(Snapshot),
     Triggers(Vec<Trigger>),
+    Peeks(Vec<Peek>),
 }
 
 /// What the API and `/metrics` read, refreshed by the detector thread.
@@ -216,6 +220,7 @@ impl Dataplane {
             group_minute: Vec::new(),
             minute_start: 0,
             mitigation,
+            classified: HashMap::new(),
         };
         let (shards, settings) = (self.shards, self.settings.clone());
         threads.push(
@@ -282,6 +287,10 @@ fn shard_loop(
         if !triggers.is_empty() && tx.send(Msg::Triggers(triggers)).is_err() {
             return;
         }
+        let peeks = shard.take_peeks();
+        if !peeks.is_empty() && tx.send(Msg::Peeks(peeks)).is_err() {
+            return;
+        }
         if stopping {
             let _ = tx.send(Msg::Second(shard.flush()));
             return;
@@ -331,6 +340,12 @@ fn detector_loop(
                     detector.on_trigger(t);
                 }
                 out.handle(detector.take_events(), Some(&ts), now);
+            }
+            Ok(Msg::Peeks(ps)) => {
+                for p in ps {
+                    detector.on_peek(p);
+                }
+                out.handle(detector.take_events(), None, now);
             }
             Ok(Msg::Second(snap)) => {
                 pending.entry(snap.second).or_default().push(snap);
@@ -473,6 +488,8 @@ struct Outcomes {
     minute_start: u64,
     /// Where incidents go to be mitigated.
     mitigation: Option<crate::mitigation::service::Handle>,
+    /// The family and vector each running incident was last reported as.
+    classified: HashMap<String, (String, Option<String>)>,
 }
 
 /// What to store for an incident event: its record, and the timeline
@@ -529,13 +546,27 @@ impl Outcomes {
                         });
                         let _ = h.record(now.saturating_sub(t.at_ms));
                     }
-                    tracing::warn!(incident = %i.id, host = %i.host, hostgroup = %i.hostgroup, reason = %format!("{} {} > {}", i.reason.kind, i.reason.metric, i.reason.limit), "Incident started");
+                    tracing::warn!(incident = %i.id, host = %i.host, hostgroup = %i.hostgroup, reason = %format!("{} {} {} > {}", i.reason.kind, i.reason.metric, i.reason.value, i.reason.limit), family = %i.verdict.family, why = i.verdict.why.as_deref().unwrap_or(""), "Incident started");
                     self.audit_event("incident.start", i);
+                    self.classified.insert(
+                        i.id.clone(),
+                        (i.verdict.family.clone(), i.verdict.vector.clone()),
+                    );
                 }
-                Event::Updated(_) => {}
+                Event::Updated(i) => {
+                    // A verdict that changes is said, and audited: what a
+                    // rule was built from must be on record.
+                    let now = (i.verdict.family.clone(), i.verdict.vector.clone());
+                    if self.classified.get(&i.id) != Some(&now) {
+                        tracing::warn!(incident = %i.id, host = %i.host, family = %i.verdict.family, vector = i.verdict.vector.as_deref().unwrap_or(""), confidence = i.verdict.confidence, samples = i.verdict.samples, "Incident classified");
+                        self.audit_event("incident.classify", i);
+                        self.classified.insert(i.id.clone(), now);
+                    }
+                }
                 Event::Ended(i) => {
                     tracing::warn!(incident = %i.id, host = %i.host, family = %i.verdict.family, peak_pps = i.peak_pps, "Incident ended");
                     self.audit_event("incident.end", i);
+                    self.classified.remove(&i.id);
                 }
             }
         }
@@ -548,6 +579,8 @@ impl Outcomes {
             "family": i.verdict.family,
             "vector": i.verdict.vector,
             "confidence": format!("{:.3}", i.verdict.confidence),
+            "samples": i.verdict.samples,
+            "unclassified_why": i.verdict.why,
             "reason": format!("{} {} {} > {}", i.reason.kind, i.reason.metric, i.reason.value, i.reason.limit),
             "peak_pps": i.peak_pps,
             "peak_bps": i.peak_bps,

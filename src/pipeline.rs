@@ -155,6 +155,9 @@ impl Engine {
             for t in s.take_triggers() {
                 self.detector.on_trigger(&t);
             }
+            for p in s.take_peeks() {
+                self.detector.on_peek(p);
+            }
         }
     }
 

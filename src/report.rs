@@ -11,20 +11,48 @@ pub fn rfc3339_ms(ms: u64) -> String {
         .to_string()
 }
 
+/// A verdict's components as JSON.
+fn components(cs: &[crate::detect::classify::Component]) -> Vec<Value> {
+    cs.iter()
+        .map(|c| {
+            let mut o = json!({
+                "family": c.family.as_str(),
+                "vector": c.vector,
+                "share": c.share,
+                "interval": [c.low, c.high],
+            });
+            if !c.services.is_empty() {
+                o["services"] = json!(c.services);
+            }
+            o
+        })
+        .collect()
+}
+
 /// The incident as a JSON object (`type` is left to the caller).
 pub fn incident_json(i: &Incident) -> Value {
     let v = &i.verdict;
+    let now = &i.current.verdict;
     json!({
         "id": i.id,
+        "scope": "host",
         "host": i.host.to_string(),
+        "prefix": null,
         "hostgroup": i.hostgroup,
         "family": v.family,
         "vector": v.vector,
-        "components": v.components.iter().map(|c| json!({
-            "family": c.family.as_str(),
-            "vector": c.vector,
-            "share": (c.share * 1000.0).round() / 1000.0,
-        })).collect::<Vec<_>>(),
+        "components": components(&v.components),
+        "unclassified_why": v.why,
+        "samples": v.samples,
+        "current": {
+            "family": now.family,
+            "vector": now.vector,
+            "confidence": now.confidence,
+            "samples": now.samples,
+            "components": components(&now.components),
+            "unclassified_why": now.why,
+            "seconds": crate::detect::RECENT_SECONDS,
+        },
         "severity": i.severity,
         "confidence": v.confidence,
         "started_at": rfc3339_ms(i.started_ms),
@@ -59,13 +87,18 @@ pub fn incident_text(i: &Incident) -> String {
     if v.botnet {
         flags.push("botnet");
     }
+    let why = match &v.why {
+        Some(w) => format!(" ({w})"),
+        None => String::new(),
+    };
     format!(
-        "{} {} ({}) {}{} confidence {:.2} {} peak {} pps {:.1} Mbit/s ~{} sources{}{} [{} {} > {} {}]",
+        "{} {} ({}) {}{}{} confidence {:.2} {} peak {} pps {:.1} Mbit/s ~{} sources{}{} [{} {} > {} {}]",
         rfc3339_ms(i.detected_ms),
         i.host,
         i.hostgroup,
         v.family,
         vector,
+        why,
         v.confidence,
         i.severity,
         i.peak_pps,

@@ -37,7 +37,7 @@ use levee_collectors::record::{flags, proto};
 use levee_collectors::{Addr, FlowRecord};
 
 use crate::hostgroups::GroupId;
-use sketch::{hash_addr, Hll, SpaceSaving};
+use sketch::{hash_addr, Hll, Reservoir, Seen, SpaceSaving};
 
 /// Traffic classes counted per host. A TCP SYN-only packet counts in both
 /// `TCP` and `TCP_SYN`; everything counts in `ALL`.
@@ -73,11 +73,17 @@ pub struct Rec {
     pub protocol: u8,
     pub tcp_flags: u8,
     pub ttl: u8,
-    /// [`levee_collectors::record::flags`].
+    /// [`levee_collectors::record::flags`], and [`ONE_PACKET`].
     pub flags: u8,
     /// Accounted for its source (the host sent it), not its destination.
     pub outbound: bool,
 }
+
+/// A bit of [`Rec::flags`] that accounting adds (the collectors leave bit 7
+/// clear): the record stands for exactly one packet (an sFlow sample, a
+/// captured packet, a flow of one sampled packet), so its bytes are that
+/// packet's length, not an average over packets of other sizes.
+pub const ONE_PACKET: u8 = 1 << 7;
 
 const _: () = assert!(std::mem::size_of::<Rec>() == 64);
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
@@ -97,7 +103,12 @@ impl Rec {
             protocol: r.protocol,
             tcp_flags: r.tcp_flags,
             ttl: r.ttl,
-            flags: r.flags,
+            flags: r.flags
+                | if r.packets == u64::from(r.sampling.max(1)) {
+                    ONE_PACKET
+                } else {
+                    0
+                },
             outbound,
         }
     }
@@ -216,6 +227,14 @@ pub struct Details {
     /// Packets by class, as in [`Counters`] but over the details' lifetime.
     pub classes: [u64; class::COUNT],
     pub ttl_known: u64,
+    /// Records that entered the distributions below (all of a host's first
+    /// [`FULL_RECORDS`] in a second, then a weighted sample): the number of
+    /// observations behind every share estimated from them.
+    pub sampled: u64,
+    /// Records that were one packet each ([`ONE_PACKET`]): only these say
+    /// how long the attack's packets are.
+    pub sized: u64,
+    /// The shortest and longest IP length of one-packet records (0 without).
     pub min_size: u32,
     pub max_size: u32,
     pub sizes: [u64; SIZE_BOUNDS.len()],
@@ -226,6 +245,8 @@ pub struct Details {
     pub udp_src_ports: SpaceSaving<u16, 16>,
     pub protocols: SpaceSaving<u8, 8>,
     pub top_sources: SpaceSaving<Addr, 16>,
+    /// A uniform sample of the records, for holding rules against.
+    pub seen: Reservoir,
     pub sources: Hll,
     pub ttl: [u64; 256],
 }
@@ -238,6 +259,9 @@ impl Default for Details {
             sources: Hll::default(),
             ttl: [0; 256],
             ttl_known: 0,
+            sampled: 0,
+            sized: 0,
+            seen: Reservoir::default(),
             src_ports: SpaceSaving::default(),
             dst_ports: SpaceSaving::default(),
             top_sources: SpaceSaving::default(),
@@ -293,6 +317,7 @@ impl Details {
             return;
         }
         let (packets, bytes) = (packets * k, bytes * k);
+        self.sampled += 1;
         if let Some(t) = r.ttl() {
             self.ttl[usize::from(t)] += packets;
             self.ttl_known += packets;
@@ -311,12 +336,40 @@ impl Details {
             .position(|&u| size <= u)
             .unwrap_or(SIZE_BOUNDS.len() - 1);
         self.sizes[b] += packets;
-        self.min_size = if self.records == 1 {
-            size
-        } else {
-            self.min_size.min(size)
-        };
-        self.max_size = self.max_size.max(size);
+        // A flow's average length matches none of its packets when they
+        // differ (64- and 1400-byte packets average 732): lengths come
+        // only from records of one packet.
+        let one = r.flags & ONE_PACKET != 0;
+        if one {
+            self.sized += 1;
+            self.min_size = if self.sized == 1 {
+                size
+            } else {
+                self.min_size.min(size)
+            };
+            self.max_size = self.max_size.max(size);
+        }
+        self.seen.offer(
+            Seen {
+                src: r.src,
+                weight: packets,
+                src_port: r.src_port,
+                dst_port: r.dst_port,
+                length: if one {
+                    u16::try_from(size).unwrap_or(u16::MAX)
+                } else {
+                    0
+                },
+                protocol: r.protocol,
+                tcp_flags: r.tcp_flags,
+                flags: r.flags,
+            },
+            self.sampled
+                .wrapping_add(self.records.rotate_left(17))
+                .wrapping_mul(0xd6e8_feb8_6659_fd93)
+                .rotate_left(29)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         if r.protocol == proto::TCP && c != class::FRAGMENT {
             self.tcp[tcpkind::of(r.tcp_flags)] += packets;
         }
@@ -344,11 +397,17 @@ impl Details {
         if o.records == 0 {
             return;
         }
-        self.min_size = if self.records == 0 {
-            o.min_size
-        } else {
-            self.min_size.min(o.min_size)
-        };
+        if o.sized > 0 {
+            self.min_size = if self.sized == 0 {
+                o.min_size
+            } else {
+                self.min_size.min(o.min_size)
+            };
+            self.max_size = self.max_size.max(o.max_size);
+        }
+        self.sized += o.sized;
+        self.sampled += o.sampled;
+        self.seen.merge(&o.seen);
         self.records += o.records;
         self.packets += o.packets;
         self.sources.merge(&o.sources);
@@ -363,7 +422,6 @@ impl Details {
         for (a, b) in self.sizes.iter_mut().zip(o.sizes) {
             *a += b;
         }
-        self.max_size = self.max_size.max(o.max_size);
         for (a, b) in self.tcp.iter_mut().zip(o.tcp) {
             *a += b;
         }
@@ -469,6 +527,37 @@ pub struct Trigger {
     pub at_ms: u64,
     pub pps: u64,
     pub bps: u64,
+}
+
+/// A look at the details of a host that crossed a threshold, before its
+/// second ends: the detector classifies from it at once, so a rule need
+/// not wait for the second's snapshot (at 1:1000 sampling the first
+/// samples are all there is for a while). The second's snapshot still
+/// carries the whole second; a peek only stands in for it until then.
+#[derive(Debug, Clone)]
+pub struct Peek {
+    pub addr: Addr,
+    pub group: GroupId,
+    /// The second the details are of (so far).
+    pub second: u64,
+    pub details: Box<Details>,
+}
+
+/// How often a triggered host's details are looked at, and for how long
+/// after its trigger.
+pub const PEEK_EVERY_MS: u64 = 200;
+pub const PEEK_FOR_MS: u64 = 3_000;
+/// Hosts watched at once (a carpet bombing triggers thousands: the first
+/// ones are watched, the others wait for their seconds).
+const MAX_WATCHED: usize = 256;
+
+/// A host being peeked at.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    key: u128,
+    group: GroupId,
+    next_ms: u64,
+    until_ms: u64,
 }
 
 /// Disjoint classes as a slot stores them; [`Counters`] is the view.
@@ -983,6 +1072,9 @@ pub struct Shard {
     /// quietest last: whom a much busier host takes details from.
     weakest: Vec<(u64, u128)>,
     triggers: Vec<Trigger>,
+    /// Hosts that crossed a threshold lately, peeked at until their
+    /// evidence has had time to come in.
+    watched: Vec<Watch>,
     evict_cursor: usize,
     pub stats: ShardStats,
 }
@@ -1019,6 +1111,7 @@ impl Shard {
             pool: Vec::new(),
             weakest: Vec::new(),
             triggers: Vec::new(),
+            watched: Vec::new(),
             evict_cursor: 0,
             stats: ShardStats::default(),
         }
@@ -1314,6 +1407,41 @@ impl Shard {
         std::mem::take(&mut self.triggers)
     }
 
+    /// Copies of the current second's details of the hosts watched since
+    /// their trigger, those due now (at once after the trigger, then every
+    /// [`PEEK_EVERY_MS`] for [`PEEK_FOR_MS`]). Cheap when nothing is
+    /// watched; call it as often as triggers are taken.
+    pub fn take_peeks(&mut self) -> Vec<Peek> {
+        if self.watched.is_empty() {
+            return Vec::new();
+        }
+        let now = self.now_ms;
+        let mut out = Vec::new();
+        let mut watched = std::mem::take(&mut self.watched);
+        watched.retain_mut(|w| {
+            if now < w.next_ms {
+                return true;
+            }
+            let (i, found) = self.locate(w.key);
+            if found && self.table.slots[i].flags_flows & DETAILED != 0 {
+                if let Some(d) = self.table.cold[i].details.as_deref() {
+                    if d.records > 0 {
+                        out.push(Peek {
+                            addr: Addr(w.key.to_be_bytes()),
+                            group: w.group,
+                            second: self.second,
+                            details: Box::new(d.clone()),
+                        });
+                    }
+                }
+            }
+            w.next_ms = now + PEEK_EVERY_MS;
+            now < w.until_ms
+        });
+        self.watched = watched;
+        out
+    }
+
     /// Accounts a batch of records, fetching what each will touch ahead,
     /// in two stages: first its slot and cold state, then (those being
     /// in cache by then) the lines of its details it will update. A busy
@@ -1495,6 +1623,14 @@ impl Shard {
                 pps: wp,
                 bps: wb * 8,
             });
+            if self.watched.len() < MAX_WATCHED && !self.watched.iter().any(|w| w.key == key) {
+                self.watched.push(Watch {
+                    key,
+                    group,
+                    next_ms: self.now_ms,
+                    until_ms: self.now_ms + PEEK_FOR_MS,
+                });
+            }
         } else if !over && slot.flags_flows & OVER != 0 {
             slot.flags_flows &= !OVER; // re-armed below the threshold
         }

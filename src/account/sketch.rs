@@ -1,6 +1,7 @@
-//! Small fixed-size sketches: a HyperLogLog for distinct sources and a
-//! space-saving summary for top-k (ports, sources). Neither allocates after
-//! it is made; both merge, so per-second sketches add up to an incident's.
+//! Small fixed-size sketches: a HyperLogLog for distinct sources, a
+//! space-saving summary for top-k (ports, sources) and a reservoir sample
+//! of records (what rules are checked against). None allocates after it is
+//! made; all merge, so per-second sketches add up to an incident's.
 
 use levee_collectors::Addr;
 
@@ -161,6 +162,128 @@ impl<K: Copy + PartialEq + Default, const N: usize> SpaceSaving<K, N> {
     }
 }
 
+/// One record as the rule checks see it: what a FlowSpec rule can match,
+/// and its weight (estimated packets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub src: Addr,
+    /// Estimated packets the record stands for.
+    pub weight: u64,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The IP length, when the record is one packet (a sample, a captured
+    /// packet); 0 when it is a flow's average, which matches no packet.
+    pub length: u16,
+    pub protocol: u8,
+    pub tcp_flags: u8,
+    /// `levee_collectors::record::flags` of the record.
+    pub flags: u8,
+}
+
+/// Records kept per reservoir.
+pub const RESERVOIR: usize = 128;
+
+/// A uniform random sample of up to [`RESERVOIR`] records (Vitter's
+/// algorithm R), so that a rule can be held against the traffic it is
+/// meant for: the share of the attack's packets it matches, with the
+/// exact semantics of the rule, not a product of marginal shares. Fixed
+/// size, no allocation; the random numbers come from the caller, so a
+/// replay gives the same sample every time.
+#[derive(Clone)]
+pub struct Reservoir {
+    items: [Seen; RESERVOIR],
+    len: usize,
+    /// Records offered so far.
+    offered: u64,
+}
+
+impl std::fmt::Debug for Reservoir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reservoir({} of {})", self.len, self.offered)
+    }
+}
+
+impl Default for Reservoir {
+    fn default() -> Self {
+        Reservoir {
+            items: [Seen::default(); RESERVOIR],
+            len: 0,
+            offered: 0,
+        }
+    }
+}
+
+impl Reservoir {
+    /// Offers a record; `rnd` is a uniformly random 64-bit number.
+    #[inline]
+    pub fn offer(&mut self, s: Seen, rnd: u64) {
+        self.offered += 1;
+        if self.len < RESERVOIR {
+            self.items[self.len] = s;
+            self.len += 1;
+            return;
+        }
+        let j = ((u128::from(rnd) * u128::from(self.offered)) >> 64) as usize;
+        if j < RESERVOIR {
+            self.items[j] = s;
+        }
+    }
+
+    pub fn items(&self) -> &[Seen] {
+        &self.items[..self.len]
+    }
+
+    pub fn offered(&self) -> u64 {
+        self.offered
+    }
+
+    /// Combines two samples into one of the union: each side contributes
+    /// in proportion to the records it was drawn from, its items taken at
+    /// evenly spaced positions.
+    pub fn merge(&mut self, o: &Reservoir) {
+        if o.offered == 0 {
+            return;
+        }
+        if self.len + o.len <= RESERVOIR {
+            self.items[self.len..self.len + o.len].copy_from_slice(o.items());
+            self.len += o.len;
+            self.offered += o.offered;
+            return;
+        }
+        let total = self.offered + o.offered;
+        let mine = ((RESERVOIR as u64 * self.offered + total / 2) / total) as usize;
+        let mine = mine.clamp(RESERVOIR.saturating_sub(o.len), self.len.min(RESERVOIR));
+        let theirs = (RESERVOIR - mine).min(o.len);
+        let mut out = [Seen::default(); RESERVOIR];
+        let spaced = |from: &[Seen], n: usize, into: &mut [Seen]| {
+            for (k, slot) in into.iter_mut().take(n).enumerate() {
+                *slot = from[k * from.len() / n.max(1)];
+            }
+        };
+        spaced(self.items(), mine, &mut out[..mine]);
+        spaced(o.items(), theirs, &mut out[mine..mine + theirs]);
+        self.items = out;
+        self.len = mine + theirs;
+        self.offered = total;
+    }
+
+    /// The share of the sampled packets that `pick` selects (None when
+    /// the sample is empty).
+    pub fn share(&self, pick: impl Fn(&Seen) -> bool) -> Option<f64> {
+        let total: u64 = self.items().iter().map(|s| s.weight).sum();
+        if total == 0 {
+            return None;
+        }
+        let matched: u64 = self
+            .items()
+            .iter()
+            .filter(|s| pick(s))
+            .map(|s| s.weight)
+            .sum();
+        Some(matched as f64 / total as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +322,45 @@ mod tests {
         // The count is over by at most its error (the truth: 1000 × 10, and
         // the one time i was 53).
         assert!(top[0].1 - s.error(&53).unwrap() <= 10_001);
+    }
+
+    #[test]
+    fn a_reservoir_is_a_fair_sample_and_merges_in_proportion() {
+        let mut rng = 0x1234_5678_u64;
+        let mut next = || {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            rng
+        };
+        let seen = |port: u16| Seen {
+            weight: 1,
+            src_port: port,
+            ..Seen::default()
+        };
+        // 10,000 records, 30 % of them on port 53.
+        let mut r = Reservoir::default();
+        for i in 0..10_000u32 {
+            r.offer(seen(if i % 10 < 3 { 53 } else { 80 }), next());
+        }
+        assert_eq!(r.items().len(), RESERVOIR);
+        assert_eq!(r.offered(), 10_000);
+        let dns = r.share(|s| s.src_port == 53).unwrap();
+        assert!((0.15..0.45).contains(&dns), "{dns}");
+        // Merged with a sample of 30,000 records all on port 123: a
+        // quarter of the result stands for the first.
+        let mut other = Reservoir::default();
+        for _ in 0..30_000 {
+            other.offer(seen(123), next());
+        }
+        r.merge(&other);
+        assert_eq!(r.offered(), 40_000);
+        let ntp = r.share(|s| s.src_port == 123).unwrap();
+        assert!((ntp - 0.75).abs() < 0.02, "{ntp}");
+        // Small samples are simply put together.
+        let (mut a, mut b) = (Reservoir::default(), Reservoir::default());
+        a.offer(seen(1), 0);
+        b.offer(seen(2), 0);
+        a.merge(&b);
+        assert_eq!(a.items().len(), 2);
+        assert_eq!(Reservoir::default().share(|_| true), None);
     }
 }

@@ -502,3 +502,69 @@ fn details_of_a_host_gone_silent_are_let_go() {
     assert_eq!(s.stats.details_refused, 0);
     assert_eq!(s.stats.details_replaced, 0);
 }
+
+#[test]
+fn a_triggered_host_is_peeked_at_until_its_evidence_has_come() {
+    let mut s = shard(Some(1000));
+    s.advance(20_000_000);
+    // Sampled at 1:100: each record a packet of 100.
+    let sampled = |i: u16| FlowRecord {
+        src_port: 123,
+        dst_port: 1000 + i,
+        protocol: proto::UDP,
+        sampling: 100,
+        ..rec(HOST, proto::UDP, 0, 100, 46_800)
+    };
+    for i in 0..12 {
+        s.account(&Rec::new(&sampled(i), 0, false));
+    }
+    assert_eq!(s.take_triggers().len(), 1, "1,200 pps > 1,000");
+    let p = s.take_peeks();
+    assert_eq!(p.len(), 1, "a look at once");
+    assert_eq!(p[0].addr, Addr::v4(HOST));
+    assert_eq!(p[0].second, 20_000);
+    assert!(p[0].details.sampled >= 5, "{}", p[0].details.sampled);
+    assert_eq!(p[0].details.sized, p[0].details.sampled, "one packet each");
+    assert!(s.take_peeks().is_empty(), "not again at once");
+    s.advance(20_000_000 + PEEK_EVERY_MS);
+    s.account(&Rec::new(&sampled(99), 0, false));
+    assert_eq!(s.take_peeks().len(), 1);
+    // Past the watch: no more.
+    for t in (PEEK_EVERY_MS..=PEEK_FOR_MS + PEEK_EVERY_MS).step_by(PEEK_EVERY_MS as usize) {
+        s.advance(20_000_000 + t);
+        s.account(&Rec::new(&sampled(7), 0, false));
+        s.take_peeks();
+    }
+    s.advance(20_000_000 + PEEK_FOR_MS + 3 * PEEK_EVERY_MS);
+    assert!(s.take_peeks().is_empty());
+}
+
+#[test]
+fn lengths_come_only_from_records_of_one_packet() {
+    let mut s = Shard::new(
+        vec![Limit::default()],
+        Bounds {
+            detail_pps: 1,
+            ..Bounds::default()
+        },
+    );
+    s.advance(30_000_000);
+    // A flow of 64- and 1400-byte packets: 10 packets, 7,320 bytes.
+    for _ in 0..10 {
+        s.account(&Rec::new(&rec(HOST, proto::UDP, 0, 10, 7_320), 0, false));
+    }
+    let snap = s.advance(30_001_000).unwrap();
+    let d = snap.hosts[0].details.as_ref().expect("details");
+    assert_eq!(d.sized, 0, "an average is no packet's length");
+    assert_eq!((d.min_size, d.max_size), (0, 0));
+    // Samples of single packets say their lengths.
+    for len in [64, 1400, 700] {
+        for _ in 0..4 {
+            s.account(&Rec::new(&rec(HOST, proto::UDP, 0, 1, len), 0, false));
+        }
+    }
+    let snap = s.advance(30_002_000).unwrap();
+    let d = snap.hosts[0].details.as_ref().expect("details");
+    assert_eq!((d.min_size, d.max_size), (64, 1400));
+    assert!(d.seen.items().iter().all(|x| x.length > 0));
+}

@@ -255,6 +255,37 @@ pub struct Mitigation {
     /// How long levee may be down before `levee deadman` withdraws its
     /// routes.
     pub dead_man: Duration,
+    /// Levels built from a classification (firewall, FlowSpec) act only on
+    /// a verdict at least this sure (the lower bound of the named share's
+    /// interval)…
+    pub min_confidence: f64,
+    /// …drawn from at least this many sampled records.
+    pub min_samples: u64,
+    /// How long such a level waits for that evidence after an incident
+    /// starts, before `without_evidence` decides.
+    pub evidence_wait: Duration,
+    /// What happens when the evidence has not come within `evidence_wait`.
+    pub without_evidence: WithoutEvidence,
+}
+
+/// What the ladder does when an attack cannot be classified in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithoutEvidence {
+    /// Keep waiting: no rule is better than a wrong one (detection and
+    /// alerts go on; an operator can act).
+    Wait,
+    /// Skip the levels that need a classification and try the next one
+    /// (RTBH, scrubbing — each with its own conditions).
+    NextLevel,
+}
+
+impl WithoutEvidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WithoutEvidence::Wait => "wait",
+            WithoutEvidence::NextLevel => "next_level",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -439,6 +470,10 @@ impl Default for Config {
                 shortest_prefix_v6: 48,
                 reconcile_every: Duration::from_secs(30),
                 dead_man: Duration::from_secs(300),
+                min_confidence: 0.7,
+                min_samples: 20,
+                evidence_wait: Duration::from_secs(10),
+                without_evidence: WithoutEvidence::Wait,
             },
             firewall: Firewall::default(),
             bgp: Bgp {
@@ -737,6 +772,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             ("ttl", &mut m.ttl),
             ("reconcile_every", &mut m.reconcile_every),
             ("dead_man", &mut m.dead_man),
+            ("evidence_wait", &mut m.evidence_wait),
         ] {
             if let Some(h) = t.duration(d, key) {
                 *slot = h.into_inner();
@@ -757,6 +793,31 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         }
         if let Some(n) = t.positive(d, "updates_per_second") {
             m.updates_per_second = u32::try_from(n.into_inner()).unwrap_or(u32::MAX);
+        }
+        if let Some(x) = t.positive_number(d, "min_confidence") {
+            if x < 1.0 {
+                m.min_confidence = x;
+            } else if let Some(at) = t.key_span("min_confidence") {
+                d.error(
+                    at,
+                    "`min_confidence` in [mitigation] is below 1: a confidence is the lower bound of a share, never 1",
+                );
+            }
+        }
+        if let Some(n) = t.positive(d, "min_samples") {
+            m.min_samples = n.into_inner();
+        }
+        if let Some(s) = t.string(d, "without_evidence") {
+            match s.get_ref().as_str() {
+                "wait" => m.without_evidence = WithoutEvidence::Wait,
+                "next_level" => m.without_evidence = WithoutEvidence::NextLevel,
+                other => d.error(
+                    s.span(),
+                    format!(
+                        "`without_evidence` in [mitigation] is \"wait\" or \"next_level\", not {other:?}"
+                    ),
+                ),
+            }
         }
         for (key, slot, max) in [
             ("shortest_prefix_v4", &mut m.shortest_prefix_v4, 32),

@@ -9,12 +9,22 @@
 //!   reflected), `tcp_flood` other TCP, `amplification` UDP from a known
 //!   reflector port, `udp_flood` other UDP, `icmp_flood` ICMP/ICMPv6,
 //!   `fragment_flood` non-first fragments, `protocol_flood` other IP
-//!   protocols.
-//! - Families with a share of at least [`SIGNIFICANT`] are the attack's
-//!   components; two or more make it `multi_vector`.
-//! - **Confidence** = (share of the named family, or the components' total
-//!   for `multi_vector`) × evidence, where evidence = min(1, records / 100):
-//!   a verdict from a handful of samples is worth less.
+//!   protocols. Each share carries its uncertainty: a 95 % Wilson score
+//!   interval over the records sampled into the details ([`Details::sampled`]:
+//!   sFlow samples, captured packets, flow records — not the packets they
+//!   stand for).
+//! - **Evidence first.** Under [`MIN_SAMPLES`] sampled records, or when no
+//!   family is clearly present, the verdict is `unclassified`, with the
+//!   reason: shares of zero name nothing, and a family is never guessed
+//!   from a handful of samples.
+//! - Families present (share ≥ [`PRESENT`], its interval clear of zero) are
+//!   the attack's parts; those with a share of at least [`SIGNIFICANT`] (and
+//!   an interval that says so) are its components. One component names the
+//!   family; two or more make it `multi_vector`; several parts none of which
+//!   is significant (five families at 19 %) are `multi_vector` too.
+//! - **Confidence** is the lower bound of the named share's interval (the
+//!   components' total for `multi_vector`): 20 samples that all agree give
+//!   0.84, never 1.0.
 //! - **Spoofed**: at least 200 records, nearly every one from a new source
 //!   (distinct sources ≥ 0.8 × records), and a TTL pattern no crowd of real
 //!   hosts shows — one origin (TTL entropy ≤ 2 bits) or random TTLs (≥ 6
@@ -28,6 +38,25 @@ use crate::account::{class, tcpkind, Details};
 
 /// The least share that makes a family a component of the attack.
 pub const SIGNIFICANT: f64 = 0.2;
+/// The least share that makes a family a part of the attack at all.
+pub const PRESENT: f64 = 0.05;
+/// Sampled records below which nothing is named.
+pub const MIN_SAMPLES: u64 = 10;
+/// z of the 95 % two-sided interval.
+const Z: f64 = 1.96;
+
+/// The Wilson score interval of a share `p` observed over `n` samples.
+pub fn wilson(p: f64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n = n as f64;
+    let p = p.clamp(0.0, 1.0);
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
 
 /// Well-known UDP reflector source ports and the service they name.
 pub const REFLECTORS: &[(u16, &str)] = &[
@@ -92,22 +121,72 @@ pub struct Component {
     pub family: Family,
     pub vector: Option<String>,
     pub share: f64,
+    /// The 95 % interval of the share.
+    pub low: f64,
+    pub high: f64,
+    /// Amplification: every reflector service present, heaviest first,
+    /// with its source port and share of the attack's packets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
 }
+
+/// A reflected service of an amplification attack.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+    pub share: f64,
+}
+
+/// What `family` says when the evidence names nothing.
+pub const UNCLASSIFIED: &str = "unclassified";
 
 /// A classification verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
-    /// A family name, or `multi_vector`.
+    /// A family name, `multi_vector`, or `unclassified`.
     pub family: String,
     pub vector: Option<String>,
+    /// The lower bound of the named share's interval; 0 when unclassified.
     pub confidence: f64,
-    /// The significant families, largest first (one for a single family).
+    /// The significant families, largest first (one for a single family);
+    /// empty when unclassified.
     pub components: Vec<Component>,
+    /// Every family present, largest first: what rules are built from.
+    pub parts: Vec<Component>,
+    /// Records sampled into the details: the evidence behind the shares.
+    pub samples: u64,
+    /// Why nothing is named, when `family` is `unclassified`.
+    pub why: Option<String>,
     pub sources_estimate: u64,
     pub spoofed: bool,
     pub botnet: bool,
     /// TTL entropy in bits (None without TTLs).
     pub ttl_entropy: Option<f64>,
+}
+
+impl Verdict {
+    /// Whether a family (or `multi_vector`) is named.
+    pub fn classified(&self) -> bool {
+        self.family != UNCLASSIFIED
+    }
+
+    /// The verdict before any evidence.
+    pub fn none() -> Verdict {
+        Verdict {
+            family: UNCLASSIFIED.to_owned(),
+            vector: None,
+            confidence: 0.0,
+            components: Vec::new(),
+            parts: Vec::new(),
+            samples: 0,
+            why: Some("no samples of the attack yet".to_owned()),
+            sources_estimate: 0,
+            spoofed: false,
+            botnet: false,
+            ttl_entropy: None,
+        }
+    }
 }
 
 fn protocol_name(p: u8) -> String {
@@ -139,103 +218,126 @@ pub fn entropy(hist: &[u64]) -> f64 {
         .sum()
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A lower bound to three places, rounded down: never up to a certainty
+/// the evidence does not give.
+fn floor3(x: f64) -> f64 {
+    (x * 1000.0).floor() / 1000.0
+}
+
 pub fn classify(d: &Details, botnet_sources: u64) -> Verdict {
     let total = d.classes[class::ALL].max(1) as f64;
     let share = |n: u64| n as f64 / total;
+    let n = d.sampled;
 
     let syn_ack = d.tcp[tcpkind::SYN_ACK];
     let tcp_other = d.classes[class::TCP].saturating_sub(d.classes[class::TCP_SYN]);
-    // Amplification: UDP from reflector ports; the heaviest names the vector.
-    let mut amp = 0u64;
-    let mut amp_vector: Option<(&str, u64)> = None;
-    for (port, n) in d.udp_src_ports.top() {
-        if let Some(name) = reflector(port) {
-            amp += n;
-            if amp_vector.is_none_or(|(_, m)| n > m) {
-                amp_vector = Some((name, n));
-            }
-        }
-    }
-    let amp = amp.min(d.classes[class::UDP]);
+    // Amplification: UDP from reflector ports, each service on its own.
+    let mut services: Vec<(&'static str, u16, u64)> = d
+        .udp_src_ports
+        .top()
+        .into_iter()
+        .filter_map(|(port, n)| reflector(port).map(|name| (name, port, n)))
+        .collect();
+    services.sort_by_key(|s| std::cmp::Reverse(s.2));
+    let amp = services
+        .iter()
+        .map(|s| s.2)
+        .sum::<u64>()
+        .min(d.classes[class::UDP]);
+    let amp_vector = services.first().map(|s| s.0.to_owned());
 
     let syn_vector = (syn_ack > d.classes[class::TCP_SYN]).then(|| "syn_ack".to_owned());
-    let tcp_vector = {
-        let other: Vec<(usize, u64)> = d
-            .tcp
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|&(k, _)| k != tcpkind::SYN && k != tcpkind::SYN_ACK)
-            .collect();
-        other
-            .iter()
-            .max_by_key(|(_, n)| *n)
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, _)| tcpkind::NAMES[*k].to_owned())
-    };
+    let tcp_vector = (0..tcpkind::COUNT)
+        .filter(|&k| k != tcpkind::SYN && k != tcpkind::SYN_ACK)
+        .map(|k| (k, d.tcp[k]))
+        .filter(|&(_, n)| n > 0)
+        .max_by_key(|&(_, n)| n)
+        .map(|(k, _)| tcpkind::NAMES[k].to_owned());
     let proto_vector = d.protocols.top().first().map(|(p, _)| protocol_name(*p));
 
-    let mut parts = [
+    let part = |family: Family, vector: Option<String>, count: u64| {
+        let sh = share(count);
+        let (low, high) = wilson(sh, n);
         Component {
-            family: Family::SynFlood,
-            vector: syn_vector,
-            share: share(d.classes[class::TCP_SYN] + syn_ack.min(tcp_other)),
-        },
-        Component {
-            family: Family::TcpFlood,
-            vector: tcp_vector,
-            share: share(tcp_other.saturating_sub(syn_ack)),
-        },
-        Component {
-            family: Family::Amplification,
-            vector: amp_vector.map(|(n, _)| n.to_owned()),
-            share: share(amp),
-        },
-        Component {
-            family: Family::UdpFlood,
-            vector: None,
-            share: share(d.classes[class::UDP] - amp),
-        },
-        Component {
-            family: Family::IcmpFlood,
-            vector: None,
-            share: share(d.classes[class::ICMP]),
-        },
-        Component {
-            family: Family::FragmentFlood,
-            vector: None,
-            share: share(d.classes[class::FRAGMENT]),
-        },
-        Component {
-            family: Family::ProtocolFlood,
-            vector: proto_vector,
-            share: share(d.classes[class::OTHER]),
-        },
+            family,
+            vector,
+            share: sh,
+            low,
+            high,
+            services: Vec::new(),
+        }
+    };
+    let mut amplification = part(Family::Amplification, amp_vector, amp);
+    amplification.services = services
+        .iter()
+        .filter(|s| share(s.2) >= PRESENT / 2.0)
+        .map(|&(name, port, c)| Service {
+            name,
+            port,
+            share: round3(share(c)),
+        })
+        .collect();
+    let mut parts = vec![
+        part(
+            Family::SynFlood,
+            syn_vector,
+            d.classes[class::TCP_SYN] + syn_ack.min(tcp_other),
+        ),
+        part(
+            Family::TcpFlood,
+            tcp_vector,
+            tcp_other.saturating_sub(syn_ack),
+        ),
+        amplification,
+        part(Family::UdpFlood, None, d.classes[class::UDP] - amp),
+        part(Family::IcmpFlood, None, d.classes[class::ICMP]),
+        part(Family::FragmentFlood, None, d.classes[class::FRAGMENT]),
+        part(Family::ProtocolFlood, proto_vector, d.classes[class::OTHER]),
     ];
     parts.sort_by(|a, b| b.share.total_cmp(&a.share));
+    // Present: a real part of the traffic, not a stray sample.
+    parts.retain(|c| c.share >= PRESENT && c.low > PRESENT / 5.0);
     let significant: Vec<Component> = parts
         .iter()
-        .filter(|c| c.share >= SIGNIFICANT)
+        .filter(|c| c.share >= SIGNIFICANT && c.low >= SIGNIFICANT / 2.0)
         .cloned()
         .collect();
-    let evidence = (d.records as f64 / 100.0).min(1.0);
+    let sum_share = |cs: &[Component]| cs.iter().map(|c| c.share).sum::<f64>().min(1.0);
 
-    let (family, vector, confidence, components) = if significant.len() >= 2 {
-        let sum: f64 = significant.iter().map(|c| c.share).sum();
+    let unclassified = |why: String| (UNCLASSIFIED.to_owned(), None, 0.0, Vec::new(), Some(why));
+    let (family, vector, confidence, components, why) = if n < MIN_SAMPLES {
+        unclassified(format!(
+            "{n} sampled records; at least {MIN_SAMPLES} are needed to name a family"
+        ))
+    } else if significant.len() >= 2 {
+        let low = wilson(sum_share(&significant), n).0;
+        ("multi_vector".to_owned(), None, low, significant, None)
+    } else if let [one] = significant.as_slice() {
         (
-            "multi_vector".to_owned(),
+            one.family.as_str().to_owned(),
+            one.vector.clone(),
+            one.low,
+            significant.clone(),
             None,
-            sum.min(1.0) * evidence,
-            significant,
         )
+    } else if parts.len() >= 2 {
+        let low = wilson(sum_share(&parts), n).0;
+        ("multi_vector".to_owned(), None, low, parts.clone(), None)
     } else {
-        let top = parts[0].clone();
-        (
-            top.family.as_str().to_owned(),
-            top.vector.clone(),
-            top.share * evidence,
-            vec![top],
-        )
+        unclassified(format!(
+            "no family stands out in {n} sampled records (the largest share is {:.0}%)",
+            parts.first().map_or(0.0, |c| c.share * 100.0)
+        ))
+    };
+    let round = |mut c: Component| {
+        c.share = round3(c.share);
+        c.low = floor3(c.low);
+        c.high = round3(c.high);
+        c
     };
 
     let sources = d.sources.estimate();
@@ -249,8 +351,11 @@ pub fn classify(d: &Details, botnet_sources: u64) -> Verdict {
     Verdict {
         family,
         vector,
-        confidence: (confidence * 1000.0).round() / 1000.0,
-        components,
+        confidence: floor3(confidence),
+        components: components.into_iter().map(round).collect(),
+        parts: parts.into_iter().map(round).collect(),
+        samples: n,
+        why,
         sources_estimate: sources.round() as u64,
         spoofed,
         botnet,
@@ -267,7 +372,101 @@ mod tests {
     fn details(f: impl Fn(&mut Details)) -> Details {
         let mut d = Details::default();
         f(&mut d);
+        if d.sampled == 0 {
+            d.sampled = d.records;
+        }
         d
+    }
+
+    #[test]
+    fn no_evidence_names_nothing() {
+        // The bug this guards: empty details gave every family a share of
+        // 0, and the first in the list (syn_flood) was named.
+        let v = classify(&Details::default(), 300);
+        assert_eq!(v.family, UNCLASSIFIED);
+        assert_eq!(v.confidence, 0.0);
+        assert!(v.components.is_empty());
+        assert!(
+            v.why.as_deref().unwrap().contains("0 sampled records"),
+            "{v:?}"
+        );
+        // A few samples that agree are still not enough.
+        let few = details(|d| {
+            d.records = 5;
+            d.classes[class::ALL] = 500;
+            d.classes[class::UDP] = 500;
+            d.udp_src_ports.add(123, 500);
+        });
+        let v = classify(&few, 300);
+        assert_eq!(v.family, UNCLASSIFIED, "{v:?}");
+        assert!(!v.classified());
+    }
+
+    #[test]
+    fn confidence_grows_with_the_samples_and_never_reaches_one() {
+        let pure = |n: u64| {
+            classify(
+                &details(|d| {
+                    d.records = n;
+                    d.classes[class::ALL] = n * 100;
+                    d.classes[class::ICMP] = n * 100;
+                }),
+                300,
+            )
+        };
+        let (c20, c100, c10k) = (
+            pure(20).confidence,
+            pure(100).confidence,
+            pure(10_000).confidence,
+        );
+        assert_eq!(pure(20).family, "icmp_flood");
+        assert!((c20 - 0.839).abs() < 0.002, "{c20}");
+        assert!(
+            c20 < c100 && c100 < c10k && c10k < 1.0,
+            "{c20} {c100} {c10k}"
+        );
+    }
+
+    #[test]
+    fn five_families_at_a_fifth_each_are_all_named() {
+        let d = details(|d| {
+            d.records = 2000;
+            d.classes[class::ALL] = 1000;
+            d.classes[class::TCP] = 190;
+            d.classes[class::TCP_SYN] = 190;
+            d.tcp[tcpkind::SYN] = 190;
+            d.classes[class::UDP] = 380;
+            d.udp_src_ports.add(123, 190);
+            d.udp_src_ports.add(40_000, 190);
+            d.classes[class::ICMP] = 190;
+            d.classes[class::FRAGMENT] = 190;
+            d.classes[class::OTHER] = 50;
+            d.protocols.add(47, 50);
+        });
+        let v = classify(&d, 300);
+        assert_eq!(v.family, "multi_vector", "{v:?}");
+        assert_eq!(v.components.len(), 6, "{v:?}");
+        let covered: f64 = v.components.iter().map(|c| c.share).sum();
+        assert!(covered > 0.99, "{covered}");
+    }
+
+    #[test]
+    fn amplification_lists_every_service() {
+        let d = details(|d| {
+            d.records = 1000;
+            d.classes[class::ALL] = 1000;
+            d.classes[class::UDP] = 1000;
+            for port in [19, 53, 123, 1900, 11211] {
+                d.udp_src_ports.add(port, 200);
+            }
+        });
+        let v = classify(&d, 300);
+        assert_eq!(v.family, "amplification");
+        let ports: Vec<u16> = v.components[0].services.iter().map(|s| s.port).collect();
+        assert_eq!(ports.len(), 5, "{v:?}");
+        for p in [19, 53, 123, 1900, 11211] {
+            assert!(ports.contains(&p), "{ports:?}");
+        }
     }
 
     #[test]
@@ -283,7 +482,7 @@ mod tests {
         });
         let v = classify(&d, 300);
         assert_eq!(v.family, "syn_flood");
-        assert!(v.confidence >= 0.97, "{}", v.confidence);
+        assert!(v.confidence >= 0.96, "{}", v.confidence);
     }
 
     #[test]
@@ -300,7 +499,7 @@ mod tests {
             (v.family.as_str(), v.vector.as_deref()),
             ("amplification", Some("ntp"))
         );
-        assert!((v.confidence - 0.95).abs() < 1e-9);
+        assert!((v.confidence - 0.93).abs() < 0.01, "{}", v.confidence);
     }
 
     #[test]
@@ -317,17 +516,7 @@ mod tests {
         assert_eq!(v.family, "multi_vector");
         let fams: Vec<Family> = v.components.iter().map(|c| c.family).collect();
         assert_eq!(fams, [Family::SynFlood, Family::IcmpFlood]);
-        assert!((v.confidence - 0.95).abs() < 1e-9);
-    }
-
-    #[test]
-    fn little_evidence_lowers_confidence() {
-        let d = details(|d| {
-            d.records = 20;
-            d.classes[class::ALL] = 20_000;
-            d.classes[class::ICMP] = 20_000;
-        });
-        assert!((classify(&d, 300).confidence - 0.2).abs() < 1e-9);
+        assert!((v.confidence - 0.935).abs() < 0.01, "{}", v.confidence);
     }
 
     #[test]

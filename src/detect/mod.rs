@@ -11,7 +11,15 @@
 //!   `trigger_seconds` (at 1, the trigger starts it at once — `detected_at`
 //!   is the moment the window crossed);
 //! - it is **updated** every second it stays over: timeline, peaks, the
-//!   details merged and the attack classified again;
+//!   details merged and the attack classified again — over the whole
+//!   incident (what it is reported as) and over its last
+//!   [`RECENT_SECONDS`] seconds (what a rule is built from now: rules
+//!   follow an attack that changes vector);
+//! - while the evidence comes in, it is classified sooner than once a
+//!   second: the second before the trigger counts (the ramp), and the
+//!   shard's [`Peek`]s at the triggered host's details in the second so
+//!   far stand in for the second until its snapshot arrives. An incident
+//!   is `unclassified` until the evidence names a family;
 //! - it **ends** after `hold_down` below every threshold; a crossing before
 //!   then continues it.
 //!
@@ -23,12 +31,13 @@ pub mod baseline;
 pub mod classify;
 mod timeline;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use levee_collectors::Addr;
 use serde::Serialize;
 
-use crate::account::{class, tcpkind, Details, HostSecond, Trigger};
+use crate::account::{class, tcpkind, Details, HostSecond, Peek, Trigger};
 use crate::config::{Config, Thresholds};
 use crate::hostgroups::GroupId;
 use baseline::{Baseline, Params};
@@ -80,6 +89,30 @@ pub struct Features {
     pub fragments: bool,
 }
 
+/// Seconds of an attack a rule is built from.
+pub const RECENT_SECONDS: usize = 5;
+
+/// The attack as its last seconds show it: what mitigation builds rules
+/// from and holds them against.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub verdict: Verdict,
+    pub features: Features,
+    /// The details of the last [`RECENT_SECONDS`] seconds (and of the
+    /// second so far), merged; shared, so a clone of the incident is cheap.
+    pub details: Arc<Details>,
+}
+
+impl Default for Current {
+    fn default() -> Self {
+        Current {
+            verdict: Verdict::none(),
+            features: Features::default(),
+            details: Arc::default(),
+        }
+    }
+}
+
 /// An incident: an attack on one host, from detection to its end.
 #[derive(Debug, Clone)]
 pub struct Incident {
@@ -107,6 +140,8 @@ pub struct Incident {
     pub protocol: String,
     pub timeline: Timeline,
     pub details: Details,
+    /// The attack now: its last seconds.
+    pub current: Current,
     /// The host's legitimate traffic before the attack.
     pub legit: Legit,
 }
@@ -229,11 +264,53 @@ impl Legit {
     }
 }
 
+/// An incident's recent evidence, kept beside it (not in it: incidents
+/// are cloned every second, these are not).
+#[derive(Debug, Default)]
+struct Window {
+    /// The last [`RECENT_SECONDS`] seconds' details, oldest first.
+    seconds: VecDeque<(u64, Box<Details>)>,
+    /// The second in progress so far (from a peek), until its snapshot.
+    partial: Option<(u64, Box<Details>)>,
+}
+
+impl Window {
+    fn push(&mut self, second: u64, d: Box<Details>) {
+        if self.partial.as_ref().is_some_and(|(s, _)| *s <= second) {
+            self.partial = None;
+        }
+        self.seconds.push_back((second, d));
+        while self.seconds.len() > RECENT_SECONDS {
+            self.seconds.pop_front();
+        }
+    }
+
+    /// The latest second a snapshot brought.
+    fn last_second(&self) -> Option<u64> {
+        self.seconds.back().map(|(s, _)| *s)
+    }
+
+    fn merged(&self) -> Details {
+        let mut d = Details::default();
+        for (_, s) in &self.seconds {
+            d.merge(s);
+        }
+        if let Some((_, p)) = &self.partial {
+            d.merge(p);
+        }
+        d
+    }
+}
+
 /// The detector: baselines, incidents, classification.
 pub struct Detector {
     s: Settings,
     hosts: HashMap<Addr, HostState>,
     active: HashMap<Addr, Incident>,
+    windows: HashMap<Addr, Window>,
+    /// Last second's details of the hosts that had some and no incident:
+    /// the ramp of an attack that crosses a threshold in the next second.
+    last: HashMap<Addr, (u64, Box<Details>)>,
     events: Vec<Event>,
     seq: u64,
     /// Hosts whose baseline was refused because `max_hosts` was reached.
@@ -254,6 +331,8 @@ impl Detector {
             s,
             hosts: HashMap::new(),
             active: HashMap::new(),
+            windows: HashMap::new(),
+            last: HashMap::new(),
             events: Vec::new(),
             seq: 0,
             refused: 0,
@@ -315,7 +394,7 @@ impl Detector {
             peak_pps: 0,
             peak_bps: 0,
             reason,
-            verdict: classify(&Details::default(), self.s.botnet_sources),
+            verdict: Verdict::none(),
             severity: "low",
             features: Features::default(),
             top_src_ports: Vec::new(),
@@ -323,10 +402,56 @@ impl Detector {
             protocol: String::new(),
             timeline: Timeline::default(),
             details: Details::default(),
+            current: Current::default(),
             legit: legit.at(started_ms / 1000, self.s.legit_learning_s),
         };
+        let mut window = Window::default();
+        // The second before: the attack's ramp, the evidence there is.
+        if let Some((second, d)) = self.last.remove(&host) {
+            if second + 1 >= started_ms / 1000 {
+                window.push(second, d);
+            }
+        }
+        let mut inc = inc;
+        for (_, d) in &window.seconds {
+            inc.details.merge(d);
+        }
+        let limits = self
+            .s
+            .thresholds
+            .get(usize::from(group))
+            .cloned()
+            .unwrap_or_default();
+        refresh(&mut inc, &window, self.s.botnet_sources, &limits);
         self.events.push(Event::Started(Box::new(inc.clone())));
         self.active.insert(host, inc);
+        self.windows.insert(host, window);
+    }
+
+    /// A look at a triggered host's details before its second ends: the
+    /// incident is classified again from it, and reported when that
+    /// changes what a rule would be built from.
+    pub fn on_peek(&mut self, p: Peek) {
+        let (Some(inc), Some(window)) =
+            (self.active.get_mut(&p.addr), self.windows.get_mut(&p.addr))
+        else {
+            return;
+        };
+        if window.last_second().is_some_and(|s| s >= p.second) {
+            return; // the snapshot of that second came first
+        }
+        window.partial = Some((p.second, p.details));
+        let before = rule_basis(&inc.current);
+        let limits = self
+            .s
+            .thresholds
+            .get(usize::from(inc.group))
+            .cloned()
+            .unwrap_or_default();
+        refresh(inc, window, self.s.botnet_sources, &limits);
+        if rule_basis(&inc.current) != before {
+            self.events.push(Event::Updated(Box::new(inc.clone())));
+        }
     }
 
     /// A static threshold was crossed on the sliding window.
@@ -423,7 +548,8 @@ impl Detector {
     /// The hosts of second `second` (from every shard).
     pub fn on_second(&mut self, second: u64, hosts: Vec<HostSecond>) {
         let end_ms = (second + 1) * 1000;
-        for h in hosts {
+        let mut last = HashMap::new();
+        for mut h in hosts {
             let base = self.hosts.get(&h.addr).map(|s| &s.baseline);
             let over = self.check(&h, base);
             let pps = u64::from(h.inbound.packets[class::ALL]);
@@ -440,7 +566,10 @@ impl Detector {
                     bps,
                     est_tcp,
                 });
-                merge_second(&mut inc.details, &h);
+                let d = second_details(&mut h);
+                inc.details.merge(&d);
+                let window = self.windows.entry(h.addr).or_default();
+                window.push(second, d);
                 if over.is_some() {
                     inc.last_over_ms = inc.last_over_ms.max(end_ms);
                     inc.peak_pps = inc.peak_pps.max(pps);
@@ -453,10 +582,13 @@ impl Detector {
                     .get(usize::from(inc.group))
                     .cloned()
                     .unwrap_or_default();
-                refresh(inc, self.s.botnet_sources, &limits);
+                refresh(inc, window, self.s.botnet_sources, &limits);
                 self.events
                     .push(Event::Updated(Box::new(self.active[&id].clone())));
                 continue;
+            }
+            if let Some(d) = h.details.take() {
+                last.insert(h.addr, (second, d));
             }
 
             let is_new = !self.hosts.contains_key(&h.addr);
@@ -472,8 +604,12 @@ impl Detector {
                         let started = (second + 1 - u64::from(state.over)) * 1000;
                         state.over = 0;
                         let legit = state.legit;
+                        // This second is the incident's, not its ramp.
+                        let this = last.remove(&h.addr).map(|(_, d)| d);
                         self.start(h.addr, h.group, started, end_ms, reason, legit);
-                        if let Some(inc) = self.active.get_mut(&h.addr) {
+                        if let (Some(inc), Some(window)) =
+                            (self.active.get_mut(&h.addr), self.windows.get_mut(&h.addr))
+                        {
                             inc.timeline.push(Point {
                                 second,
                                 pps,
@@ -482,14 +618,17 @@ impl Detector {
                             });
                             inc.peak_pps = pps;
                             inc.peak_bps = bps;
-                            merge_second(&mut inc.details, &h);
+                            let d = this
+                                .unwrap_or_else(|| Box::new(Details::from_counters(&h.inbound)));
+                            inc.details.merge(&d);
+                            window.push(second, d);
                             let limits = self
                                 .s
                                 .thresholds
                                 .get(usize::from(h.group))
                                 .cloned()
                                 .unwrap_or_default();
-                            refresh(inc, self.s.botnet_sources, &limits);
+                            refresh(inc, window, self.s.botnet_sources, &limits);
                         }
                     }
                 }
@@ -520,15 +659,18 @@ impl Detector {
             .map(|(a, _)| *a)
             .collect();
         for a in ended {
+            self.windows.remove(&a);
             if let Some(mut inc) = self.active.remove(&a) {
                 inc.ended = true;
                 self.events.push(Event::Ended(Box::new(inc)));
             }
         }
+        self.last = last;
     }
 
     /// The input ended (replay): every incident ends as it stands.
     pub fn finish(&mut self) {
+        self.windows.clear();
         let mut all: Vec<Incident> = self.active.drain().map(|(_, i)| i).collect();
         all.sort_by_key(|i| i.started_ms);
         for mut inc in all {
@@ -538,21 +680,41 @@ impl Detector {
     }
 }
 
-/// Adds a host's second to an incident's details: its details when it had
-/// them, else what its counters say.
-fn merge_second(into: &mut Details, h: &HostSecond) {
-    match &h.details {
-        Some(d) => into.merge(d),
-        None => into.merge(&Details::from_counters(&h.inbound)),
+/// A host's second as details: its own when it had them, else what its
+/// counters say.
+fn second_details(h: &mut HostSecond) -> Box<Details> {
+    h.details
+        .take()
+        .unwrap_or_else(|| Box::new(Details::from_counters(&h.inbound)))
+}
+
+/// What a rule is built from: when this changes, mitigation must look
+/// again (a peek reports only such changes).
+#[derive(Debug, PartialEq)]
+struct RuleBasis {
+    family: String,
+    vector: Option<String>,
+    parts: Vec<(classify::Family, Option<String>)>,
+    features: Features,
+}
+
+fn rule_basis(c: &Current) -> RuleBasis {
+    RuleBasis {
+        family: c.verdict.family.clone(),
+        vector: c.verdict.vector.clone(),
+        parts: c
+            .verdict
+            .parts
+            .iter()
+            .map(|p| (p.family, p.vector.clone()))
+            .collect(),
+        features: c.features.clone(),
     }
 }
 
-/// Classifies again and derives what the incident shows from its details.
-fn refresh(inc: &mut Incident, botnet_sources: u64, limits: &Thresholds) {
-    let d = &inc.details;
-    if d.records > 0 {
-        inc.verdict = classify(d, botnet_sources);
-    }
+/// What an incident shows, derived from details: the dominant protocol's
+/// name, the top ports, and the features a rule is built from.
+fn describe(d: &Details, v4: bool) -> (String, Vec<PortShare>, Vec<PortShare>, Features) {
     let total = d.packets.max(1) as f64;
     let shares = |top: Vec<(u16, u64)>| -> Vec<PortShare> {
         top.into_iter()
@@ -563,29 +725,24 @@ fn refresh(inc: &mut Incident, botnet_sources: u64, limits: &Thresholds) {
             })
             .collect()
     };
-    inc.top_src_ports = shares(d.src_ports.top());
-    inc.top_dst_ports = shares(d.dst_ports.top());
     let proto_counts = [
         (6u8, d.classes[class::TCP]),
         (17, d.classes[class::UDP]),
-        (
-            if inc.host.is_v4_mapped() { 1 } else { 58 },
-            d.classes[class::ICMP],
-        ),
+        (if v4 { 1 } else { 58 }, d.classes[class::ICMP]),
     ];
     let mut protocols: Vec<(u8, u64)> = proto_counts.to_vec();
     protocols.extend(d.protocols.top());
     protocols.sort_by_key(|p| std::cmp::Reverse(p.1));
-    inc.protocol = match protocols.first() {
+    let protocol = match protocols.first() {
         Some((p, n)) if *n > 0 => protocol_label(*p),
         _ if d.classes[class::FRAGMENT] > 0 => "fragment".into(),
         _ => String::new(),
     };
     let tcp_total: u64 = d.tcp.iter().sum();
-    inc.features = Features {
+    let features = Features {
         protocols: protocols
             .iter()
-            .filter(|(_, n)| *n as f64 >= 0.1 * total)
+            .filter(|(_, n)| *n > 0 && *n as f64 >= 0.1 * total)
             .map(|(p, _)| *p)
             .collect(),
         src_ports: d
@@ -602,13 +759,55 @@ fn refresh(inc: &mut Incident, botnet_sources: u64, limits: &Thresholds) {
             .filter(|(_, n)| *n as f64 >= 0.1 * total)
             .map(|(p, _)| p)
             .collect(),
-        packet_length: [d.min_size, d.max_size],
+        packet_length: if d.sized > 0 {
+            [d.min_size, d.max_size]
+        } else {
+            [0, 0]
+        },
         tcp_flags: (0..tcpkind::COUNT)
             .filter(|&k| tcp_total > 0 && d.tcp[k] as f64 >= 0.1 * tcp_total as f64)
             .map(|k| tcpkind::NAMES[k])
             .collect(),
         fragments: d.classes[class::FRAGMENT] as f64 >= 0.1 * total,
     };
+    (
+        protocol,
+        shares(d.src_ports.top()),
+        shares(d.dst_ports.top()),
+        features,
+    )
+}
+
+/// Classifies again and derives what the incident shows: over the whole
+/// incident (and the second in progress), and over its recent seconds.
+fn refresh(inc: &mut Incident, window: &Window, botnet_sources: u64, limits: &Thresholds) {
+    let v4 = inc.host.is_v4_mapped();
+    let whole = match &window.partial {
+        Some((_, p)) => {
+            let mut d = inc.details.clone();
+            d.merge(p);
+            std::borrow::Cow::Owned(d)
+        }
+        None => std::borrow::Cow::Borrowed(&inc.details),
+    };
+    if whole.records > 0 {
+        inc.verdict = classify(&whole, botnet_sources);
+        let (protocol, src, dst, features) = describe(&whole, v4);
+        inc.protocol = protocol;
+        inc.top_src_ports = src;
+        inc.top_dst_ports = dst;
+        inc.features = features;
+    }
+    let recent = window.merged();
+    if recent.records > 0 {
+        let verdict = classify(&recent, botnet_sources);
+        let (_, _, _, features) = describe(&recent, v4);
+        inc.current = Current {
+            verdict,
+            features,
+            details: Arc::new(recent),
+        };
+    }
     // Severity: how far past the host's static limit the peak went.
     let ratio = match (limits.pps, limits.bps) {
         (Some(p), Some(b)) => (inc.peak_pps as f64 / p as f64).max(inc.peak_bps as f64 / b as f64),

@@ -223,3 +223,105 @@ fn an_attacks_ramp_and_a_short_history_are_not_taken_for_normal() {
         "the ramp second is not in it: {legit:?}"
     );
 }
+
+/// Details of `n` sampled NTP reflections (weight 100 each).
+fn ntp(n: u64) -> Box<Details> {
+    let mut d = Details {
+        records: n,
+        sampled: n,
+        packets: n * 100,
+        ..Details::default()
+    };
+    d.classes[class::ALL] = n * 100;
+    d.classes[class::UDP] = n * 100;
+    d.udp_src_ports.add(123, n * 100);
+    d.src_ports.add(123, n * 100);
+    Box::new(d)
+}
+
+#[test]
+fn an_incident_is_unclassified_until_its_evidence_names_it_and_peeks_say_so_early() {
+    let mut d = Detector::new(settings(1000, 1, None));
+    d.on_trigger(&Trigger {
+        addr: HOST,
+        group: 0,
+        at_ms: 100_250,
+        pps: 1200,
+        bps: 0,
+    });
+    let ev = d.take_events();
+    let s = started(&ev);
+    assert_eq!(s[0].verdict.family, "unclassified", "{:?}", s[0].verdict);
+    assert!(s[0].verdict.why.is_some());
+    assert!(!s[0].current.verdict.classified());
+    // A peek at the second so far: classified before the second ends.
+    d.on_peek(Peek {
+        addr: HOST,
+        group: 0,
+        second: 100,
+        details: ntp(40),
+    });
+    let ev = d.take_events();
+    let [Event::Updated(i)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(i.current.verdict.family, "amplification");
+    assert_eq!(i.current.verdict.vector.as_deref(), Some("ntp"));
+    assert!(i.current.verdict.confidence > 0.9);
+    assert_eq!(i.verdict.family, "amplification", "the report says so too");
+    // A peek that changes nothing a rule is built from is not reported.
+    d.on_peek(Peek {
+        addr: HOST,
+        group: 0,
+        second: 100,
+        details: ntp(45),
+    });
+    assert!(d.take_events().is_empty());
+    // The second's snapshot replaces the peek (not added to it).
+    let mut h = second(HOST, 4000);
+    h.details = Some(ntp(60));
+    d.on_second(100, vec![h]);
+    let ev = d.take_events();
+    let [Event::Updated(i)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        i.details.records, 60,
+        "whole-incident details: the second once"
+    );
+    assert_eq!(i.current.details.records, 60);
+    // A peek at a second already in is ignored.
+    d.on_peek(Peek {
+        addr: HOST,
+        group: 0,
+        second: 100,
+        details: ntp(1),
+    });
+    assert!(d.take_events().is_empty());
+}
+
+#[test]
+fn the_second_before_the_trigger_is_the_attacks_ramp() {
+    let mut d = Detector::new(settings(1000, 1, None));
+    // A second under the limit, with details (the ramp)…
+    let mut h = second(HOST, 800);
+    h.details = Some(ntp(30));
+    d.on_second(99, vec![h]);
+    assert!(d.take_events().is_empty());
+    // …then the crossing: the incident starts with that evidence.
+    d.on_trigger(&Trigger {
+        addr: HOST,
+        group: 0,
+        at_ms: 100_100,
+        pps: 1200,
+        bps: 0,
+    });
+    let ev = d.take_events();
+    let s = started(&ev);
+    assert_eq!(
+        s[0].current.verdict.family, "amplification",
+        "{:?}",
+        s[0].current.verdict
+    );
+    assert_eq!(s[0].current.verdict.samples, 30);
+}

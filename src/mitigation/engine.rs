@@ -14,6 +14,22 @@
 //! Every mitigation has a TTL that the attack renews; one not renewed is
 //! withdrawn when it expires.
 //!
+//! Evidence first: the levels whose rules are built from the attack's
+//! classification (firewall, FlowSpec) act only once the attack's recent
+//! seconds name a family surely enough (`min_confidence`, `min_samples`).
+//! The incident itself starts at the first crossing; only the rule waits,
+//! at most `evidence_wait`, after which `without_evidence` says whether to
+//! keep waiting or to try the next level. Waiting is logged and audited.
+//!
+//! Rules follow the attack: while FlowSpec or firewall rules act, each
+//! update holds them against the attack's recent samples. When the rules
+//! the evidence now calls for differ — the attack changed family, vector,
+//! protocol or ports — they replace the old ones make-before-break (the
+//! new rules announced, then the old ones withdrawn): at once when the
+//! new ones match clearly more of the attack, else once the new set has
+//! stood for [`REFIT_HOLD_MS`] (so a share wavering around a cut does not
+//! churn the router's table).
+//!
 //! Guards, before anything is announced: never a prefix on the never list,
 //! never one outside the protected hostgroups, never one shorter than the
 //! shortest allowed (so never a default route), and no more than each
@@ -26,12 +42,17 @@ use std::sync::Arc;
 use levee_bgp::{FlowSpecRule, Route};
 
 use super::{key, rules, Mitigation, AUTO};
-use crate::config::{Config, Hostgroup, Level};
+use crate::config::{Config, Hostgroup, Level, WithoutEvidence};
 use crate::detect::Incident;
 use ipnet::IpNet;
 
 /// How long a rule acts before its effect on legitimate traffic is judged.
 pub const SETTLE_MS: u64 = 10_000;
+/// How long a new rule set must stand before it replaces rules that still
+/// match the attack as well.
+pub const REFIT_HOLD_MS: u64 = 3_000;
+/// Rules that match this much more of the attack replace the old at once.
+const REFIT_GAIN: f64 = 0.1;
 /// Established TCP below this (pps, before the attack) is too little to
 /// judge a rule by.
 const ROLLBACK_FLOOR_PPS: f64 = 10.0;
@@ -57,6 +78,14 @@ pub enum Action {
         level: Level,
         why: String,
     },
+    /// A level waits for the evidence it needs (logged once per case).
+    Wait {
+        host: IpAddr,
+        hostgroup: String,
+        incident: Option<String>,
+        level: Level,
+        why: String,
+    },
 }
 
 struct Case {
@@ -72,6 +101,32 @@ struct Case {
     incident_state: Option<Box<Incident>>,
     /// Levels already refused (so a refusal is logged once).
     refused: Vec<Level>,
+    /// When the case began (its first incident event), for `evidence_wait`.
+    since_ms: u64,
+    /// Whether the wait for evidence was logged.
+    waiting: bool,
+    /// A rule set the evidence calls for instead of the one in force, and
+    /// since when (its route keys).
+    refit: Option<(Vec<String>, u64)>,
+}
+
+impl Case {
+    fn new(hostgroup: &str, incident: Option<String>, now_ms: u64) -> Case {
+        Case {
+            hostgroup: hostgroup.to_owned(),
+            incident,
+            level: None,
+            level_since_ms: now_ms,
+            last_attack_ms: now_ms,
+            last_step_ms: 0,
+            bps: 0,
+            incident_state: None,
+            refused: Vec::new(),
+            since_ms: now_ms,
+            waiting: false,
+            refit: None,
+        }
+    }
 }
 
 /// The escalation engine.
@@ -115,17 +170,10 @@ impl Engine {
                 let group = self.group(&m.hostgroup);
                 let idx =
                     group.and_then(|g| g.mitigation.ladder.iter().position(|l| *l == m.level));
-                let case = self.cases.entry(m.host).or_insert_with(|| Case {
-                    hostgroup: m.hostgroup.clone(),
-                    incident: m.incident.clone(),
-                    level: None,
-                    level_since_ms: now_ms,
-                    last_attack_ms: now_ms,
-                    last_step_ms: 0,
-                    bps: 0,
-                    incident_state: None,
-                    refused: Vec::new(),
-                });
+                let case = self
+                    .cases
+                    .entry(m.host)
+                    .or_insert_with(|| Case::new(&m.hostgroup, m.incident.clone(), now_ms));
                 case.level = case.level.max(idx);
             }
             self.active.push(m);
@@ -149,16 +197,10 @@ impl Engine {
             return Vec::new();
         };
         let bps = inc.timeline.last().map_or(inc.peak_bps, |p| p.bps);
-        let case = self.cases.entry(host).or_insert_with(|| Case {
-            hostgroup: inc.hostgroup.clone(),
-            incident: Some(inc.id.clone()),
-            level: None,
-            level_since_ms: now_ms,
-            last_attack_ms: inc.last_over_ms,
-            last_step_ms: 0,
-            bps,
-            incident_state: None,
-            refused: Vec::new(),
+        let case = self.cases.entry(host).or_insert_with(|| {
+            let mut c = Case::new(&inc.hostgroup, Some(inc.id.clone()), now_ms);
+            c.last_attack_ms = inc.last_over_ms;
+            c
         });
         case.incident = Some(inc.id.clone());
         case.last_attack_ms = case.last_attack_ms.max(inc.last_over_ms);
@@ -172,9 +214,225 @@ impl Engine {
         }
         let mut out = self.rollback(host, &group, now_ms);
         if !inc.ended {
+            out.extend(self.refit(host, &group, now_ms));
             out.extend(self.escalate(host, &group, now_ms));
         }
         out
+    }
+
+    /// Whether the attack's recent evidence is enough to build rules from,
+    /// or why not.
+    fn evidence(&self, inc: &Incident) -> Result<(), String> {
+        let v = &inc.current.verdict;
+        let m = &self.cfg.mitigation;
+        if !v.classified() {
+            return Err(format!(
+                "unclassified: {}",
+                v.why.as_deref().unwrap_or("no family stands out")
+            ));
+        }
+        if v.samples < m.min_samples {
+            return Err(format!(
+                "{} {} from {} sampled records; min_samples is {}",
+                v.family, v.confidence, v.samples, m.min_samples
+            ));
+        }
+        if v.confidence < m.min_confidence {
+            return Err(format!(
+                "{} at confidence {:.2} from {} sampled records; min_confidence is {:.2}",
+                v.family, v.confidence, v.samples, m.min_confidence
+            ));
+        }
+        Ok(())
+    }
+
+    /// Holds the rules in force for `host` (FlowSpec, firewall) against
+    /// what the evidence now calls for, and replaces them make-before-break
+    /// when they no longer fit: the new rules are announced first, then
+    /// the old ones withdrawn (an aggregate that still protects another
+    /// attacked host only lets this host go).
+    fn refit(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        for level in [Level::Firewall, Level::Flowspec] {
+            let old: Vec<Mitigation> = self
+                .active
+                .iter()
+                .filter(|m| m.protects(host) && m.level == level && m.decided_by == AUTO)
+                .cloned()
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            let Some(inc) = self
+                .cases
+                .get(&host)
+                .and_then(|c| c.incident_state.as_deref())
+            else {
+                continue;
+            };
+            if self.evidence(inc).is_err() {
+                continue; // rules change only on evidence, as they start
+            }
+            let details = inc.current.details.clone();
+            let now = format!(
+                "{} ({})",
+                inc.current.verdict.family,
+                inc.current.verdict.vector.as_deref().unwrap_or("no vector")
+            );
+            let Ok(new) = self.candidates(host, group, level) else {
+                continue;
+            };
+            let same_shape = |a: &Route, b: &Route| match (a, b) {
+                (Route::FlowSpec(x), Route::FlowSpec(y)) => {
+                    FlowSpecRule {
+                        dst: y.dst,
+                        ..x.clone()
+                    } == *y
+                        && x.dst.contains(&y.dst.addr())
+                }
+                _ => a == b,
+            };
+            // Rules in force that are (or cover, as an aggregate) a new one.
+            let fits_old = |r: &Route| old.iter().any(|m| same_shape(&m.route, r));
+            if new.iter().all(fits_old)
+                && old
+                    .iter()
+                    .all(|m| new.iter().any(|r| same_shape(&m.route, r)))
+            {
+                if let Some(c) = self.cases.get_mut(&host) {
+                    c.refit = None;
+                }
+                continue;
+            }
+            let details = &*details;
+            let rules_of = |rs: Vec<&Route>| -> Vec<FlowSpecRule> {
+                rs.into_iter()
+                    .filter_map(|r| match r {
+                        Route::FlowSpec(f) => Some(FlowSpecRule {
+                            dst: rules::host_net(host),
+                            ..f.clone()
+                        }),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let old_rules = rules_of(old.iter().map(|m| &m.route).collect());
+            let new_rules = rules_of(new.iter().collect());
+            let cover_old = rules::coverage(&old_rules, details).unwrap_or(0.0);
+            let cover_new = rules::coverage(&new_rules, details).unwrap_or(0.0);
+            if cover_new + 0.01 < cover_old {
+                continue; // the new rules would let more of the attack through
+            }
+            let keys: Vec<String> = new.iter().map(|r| key(level, r)).collect();
+            let urgent = cover_new >= cover_old + REFIT_GAIN;
+            let Some(case) = self.cases.get_mut(&host) else {
+                continue;
+            };
+            let since = match &case.refit {
+                Some((k, since)) if *k == keys => *since,
+                _ => {
+                    case.refit = Some((keys.clone(), now_ms));
+                    now_ms
+                }
+            };
+            if !urgent && now_ms.saturating_sub(since) < REFIT_HOLD_MS {
+                continue;
+            }
+            case.refit = None;
+            let fresh: Vec<Route> = new.into_iter().filter(|r| !fits_old(r)).collect();
+            if !fresh.is_empty() {
+                if let Err(why) = self.fits_replacing(level, &fresh, &old) {
+                    self.refuse(host, group, level, why, &mut out);
+                    continue;
+                }
+            }
+            let why = format!(
+                "the attack changed: its recent samples are {now}; the rules in force matched {:.0}% of them, the new ones {:.0}%",
+                cover_old * 100.0,
+                cover_new * 100.0
+            );
+            for route in fresh {
+                let mut m = self.mitigation(host, group, level, route, now_ms);
+                m.reason = format!(
+                    "{}; replaces {}",
+                    m.reason,
+                    old.iter()
+                        .map(|o| o.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.active.push(m.clone());
+                out.push(Action::Announce(m));
+            }
+            // Then the old rules that no longer fit go (make-before-break).
+            let keep: Vec<String> = old
+                .iter()
+                .filter(|m| keys.iter().any(|k| *k == m.key()))
+                .map(|m| m.id.clone())
+                .collect();
+            let gone: Vec<String> = old
+                .iter()
+                .filter(|m| !keep.contains(&m.id))
+                .map(|m| m.id.clone())
+                .collect();
+            out.extend(self.release(host, &gone, &why, now_ms));
+        }
+        out
+    }
+
+    /// Lets `host` go from the mitigations `ids`: one that protects only it
+    /// is withdrawn; an aggregate that still protects other attacked hosts
+    /// stays for them.
+    fn release(&mut self, host: IpAddr, ids: &[String], why: &str, now_ms: u64) -> Vec<Action> {
+        let hold_down = self.cfg.mitigation.hold_down.as_millis() as u64;
+        let attacked: Vec<IpAddr> = self
+            .cases
+            .iter()
+            .filter(|(h, c)| **h != host && now_ms.saturating_sub(c.last_attack_ms) < hold_down)
+            .map(|(h, _)| *h)
+            .collect();
+        let mut withdraw = Vec::new();
+        for m in self.active.iter_mut().filter(|m| ids.contains(&m.id)) {
+            let others: Vec<IpAddr> = std::iter::once(m.host)
+                .chain(m.covers.iter().copied())
+                .filter(|h| *h != host && attacked.contains(h))
+                .collect();
+            match others.first() {
+                Some(&heir) => {
+                    m.covers.retain(|h| *h != host && *h != heir);
+                    if m.host != heir {
+                        let old = std::mem::replace(&mut m.host, heir);
+                        if old != host {
+                            m.covers.push(old);
+                        }
+                    }
+                }
+                None => withdraw.push(m.id.clone()),
+            }
+        }
+        self.take(|m| withdraw.contains(&m.id), why)
+    }
+
+    /// Whether `routes` fit the level's budget once `replaced` are gone.
+    fn fits_replacing(
+        &self,
+        level: Level,
+        routes: &[Route],
+        replaced: &[Mitigation],
+    ) -> Result<(), String> {
+        let budget = self.budget(level);
+        let used = self
+            .active
+            .iter()
+            .filter(|m| m.level == level && !m.shadow && !replaced.iter().any(|r| r.id == m.id))
+            .count();
+        if used + routes.len() > budget {
+            return Err(format!(
+                "{level} budget full: {used} in force, {} more would pass max_{level} = {budget}",
+                routes.len()
+            ));
+        }
+        Ok(())
     }
 
     /// MIT-7: a FlowSpec or firewall rule after which the host's
@@ -296,6 +554,44 @@ impl Engine {
             if level == Level::Rtbh && self.cases.get(&host).is_some_and(|c| c.bps == 0) {
                 continue;
             }
+            // Levels built from the classification wait for evidence.
+            let classified_level =
+                level == Level::Flowspec || (level == Level::Firewall && self.cfg.firewall.enabled);
+            let short = match self
+                .cases
+                .get(&host)
+                .and_then(|c| c.incident_state.as_deref())
+            {
+                Some(inc) if classified_level => self.evidence(inc).err(),
+                _ => None,
+            };
+            if let Some(why) = short {
+                let m = &self.cfg.mitigation;
+                let waited =
+                    now_ms.saturating_sub(self.cases.get(&host).map_or(now_ms, |c| c.since_ms));
+                let wait_ms = m.evidence_wait.as_millis() as u64;
+                if waited < wait_ms || m.without_evidence == WithoutEvidence::Wait {
+                    let until = if waited < wait_ms {
+                        format!("for up to evidence_wait = {}s", wait_ms / 1000)
+                    } else {
+                        "as without_evidence = \"wait\" says".to_owned()
+                    };
+                    self.wait(
+                        host,
+                        group,
+                        level,
+                        format!("{level} waits for evidence {until}: {why}"),
+                        &mut out,
+                    );
+                    return out;
+                }
+                let why = format!(
+                    "no classification with enough evidence within evidence_wait = {}s ({why}); without_evidence = \"next_level\"",
+                    wait_ms / 1000
+                );
+                self.refuse(host, group, level, why, &mut out);
+                continue;
+            }
             let routes = match self.candidates(host, group, level) {
                 Ok(routes) => routes,
                 Err(why) => {
@@ -346,6 +642,30 @@ impl Engine {
         if let Some(case) = self.cases.get_mut(&host) {
             case.level = Some(i);
             case.level_since_ms = now_ms;
+        }
+    }
+
+    /// Records that `level` waits for evidence for `host` (once per case).
+    fn wait(
+        &mut self,
+        host: IpAddr,
+        group: &Hostgroup,
+        level: Level,
+        why: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(case) = self.cases.get_mut(&host) else {
+            return;
+        };
+        if !case.waiting {
+            case.waiting = true;
+            out.push(Action::Wait {
+                host,
+                hostgroup: group.name.clone(),
+                incident: case.incident.clone(),
+                level,
+                why,
+            });
         }
     }
 
@@ -408,10 +728,40 @@ impl Engine {
                     ),
                     _ => String::new(),
                 };
-                format!(
-                    "incident {}: {} at {rate}{from}{cost}",
-                    inc.id, inc.verdict.family
-                )
+                let v = &inc.current.verdict;
+                let what =
+                    match (&route, v.classified()) {
+                        (Route::FlowSpec(r), true) => format!(
+                        "{}{} (confidence {:.2} from {} samples; the rule matches {:.0}% of them)",
+                        v.family,
+                        v.vector.as_deref().map(|x| format!("/{x}")).unwrap_or_default(),
+                        v.confidence,
+                        v.samples,
+                        rules::coverage(
+                            [&FlowSpecRule {
+                                dst: rules::host_net(host),
+                                ..r.clone()
+                            }],
+                            &inc.current.details
+                        )
+                        .unwrap_or(0.0)
+                            * 100.0
+                    ),
+                        (_, true) => format!(
+                            "{}{} (confidence {:.2})",
+                            v.family,
+                            v.vector
+                                .as_deref()
+                                .map(|x| format!("/{x}"))
+                                .unwrap_or_default(),
+                            v.confidence
+                        ),
+                        (_, false) => format!(
+                            "unclassified ({})",
+                            v.why.as_deref().unwrap_or("no family stands out")
+                        ),
+                    };
+                format!("incident {}: {what} at {rate}{from}{cost}", inc.id)
             }
             None => "restored".to_owned(),
         };

@@ -28,13 +28,16 @@ pub fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
 
-/// The FlowSpec rules for an incident: one per component of the attack.
-/// Empty when nothing narrower than "all traffic to the host" describes it.
+/// The FlowSpec rules for an incident: one per component of the attack as
+/// its last seconds show it ([`Incident::current`]: rules follow an attack
+/// that changes vector). Empty when nothing narrower than "all traffic to
+/// the host" describes it, or when the attack is not classified.
 pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRule> {
     let host = inc.host.ip();
     let action = policy.flowspec_action;
     let base = FlowSpecRule::to(host_net(host), action);
-    let f = &inc.features;
+    let now = &inc.current;
+    let f = &now.features;
     let few_dst_ports = || -> Vec<Range> {
         if f.dst_ports.is_empty() || f.dst_ports.len() > MAX_PORTS {
             Vec::new()
@@ -56,8 +59,22 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
     };
     let icmp = if host.is_ipv6() { 58 } else { 1 };
     let mut out = Vec::new();
-    for c in &inc.verdict.components {
+    if !now.verdict.classified() {
+        return out;
+    }
+    for c in &now.verdict.components {
         let rule = match c.family {
+            // SYN-ACK reflection: the reflected answers, not the host's
+            // own inbound SYNs.
+            Family::SynFlood if c.vector.as_deref() == Some("syn_ack") => FlowSpecRule {
+                protocols: vec![6],
+                tcp_flags: Some(TcpFlags {
+                    set: levee_bgp::model::tcp::SYN | levee_bgp::model::tcp::ACK,
+                    unset: 0,
+                }),
+                packet_lengths: lengths(),
+                ..base.clone()
+            },
             Family::SynFlood => FlowSpecRule {
                 protocols: vec![6],
                 dst_ports: few_dst_ports(),
@@ -76,14 +93,20 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                 ..base.clone()
             },
             Family::Amplification => {
-                let ports: Vec<Range> = match c.vector.as_deref() {
-                    Some(v) => REFLECTORS
-                        .iter()
-                        .filter(|(_, name)| *name == v)
-                        .map(|(p, _)| Range::one(*p))
-                        .collect(),
-                    None => Vec::new(),
-                };
+                // Every reflected service, not only the heaviest.
+                let mut ports: Vec<Range> = c.services.iter().map(|s| Range::one(s.port)).collect();
+                if ports.is_empty() {
+                    if let Some(v) = c.vector.as_deref() {
+                        ports.extend(
+                            REFLECTORS
+                                .iter()
+                                .filter(|(_, name)| *name == v)
+                                .map(|(p, _)| Range::one(*p)),
+                        );
+                    }
+                }
+                ports.sort();
+                ports.dedup();
                 if ports.is_empty() {
                     continue;
                 }
@@ -148,12 +171,13 @@ const MAX_SOURCES: usize = 4;
 /// The sources of an attack when they are few (not spoofed, an estimate of
 /// at most [`MAX_SOURCES`], and those carrying nine tenths of its packets).
 fn few_sources(inc: &Incident) -> Option<Vec<IpNet>> {
-    let estimate = usize::try_from(inc.verdict.sources_estimate).unwrap_or(usize::MAX);
-    if inc.verdict.spoofed || estimate == 0 || estimate > MAX_SOURCES {
+    let now = &inc.current;
+    let estimate = usize::try_from(now.verdict.sources_estimate).unwrap_or(usize::MAX);
+    if now.verdict.spoofed || estimate == 0 || estimate > MAX_SOURCES {
         return None;
     }
-    let top = inc.details.top_sources.top();
-    let total = inc.details.packets.max(top.iter().map(|(_, n)| n).sum());
+    let top = now.details.top_sources.top();
+    let total = now.details.packets.max(top.iter().map(|(_, n)| n).sum());
     let mut chosen = Vec::new();
     let mut covered = 0u64;
     for (addr, n) in top.iter().take(MAX_SOURCES) {
@@ -291,4 +315,63 @@ pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> f64 {
             .sum()
     };
     (matched / total).min(1.0)
+}
+
+/// Whether `rule` matches a sampled record (of a packet to the rule's
+/// destination): the rule's semantics, component by component (RFC 8955).
+pub fn matches(rule: &FlowSpecRule, s: &crate::account::sketch::Seen) -> bool {
+    use levee_collectors::record::flags;
+    let in_ranges = |ranges: &[Range], v: u16| ranges.iter().any(|r| r.lo <= v && v <= r.hi);
+    if let Some(src) = rule.src {
+        if !src.contains(&s.src.ip()) {
+            return false;
+        }
+    }
+    if !rule.protocols.is_empty() && !rule.protocols.contains(&s.protocol) {
+        return false;
+    }
+    let later = s.flags & flags::LATER_FRAGMENT != 0;
+    let has_ports = !later && matches!(s.protocol, 6 | 17 | 132);
+    let port_ok =
+        |ranges: &[Range], port: u16| ranges.is_empty() || (has_ports && in_ranges(ranges, port));
+    if !port_ok(&rule.src_ports, s.src_port) || !port_ok(&rule.dst_ports, s.dst_port) {
+        return false;
+    }
+    // A flow's average length is not a packet's: unknown lengths are taken
+    // to match (rules carry lengths only from one-packet records).
+    if !rule.packet_lengths.is_empty()
+        && s.length != 0
+        && !in_ranges(&rule.packet_lengths, s.length)
+    {
+        return false;
+    }
+    if let Some(t) = rule.tcp_flags {
+        if s.protocol != 6 || later || s.tcp_flags & t.set != t.set || s.tcp_flags & t.unset != 0 {
+            return false;
+        }
+    }
+    if !rule.icmp_types.is_empty() {
+        // ICMP types are not sampled into the details: take them to match.
+        if !matches!(s.protocol, 1 | 58) {
+            return false;
+        }
+    }
+    match rule.fragment {
+        None => true,
+        Some(Fragment::IsFragment) => s.flags & flags::FRAGMENT != 0,
+        Some(Fragment::NotFragment) => s.flags & flags::FRAGMENT == 0,
+        Some(Fragment::First) => s.flags & flags::FRAGMENT != 0 && !later,
+        Some(Fragment::Last) => later,
+    }
+}
+
+/// The share of the attack's recent packets (as sampled) that `rules`
+/// together match; None without samples.
+pub fn coverage<'a>(
+    rules: impl IntoIterator<Item = &'a FlowSpecRule> + Clone,
+    details: &crate::account::Details,
+) -> Option<f64> {
+    details
+        .seen
+        .share(|s| rules.clone().into_iter().any(|r| matches(r, s)))
 }

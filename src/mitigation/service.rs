@@ -709,6 +709,35 @@ impl Task {
                     self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
                     self.log_result(&m, step, &why, r, false);
                 }
+                Action::Wait {
+                    host,
+                    hostgroup,
+                    incident,
+                    level,
+                    why,
+                } => {
+                    tracing::warn!(%host, %level, %why, "Mitigation waits for evidence");
+                    let entry = json!({
+                        "time": crate::report::rfc3339_ms(now_ms()),
+                        "action": "wait",
+                        "host": host.to_string(),
+                        "hostgroup": hostgroup,
+                        "incident": incident,
+                        "level": level,
+                        "adapter": adapter(level),
+                        "reason": why,
+                    });
+                    self.put_log(&entry);
+                    let target = incident.clone().unwrap_or_else(|| host.to_string());
+                    if let Err(e) = self.audit.append(
+                        Actor::System("escalator"),
+                        "mitigation.wait",
+                        &target,
+                        json!({ "host": host.to_string(), "level": level.as_str(), "why": why }),
+                    ) {
+                        tracing::error!(error = %e, "Cannot audit the wait");
+                    }
+                }
                 Action::Refuse {
                     host,
                     hostgroup,

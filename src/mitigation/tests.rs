@@ -11,7 +11,7 @@ use super::rules;
 use crate::account::Details;
 use crate::config::{Config, Hostgroup, HostgroupMitigation, Level, Thresholds};
 use crate::detect::classify::{Component, Family, Verdict};
-use crate::detect::{Features, Incident, Point, Reason};
+use crate::detect::{Current, Features, Incident, Point, Reason};
 
 const S: u64 = 1000;
 
@@ -48,6 +48,27 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
         std::net::IpAddr::V4(a) => Addr::v4(a.octets()),
         std::net::IpAddr::V6(a) => Addr::v6(a.octets()),
     };
+    let verdict = Verdict {
+        family: family.as_str().into(),
+        vector: vector.map(Into::into),
+        confidence: 0.95,
+        components: vec![component(family, vector, 1.0)],
+        parts: vec![component(family, vector, 1.0)],
+        samples: 1000,
+        why: None,
+        sources_estimate: 5000,
+        spoofed: true,
+        botnet: false,
+        ttl_entropy: None,
+    };
+    let features = Features {
+        protocols: vec![6],
+        src_ports: vec![],
+        dst_ports: vec![443],
+        packet_length: [40, 60],
+        tcp_flags: vec!["syn"],
+        fragments: false,
+    };
     Incident {
         id: format!("inc-{host}"),
         host,
@@ -65,29 +86,9 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             limit: 1,
             kind: "static",
         },
-        verdict: Verdict {
-            family: family.as_str().into(),
-            vector: vector.map(Into::into),
-            confidence: 0.95,
-            components: vec![Component {
-                family,
-                vector: vector.map(Into::into),
-                share: 1.0,
-            }],
-            sources_estimate: 5000,
-            spoofed: true,
-            botnet: false,
-            ttl_entropy: None,
-        },
+        verdict: verdict.clone(),
         severity: "high",
-        features: Features {
-            protocols: vec![6],
-            src_ports: vec![],
-            dst_ports: vec![443],
-            packet_length: [40, 60],
-            tcp_flags: vec!["syn"],
-            fragments: false,
-        },
+        features: features.clone(),
         top_src_ports: vec![],
         top_dst_ports: vec![],
         protocol: "tcp".into(),
@@ -99,7 +100,24 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
         }]
         .into(),
         details: Details::default(),
+        current: Current {
+            verdict,
+            features,
+            details: Arc::new(Details::default()),
+        },
         legit: crate::detect::Legit::default(),
+    }
+}
+
+/// A component of a verdict, its share known from many samples.
+fn component(family: Family, vector: Option<&str>, share: f64) -> Component {
+    Component {
+        family,
+        vector: vector.map(Into::into),
+        share,
+        low: share - 0.01,
+        high: share + 0.01,
+        services: Vec::new(),
     }
 }
 
@@ -146,8 +164,8 @@ fn a_syn_flood_gets_a_narrow_flowspec_rule() {
 #[test]
 fn an_amplification_rule_matches_the_reflected_service() {
     let mut inc = incident("2001:db8::10", Family::Amplification, Some("ntp"), 1, 0);
-    inc.features.protocols = vec![17];
-    inc.features.packet_length = [90, 468];
+    inc.current.features.protocols = vec![17];
+    inc.current.features.packet_length = [90, 468];
     let policy = HostgroupMitigation {
         flowspec_action: FlowAction::rate_limit(1_000_000),
         ..HostgroupMitigation::default()
@@ -168,17 +186,15 @@ fn an_amplification_rule_matches_the_reflected_service() {
 #[test]
 fn a_multi_vector_attack_gets_a_rule_per_component() {
     let mut inc = incident("192.0.2.10", Family::SynFlood, None, 1, 0);
-    inc.verdict.family = "multi_vector".into();
-    inc.verdict.components.push(Component {
-        family: Family::Amplification,
-        vector: Some("dns".into()),
-        share: 0.4,
-    });
-    inc.verdict.components.push(Component {
-        family: Family::IcmpFlood,
-        vector: None,
-        share: 0.3,
-    });
+    inc.current.verdict.family = "multi_vector".into();
+    inc.current
+        .verdict
+        .components
+        .push(component(Family::Amplification, Some("dns"), 0.4));
+    inc.current
+        .verdict
+        .components
+        .push(component(Family::IcmpFlood, None, 0.3));
     let r = rules::flowspec(&inc, &HostgroupMitigation::default());
     let protocols: Vec<Vec<u8>> = r.iter().map(|r| r.protocols.clone()).collect();
     assert_eq!(protocols, vec![vec![6], vec![17], vec![1]]);
@@ -481,7 +497,7 @@ fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
     let mut e = Engine::new(Arc::new(c));
     // A game server: most of its legitimate packets are UDP.
     let mut inc = incident("192.0.2.10", Family::UdpFlood, None, 2_000_000_000, 0);
-    inc.features.protocols = vec![17];
+    inc.current.features.protocols = vec![17];
     inc.legit.learnt = true;
     inc.legit.pps[class::ALL] = 1000.0;
     inc.legit.pps[class::UDP] = 900.0;
@@ -497,7 +513,7 @@ fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
     );
     // The same flood on a web server: FlowSpec, and the estimate is logged.
     let mut inc = incident("192.0.2.11", Family::UdpFlood, None, 2_000_000_000, 0);
-    inc.features.protocols = vec![17];
+    inc.current.features.protocols = vec![17];
     inc.legit.learnt = true;
     inc.legit.pps[class::ALL] = 1000.0;
     inc.legit.pps[class::UDP] = 20.0;
@@ -640,13 +656,15 @@ fn a_rule_that_starves_established_sessions_is_rolled_back() {
 #[test]
 fn an_attack_from_a_few_sources_gets_a_rule_per_source() {
     let mut inc = incident("192.0.2.10", Family::UdpFlood, None, 1, 0);
-    inc.features.protocols = vec![17];
-    inc.verdict.spoofed = false;
-    inc.verdict.sources_estimate = 2;
+    inc.current.features.protocols = vec![17];
+    inc.current.verdict.spoofed = false;
+    inc.current.verdict.sources_estimate = 2;
     let (a, b) = (Addr::v4([198, 51, 100, 1]), Addr::v4([198, 51, 100, 2]));
-    inc.details.top_sources.add(a, 600);
-    inc.details.top_sources.add(b, 390);
-    inc.details.packets = 1000;
+    let mut d = Details::default();
+    d.top_sources.add(a, 600);
+    d.top_sources.add(b, 390);
+    d.packets = 1000;
+    inc.current.details = Arc::new(d.clone());
     let r = rules::flowspec(&inc, &HostgroupMitigation::default());
     let src: Vec<_> = r.iter().map(|r| r.src).collect();
     assert_eq!(
@@ -657,13 +675,166 @@ fn an_attack_from_a_few_sources_gets_a_rule_per_source() {
         ]
     );
     // Many sources, or sources that do not carry the attack: no source.
-    inc.verdict.sources_estimate = 500;
+    inc.current.verdict.sources_estimate = 500;
     assert!(rules::flowspec(&inc, &HostgroupMitigation::default())
         .iter()
         .all(|r| r.src.is_none()));
-    inc.verdict.sources_estimate = 2;
-    inc.details.packets = 5000;
+    inc.current.verdict.sources_estimate = 2;
+    d.packets = 5000;
+    inc.current.details = Arc::new(d);
     assert!(rules::flowspec(&inc, &HostgroupMitigation::default())
         .iter()
         .all(|r| r.src.is_none()));
+}
+
+/// Details whose sample holds `n` records made by `seen`.
+fn sampled(n: usize, seen: impl Fn(usize) -> crate::account::sketch::Seen) -> Details {
+    let mut d = Details::default();
+    for i in 0..n {
+        d.seen
+            .offer(seen(i), (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        d.sampled += 1;
+        d.records += 1;
+    }
+    d
+}
+
+fn seen(protocol: u8, src_port: u16, flags: u8) -> crate::account::sketch::Seen {
+    crate::account::sketch::Seen {
+        src: Addr::v4([203, 0, 113, 7]),
+        weight: 100,
+        src_port,
+        dst_port: 443,
+        length: 60,
+        protocol,
+        tcp_flags: flags,
+        flags: 0,
+    }
+}
+
+#[test]
+fn a_rule_waits_for_evidence_and_never_comes_from_none() {
+    let mut e = Engine::new(Arc::new(config()));
+    // The incident's first moments: a crossing, nothing sampled yet.
+    let mut inc = incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 0);
+    inc.current.verdict = Verdict::none();
+    let a = e.incident(&inc, 0);
+    assert!(announced(&a).is_empty(), "no rule from no evidence: {a:?}");
+    let waits: Vec<&str> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Wait { level, why, .. } if *level == Level::Flowspec => Some(why.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 1, "{a:?}");
+    assert!(waits[0].contains("unclassified"), "{}", waits[0]);
+    // Said once, not every second.
+    let a = e.incident(&inc, S);
+    assert!(a.is_empty(), "{a:?}");
+    // A classification from too few samples, or not sure enough: still no.
+    inc.current.verdict = Verdict {
+        samples: 12,
+        ..incident("192.0.2.10", Family::SynFlood, None, 1, 0)
+            .current
+            .verdict
+    };
+    assert!(announced(&e.incident(&inc, 2 * S)).is_empty());
+    inc.current.verdict.samples = 500;
+    inc.current.verdict.confidence = 0.5;
+    assert!(announced(&e.incident(&inc, 3 * S)).is_empty());
+    // The evidence is there: the rule goes at once.
+    inc.current.verdict.confidence = 0.93;
+    let got = announced(&e.incident(&inc, 4 * S));
+    assert_eq!(got.len(), 1);
+    let Route::FlowSpec(r) = &got[0].1 else {
+        panic!("{got:?}")
+    };
+    assert_eq!(r.protocols, vec![6]);
+}
+
+#[test]
+fn without_evidence_in_time_the_policy_decides() {
+    // "next_level": FlowSpec refused, RTBH (the attack is big enough).
+    let mut c = config();
+    c.mitigation.without_evidence = crate::config::WithoutEvidence::NextLevel;
+    c.mitigation.evidence_wait = Duration::from_secs(5);
+    let mut e = Engine::new(Arc::new(c.clone()));
+    let mut inc = incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 0);
+    inc.current.verdict = Verdict::none();
+    assert!(announced(&e.incident(&inc, 0)).is_empty());
+    assert!(announced(&e.incident(&inc, 4 * S)).is_empty());
+    let a = e.incident(&inc, 5 * S);
+    let got = announced(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    assert_eq!(got[0].0, Level::Rtbh);
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Refuse { level: Level::Flowspec, why, .. }
+        if why.contains("evidence_wait") && why.contains("next_level"))
+    ));
+    // "wait": nothing, however long.
+    c.mitigation.without_evidence = crate::config::WithoutEvidence::Wait;
+    let mut e = Engine::new(Arc::new(c));
+    for t in [0, 5, 60, 600] {
+        assert!(announced(&e.incident(&inc, t * S)).is_empty());
+    }
+}
+
+#[test]
+fn a_changed_attack_gets_its_new_rule_before_the_old_one_goes() {
+    let mut e = Engine::new(Arc::new(config()));
+    let mut inc = incident(
+        "192.0.2.10",
+        Family::Amplification,
+        Some("ntp"),
+        100_000_000,
+        0,
+    );
+    inc.current.features.protocols = vec![17];
+    inc.current.details = Arc::new(sampled(100, |_| seen(17, 123, 0)));
+    let got = announced(&e.incident(&inc, 0));
+    assert_eq!(got.len(), 1);
+    let Route::FlowSpec(amp) = &got[0].1 else {
+        panic!()
+    };
+    assert_eq!(amp.src_ports, vec![Range::one(123)]);
+    // The same attack, renewed: nothing changes.
+    assert!(e.incident(&inc, S).is_empty());
+    // It turns into a SYN flood: its recent samples are all SYNs now.
+    let mut syn = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 2 * S);
+    syn.id = inc.id.clone();
+    syn.current.details = Arc::new(sampled(100, |_| seen(6, 40_000, 0x02)));
+    let a = e.incident(&syn, 2 * S);
+    let order: Vec<&str> = a
+        .iter()
+        .map(|x| match x {
+            Action::Announce(_) => "announce",
+            Action::Withdraw { .. } => "withdraw",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(order, ["announce", "withdraw"], "make-before-break: {a:?}");
+    let Action::Announce(new) = &a[0] else {
+        panic!()
+    };
+    assert!(new.reason.contains("replaces"), "{}", new.reason);
+    let Action::Withdraw { m: old, why, .. } = &a[1] else {
+        panic!()
+    };
+    assert_eq!(&old.route, &got[0].1);
+    assert!(why.contains("the attack changed"), "{why}");
+    assert_eq!(e.active().len(), 1);
+    // A set that differs but matches no more of the attack waits to stand.
+    let mut wider = syn.clone();
+    wider.current.features.dst_ports = vec![443, 80];
+    assert!(e.incident(&wider, 3 * S).is_empty());
+    let later = e.incident(&wider, 3 * S + super::engine::REFIT_HOLD_MS);
+    assert_eq!(
+        later
+            .iter()
+            .filter(|x| matches!(x, Action::Announce(_)))
+            .count(),
+        1,
+        "{later:?}"
+    );
 }

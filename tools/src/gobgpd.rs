@@ -232,6 +232,97 @@ impl Gobgpd {
     }
 }
 
+/// One route change the router saw, as `gobgp monitor` printed it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Wall clock, Unix ms, when the line was read.
+    pub at_ms: u64,
+    /// The family of the monitor that saw it (`ipv4`, `ipv6`,
+    /// `ipv4-flowspec`, `ipv6-flowspec`).
+    pub family: String,
+    pub withdrawal: bool,
+    /// The path's NLRI (gobgp's JSON).
+    pub nlri: serde_json::Value,
+}
+
+/// Every route change of a router, from the moment the watch starts: the
+/// routes that came and went between two looks at the RIB are here too.
+#[derive(Debug)]
+pub struct Watch {
+    children: Vec<Child>,
+    changes: std::sync::Arc<std::sync::Mutex<Vec<Change>>>,
+}
+
+impl Watch {
+    /// The changes so far, in the order they were seen.
+    pub fn changes(&self) -> Vec<Change> {
+        self.changes.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Change {
+    /// Whether the route is a FlowSpec rule (its NLRI a list of
+    /// components), not a unicast prefix. (`gobgp monitor -a` does not
+    /// keep to its family: tell them apart by what they are.)
+    pub fn is_flowspec(&self) -> bool {
+        self.nlri["value"].is_array()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Gobgpd {
+    /// Starts watching the router's RIB of these families (`gobgp monitor
+    /// global rib -j`), and returns once the monitors are running.
+    pub fn watch(&self, families: &[&str]) -> Result<Watch> {
+        use std::io::{BufRead, BufReader};
+        let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut children = Vec::new();
+        for family in families {
+            let mut child = Command::new("gobgp")
+                .args(["-u", &self.addr.to_string(), "-p", &GRPC_PORT.to_string()])
+                .args(["monitor", "global", "rib", "-a", family, "-j"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("running gobgp monitor")?;
+            let out = child.stdout.take().context("monitor stdout")?;
+            let (changes, family) = (changes.clone(), (*family).to_owned());
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let at_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let Ok(serde_json::Value::Array(paths)) = serde_json::from_str(&line) else {
+                        continue;
+                    };
+                    let mut c = changes.lock().unwrap_or_else(|e| e.into_inner());
+                    for p in paths {
+                        c.push(Change {
+                            at_ms,
+                            family: family.clone(),
+                            withdrawal: p["withdrawal"].as_bool().unwrap_or(false),
+                            nlri: p["nlri"].clone(),
+                        });
+                    }
+                }
+            });
+            children.push(child);
+        }
+        // The monitor subscribes on start; give it a moment to do so.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Watch { children, changes })
+    }
+}
+
 impl Drop for Gobgpd {
     fn drop(&mut self) {
         self.kill();

@@ -5,9 +5,12 @@
 //! router would send (sampled sFlow, IPFIX). Tests call it directly; the
 //! `levee-scenario` binary writes the same traffic to files, so anyone can
 //! regenerate every capture a test uses. [`gobgpd`] runs real BGP peers
-//! (levee's speaker and a border router) for the mitigation tests.
+//! (levee's speaker and a border router) for the mitigation tests, and
+//! watches every route the router receives; [`flowspec`] holds the
+//! router's FlowSpec rules against scenario packets (coverage).
 
 pub mod attacks;
 pub mod export;
+pub mod flowspec;
 pub mod gobgpd;
 pub mod scenario;
