@@ -9,7 +9,8 @@
 //! Errors are JSON `{"error": "…"}` with the right status; store and
 //! internal errors are a 500 whose details go to the log, not the client.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -63,9 +64,47 @@ impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-            KeyError::BadName => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            KeyError::BadName => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             other => internal(other),
         }
+    }
+}
+
+impl From<crate::mitigation::Error> for ApiError {
+    /// 422: the request names a host levee does not protect, or asks for
+    /// what the level cannot do as configured or at all; 409: a guard, a
+    /// budget or what is in force refuses it (another time it may pass);
+    /// 404: no such mitigation; 503: levee cannot carry it out now.
+    fn from(e: crate::mitigation::Error) -> Self {
+        use crate::mitigation::Error as E;
+        let status = match &e {
+            E::NotProtected(_) | E::NotConfigured(_) | E::Invalid(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            E::Guard(_) | E::AlreadyInForce(_) => StatusCode::CONFLICT,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// The largest request body the API reads. Its bodies are a few hundred
+/// bytes; anything near this is not a request levee understands.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON body, or the API's error for it: 413 over [`BODY_LIMIT`], 415
+/// without `Content-Type: application/json`, 400 for text that is not
+/// JSON, 422 for JSON that is not the request (a missing, unknown or
+/// mistyped field).
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match b {
+        Ok(Json(t)) => Ok(t),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {BODY_LIMIT} bytes"),
+        )),
+        Err(e) => Err(ApiError(e.status(), e.body_text())),
     }
 }
 
@@ -91,6 +130,7 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .route("/hostgroups/{name}", get(hostgroup))
         .route("/mitigations", get(mitigations).post(announce))
         .route("/mitigations/{id}", delete(withdraw))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -245,10 +285,10 @@ pub struct CreatedKey {
 async fn create_key(
     State(s): State<WebState>,
     Extension(who): Extension<Principal>,
-    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+    new: Result<Json<NewKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     admin_only(&who)?;
-    let Json(new) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let new = body(new)?;
     let (store, audit) = (s.store.clone(), s.audit.clone());
     let (key, token) = tokio::task::spawn_blocking(move || {
         apikeys::create(&store, &audit, who.actor(), &new.name, new.scope)
@@ -512,6 +552,21 @@ fn mitigation_task(s: &WebState) -> Result<&crate::mitigation::service::Handle, 
     })
 }
 
+/// Sends a command to the mitigation task and waits for its answer.
+async fn mitigation_command<T>(
+    s: &WebState,
+    make: impl FnOnce(
+        tokio::sync::oneshot::Sender<Result<T, crate::mitigation::Error>>,
+    ) -> crate::mitigation::service::Command,
+) -> Result<T, ApiError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    mitigation_task(s)?.command(make(reply)).await?;
+    // A task that stops before it answers drops the reply.
+    Ok(rx
+        .await
+        .map_err(|_| crate::mitigation::service::stopped())??)
+}
+
 /// The mitigations in force and the newest entries of the mitigation log.
 async fn mitigations(
     State(s): State<WebState>,
@@ -583,12 +638,12 @@ struct Announce {
 async fn announce(
     State(s): State<WebState>,
     Extension(who): Extension<Principal>,
-    body: Result<Json<Announce>, axum::extract::rejection::JsonRejection>,
+    a: Result<Json<Announce>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(a) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let a = body(a)?;
     let ttl = match &a.ttl {
         Some(t) => humantime::parse_duration(t)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("ttl `{t}`: {e}")))?,
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("ttl `{t}`: {e}")))?,
         None => std::time::Duration::from_secs(3600),
     };
     let narrowed = !(a.protocols.is_empty() && a.src_ports.is_empty() && a.dst_ports.is_empty())
@@ -610,28 +665,21 @@ async fn announce(
         })
     } else if narrowed {
         return Err(ApiError(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "protocols, ports and rate_limit narrow FlowSpec and firewall rules only".to_owned(),
         ));
     } else {
         None
     };
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    mitigation_task(&s)?
-        .command(crate::mitigation::service::Command::Announce {
-            host: a.host,
-            level: a.level,
-            rule,
-            ttl,
-            actor: decided_by(&who),
-            reply,
-        })
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    let made = rx
-        .await
-        .map_err(internal)?
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    let made = mitigation_command(&s, |reply| crate::mitigation::service::Command::Announce {
+        host: a.host,
+        level: a.level,
+        rule,
+        ttl,
+        actor: decided_by(&who),
+        reply,
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(made).unwrap_or_default()),
@@ -643,18 +691,12 @@ async fn withdraw(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    mitigation_task(&s)?
-        .command(crate::mitigation::service::Command::Withdraw {
-            id: id.clone(),
-            actor: decided_by(&who),
-            reply,
-        })
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    rx.await
-        .map_err(internal)?
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    mitigation_command(&s, |reply| crate::mitigation::service::Command::Withdraw {
+        id: id.clone(),
+        actor: decided_by(&who),
+        reply,
+    })
+    .await?;
     Ok(Json(serde_json::json!({ "withdrawn": id })))
 }
 

@@ -259,3 +259,227 @@ fn the_openapi_description_lists_exactly_the_api() {
         ]
     );
 }
+
+/// A POST whose body the server may refuse before reading it: the body is
+/// written as far as the server takes it, and the answer read anyway.
+fn post_raw(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: levee\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+#[test]
+fn bodies_are_refused_by_what_is_wrong_with_them() {
+    let (_dir, config) = setup();
+    let levee = Levee::start(&config);
+    let (_, write) = add_key(&config, "automation", "write");
+    let error = |body: &str| -> String {
+        serde_json::from_str::<Value>(body).unwrap()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no JSON error in {body:?}"))
+            .to_owned()
+    };
+    // Too large: 413, whatever it holds.
+    let big = format!(
+        "{{\"name\": \"{}\", \"scope\": \"read\"}}",
+        "x".repeat(100 * 1024)
+    );
+    for path in ["/api/v1/apikeys", "/api/v1/mitigations"] {
+        let (status, body) = post_raw(levee.web, path, &write, big.as_bytes());
+        assert_eq!(status, 413, "{path}: {body}");
+        assert!(error(&body).contains("over 65536 bytes"), "{body}");
+    }
+    // Not JSON: 400. JSON, but not the request: 422. A bad value: 422.
+    let post = |path: &str, body: &str| http(levee.web, "POST", path, Some(&write), Some(body));
+    let r = post("/api/v1/apikeys", "{oops");
+    assert_eq!(r.status, 400, "{}", r.body);
+    error(&r.body);
+    let r = post("/api/v1/apikeys", r#"{"name": "ci"}"#);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(error(&r.body).contains("scope"), "{}", r.body);
+    let r = post("/api/v1/apikeys", r#"{"name": "", "scope": "read"}"#);
+    assert_eq!(r.status, 422, "{}", r.body);
+    // Still fine just under the limit's order of size.
+    let r = post(
+        "/api/v1/apikeys",
+        &format!("{{\"name\": \"{}\", \"scope\": \"read\"}}", "x".repeat(64)),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// A config whose gobgpd is at `grpc` and whose `extra` adds to
+/// `[mitigation]`.
+fn mitigation_setup(
+    grpc: std::net::SocketAddr,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("levee.toml");
+    let text = format!(
+        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\"]\n\
+         [hostgroup.thresholds]\npps = 2000\n\
+         [mitigation]\nnever = [\"192.0.2.53\"]\n{extra}\n\
+         [bgp]\ngobgp_grpc = \"{grpc}\"\nnext_hop = \"192.0.2.254\"\n"
+    );
+    std::fs::write(&config, test_config(&dir.path().join("data"), &text)).unwrap();
+    (dir, config)
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn a_manual_mitigation_is_refused_with_the_status_of_its_reason() {
+    let (_dir, config) = mitigation_setup(closed_port(), "");
+    let levee = Levee::start(&config);
+    let (_, write) = add_key(&config, "ops", "write");
+    let post = |body: &str| {
+        let r = http(
+            levee.web,
+            "POST",
+            "/api/v1/mitigations",
+            Some(&write),
+            Some(body),
+        );
+        let error = serde_json::from_str::<Value>(&r.body).unwrap()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (r.status, error)
+    };
+
+    // gobgpd is unreachable: a route that must go through it is refused
+    // at once, and nothing is stored to be sent later.
+    let (status, error) = post(r#"{"host": "192.0.2.10", "level": "rtbh"}"#);
+    assert_eq!(status, 503, "{error}");
+    assert!(error.contains("not connected to gobgpd"), "{error}");
+    let r = http(levee.web, "GET", "/api/v1/mitigations", Some(&write), None);
+    let m: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(m["bgp_up"], false);
+    assert_eq!(m["active"], serde_json::json!([]), "{m}");
+    assert_eq!(m["log"], serde_json::json!([]), "{m}");
+
+    // The request's own faults come first, gobgpd or not.
+    let cases = [
+        // A guard: 409.
+        (
+            r#"{"host": "192.0.2.53", "level": "rtbh"}"#,
+            409,
+            "never-mitigate",
+        ),
+        // Nothing levee protects, a level that is off, a narrowing RTBH
+        // cannot carry, a bad TTL, a missing or unknown field: 422.
+        (
+            r#"{"host": "198.51.100.1", "level": "rtbh"}"#,
+            422,
+            "in no hostgroup",
+        ),
+        (
+            r#"{"host": "192.0.2.10", "level": "firewall"}"#,
+            422,
+            "firewall level is off",
+        ),
+        (
+            r#"{"host": "192.0.2.10", "level": "rtbh", "dst_ports": [53]}"#,
+            422,
+            "narrow FlowSpec",
+        ),
+        (
+            r#"{"host": "192.0.2.10", "level": "rtbh", "ttl": "soon"}"#,
+            422,
+            "ttl",
+        ),
+        (r#"{"host": "192.0.2.10"}"#, 422, "level"),
+        (
+            r#"{"host": "192.0.2.10", "level": "rtbh", "colour": "red"}"#,
+            422,
+            "colour",
+        ),
+        // Not JSON: 400.
+        (r#"{"host": "#, 400, ""),
+    ];
+    for (body, want, says) in cases {
+        let (status, error) = post(body);
+        assert_eq!(status, want, "{body}: {error}");
+        assert!(error.contains(says), "{body}: {error}");
+    }
+
+    // Withdrawing what is not in force: 404.
+    let r = http(
+        levee.web,
+        "DELETE",
+        "/api/v1/mitigations/mit-0-1",
+        Some(&write),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("no mitigation mit-0-1"), "{}", r.body);
+
+    // The CLI prints the reason and fails.
+    let c = config.to_str().unwrap();
+    let out = cli(&[
+        "mitigation",
+        "announce",
+        "--config",
+        c,
+        "192.0.2.10",
+        "--level",
+        "rtbh",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not connected to gobgpd") && stderr.contains("503"),
+        "{stderr}"
+    );
+    let out = cli(&["mitigation", "withdraw", "--config", c, "mit-0-1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no mitigation mit-0-1") && stderr.contains("404"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_dry_run_announces_by_hand_without_gobgpd() {
+    let (_dir, config) = mitigation_setup(closed_port(), "dry_run = true");
+    let levee = Levee::start(&config);
+    let (_, write) = add_key(&config, "ops", "write");
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(&write),
+        Some(r#"{"host": "192.0.2.10", "level": "rtbh"}"#),
+    );
+    assert_eq!(
+        r.status, 201,
+        "nothing is sent, so gobgpd is not needed: {}",
+        r.body
+    );
+    let made: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(made[0]["shadow"], true, "{made}");
+}

@@ -330,7 +330,9 @@ fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
         &token,
         "{\"host\": \"2001:db8::12\", \"level\": \"rtbh\", \"ttl\": \"10m\"}",
     );
-    // Guards hold for people too.
+    // Guards hold for people too: a host levee does not protect is not a
+    // request it can carry out (422); the same route twice conflicts with
+    // what is in force (409).
     let r = http(
         levee.web,
         "POST",
@@ -338,8 +340,17 @@ fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
         Some(&token),
         Some("{\"host\": \"198.51.100.1\", \"level\": \"rtbh\"}"),
     );
-    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("in no hostgroup"), "{}", r.body);
+    let r = http(
+        levee.web,
+        "POST",
+        "/api/v1/mitigations",
+        Some(&token),
+        Some("{\"host\": \"2001:db8::12\", \"level\": \"rtbh\"}"),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("already in force"), "{}", r.body);
     router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
         rib.contains("192.0.2.10/32 192.0.2.254")
     });

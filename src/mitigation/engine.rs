@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use levee_bgp::{FlowSpecRule, Route};
 
-use super::{key, rules, Mitigation, AUTO};
+use super::{key, rules, Error, Mitigation, AUTO};
 use crate::config::{Config, Hostgroup, Level, WithoutEvidence};
 use crate::detect::Incident;
 use ipnet::IpNet;
@@ -1088,7 +1088,24 @@ impl Engine {
         ttl_ms: u64,
         actor: &str,
         now_ms: u64,
-    ) -> Result<Vec<Action>, String> {
+    ) -> Result<Vec<Action>, Error> {
+        let m = self.manual_plan(host, level, rule, ttl_ms, actor, now_ms)?;
+        Ok(self.commit(m, now_ms))
+    }
+
+    /// The operator's mitigation [`Engine::manual`] would make (without an
+    /// id yet), or why it would not; nothing changes. The service checks
+    /// what only it knows (whether gobgpd is connected) between this and
+    /// [`Engine::commit`].
+    pub fn manual_plan(
+        &self,
+        host: IpAddr,
+        level: Level,
+        rule: Option<FlowSpecRule>,
+        ttl_ms: u64,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Mitigation, Error> {
         let Some(group) = self
             .cfg
             .hostgroups
@@ -1101,40 +1118,44 @@ impl Engine {
                     .map(|p| p.prefix_len())
                     .max()
             })
-            .cloned()
         else {
-            return Err(format!(
-                "{host} is in no hostgroup: levee protects only its hostgroups"
-            ));
+            return Err(Error::NotProtected(host));
         };
         if level == Level::Firewall && !self.cfg.firewall.enabled {
-            return Err("the firewall level is off ([firewall] enabled = false)".into());
+            return Err(Error::NotConfigured(
+                "the firewall level is off ([firewall] enabled = false)".into(),
+            ));
         }
         let route = match level {
             Level::Flowspec | Level::Firewall => Route::FlowSpec(rule.unwrap_or_else(|| {
                 FlowSpecRule::to(rules::host_net(host), levee_bgp::FlowAction::Discard)
             })),
-            Level::Rtbh => Route::Blackhole(rules::blackhole(host, &self.cfg)?),
-            Level::Scrubbing => Route::Divert(rules::diversion(host, &self.cfg)?),
+            Level::Rtbh => {
+                Route::Blackhole(rules::blackhole(host, &self.cfg).map_err(Error::NotConfigured)?)
+            }
+            Level::Scrubbing => {
+                Route::Divert(rules::diversion(host, &self.cfg).map_err(Error::NotConfigured)?)
+            }
         };
         if let (Level::Firewall, Route::FlowSpec(r)) = (level, &route) {
-            super::firewall::rule(r, "check")?;
+            super::firewall::rule(r, "check").map_err(Error::Invalid)?;
         }
         if let Route::FlowSpec(r) = &route {
             if !r.dst.contains(&host) {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "the rule's destination {} does not cover {host}",
                     r.dst
-                ));
+                )));
             }
         }
-        self.guard(&route)?;
+        self.guard(&route).map_err(Error::Guard)?;
         if self.active.iter().any(|m| m.key() == key(level, &route)) {
-            return Err(format!("already in force: {route}"));
+            return Err(Error::AlreadyInForce(route.to_string()));
         }
-        self.fits(level, std::slice::from_ref(&route))?;
-        let m = Mitigation {
-            id: self.id(now_ms),
+        self.fits(level, std::slice::from_ref(&route))
+            .map_err(Error::Guard)?;
+        Ok(Mitigation {
+            id: String::new(),
             host,
             hostgroup: group.name.clone(),
             incident: None,
@@ -1147,15 +1168,21 @@ impl Engine {
             shadow: self.cfg.mitigation.dry_run,
             covers: Vec::new(),
             http: self.provider(level),
-        };
+        })
+    }
+
+    /// Puts a planned manual mitigation in force: it gets its id, and is
+    /// to be announced.
+    pub fn commit(&mut self, mut m: Mitigation, now_ms: u64) -> Vec<Action> {
+        m.id = self.id(now_ms);
         self.active.push(m.clone());
-        Ok(vec![Action::Announce(m)])
+        vec![Action::Announce(m)]
     }
 
     /// Withdraws a mitigation by id, whoever made it.
-    pub fn withdraw(&mut self, id: &str, actor: &str) -> Result<Vec<Action>, String> {
+    pub fn withdraw(&mut self, id: &str, actor: &str) -> Result<Vec<Action>, Error> {
         if !self.active.iter().any(|m| m.id == id) {
-            return Err(format!("no mitigation {id} is in force"));
+            return Err(Error::NotFound(id.to_owned()));
         }
         let out = self.take(|m| m.id == id, &format!("withdrawn by {actor}"));
         // A case whose mitigations an operator removed is not re-escalated

@@ -108,6 +108,42 @@ pub fn provider_request(m: &Mitigation, divert: bool) -> serde_json::Value {
     })
 }
 
+/// Why a manual mitigation (announce or withdraw) was not carried out.
+///
+/// The API answers each kind with its own status (`api.rs`): the request
+/// names nothing levee protects or asks for what levee cannot do as
+/// configured (422), a guard or the state of what is in force refuses it
+/// (409), there is no such mitigation (404), or levee cannot carry it out
+/// now (503).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The host is in no hostgroup: levee protects only its hostgroups.
+    #[error("{0} is in no hostgroup: levee protects only its hostgroups")]
+    NotProtected(IpAddr),
+    /// A guard refused the route (never-mitigate list, a prefix too short
+    /// or outside the protected hostgroups) or the level's budget is full.
+    #[error("{0}")]
+    Guard(String),
+    /// The same route is in force already.
+    #[error("already in force: {0}")]
+    AlreadyInForce(String),
+    /// The level cannot act as levee is configured: the firewall is off,
+    /// RTBH has no next hop, scrubbing has nothing to steer with.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// The rule asked for is not one levee can carry out (nft cannot
+    /// express it, or it does not cover the host).
+    #[error("{0}")]
+    Invalid(String),
+    /// No mitigation with that id is in force.
+    #[error("no mitigation {0} is in force")]
+    NotFound(String),
+    /// levee cannot carry it out now: the mitigation task has stopped, or
+    /// gobgpd is not connected for a route that must go through it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// The adapter a level is carried out by.
 pub fn adapter(level: Level) -> &'static str {
     match level {

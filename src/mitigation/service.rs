@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::{self, Action, Engine};
-use super::{adapter, Mitigation};
+use super::{adapter, Error, Mitigation};
 use crate::audit::{Actor, AuditLog};
 use crate::config::{Config, Level, Loaded};
 use crate::detect::Incident;
@@ -58,12 +58,12 @@ pub enum Command {
         rule: Option<FlowSpecRule>,
         ttl: Duration,
         actor: String,
-        reply: oneshot::Sender<Result<Vec<Mitigation>, String>>,
+        reply: oneshot::Sender<Result<Vec<Mitigation>, Error>>,
     },
     Withdraw {
         id: String,
         actor: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), Error>>,
     },
 }
 
@@ -85,12 +85,14 @@ impl Handle {
         }
     }
 
-    pub async fn command(&self, c: Command) -> Result<(), String> {
-        self.commands
-            .send(c)
-            .await
-            .map_err(|_| "the mitigation task has stopped".to_owned())
+    pub async fn command(&self, c: Command) -> Result<(), Error> {
+        self.commands.send(c).await.map_err(|_| stopped())
     }
+}
+
+/// The answer when the mitigation task is gone.
+pub fn stopped() -> Error {
+    Error::Unavailable("the mitigation task has stopped".to_owned())
 }
 
 /// Starts the task on the current tokio runtime.
@@ -294,11 +296,27 @@ impl Task {
                 actor,
                 reply,
             } => {
-                let r =
-                    self.engine
-                        .manual(host, level, rule, ttl.as_millis() as u64, &actor, now_ms());
-                let out = match r {
-                    Ok(actions) => {
+                let now = now_ms();
+                let planned = self
+                    .engine
+                    .manual_plan(host, level, rule, ttl.as_millis() as u64, &actor, now)
+                    .and_then(|m| {
+                        // An operator must hear that a route cannot reach
+                        // the routers now, not find out later: without
+                        // gobgpd nothing is stored or sent (an automatic
+                        // mitigation's intent waits for reconciliation; a
+                        // person can try again or use another level).
+                        if !m.shadow && m.adapter() == "gobgp" && self.speaker.is_none() {
+                            return Err(Error::Unavailable(format!(
+                                "levee is not connected to gobgpd ({}): nothing was announced",
+                                self.cfg.bgp.gobgp_grpc
+                            )));
+                        }
+                        Ok(m)
+                    });
+                let out = match planned {
+                    Ok(m) => {
+                        let actions = self.engine.commit(m, now);
                         let ms = actions
                             .iter()
                             .filter_map(|a| match a {
@@ -309,7 +327,10 @@ impl Task {
                         self.apply(actions).await;
                         Ok(ms)
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        tracing::warn!(%host, %level, %actor, error = %e, "Manual mitigation refused");
+                        Err(e)
+                    }
                 };
                 let _ = reply.send(out);
             }

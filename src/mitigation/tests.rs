@@ -838,3 +838,59 @@ fn a_changed_attack_gets_its_new_rule_before_the_old_one_goes() {
         "{later:?}"
     );
 }
+
+#[test]
+fn a_manual_mitigation_says_what_kind_of_refusal_stops_it() {
+    use super::Error;
+    let mut c = config();
+    c.mitigation.never = vec!["192.0.2.53/32".parse().unwrap()];
+    c.mitigation.max_rtbh = 1;
+    c.bgp.next_hop6 = None;
+    let mut e = Engine::new(Arc::new(c));
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let manual = |e: &mut Engine, host: &str, level, rule| {
+        e.manual(ip(host), level, rule, 60 * S, "system:cli", 0)
+    };
+    assert_eq!(
+        manual(&mut e, "198.51.100.1", Level::Rtbh, None),
+        Err(Error::NotProtected(ip("198.51.100.1")))
+    );
+    assert!(matches!(
+        manual(&mut e, "192.0.2.10", Level::Firewall, None),
+        Err(Error::NotConfigured(w)) if w.contains("firewall level is off")
+    ));
+    assert!(matches!(
+        manual(&mut e, "2001:db8::1", Level::Rtbh, None),
+        Err(Error::NotConfigured(w)) if w.contains("next_hop6")
+    ));
+    let elsewhere =
+        levee_bgp::FlowSpecRule::to("192.0.2.99/32".parse().unwrap(), FlowAction::Discard);
+    assert!(matches!(
+        manual(&mut e, "192.0.2.10", Level::Flowspec, Some(elsewhere)),
+        Err(Error::Invalid(w)) if w.contains("does not cover")
+    ));
+    assert!(matches!(
+        manual(&mut e, "192.0.2.53", Level::Rtbh, None),
+        Err(Error::Guard(w)) if w.contains("never-mitigate")
+    ));
+    let made = manual(&mut e, "192.0.2.10", Level::Rtbh, None).unwrap();
+    assert!(matches!(
+        manual(&mut e, "192.0.2.10", Level::Rtbh, None),
+        Err(Error::AlreadyInForce(_))
+    ));
+    assert!(matches!(
+        manual(&mut e, "192.0.2.11", Level::Rtbh, None),
+        Err(Error::Guard(w)) if w.contains("budget full")
+    ));
+    assert_eq!(
+        e.withdraw("mit-0-99", "system:cli"),
+        Err(Error::NotFound("mit-0-99".into()))
+    );
+    let [Action::Announce(m)] = &made[..] else {
+        panic!("{made:?}")
+    };
+    assert_eq!(
+        withdrawn(&e.withdraw(&m.id, "system:cli").unwrap()),
+        vec![Level::Rtbh]
+    );
+}
