@@ -9,7 +9,7 @@
 //! Errors are JSON `{"error": "…"}` with the right status; store and
 //! internal errors are a 500 whose details go to the log, not the client.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -108,6 +108,12 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     }
 }
 
+/// A query string, or a 400 naming what is wrong with it.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "API request failed");
     ApiError(
@@ -130,6 +136,7 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .route("/hostgroups/{name}", get(hostgroup))
         .route("/mitigations", get(mitigations).post(announce))
         .route("/mitigations/{id}", delete(withdraw))
+        .route("/audit", get(audit))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -698,6 +705,89 @@ async fn withdraw(
     })
     .await?;
     Ok(Json(serde_json::json!({ "withdrawn": id })))
+}
+
+/// Entries `GET /audit` returns by default, and at most.
+const AUDIT_DEFAULT: usize = 100;
+const AUDIT_MAX: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    /// RFC 3339 (UTC, `Z`): entries at or after.
+    since: Option<String>,
+    /// RFC 3339 (UTC, `Z`): entries before.
+    until: Option<String>,
+    after_seq: Option<u64>,
+    before_seq: Option<u64>,
+    /// Action prefix.
+    action: Option<String>,
+    actor: Option<String>,
+    target: Option<String>,
+    limit: Option<usize>,
+    /// `newest` (default) or `oldest` first.
+    order: Option<String>,
+}
+
+/// The audit chain, filtered and paged, with the head to anchor it.
+async fn audit(
+    State(s): State<WebState>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query(q)?;
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let time = |name: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|t| {
+                humantime::parse_rfc3339(t).map_err(|e| {
+                    bad(format!(
+                        "{name} `{t}`: {e} (RFC 3339 in UTC, e.g. 2026-12-01T10:00:00Z)"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let newest_first = match q.order.as_deref() {
+        None | Some("newest") => true,
+        Some("oldest") => false,
+        Some(o) => return Err(bad(format!("order `{o}`: newest or oldest"))),
+    };
+    let limit = q.limit.unwrap_or(AUDIT_DEFAULT).clamp(1, AUDIT_MAX);
+    // The head first: every entry listed is at or before it.
+    let (head_seq, head_hash) = s.audit.head();
+    let filter = crate::audit::Filter {
+        after_seq: q.after_seq.unwrap_or(0),
+        before_seq: q
+            .before_seq
+            .unwrap_or(u64::MAX)
+            .min(head_seq.saturating_add(1)),
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        action: q.action,
+        actor: q.actor,
+        target: q.target,
+        newest_first,
+        limit,
+        ..crate::audit::Filter::default()
+    };
+    let store = s.store.clone();
+    let page = tokio::task::spawn_blocking(move || crate::audit::list(&store, &filter))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let next = page.next.map(|seq| {
+        if newest_first {
+            serde_json::json!({ "before_seq": seq })
+        } else {
+            serde_json::json!({ "after_seq": seq })
+        }
+    });
+    Ok(Json(serde_json::json!({
+        "head": { "seq": head_seq, "hash": head_hash },
+        "order": if newest_first { "newest" } else { "oldest" },
+        "limit": limit,
+        "entries": page.entries,
+        "next": next,
+    })))
 }
 
 /// Key management needs the admin socket or a write key.

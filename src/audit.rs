@@ -256,11 +256,11 @@ pub enum Format {
 /// An entry as exported: the hashed fields plus `actor_name`, the person
 /// behind a `user:` pseudonym while their identity is kept. `actor_name` is
 /// not part of the hash.
-#[derive(Debug, Serialize, Deserialize)]
-struct Exported {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exported {
     #[serde(flatten)]
-    entry: Entry,
-    actor_name: Option<String>,
+    pub entry: Entry,
+    pub actor_name: Option<String>,
 }
 
 const CSV_HEADER: [&str; 9] = [
@@ -323,29 +323,138 @@ fn for_each_exported(
 ) -> Result<(u64, u64, String), AuditError> {
     let mut n = 0;
     let mut head = (0, GENESIS.to_owned());
-    let mut names = std::collections::HashMap::<String, Option<String>>::new();
+    let mut names = Names::default();
     for item in store.audit_scan(0) {
         let (seq, bytes) = item?;
         let entry = decode(seq, &bytes)?;
-        let actor_name = match entry.actor.strip_prefix("user:") {
-            None => None,
-            Some(p) => match names.get(p) {
-                Some(name) => name.clone(),
-                None => {
-                    let name = store
-                        .identity_record(p)?
-                        .and_then(|r| serde_json::from_slice::<Identity>(&r).ok())
-                        .map(|i| i.name);
-                    names.insert(p.to_owned(), name.clone());
-                    name
-                }
-            },
-        };
+        let actor_name = names.of(store, &entry.actor)?;
         head = (entry.seq, entry.hash.clone());
         n += 1;
         f(entry, actor_name)?;
     }
     Ok((n, head.0, head.1))
+}
+
+/// The names behind `user:` pseudonyms, looked up once each.
+#[derive(Default)]
+struct Names(std::collections::HashMap<String, Option<String>>);
+
+impl Names {
+    /// The person behind `actor` while their identity is kept.
+    fn of(&mut self, store: &Store, actor: &str) -> Result<Option<String>, AuditError> {
+        let Some(p) = actor.strip_prefix("user:") else {
+            return Ok(None);
+        };
+        if let Some(name) = self.0.get(p) {
+            return Ok(name.clone());
+        }
+        let name = store
+            .identity_record(p)?
+            .and_then(|r| serde_json::from_slice::<Identity>(&r).ok())
+            .map(|i| i.name);
+        self.0.insert(p.to_owned(), name.clone());
+        Ok(name)
+    }
+}
+
+/// Which entries [`list`] returns. Seq bounds are exclusive; `since` is
+/// inclusive and `until` exclusive.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub after_seq: u64,
+    pub before_seq: u64,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+    /// The action starts with this (`mitigation.`, `apikey.create`).
+    pub action: Option<String>,
+    /// Exactly this actor (`system:cli`, `apikey:<id>`, `user:<pseudonym>`).
+    pub actor: Option<String>,
+    /// Exactly this target.
+    pub target: Option<String>,
+    pub newest_first: bool,
+    /// At most this many entries returned.
+    pub limit: usize,
+    /// At most this many entries read; a selective filter over a long
+    /// chain answers in pages rather than reading all of it at once.
+    pub scan: usize,
+}
+
+impl Default for Filter {
+    fn default() -> Filter {
+        Filter {
+            after_seq: 0,
+            before_seq: u64::MAX,
+            since: None,
+            until: None,
+            action: None,
+            actor: None,
+            target: None,
+            newest_first: true,
+            limit: 100,
+            scan: 100_000,
+        }
+    }
+}
+
+/// A page of [`list`].
+#[derive(Debug)]
+pub struct Page {
+    pub entries: Vec<Exported>,
+    /// The last seq read when there may be more to read in the same
+    /// direction (the page is full, or the scan bound was reached): the
+    /// next page's `before_seq` (newest first) or `after_seq`.
+    pub next: Option<u64>,
+}
+
+/// The stored entries that pass `f`, in its order, with the names behind
+/// pseudonyms. Times are compared as stored: entries are appended under
+/// one lock with the time taken there, so time follows seq (unless the
+/// clock was stepped back), and the scan stops at the first entry past a
+/// time bound.
+pub fn list(store: &Store, f: &Filter) -> Result<Page, AuditError> {
+    let mut names = Names::default();
+    let mut entries = Vec::new();
+    let mut last = None;
+    let range = store.audit_range(f.after_seq, f.before_seq, f.newest_first);
+    for (read, item) in range.enumerate() {
+        // There is one more entry: the page ends before it if it must.
+        if entries.len() >= f.limit || read >= f.scan {
+            return Ok(Page {
+                entries,
+                next: last,
+            });
+        }
+        let (seq, bytes) = item?;
+        last = Some(seq);
+        let entry = decode(seq, &bytes)?;
+        let at = humantime::parse_rfc3339(&entry.time).map_err(|e| AuditError::Damaged {
+            seq,
+            why: format!("time {:?}: {e}", entry.time),
+        })?;
+        let (too_new, too_old) = (
+            f.until.is_some_and(|u| at >= u),
+            f.since.is_some_and(|s| at < s),
+        );
+        if (f.newest_first && too_old) || (!f.newest_first && too_new) {
+            break;
+        }
+        if too_new
+            || too_old
+            || f.action
+                .as_ref()
+                .is_some_and(|a| !entry.action.starts_with(a.as_str()))
+            || f.actor.as_ref().is_some_and(|a| entry.actor != *a)
+            || f.target.as_ref().is_some_and(|t| entry.target != *t)
+        {
+            continue;
+        }
+        let actor_name = names.of(store, &entry.actor)?;
+        entries.push(Exported { entry, actor_name });
+    }
+    Ok(Page {
+        entries,
+        next: None,
+    })
 }
 
 fn csv_io(e: csv::Error) -> AuditError {

@@ -297,3 +297,87 @@ fn the_canonical_form_is_as_documented() {
         )
     );
 }
+
+#[test]
+fn a_listing_filters_pages_and_names_people() {
+    let (_d, store, _log) = log_with(6);
+    let seqs = |f: &Filter| -> (Vec<u64>, Option<u64>) {
+        let page = list(&store, f).unwrap();
+        (
+            page.entries.iter().map(|e| e.entry.seq).collect(),
+            page.next,
+        )
+    };
+    // Newest first by default; a full page says where the next starts.
+    let f = Filter {
+        limit: 4,
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f), (vec![6, 5, 4, 3], Some(3)));
+    let f = Filter { before_seq: 3, ..f };
+    assert_eq!(seqs(&f), (vec![2, 1], None));
+    // Oldest first from a seq.
+    let f = Filter {
+        after_seq: 4,
+        newest_first: false,
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f), (vec![5, 6], None));
+    // A page that ends exactly at the end of the range has no next.
+    let f = Filter {
+        after_seq: 4,
+        newest_first: false,
+        limit: 2,
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f), (vec![5, 6], None));
+    // By actor, action prefix and target.
+    let f = Filter {
+        actor: Some("system:config".into()),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f).0, [5, 3, 1]);
+    let f = Filter {
+        action: Some("test.".into()),
+        target: Some("target-2".into()),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f).0, [2]);
+    let f = Filter {
+        action: Some("config.".into()),
+        ..Filter::default()
+    };
+    assert!(seqs(&f).0.is_empty());
+    // The scan bound ends a selective page early, with a place to go on.
+    let f = Filter {
+        target: Some("target-1".into()),
+        scan: 3,
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f), (vec![], Some(4)));
+    // By time: since inclusive, until exclusive.
+    let all = list(&store, &Filter::default()).unwrap().entries;
+    let time = |seq: u64| {
+        let e = all.iter().find(|e| e.entry.seq == seq).unwrap();
+        humantime::parse_rfc3339(&e.entry.time).unwrap()
+    };
+    for newest_first in [true, false] {
+        let f = Filter {
+            since: Some(time(2)),
+            until: Some(time(5)),
+            newest_first,
+            ..Filter::default()
+        };
+        let mut got = seqs(&f).0;
+        got.sort_unstable();
+        assert_eq!(got, [2, 3, 4], "newest_first {newest_first}");
+    }
+    // People are named while their identity is kept.
+    let alice = all.iter().find(|e| e.entry.seq == 2).unwrap();
+    assert!(alice.entry.actor.starts_with("user:"));
+    assert_eq!(alice.actor_name.as_deref(), Some("alice"));
+    assert_eq!(
+        all.iter().find(|e| e.entry.seq == 1).unwrap().actor_name,
+        None
+    );
+}

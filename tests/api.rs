@@ -246,6 +246,7 @@ fn the_openapi_description_lists_exactly_the_api() {
         [
             "/apikeys",
             "/apikeys/{id}",
+            "/audit",
             "/exporters",
             "/hostgroups",
             "/hostgroups/{name}",
@@ -324,6 +325,114 @@ fn bodies_are_refused_by_what_is_wrong_with_them() {
         &format!("{{\"name\": \"{}\", \"scope\": \"read\"}}", "x".repeat(64)),
     );
     assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[test]
+fn the_audit_chain_is_read_through_the_api() {
+    let (dir, config) = setup();
+    let levee = Levee::start(&config);
+    let (read_id, read) = add_key(&config, "grafana", "read");
+    let (write_id, _) = add_key(&config, "automation", "write");
+    let get = |query: &str| -> Value {
+        let r = http(
+            levee.web,
+            "GET",
+            &format!("/api/v1/audit{query}"),
+            Some(&read),
+            None,
+        );
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    let seqs = |v: &Value| -> Vec<u64> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+
+    // A key is needed; a read key will do.
+    let r = http(levee.web, "GET", "/api/v1/audit", None, None);
+    assert_eq!(r.status, 401);
+
+    // Newest first, anchored at the head the export reports too.
+    let all = get("");
+    let (_, export_head) = export(&config, "jsonl");
+    let head = all["head"]["seq"].as_u64().unwrap();
+    assert_eq!(all["head"]["hash"], export_head.as_str());
+    assert_eq!(all["order"], "newest");
+    assert_eq!(all["next"], Value::Null, "everything fits one page");
+    let listed = seqs(&all);
+    assert_eq!(listed, (1..=head).rev().collect::<Vec<_>>());
+    let newest = &all["entries"][0];
+    assert_eq!(newest["hash"], all["head"]["hash"]);
+    assert_eq!(newest["action"], "apikey.create");
+    assert_eq!(newest["target"], write_id.as_str());
+    for field in ["time", "actor", "details", "prev_hash", "actor_name"] {
+        assert!(newest.get(field).is_some(), "{field} in {newest}");
+    }
+    assert_eq!(
+        all["entries"][1]["hash"], newest["prev_hash"],
+        "the chain links"
+    );
+
+    // Filters: action prefix, actor, target.
+    let keys = get("?action=apikey.&actor=system:cli");
+    assert_eq!(seqs(&keys).len(), 2, "{keys}");
+    let one = get(&format!("?target={read_id}"));
+    assert_eq!(one["entries"][0]["details"]["name"], "grafana");
+    assert_eq!(seqs(&one).len(), 1);
+    assert!(seqs(&get("?action=nothing.")).is_empty());
+
+    // Oldest first, in pages, by seq.
+    let first = get("?order=oldest&limit=2");
+    assert_eq!(seqs(&first), [1, 2]);
+    assert_eq!(first["entries"][0]["prev_hash"], "0".repeat(64));
+    assert_eq!(first["next"]["after_seq"], 2);
+    assert_eq!(seqs(&get("?order=oldest&after_seq=2&limit=1")), [3]);
+    let older = get("?before_seq=3");
+    assert_eq!(seqs(&older), [2, 1]);
+
+    // By time: since inclusive, until exclusive.
+    let at = all["entries"][1]["time"].as_str().unwrap().to_owned();
+    let since = get(&format!("?since={at}"));
+    assert_eq!(seqs(&since), listed[..2]);
+    let until = get(&format!("?until={at}"));
+    assert_eq!(seqs(&until), listed[2..]);
+
+    // The limit has a default and a ceiling.
+    assert_eq!(get("")["limit"], 100);
+    assert_eq!(get("?limit=5000")["limit"], 1000);
+    assert_eq!(seqs(&get("?limit=0")).len(), 1);
+
+    // Bad queries say what is wrong.
+    for q in ["?since=yesterday", "?order=sideways", "?limit=many"] {
+        let r = http(
+            levee.web,
+            "GET",
+            &format!("/api/v1/audit{q}"),
+            Some(&read),
+            None,
+        );
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert!(serde_json::from_str::<Value>(&r.body).unwrap()["error"].is_string());
+    }
+
+    // The admin socket needs no key.
+    use std::io::{Read, Write};
+    let mut s =
+        std::os::unix::net::UnixStream::connect(dir.path().join("data/levee.sock")).unwrap();
+    write!(
+        s,
+        "GET /api/v1/audit?limit=1 HTTP/1.1\r\nHost: levee\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("\"entries\""), "{raw}");
 }
 
 /// A config whose gobgpd is at `grpc` and whose `extra` adds to
