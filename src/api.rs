@@ -511,12 +511,37 @@ async fn host(
     let a = levee_collectors::Addr::from(ip);
     let (seconds, minutes) = history(&s, Subject::Host(a.0), &w).await?;
     let group = s.dataplane.as_ref().and_then(|dp| dp.hostgroup_of(&a));
+    let legit = match &s.dataplane {
+        Some(dp) => dp.legit(a).await,
+        None => None,
+    };
     Ok(Json(serde_json::json!({
         "host": a.to_string(),
         "hostgroup": group,
         "seconds": seconds,
         "minutes": minutes,
+        "legit": legit.as_ref().map(legit_json),
     })))
+}
+
+/// A host's legitimate-traffic profile (MIT-11): packets per second by
+/// class, the seconds it was learnt from, and whether that is enough for
+/// mitigation to judge rules by it (`[detection] legit_learning`).
+fn legit_json(l: &crate::detect::Legit) -> serde_json::Value {
+    let round = |p: f32| (f64::from(p) * 10.0).round() / 10.0;
+    let by_class: serde_json::Map<String, serde_json::Value> = class::NAMES
+        .iter()
+        .zip(l.pps)
+        .skip(1)
+        .filter(|(_, p)| round(*p) > 0.0)
+        .map(|(n, p)| ((*n).to_owned(), round(p).into()))
+        .collect();
+    serde_json::json!({
+        "learnt": l.learnt,
+        "seconds": l.seconds,
+        "pps": round(l.pps[class::ALL]),
+        "by_class": by_class,
+    })
 }
 
 /// One hostgroup's recent seconds and minute rollups.

@@ -35,7 +35,7 @@ use crate::account::{
 };
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
-use crate::detect::{baseline::Baseline, Detector, Event, Incident, Settings, Timeline};
+use crate::detect::{baseline::Baseline, Detector, Event, Incident, Legit, Settings, Timeline};
 use crate::hostgroups::{GroupId, Hostgroups};
 use crate::pipeline::{bounds, limits, Routing};
 use crate::report::incident_json;
@@ -114,6 +114,13 @@ pub struct Live {
     pub details_replaced: AtomicU64,
 }
 
+/// A question for the detector thread: a host's legitimate-traffic
+/// profile, answered on its next pass (at most 200 ms away).
+type LegitQuery = (Addr, tokio::sync::oneshot::Sender<Option<Legit>>);
+
+/// Questions waiting for the detector thread.
+const QUERIES: usize = 64;
+
 /// The running data plane.
 pub struct Dataplane {
     routing: Arc<ArcSwap<Routing>>,
@@ -125,6 +132,9 @@ pub struct Dataplane {
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     settings: Arc<ArcSwap<Settings>>,
+    queries: mpsc::SyncSender<LegitQuery>,
+    /// The detector thread's end, until it starts.
+    query_rx: Mutex<Option<Receiver<LegitQuery>>>,
 }
 
 fn now_ms() -> u64 {
@@ -146,11 +156,24 @@ impl Dataplane {
         self.settings.load().groups.get(usize::from(g)).cloned()
     }
 
+    /// A host's legitimate-traffic profile as the detector holds it
+    /// (`Detector::legit`); `None` for a host it does not track, or when
+    /// the detector does not answer within a second.
+    pub async fn legit(&self, a: Addr) -> Option<Legit> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queries.try_send((a, tx)).ok()?;
+        tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()?
+    }
+
     /// Shards follow the cores.
     pub fn new(c: &Config) -> Dataplane {
         let shards = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 64);
+        let (queries, query_rx) = mpsc::sync_channel(QUERIES);
         Dataplane {
             routing: Arc::new(ArcSwap::from_pointee(Routing {
                 groups: Arc::new(Hostgroups::new(&c.hostgroups)),
@@ -163,6 +186,8 @@ impl Dataplane {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             settings: Arc::new(ArcSwap::from_pointee(Settings::from_config(c))),
+            queries,
+            query_rx: Mutex::new(Some(query_rx)),
         }
     }
 
@@ -223,10 +248,18 @@ impl Dataplane {
             classified: HashMap::new(),
         };
         let (shards, settings) = (self.shards, self.settings.clone());
+        let queries = self
+            .query_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the data plane is started already"))?;
         threads.push(
             std::thread::Builder::new()
                 .name("levee-detect".into())
-                .spawn(move || detector_loop(detector, rx, shards, outcomes, settings, stats))?,
+                .spawn(move || {
+                    detector_loop(detector, rx, shards, outcomes, settings, stats, queries)
+                })?,
         );
         Ok(())
     }
@@ -327,6 +360,7 @@ fn detector_loop(
     mut out: Outcomes,
     settings: Arc<ArcSwap<Settings>>,
     stats: Vec<Arc<Mutex<ShardStats>>>,
+    queries: Receiver<LegitQuery>,
 ) {
     let mut pending: BTreeMap<u64, Vec<Snapshot>> = BTreeMap::new();
     let mut last_settings = settings.load_full();
@@ -404,6 +438,9 @@ fn detector_loop(
         if last_save.elapsed() >= Duration::from_secs(60) {
             out.save_baselines(&detector);
             last_save = Instant::now();
+        }
+        while let Ok((host, reply)) = queries.try_recv() {
+            let _ = reply.send(detector.legit(&host));
         }
     }
 }

@@ -313,6 +313,8 @@ pub struct Detector {
     last: HashMap<Addr, (u64, Box<Details>)>,
     events: Vec<Event>,
     seq: u64,
+    /// The latest second judged.
+    latest: u64,
     /// Hosts whose baseline was refused because `max_hosts` was reached.
     pub refused: u64,
 }
@@ -335,8 +337,21 @@ impl Detector {
             last: HashMap::new(),
             events: Vec::new(),
             seq: 0,
+            latest: 0,
             refused: 0,
         }
+    }
+
+    /// A host's legitimate-traffic profile as mitigation would judge by it
+    /// now: the one its running incident carries, else the one being
+    /// learnt (as of the latest second judged). `None` for a host the
+    /// detector does not track.
+    pub fn legit(&self, host: &Addr) -> Option<Legit> {
+        if let Some(inc) = self.active.get(host) {
+            return Some(inc.legit);
+        }
+        let h = self.hosts.get(host)?;
+        Some(h.legit.at(self.latest, self.s.legit_learning_s))
     }
 
     pub fn reconfigure(&mut self, s: Settings) {
@@ -548,6 +563,7 @@ impl Detector {
     /// The hosts of second `second` (from every shard).
     pub fn on_second(&mut self, second: u64, hosts: Vec<HostSecond>) {
         let end_ms = (second + 1) * 1000;
+        self.latest = self.latest.max(second);
         let mut last = HashMap::new();
         for mut h in hosts {
             let base = self.hosts.get(&h.addr).map(|s| &s.baseline);

@@ -224,6 +224,25 @@ fn an_attacks_ramp_and_a_short_history_are_not_taken_for_normal() {
     );
 }
 
+#[test]
+fn a_hosts_profile_can_be_read_while_it_is_learnt() {
+    let mut d = Detector::new(settings(10_000, 1, None));
+    assert_eq!(d.legit(&HOST), None, "an unknown host has none");
+    for s in 1..=29u64 {
+        d.on_second(s, vec![second(HOST, 100)]);
+    }
+    let l = d.legit(&HOST).unwrap();
+    assert!(!l.learnt);
+    assert_eq!(l.seconds, 29);
+    assert!((l.pps[class::UDP] - 100.0).abs() < 1.0, "{l:?}");
+    d.on_second(30, vec![second(HOST, 100)]);
+    assert!(d.legit(&HOST).unwrap().learnt, "30 s is legit_learning");
+    // Under attack, it is the profile the incident carries.
+    d.on_second(31, vec![second(HOST, 50_000)]);
+    let carried = started(&d.take_events())[0].legit;
+    assert_eq!(d.legit(&HOST), Some(carried));
+}
+
 /// Details of `n` sampled NTP reflections (weight 100 each).
 fn ntp(n: u64) -> Box<Details> {
     let mut d = Details {
