@@ -12,27 +12,21 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A network namespace, deleted when dropped.
-struct Netns(String);
+/// The namespace levee protects here: the protected addresses on its
+/// loopback.
+fn namespace() -> Netns {
+    let ns = Netns::new("levee-fw");
+    ns.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    ns.ip(&["addr", "add", "2001:db8::10/128", "dev", "lo", "nodad"]);
+    ns
+}
 
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("levee-fw-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
-        ns.ip(&["addr", "add", "2001:db8::10/128", "dev", "lo", "nodad"]);
-        ns
-    }
+trait FirewallNetns {
+    fn nft(&self, args: &[&str]) -> (bool, String);
+    fn delivers(&self, to: SocketAddr) -> bool;
+}
 
-    fn ip(&self, args: &[&str]) {
-        let mut full = vec!["ip", "-n", &self.0];
-        full.extend_from_slice(args);
-        run(&full);
-    }
-
+impl FirewallNetns for Netns {
     fn nft(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.0, "nft"])
@@ -74,17 +68,6 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let s = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(s.success(), "{args:?}");
-}
-
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -95,7 +78,7 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn firewall_rules_drop_exactly_the_attack_inside_a_namespace() {
-    let ns = Netns::new();
+    let ns = namespace();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("levee.toml");
     let extra =

@@ -16,43 +16,26 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use common::bgp::*;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 use common::*;
 use levee_collectors::encode::packet::PacketSpec;
 use levee_tools::attacks::{self, Attack, Family, Sources};
-use levee_tools::export::{self, Export};
+use levee_tools::export;
 use levee_tools::flowspec::Rule;
-use levee_tools::gobgpd::{loopback_pair, Change, Gobgpd};
+use levee_tools::gobgpd::Gobgpd;
 use levee_tools::scenario::{Scenario, T0_US};
-
-struct Bed {
-    dir: tempfile::TempDir,
-    speaker: Gobgpd,
-    router: Gobgpd,
-}
-
-fn bed() -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let (s, r) = loopback_pair();
-    let router = Gobgpd::router(dir.path(), r, s).unwrap();
-    let speaker = Gobgpd::speaker(dir.path(), s, r).unwrap();
-    router.wait_established(Duration::from_secs(30)).unwrap();
-    Bed {
-        dir,
-        speaker,
-        router,
-    }
-}
 
 /// A 5,000 pps limit, FlowSpec as the only level: whatever reaches the
 /// router is a rule built from the classification.
 fn start_levee(bed: &Bed) -> Levee {
     let config = bed.dir.path().join("levee.toml");
     let text = format!(
-        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
+        "[collector]\nallowed_exporters = [\"127.0.0.1/32\"]\n\
+         [[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
          [hostgroup.thresholds]\npps = 5000\n\
          [hostgroup.mitigation]\nladder = [\"flowspec\"]\n\
          [detection]\nhold_down = \"2s\"\n\
@@ -66,63 +49,6 @@ fn start_levee(bed: &Bed) -> Levee {
         l.metric("levee_bgp_up").as_deref() == Some("1")
     });
     levee
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Sends `exports` to `to` at the pace of their capture times; returns the
-/// wall-clock ms that capture time [`T0_US`] corresponds to.
-fn send_at_pace(exports: Vec<Export>, to: SocketAddr) -> (u64, std::thread::JoinHandle<()>) {
-    let lead = Duration::from_millis(300);
-    let start = Instant::now() + lead;
-    let wall_t0 = now_ms() + lead.as_millis() as u64;
-    let thread = std::thread::spawn(move || {
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for e in exports {
-            let at = start + Duration::from_micros(e.time_us.saturating_sub(T0_US));
-            if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let _ = tx.send_to(&e.payload, to);
-        }
-    });
-    (wall_t0, thread)
-}
-
-/// One attacked host.
-struct Case {
-    family: Family,
-    target: IpAddr,
-    packets: Vec<PacketSpec>,
-    /// Capture time of its first attack packet.
-    first_us: u64,
-    /// Legitimate packets to the same host.
-    legit: Vec<PacketSpec>,
-}
-
-/// The routes the router held for `host`, in order: (when, announced?, rule).
-fn routes_for(changes: &[Change], host: IpAddr) -> Vec<(u64, bool, Rule)> {
-    changes
-        .iter()
-        .filter(|c| c.is_flowspec())
-        .filter_map(|c| {
-            let r = Rule::from_gobgp(&c.nlri).ok()?;
-            r.covers(host).then_some((c.at_ms, !c.withdrawal, r))
-        })
-        .collect()
-}
-
-fn v4(d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(192, 0, 2, d))
-}
-
-fn v6(d: u16) -> IpAddr {
-    IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, d))
 }
 
 #[test]
@@ -176,6 +102,7 @@ fn the_first_rule_at_the_router_matches_the_attack_for_every_family() {
             packets: attack.packets.iter().map(|p| p.spec).collect(),
             first_us: attack.packets[0].time_us,
             legit: legit.packets.iter().map(|p| p.spec).collect(),
+            wall_t0: None,
         });
         parts.push(attack);
         parts.push(legit);
@@ -197,70 +124,7 @@ fn the_first_rule_at_the_router_matches_the_attack_for_every_family() {
     }
     let changes = watch.changes();
 
-    let mut failures = Vec::new();
-    let mut table = BTreeMap::new();
-    for c in &cases {
-        let (want, vector) = c.family.expected();
-        let name = format!("{want}/{} on {}", vector.unwrap_or("-"), c.target);
-        let routes = routes_for(&changes, c.target);
-        let Some((first_ms, _, first)) = routes.iter().find(|(_, add, _)| *add) else {
-            failures.push(format!("{name}: no rule ever reached the router"));
-            continue;
-        };
-        let attack_ms = wall_t0 + (c.first_us - T0_US) / 1000;
-        let delay = first_ms.saturating_sub(attack_ms);
-        let cover = first.share(&c.packets);
-        let legit = first.share(&c.legit);
-        table.insert(name.clone(), (delay, cover, legit));
-        if cover < 0.9 {
-            failures.push(format!(
-                "{name}: the first rule matches {:.0}% of the attack: {}",
-                cover * 100.0,
-                first.text
-            ));
-        }
-        // A rule for a TCP flood of bare ACKs matches the host's TCP (no
-        // flag tells the two apart); every other family's rule leaves the
-        // web traffic alone.
-        if c.family != Family::AckFlood && legit > 0.1 {
-            failures.push(format!(
-                "{name}: the first rule matches {:.0}% of the legitimate traffic: {}",
-                legit * 100.0,
-                first.text
-            ));
-        }
-        for (_, add, r) in &routes {
-            let share = r.share(&c.packets);
-            if *add && share < 0.5 {
-                failures.push(format!(
-                    "{name}: a rule that matches {:.0}% of the attack reached the router: {}",
-                    share * 100.0,
-                    r.text
-                ));
-            }
-        }
-        // Generous: the goal (1.5 s) is reported, a loaded CI machine must
-        // not fail the test for it; waiting forever must.
-        if delay > 5_000 {
-            failures.push(format!(
-                "{name}: the first rule came {delay} ms after the attack"
-            ));
-        }
-    }
-    for c in changes.iter().filter(|c| !c.is_flowspec() && !c.withdrawal) {
-        failures.push(format!(
-            "a unicast route (RTBH or diversion) reached the router: {}",
-            c.nlri
-        ));
-    }
-    eprintln!("attack start → first rule at the router (sFlow 1:100):");
-    for (name, (delay, cover, legit)) in &table {
-        eprintln!(
-            "  {name:36} {delay:5} ms  matches {:5.1}% of the attack, {:5.1}% of the legitimate traffic",
-            cover * 100.0,
-            legit * 100.0
-        );
-    }
+    let mut failures = judge(&cases, &changes, wall_t0, "sFlow 1:100");
     for (proto, rib) in [
         ("ipv4-flowspec", bed.router.rib("ipv4-flowspec").unwrap()),
         ("ipv6-flowspec", bed.router.rib("ipv6-flowspec").unwrap()),
@@ -363,5 +227,112 @@ fn a_verdict_that_changes_mid_attack_replaces_the_rule_without_a_gap() {
     assert!(
         held.iter().all(|r| r.share(&amp_packets) < 0.5),
         "the reflection's rule was withdrawn once the attack no longer matched it: {held:#?}"
+    );
+}
+
+/// The same from a mirror port: levee captures on an interface inside a
+/// network namespace of the test's own (with both gobgpds), and tcpreplay
+/// plays the scenario onto the other end of a veth pair at its own pace.
+#[test]
+fn the_first_rule_from_a_mirror_port_matches_the_attack() {
+    let ns = Netns::new("levee-mirror");
+    ns.ip(&[
+        "link", "add", "mirror0", "type", "veth", "peer", "name", "mirror1",
+    ]);
+    ns.ip(&["link", "set", "mirror0", "up"]);
+    ns.ip(&["link", "set", "mirror1", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (s, r) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let router = Gobgpd::router_in(&ns.0, dir.path(), r, s).unwrap();
+    let speaker = Gobgpd::speaker_in(&ns.0, dir.path(), s, r).unwrap();
+    router.wait_established(Duration::from_secs(30)).unwrap();
+    let config = dir.path().join("levee.toml");
+    let text = format!(
+        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
+         [hostgroup.thresholds]\npps = 5000\n\
+         [hostgroup.mitigation]\nladder = [\"flowspec\"]\n\
+         [detection]\nhold_down = \"2s\"\n\
+         [mitigation]\nhold_down = \"3s\"\ndwell = \"60s\"\n\
+         [bgp]\ngobgp_grpc = \"{}\"\n\
+         [collector.pcap]\ninterfaces = [\"mirror1\"]\n",
+        speaker.grpc()
+    );
+    std::fs::write(&config, test_config(&dir.path().join("data"), &text)).unwrap();
+    let levee = Levee::start_in_netns(&ns.0, &config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !levee
+        .log()
+        .iter()
+        .any(|l| l.contains("Connected to gobgpd"))
+    {
+        assert!(Instant::now() < deadline, "levee never reached gobgpd");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let watch = router.watch(&["ipv4-flowspec", "ipv6-flowspec"]).unwrap();
+
+    // One family after another, twice the limit, each played by a
+    // tcpreplay of its own (one long replay drifts behind the clock on a
+    // busy machine, and its lag would be counted as levee's).
+    let plan: Vec<(Family, IpAddr)> = vec![
+        (Family::SynFlood, v4(131)),
+        (Family::SynAck, v4(132)),
+        (Family::RstFlood, v4(133)),
+        (Family::UdpFlood, v4(134)),
+        (Family::IcmpFlood, v4(135)),
+        (Family::Amplification(123), v4(136)),
+        (Family::FragmentFlood, v4(137)),
+        (Family::ProtocolFlood(47), v4(138)),
+        (Family::Amplification(53), v6(0x139)),
+    ];
+    let mut cases = Vec::new();
+    for (i, &(family, target)) in plan.iter().enumerate() {
+        let sources = match family {
+            Family::Amplification(_) | Family::SynAck => Sources::Hosts(200),
+            _ => Sources::Spoofed,
+        };
+        let attack = attacks::attack(
+            &Attack {
+                family,
+                target,
+                pps: 10_000,
+                start_us: 300_000,
+                duration_s: 2,
+                sources,
+            },
+            300 + i as u64,
+        );
+        let legit = attacks::background(target, 3, 400 + i as u64);
+        let mut case = Case {
+            family,
+            target,
+            packets: attack.packets.iter().map(|p| p.spec).collect(),
+            first_us: attack.packets[0].time_us,
+            legit: legit.packets.iter().map(|p| p.spec).collect(),
+            wall_t0: None,
+        };
+        let all = attacks::merge(vec![attack, legit]);
+        let first_us = all.packets[0].time_us;
+        let pcap = dir.path().join(format!("mirror-{i}.pcap"));
+        all.write_pcap(&pcap).unwrap();
+        let wall_first = now_ms();
+        let out = ns
+            .exec("tcpreplay")
+            .args(["-q", "-i", "mirror0"])
+            .arg(&pcap)
+            .output()
+            .expect("tcpreplay runs (scripts/install-deps --test installs it)");
+        assert!(out.status.success(), "{out:?}");
+        case.wall_t0 = Some(wall_first - (first_us - T0_US) / 1000);
+        cases.push(case);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let changes = watch.changes();
+    let failures = judge(&cases, &changes, 0, "mirror port");
+    drop(levee);
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bgp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -296,4 +298,45 @@ pub fn export(config: &Path, format: &str) -> (String, String) {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|| panic!("no head in {stderr:?}"));
     (String::from_utf8(out.stdout).unwrap(), head)
+}
+
+/// A network namespace of the test's own, deleted when dropped.
+pub struct Netns(pub String);
+
+impl Netns {
+    /// A fresh namespace `<prefix>-<pid>` with its loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("{prefix}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS…`; must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.0];
+        full.extend_from_slice(args);
+        run(&full);
+    }
+
+    /// `program` to run inside the namespace.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs a command; it must succeed.
+pub fn run(args: &[&str]) {
+    let s = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(s.success(), "{args:?}");
 }

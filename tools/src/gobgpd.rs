@@ -32,6 +32,8 @@ pub struct Gobgpd {
     pub addr: Ipv4Addr,
     config: PathBuf,
     log: PathBuf,
+    /// The network namespace it runs in (its CLI too), if not this one.
+    netns: Option<String>,
 }
 
 /// Two fresh loopback addresses (speaker, router) no other test in this
@@ -74,6 +76,7 @@ impl Gobgpd {
             "speaker",
             &config(me, SPEAKER_AS, router, ROUTER_AS),
             me,
+            None,
         )
     }
 
@@ -84,10 +87,39 @@ impl Gobgpd {
             "router",
             &config(me, ROUTER_AS, speaker, SPEAKER_AS),
             me,
+            None,
         )
     }
 
-    fn start(dir: &Path, name: &str, conf: &str, addr: Ipv4Addr) -> Result<Gobgpd> {
+    /// The speaker, inside the network namespace `ns` (its loopback up).
+    pub fn speaker_in(ns: &str, dir: &Path, me: Ipv4Addr, router: Ipv4Addr) -> Result<Gobgpd> {
+        Gobgpd::start(
+            dir,
+            "speaker",
+            &config(me, SPEAKER_AS, router, ROUTER_AS),
+            me,
+            Some(ns),
+        )
+    }
+
+    /// The router, inside the network namespace `ns`.
+    pub fn router_in(ns: &str, dir: &Path, me: Ipv4Addr, speaker: Ipv4Addr) -> Result<Gobgpd> {
+        Gobgpd::start(
+            dir,
+            "router",
+            &config(me, ROUTER_AS, speaker, SPEAKER_AS),
+            me,
+            Some(ns),
+        )
+    }
+
+    fn start(
+        dir: &Path,
+        name: &str,
+        conf: &str,
+        addr: Ipv4Addr,
+        netns: Option<&str>,
+    ) -> Result<Gobgpd> {
         let config = dir.join(format!("{name}.toml"));
         fs::write(&config, conf)?;
         let mut g = Gobgpd {
@@ -95,9 +127,22 @@ impl Gobgpd {
             addr,
             config,
             log: dir.join(format!("{name}.log")),
+            netns: netns.map(str::to_owned),
         };
         g.spawn()?;
         Ok(g)
+    }
+
+    /// `program`, run in this daemon's network namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -105,7 +150,8 @@ impl Gobgpd {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new("gobgpd")
+        let child = self
+            .command("gobgpd")
             .arg("-f")
             .arg(&self.config)
             .arg("--api-hosts")
@@ -118,7 +164,11 @@ impl Gobgpd {
             .context("starting gobgpd (scripts/install-deps installs it)")?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&self.grpc(), Duration::from_millis(200)).is_err() {
+        let listening = |g: &Gobgpd| match &g.netns {
+            None => TcpStream::connect_timeout(&g.grpc(), Duration::from_millis(200)).is_ok(),
+            Some(_) => g.cli(&["global"]).is_ok(),
+        };
+        while !listening(self) {
             if Instant::now() > deadline {
                 bail!(
                     "gobgpd at {} did not open its API; log:\n{}",
@@ -157,7 +207,8 @@ impl Gobgpd {
 
     /// Runs the `gobgp` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("gobgp")
+        let out = self
+            .command("gobgp")
             .args(["-u", &self.addr.to_string(), "-p", &GRPC_PORT.to_string()])
             .args(args)
             .output()
@@ -286,7 +337,8 @@ impl Gobgpd {
         let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut children = Vec::new();
         for family in families {
-            let mut child = Command::new("gobgp")
+            let mut child = self
+                .command("gobgp")
                 .args(["-u", &self.addr.to_string(), "-p", &GRPC_PORT.to_string()])
                 .args(["monitor", "global", "rib", "-a", family, "-j"])
                 .stdin(Stdio::null())
