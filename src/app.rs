@@ -139,6 +139,7 @@ async fn control_plane(
     let mut dataplane = Dataplane::new(&config_rx.borrow().config);
     let ingest = Arc::new(Ingest::start(
         &config_rx.borrow().config.collector,
+        config_rx.borrow().config.mitigation.trust_any_exporter,
         &mut || Box::new(dataplane.sink()),
     )?);
     let mitigation =

@@ -40,6 +40,9 @@ pub struct Capture {
 pub struct Ingest {
     pub listeners: Vec<Listener>,
     pub captures: Vec<Capture>,
+    /// Whether flow export may move routes (an allow-list, or
+    /// `trust_any_exporter`); local capture always may.
+    pub exporters_trusted: bool,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -50,12 +53,14 @@ impl Ingest {
     /// rings). Fails if any address cannot be bound.
     pub fn start(
         cfg: &Collectors,
+        trust_any_exporter: bool,
         sinks: &mut dyn FnMut() -> Box<dyn Sink + Send>,
     ) -> anyhow::Result<Ingest> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut ingest = Ingest {
             listeners: Vec::new(),
             captures: Vec::new(),
+            exporters_trusted: !cfg.allowed_exporters.is_empty() || trust_any_exporter,
             stop: stop.clone(),
             threads: Mutex::new(Vec::new()),
         };
@@ -66,7 +71,18 @@ impl Ingest {
         let admission = Admission {
             allow: cfg.allowed_exporters.clone(),
             max_exporters: cfg.max_exporters,
+            idle: cfg.exporter_idle,
+            trust_unlisted: trust_any_exporter,
+            max_sampling: cfg.max_sampling_rate,
         };
+        let exports = !(cfg.sflow.listen.is_empty() && cfg.netflow.listen.is_empty());
+        if exports && !admission.trusted() {
+            tracing::warn!(
+                "No exporter is trusted to move routes: without [collector] allowed_exporters, \
+                 levee detects and alerts on flow export but mitigates only on local capture \
+                 (set [mitigation] trust_any_exporter = true to trust every source)"
+            );
+        }
         for (kind, addrs) in [
             ("sflow", &cfg.sflow.listen),
             ("netflow", &cfg.netflow.listen),

@@ -455,6 +455,26 @@ pub fn render(s: &WebState, store_size: u64) -> String {
         sum(|p| p.refused_limit.load(Ordering::Relaxed)),
     );
     p.family(
+        "levee_exporters_evicted_total",
+        "counter",
+        "Exporters silent for exporter_idle forgotten to make room for a new source.",
+    );
+    p.sample(
+        "levee_exporters_evicted_total",
+        &[],
+        sum(|p| p.evicted.load(Ordering::Relaxed)),
+    );
+    p.family(
+        "levee_records_refused_total",
+        "counter",
+        "Flow records dropped before accounting: a sampling rate above max_sampling_rate.",
+    );
+    p.sample(
+        "levee_records_refused_total",
+        &[("reason", "sampling")],
+        sum(|p| p.implausible_sampling.load(Ordering::Relaxed)),
+    );
+    p.family(
         "levee_datagrams_truncated_total",
         "counter",
         "Datagrams larger than a receive slot (64 KiB), cut before decoding.",

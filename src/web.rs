@@ -56,10 +56,20 @@ pub fn admin_router(state: WebState) -> Router {
     router(state).layer(axum::Extension(crate::api::Principal::Local))
 }
 
-async fn healthz() -> impl IntoResponse {
+async fn healthz(State(s): State<WebState>) -> impl IntoResponse {
+    // The first line is what liveness checks read; the second says whose
+    // traffic may move routes, so an operator sees a detect-only box.
+    let trust = match &s.ingest {
+        Some(i) if !i.exporters_trusted && !i.listeners.is_empty() => {
+            "mitigation: on local capture only; flow export is detected and alerted on, \
+             not trusted to move routes (set [collector] allowed_exporters or \
+             [mitigation] trust_any_exporter)\n"
+        }
+        _ => "",
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "ok\n",
+        format!("ok\n{trust}"),
     )
 }
 

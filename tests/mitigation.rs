@@ -38,7 +38,8 @@ fn bed() -> Bed {
 fn config(bed: &Bed, extra: &str) -> std::path::PathBuf {
     let config = bed.dir.path().join("levee.toml");
     let text = format!(
-        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
+        "[collector]\nallowed_exporters = [\"127.0.0.0/8\"]\n\
+         [[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
          [hostgroup.thresholds]\npps = 2000\n\
          [hostgroup.mitigation]\nladder = [\"flowspec\", \"rtbh\"]\n\
          flowspec_max_bps = 50000000\nrtbh_min_bps = 50000000\n{extra}\n\

@@ -18,7 +18,11 @@ fn setup(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 fn serves_health_and_metrics_and_exits_0_on_sigterm() {
     let (_dir, config) = setup("");
     let mut levee = Levee::start(&config);
-    assert_eq!(levee.get("/healthz"), (200, "ok\n".to_owned()));
+    let (status, body) = levee.get("/healthz");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("ok\n"), "{body}");
+    // No allow-list, no trust_any_exporter: a detect-only box says so.
+    assert!(body.contains("not trusted to move routes"), "{body}");
     let (status, metrics) = levee.get("/metrics");
     assert_eq!(status, 200);
     for series in [

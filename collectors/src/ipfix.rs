@@ -878,7 +878,7 @@ fn flow_record(
             fl |= flags::FRAGMENT;
         }
         if frag_off != 0 {
-            fl |= flags::LATER_FRAGMENT;
+            fl |= flags::LATER_FRAGMENT | flags::NO_L4;
         }
     }
     let rate64 = u64::from(rate);

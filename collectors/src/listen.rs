@@ -19,7 +19,7 @@ use ipnet::IpNet;
 
 use crate::exporter::{Counters, Exporter};
 use crate::receiver::Receiver;
-use crate::record::FlowRecord;
+use crate::record::{flags, FlowRecord};
 use crate::Datagram;
 
 /// Where decoded records go (the accounting rings, in levee).
@@ -27,13 +27,28 @@ pub trait Sink {
     fn accept(&mut self, records: &[FlowRecord]);
 }
 
-/// Which sources may export to levee, and how many exporters it tracks.
+/// Which sources may export to levee, how many exporters it tracks, and
+/// which of their records may be the ground for a mitigation.
 #[derive(Debug, Clone)]
 pub struct Admission {
     /// Prefixes allowed to send; empty allows every source.
     pub allow: Vec<IpNet>,
-    /// Exporters tracked at most; datagrams from further sources are refused.
+    /// Exporters tracked at most. When full, the exporter idle longest
+    /// (past `idle`) makes room for a new source; only when none is idle
+    /// are datagrams from further sources refused — so sources that send
+    /// once (forged, or gone) cannot lock real routers out.
     pub max_exporters: usize,
+    /// An exporter silent this long may be forgotten to make room.
+    pub idle: Duration,
+    /// Trust every admitted exporter even without an allow-list. With an
+    /// allow-list, the admitted exporters are the trusted ones; without
+    /// one and without this, records are marked [`flags::UNTRUSTED`]:
+    /// detected and alerted on, never mitigated on.
+    pub trust_unlisted: bool,
+    /// A sampling rate above this is no router's: records claiming it are
+    /// dropped and counted (one forged sample at 1:100000 would stand for
+    /// a flood).
+    pub max_sampling: u32,
 }
 
 impl Default for Admission {
@@ -41,7 +56,17 @@ impl Default for Admission {
         Admission {
             allow: Vec::new(),
             max_exporters: 4096,
+            idle: Duration::from_secs(300),
+            trust_unlisted: false,
+            max_sampling: 65_536,
         }
+    }
+}
+
+impl Admission {
+    /// Whether records from admitted exporters are trusted.
+    pub fn trusted(&self) -> bool {
+        !self.allow.is_empty() || self.trust_unlisted
     }
 }
 
@@ -56,6 +81,10 @@ pub struct Published {
     pub refused_not_allowed: AtomicU64,
     /// Datagrams from new sources past the exporter limit.
     pub refused_limit: AtomicU64,
+    /// Idle exporters forgotten to make room for new sources.
+    pub evicted: AtomicU64,
+    /// Records dropped for a sampling rate above `max_sampling`.
+    pub implausible_sampling: AtomicU64,
     /// Datagrams larger than a receive slot (cut, then decoded as far as possible).
     pub truncated: AtomicU64,
 }
@@ -63,10 +92,11 @@ pub struct Published {
 /// The exporters one receive loop knows.
 #[derive(Debug)]
 pub struct Exporters {
-    map: HashMap<IpAddr, Exporter>,
+    map: HashMap<IpAddr, (Exporter, u64)>,
     admission: Admission,
     refused_not_allowed: u64,
     refused_limit: u64,
+    evicted: u64,
 }
 
 impl Exporters {
@@ -76,11 +106,14 @@ impl Exporters {
             admission,
             refused_not_allowed: 0,
             refused_limit: 0,
+            evicted: 0,
         }
     }
 
-    /// The state of `source`, admitting it if allowed and there is room.
-    pub fn admit(&mut self, source: IpAddr) -> Option<&mut Exporter> {
+    /// The state of `source` (heard from at `now_ms`), admitting it if
+    /// allowed and there is room — made, when full, by forgetting the
+    /// exporter idle longest if it has been idle past `idle`.
+    pub fn admit(&mut self, source: IpAddr, now_ms: u64) -> Option<&mut Exporter> {
         if !self.map.contains_key(&source) {
             let a = &self.admission;
             if !a.allow.is_empty() && !a.allow.iter().any(|n| n.contains(&source)) {
@@ -88,19 +121,45 @@ impl Exporters {
                 return None;
             }
             if self.map.len() >= a.max_exporters {
-                self.refused_limit += 1;
-                return None;
+                let idle_ms = a.idle.as_millis() as u64;
+                let oldest = self
+                    .map
+                    .iter()
+                    .min_by_key(|(_, (_, seen))| *seen)
+                    .filter(|(_, (_, seen))| now_ms.saturating_sub(*seen) >= idle_ms)
+                    .map(|(ip, _)| *ip);
+                match oldest {
+                    Some(ip) => {
+                        self.map.remove(&ip);
+                        self.evicted += 1;
+                    }
+                    None => {
+                        self.refused_limit += 1;
+                        return None;
+                    }
+                }
             }
         }
-        Some(self.map.entry(source).or_default())
+        let e = self
+            .map
+            .entry(source)
+            .or_insert_with(|| (Exporter::default(), now_ms));
+        e.1 = now_ms;
+        Some(&mut e.0)
+    }
+
+    /// What records from admitted exporters become: trusted or not, and
+    /// the highest plausible sampling rate.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn get(&self, source: &IpAddr) -> Option<&Exporter> {
-        self.map.get(source)
+        self.map.get(source).map(|(e, _)| e)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Exporter)> {
-        self.map.iter()
+        self.map.iter().map(|(ip, (e, _))| (ip, e))
     }
 
     /// Replaces the admission policy (config reload); known exporters that
@@ -133,6 +192,7 @@ pub fn run(
 ) {
     let mut out: Vec<FlowRecord> = Vec::with_capacity(4096);
     let mut truncated = 0u64;
+    let mut implausible = 0u64;
     let mut last_publish = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let n = match rx.recv() {
@@ -148,7 +208,7 @@ pub fn run(
             for i in 0..n {
                 let Some(d) = rx.get(i) else { continue };
                 truncated += u64::from(d.truncated);
-                let Some(exporter) = exporters.admit(d.source.ip()) else {
+                let Some(exporter) = exporters.admit(d.source.ip(), received_ms) else {
                     continue;
                 };
                 let dg = Datagram {
@@ -161,16 +221,39 @@ pub fn run(
                 }
             }
             if !out.is_empty() {
+                implausible += vet(&mut out, exporters.admission());
                 sink.accept(&out);
                 out.clear();
             }
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
+            published
+                .implausible_sampling
+                .store(implausible, Ordering::Relaxed);
             publish(&rx, &exporters, truncated, published);
             last_publish = Instant::now();
         }
     }
+    published
+        .implausible_sampling
+        .store(implausible, Ordering::Relaxed);
     publish(&rx, &exporters, truncated, published);
+}
+
+/// Drops records whose sampling rate no router uses and marks the rest
+/// untrusted when the admission says so; returns the records dropped.
+pub fn vet(out: &mut Vec<FlowRecord>, a: &Admission) -> u64 {
+    let before = out.len();
+    let max = a.max_sampling.max(1);
+    if out.iter().any(|r| r.sampling > max) {
+        out.retain(|r| r.sampling <= max);
+    }
+    if !a.trusted() {
+        for r in out.iter_mut() {
+            r.flags |= flags::UNTRUSTED;
+        }
+    }
+    (before - out.len()) as u64
 }
 
 fn publish(rx: &Receiver, exporters: &Exporters, truncated: u64, p: &Published) {
@@ -180,10 +263,11 @@ fn publish(rx: &Receiver, exporters: &Exporters, truncated: u64, p: &Published) 
         .store(exporters.refused_not_allowed, Ordering::Relaxed);
     p.refused_limit
         .store(exporters.refused_limit, Ordering::Relaxed);
+    p.evicted.store(exporters.evicted, Ordering::Relaxed);
     p.truncated.store(truncated, Ordering::Relaxed);
     let mut map = p.exporters.lock().unwrap_or_else(|e| e.into_inner());
     map.retain(|ip, _| exporters.map.contains_key(ip));
-    for (ip, e) in &exporters.map {
+    for (ip, (e, _)) in &exporters.map {
         map.insert(*ip, e.counters());
     }
 }
@@ -282,4 +366,61 @@ pub fn run_capture(
     published.records.store(records, Ordering::Relaxed);
     published.non_ip.store(non_ip, Ordering::Relaxed);
     published.bad_packets.store(bad, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_sources_cannot_lock_real_exporters_out() {
+        let mut e = Exporters::new(Admission {
+            max_exporters: 2,
+            idle: Duration::from_secs(60),
+            ..Admission::default()
+        });
+        let (a, b, c) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+        );
+        assert!(e.admit(a, 0).is_some());
+        assert!(e.admit(b, 1_000).is_some());
+        // Full, nobody idle: refused.
+        assert!(e.admit(c, 30_000).is_none());
+        assert_eq!(e.refused_limit, 1);
+        // The one silent for a minute makes room; the busy one stays.
+        assert!(e.admit(b, 59_000).is_some());
+        assert!(e.admit(c, 61_000).is_some());
+        assert_eq!(e.evicted, 1);
+        assert!(e.get(&a).is_none() && e.get(&b).is_some());
+    }
+
+    #[test]
+    fn records_are_vetted_for_sampling_and_trust() {
+        let rec = |sampling| FlowRecord {
+            sampling,
+            packets: u64::from(sampling),
+            ..FlowRecord::default()
+        };
+        let mut out = vec![rec(1), rec(4096), rec(100_000)];
+        let open = Admission::default();
+        assert_eq!(vet(&mut out, &open), 1, "1:100000 is no router's");
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|r| r.flags & flags::UNTRUSTED != 0));
+        let listed = Admission {
+            allow: vec!["192.0.2.0/24".parse().unwrap()],
+            ..Admission::default()
+        };
+        let mut out = vec![rec(1)];
+        vet(&mut out, &listed);
+        assert_eq!(out[0].flags & flags::UNTRUSTED, 0);
+        let trusting = Admission {
+            trust_unlisted: true,
+            ..Admission::default()
+        };
+        let mut out = vec![rec(1)];
+        vet(&mut out, &trusting);
+        assert_eq!(out[0].flags & flags::UNTRUSTED, 0);
+    }
 }

@@ -351,7 +351,7 @@ fn ipv4(frame: &[u8], at: usize, r: &mut FlowRecord) -> Result<Extra, PacketErro
         f |= flags::FRAGMENT;
     }
     if offset != 0 {
-        f |= flags::LATER_FRAGMENT;
+        f |= flags::LATER_FRAGMENT | flags::NO_L4;
     }
     set_l3(
         r,
@@ -366,6 +366,15 @@ fn ipv4(frame: &[u8], at: usize, r: &mut FlowRecord) -> Result<Extra, PacketErro
         return Ok(Extra::default());
     }
     Ok(l4(frame, at + ihl, h[9], r))
+}
+
+/// Whether an IPv6 next header is an extension header the walk steps over
+/// (and so not an upper-layer protocol).
+fn is_extension(next: u8) -> bool {
+    matches!(
+        next,
+        HOP_BY_HOP | ROUTING | FRAGMENT | AH | DEST_OPTS | MOBILITY | HIP | SHIM6
+    )
 }
 
 // IPv6 extension headers (RFC 8200 §4, RFC 7045).
@@ -439,13 +448,18 @@ fn ipv6(frame: &[u8], at: usize, r: &mut FlowRecord) -> Result<Extra, PacketErro
                 }
                 pos += 8;
                 if off_m >> 3 != 0 {
-                    f |= flags::LATER_FRAGMENT;
+                    f |= flags::LATER_FRAGMENT | flags::NO_L4;
                     extra = Some(Extra::default());
                     break;
                 }
             }
             _ => break,
         }
+    }
+    // A chain cut off by the capture, or longer than the walk: the upper
+    // layer was never reached, and `next` names an extension header.
+    if extra.is_some_and(|e: Extra| e.l4_truncated) || is_extension(next) {
+        f |= flags::NO_L4;
     }
     set_l3(
         r,
@@ -484,7 +498,10 @@ fn l4(frame: &[u8], at: usize, protocol: u8, r: &mut FlowRecord) -> Extra {
             r.icmp_type = l4[0];
             r.icmp_code = l4[1];
         }
-        TCP | UDP | ICMP | ICMPV6 => extra.l4_truncated = true,
+        TCP | UDP | ICMP | ICMPV6 => {
+            extra.l4_truncated = true;
+            r.flags |= flags::NO_L4;
+        }
         _ => {}
     }
     extra
@@ -574,6 +591,43 @@ mod tests {
         assert_eq!(p.flags & flags::LATER_FRAGMENT, 0);
         assert_ne!(p.flags & flags::FRAGMENT, 0);
         assert_ne!(p.flags & flags::IPV6, 0);
+    }
+
+    #[test]
+    fn a_record_without_its_l4_header_says_so() {
+        // A later fragment: no ports.
+        let mut f = ipv4_udp(b"xxxxxxxx");
+        f[14 + 7] = 0x10;
+        let p = parse(LinkType::Ethernet, &f).unwrap();
+        assert_ne!(p.flags & flags::NO_L4, 0);
+        // A UDP header cut off by the capture.
+        let whole = ipv4_udp(b"");
+        let p = parse(LinkType::Ethernet, &whole[..14 + 20 + 4]).unwrap();
+        assert_ne!(p.flags & flags::NO_L4, 0);
+        assert_eq!((p.protocol, p.src_port), (proto::UDP, 0));
+        // A whole one: the ports are real.
+        let p = parse(LinkType::Ethernet, &whole).unwrap();
+        assert_eq!(p.flags & flags::NO_L4, 0);
+        // IPv6 whose extension-header chain runs past the sampled bytes:
+        // the protocol it stops at is an extension header, not the upper
+        // layer a FlowSpec rule would match.
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 200, DEST_OPTS, 64];
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        for _ in 0..3 {
+            v6.extend_from_slice(&[DEST_OPTS, 4, 0, 0, 0, 0, 0, 0]);
+            v6.extend_from_slice(&[0u8; 32]);
+        }
+        let p = parse(LinkType::RawIp, &v6).unwrap();
+        assert_ne!(p.flags & flags::NO_L4, 0, "{p:?}");
+        assert!(is_extension(p.protocol));
+        // A chain longer than the walk: the same.
+        let mut long = v6[..40].to_vec();
+        for _ in 0..12 {
+            long.extend_from_slice(&[DEST_OPTS, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        let p = parse(LinkType::RawIp, &long).unwrap();
+        assert_ne!(p.flags & flags::NO_L4, 0);
     }
 
     #[test]

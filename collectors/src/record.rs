@@ -94,6 +94,16 @@ pub mod flags {
     pub const DIRECTION_KNOWN: u8 = 1 << 4;
     /// Egress at the observation point (ingress when clear).
     pub const EGRESS: u8 = 1 << 5;
+    /// The L4 header was not seen — a later fragment, a header cut off by
+    /// the capture or sample length, an IPv6 extension-header chain that
+    /// does not reach the upper layer: ports and TCP flags are unknown (0
+    /// here means nothing), and for IPv6 `protocol` may be an extension
+    /// header, not the upper-layer protocol a FlowSpec rule matches.
+    pub const NO_L4: u8 = 1 << 6;
+    /// From an exporter levee does not trust to move routes (no allow-list
+    /// and `trust_any_exporter` off): counted and alerted on, never the
+    /// ground for a mitigation.
+    pub const UNTRUSTED: u8 = 1 << 7;
 }
 
 /// One flow (or one sampled packet) as levee accounts it.

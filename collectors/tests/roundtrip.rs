@@ -41,7 +41,7 @@ prop_compose! {
         vlan in prop_oneof![Just(None), (1u16..4095).prop_map(Some)],
     ) -> enc_pkt::PacketSpec {
         let protocol = if protocol == proto::ICMP && src.is_ipv6() { proto::ICMPV6 } else { protocol };
-        enc_pkt::PacketSpec { src, dst, protocol, src_port, dst_port, tcp_flags, ttl, ip_len, icmp_type, icmp_code, fragment, vlan, ident: 7 }
+        enc_pkt::PacketSpec { src, dst, protocol, src_port, dst_port, tcp_flags, ttl, ip_len, icmp_type, icmp_code, fragment, vlan, ident: 7, ext_headers: 0 }
     }
 }
 

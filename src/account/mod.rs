@@ -26,10 +26,14 @@
 //! accounting a record costs one cache miss however many hosts there are;
 //! [`Shard::account_batch`] prefetches the lines of a batch ahead.
 //!
-//! A flow record that covers several seconds (flow export's long flows,
-//! reported once per active timeout) adds its per-second rate, not its whole
-//! count, to the second it arrives in: a long transfer reported every minute
-//! is not a one-second burst of a minute's bytes.
+//! A flow record that covers D seconds (flow export's long flows, reported
+//! once per active timeout) is not a one-second burst of D seconds' packets:
+//! its per-second rate is added to the second it arrives in and held, by
+//! the shard, for the D − 1 seconds that follow (the remainder with the
+//! first, so its total is exact; at most [`MAX_HOLD_S`] seconds). A flood
+//! carried in persistent 5-tuples reads at its rate from the first record
+//! on — after the router's active timeout, which bounds detection delay
+//! for flow export.
 
 pub mod sketch;
 
@@ -73,17 +77,31 @@ pub struct Rec {
     pub protocol: u8,
     pub tcp_flags: u8,
     pub ttl: u8,
-    /// [`levee_collectors::record::flags`], and [`ONE_PACKET`].
+    /// [`levee_collectors::record::flags`]; [`flags::NO_L4`] also set for
+    /// TCP/UDP flows with both ports 0 (later fragments of flow export
+    /// that has no fragment fields, such as NetFlow v5).
     pub flags: u8,
     /// Accounted for its source (the host sent it), not its destination.
     pub outbound: bool,
+    /// [`ONE_PACKET`].
+    pub marks: u8,
 }
 
-/// A bit of [`Rec::flags`] that accounting adds (the collectors leave bit 7
-/// clear): the record stands for exactly one packet (an sFlow sample, a
-/// captured packet, a flow of one sampled packet), so its bytes are that
-/// packet's length, not an average over packets of other sizes.
-pub const ONE_PACKET: u8 = 1 << 7;
+/// A bit of [`Rec::marks`]: the record stands for exactly one packet (an
+/// sFlow sample, a captured packet, a flow of one sampled packet), so its
+/// bytes are that packet's length, not an average over packets of other
+/// sizes.
+pub const ONE_PACKET: u8 = 1;
+/// A bit of [`Rec::marks`]: not a record, a second of a long flow's rate
+/// held by the shard (counted, no new flow, not in the details).
+const HELD: u8 = 2;
+
+/// The longest a flow record's rate is held, seconds (a flow reported after
+/// a longer active timeout is spread over this many seconds).
+pub const MAX_HOLD_S: u64 = 600;
+/// Held flow rates per shard at most; past it a long flow's record counts
+/// whole in the second it arrives (its total kept, its rate not).
+const MAX_HELD: usize = 131_072;
 
 const _: () = assert!(std::mem::size_of::<Rec>() == 64);
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
@@ -104,12 +122,20 @@ impl Rec {
             tcp_flags: r.tcp_flags,
             ttl: r.ttl,
             flags: r.flags
-                | if r.packets == u64::from(r.sampling.max(1)) {
-                    ONE_PACKET
+                | if matches!(r.protocol, proto::TCP | proto::UDP)
+                    && r.src_port == 0
+                    && r.dst_port == 0
+                {
+                    flags::NO_L4
                 } else {
                     0
                 },
             outbound,
+            marks: if r.packets == u64::from(r.sampling.max(1)) {
+                ONE_PACKET
+            } else {
+                0
+            },
         }
     }
 
@@ -136,7 +162,7 @@ pub fn class_of(r: &Rec) -> usize {
         return class::FRAGMENT;
     }
     match r.protocol {
-        proto::TCP if r.tcp_flags & 0x12 == 0x02 => class::TCP_SYN,
+        proto::TCP if r.tcp_flags & 0x12 == 0x02 && r.flags & flags::NO_L4 == 0 => class::TCP_SYN,
         proto::TCP => class::TCP,
         proto::UDP => class::UDP,
         proto::ICMP | proto::ICMPV6 => class::ICMP,
@@ -151,6 +177,8 @@ pub struct Counters {
     pub packets: [u32; class::COUNT],
     pub bytes: u64,
     pub flows: u32,
+    /// Packets (of all classes) from exporters not trusted to move routes.
+    pub untrusted: u64,
 }
 
 /// Outbound traffic of a host (it as the source) in one second.
@@ -234,6 +262,10 @@ pub struct Details {
     /// Records that were one packet each ([`ONE_PACKET`]): only these say
     /// how long the attack's packets are.
     pub sized: u64,
+    /// Packets from exporters not trusted to move routes
+    /// ([`flags::UNTRUSTED`]): counted in everything above, never the
+    /// ground for a mitigation.
+    pub untrusted: u64,
     /// The shortest and longest IP length of one-packet records (0 without).
     pub min_size: u32,
     pub max_size: u32,
@@ -261,6 +293,7 @@ impl Default for Details {
             ttl_known: 0,
             sampled: 0,
             sized: 0,
+            untrusted: 0,
             seen: Reservoir::default(),
             src_ports: SpaceSaving::default(),
             dst_ports: SpaceSaving::default(),
@@ -302,6 +335,9 @@ impl Details {
     fn add(&mut self, r: &Rec, c: usize, packets: u64, bytes: u64) {
         self.records += 1;
         self.packets += packets;
+        if r.flags & flags::UNTRUSTED != 0 {
+            self.untrusted += packets;
+        }
         self.sources.insert_hash(hash_addr(&r.src));
         self.classes[class::ALL] += packets;
         self.classes[c] += packets;
@@ -323,7 +359,10 @@ impl Details {
             self.ttl_known += packets;
         }
         self.top_sources.add(r.src, packets);
-        if c != class::FRAGMENT && matches!(r.protocol, proto::TCP | proto::UDP) {
+        // Without its L4 header a record has no ports or flags (0 there
+        // means nothing, and a rule on port 0 would match nothing).
+        let l4 = r.flags & flags::NO_L4 == 0;
+        if l4 && c != class::FRAGMENT && matches!(r.protocol, proto::TCP | proto::UDP) {
             self.src_ports.add(r.src_port, packets);
             self.dst_ports.add(r.dst_port, packets);
             if r.protocol == proto::UDP {
@@ -339,7 +378,7 @@ impl Details {
         // A flow's average length matches none of its packets when they
         // differ (64- and 1400-byte packets average 732): lengths come
         // only from records of one packet.
-        let one = r.flags & ONE_PACKET != 0;
+        let one = r.marks & ONE_PACKET != 0;
         if one {
             self.sized += 1;
             self.min_size = if self.sized == 1 {
@@ -370,10 +409,12 @@ impl Details {
                 .rotate_left(29)
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        if r.protocol == proto::TCP && c != class::FRAGMENT {
+        if l4 && r.protocol == proto::TCP && c != class::FRAGMENT {
             self.tcp[tcpkind::of(r.tcp_flags)] += packets;
         }
-        if c == class::OTHER {
+        // An IPv6 chain that never reached the upper layer names an
+        // extension header, which no FlowSpec rule can match.
+        if l4 && c == class::OTHER {
             self.protocols.add(r.protocol, packets);
         }
     }
@@ -384,6 +425,7 @@ impl Details {
         let mut d = Details {
             records: u64::from(c.flows),
             packets: u64::from(c.packets[class::ALL]),
+            untrusted: c.untrusted,
             ..Details::default()
         };
         for (a, &p) in d.classes.iter_mut().zip(&c.packets) {
@@ -407,6 +449,7 @@ impl Details {
         }
         self.sized += o.sized;
         self.sampled += o.sampled;
+        self.untrusted += o.untrusted;
         self.seen.merge(&o.seen);
         self.records += o.records;
         self.packets += o.packets;
@@ -688,6 +731,9 @@ struct Cold {
     details: Option<Box<Details>>,
     /// Details are kept until this second.
     hot_until: u32,
+    /// Inbound packets from untrusted exporters in `untrusted_second`.
+    untrusted: u64,
+    untrusted_second: u32,
 }
 
 /// Hashes a key to a table position.
@@ -1029,6 +1075,11 @@ pub struct ShardStats {
     pub details_refused: u64,
     /// Details taken from a far quieter host for a busier one.
     pub details_replaced: u64,
+    /// Long flows whose rate could not be held (the shard's `MAX_HELD`
+    /// reached): counted whole in the second their record arrived.
+    pub held_refused: u64,
+    /// Long flows' rates being held now.
+    pub held: u64,
 }
 
 /// Tag on dirty-list entries that index the table being migrated away from.
@@ -1075,6 +1126,8 @@ pub struct Shard {
     /// Hosts that crossed a threshold lately, peeked at until their
     /// evidence has had time to come in.
     watched: Vec<Watch>,
+    /// Long flows' per-second rates, each with the last second it covers.
+    held: Vec<(Rec, u32)>,
     evict_cursor: usize,
     pub stats: ShardStats,
 }
@@ -1112,6 +1165,7 @@ impl Shard {
             weakest: Vec::new(),
             triggers: Vec::new(),
             watched: Vec::new(),
+            held: Vec::new(),
             evict_cursor: 0,
             stats: ShardStats::default(),
         }
@@ -1141,7 +1195,24 @@ impl Shard {
         }
         let snap = self.finish_second();
         self.second = sec;
+        self.apply_held();
         Some(snap)
+    }
+
+    /// Adds the held rates of long flows to the new second (a second the
+    /// clock skipped gets none: only replay of sparse input skips any).
+    fn apply_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let now = self.second as u32;
+        let mut held = std::mem::take(&mut self.held);
+        held.retain(|(_, until)| *until >= now);
+        for (r, _) in &held {
+            self.account(r);
+        }
+        self.stats.held = held.len() as u64;
+        self.held = held;
     }
 
     /// Ends the current second now (end of input), whatever the clock says.
@@ -1185,17 +1256,21 @@ impl Shard {
             if !slot.occupied() || slot.flags_flows & MOVED != 0 {
                 continue;
             }
-            let inbound = if slot.second == second {
+            let mut inbound = if slot.second == second {
                 slot.counters()
             } else {
                 Counters::default()
             };
+            if cold.untrusted_second == second {
+                inbound.untrusted = cold.untrusted;
+            }
             let outbound = if cold.out_second == second {
                 cold.outbound
             } else {
                 Outbound::default()
             };
-            if inbound.flows == 0 && outbound.flows == 0 {
+            // (A second of held long flows brings packets but no records.)
+            if inbound.flows == 0 && inbound.packets[class::ALL] == 0 && outbound.flows == 0 {
                 continue;
             }
             let details = if slot.flags_flows & DETAILED != 0 {
@@ -1540,10 +1615,29 @@ impl Shard {
         let fresh = found && slot.second != second;
         slot.roll(second);
         let cold = &mut self.table.cold[i];
-        // A flow that lasted D seconds adds its per-second rate.
-        let (packets, bytes) = match u64::from(r.duration_s) {
+        // A flow that lasted D seconds adds its per-second rate: outbound
+        // once; inbound now and, held by the shard, in each of the D − 1
+        // seconds that follow (its total exact: the remainder now), so a
+        // flood carried in long-lived flows reported once per active
+        // timeout reads at its rate, not at 1/D of it.
+        let (packets, bytes) = match u64::from(r.duration_s).min(MAX_HOLD_S) {
             0 | 1 => (r.packets, r.bytes),
-            d => (r.packets.div_ceil(d), r.bytes.div_ceil(d)),
+            d if outbound => (r.packets.div_ceil(d), r.bytes.div_ceil(d)),
+            d => {
+                let (pps, bps) = (r.packets / d, r.bytes / d);
+                if self.held.len() < MAX_HELD && pps > 0 {
+                    let mut h = *r;
+                    h.packets = pps;
+                    h.bytes = bps;
+                    h.duration_s = 0;
+                    h.marks |= HELD;
+                    self.held.push((h, second + (d - 1) as u32));
+                    (r.packets - pps * (d - 1), r.bytes - bps * (d - 1))
+                } else {
+                    self.stats.held_refused += 1;
+                    (r.packets, r.bytes)
+                }
+            }
         };
         if outbound {
             if cold.out_second != second {
@@ -1563,11 +1657,19 @@ impl Shard {
             cold.group = group;
             self.dirty.push(i as u32);
         }
+        if r.flags & flags::UNTRUSTED != 0 {
+            if cold.untrusted_second != second {
+                cold.untrusted_second = second;
+                cold.untrusted = 0;
+            }
+            cold.untrusted += packets;
+        }
         let c = class_of(r);
         let sc = slot_class(c);
         slot.packets[sc] = slot.packets[sc].saturating_add(packets.min(u64::from(u32::MAX)) as u32);
         slot.bytes = slot.bytes.saturating_add(bytes);
-        if slot.flags_flows & FLOWS != FLOWS {
+        let held = r.marks & HELD != 0;
+        if slot.flags_flows & FLOWS != FLOWS && !held {
             slot.flags_flows += 1;
         }
         let (wp, wb) = slot.window(self.now_ms % 1000);
@@ -1601,7 +1703,7 @@ impl Shard {
         }
         if slot.flags_flows & DETAILED != 0 {
             cold.group = group;
-            if let Some(d) = &mut cold.details {
+            if let Some(d) = cold.details.as_mut().filter(|_| !held) {
                 d.add(r, c, packets, bytes);
             }
             if wp >= self.bounds.detail_pps {

@@ -568,3 +568,90 @@ fn lengths_come_only_from_records_of_one_packet() {
     assert_eq!((d.min_size, d.max_size), (64, 1400));
     assert!(d.seen.items().iter().all(|x| x.length > 0));
 }
+
+#[test]
+fn records_without_their_l4_header_stay_out_of_ports_flags_and_protocols() {
+    let mut s = Shard::new(
+        vec![Limit::default()],
+        Bounds {
+            detail_pps: 1,
+            ..Bounds::default()
+        },
+    );
+    s.advance(40_000_000);
+    // NetFlow v5 has no fragment fields: a UDP "flow" with both ports 0
+    // is later fragments, a TCP one with flags 0x02 and no header a SYN
+    // nobody saw.
+    let mut frag = rec(HOST, proto::UDP, 0, 10, 15_000);
+    frag.src_port = 0;
+    frag.dst_port = 0;
+    let mut cut = rec(HOST, proto::TCP, 0x02, 10, 600);
+    cut.flags |= flags::NO_L4;
+    // IPv6 whose chain never reached the upper layer: protocol 60.
+    let mut chain = rec(HOST, 60, 0, 10, 1000);
+    chain.flags |= flags::NO_L4;
+    for r in [&frag, &cut, &chain] {
+        for _ in 0..5 {
+            s.account(&Rec::new(r, 0, false));
+        }
+    }
+    let snap = s.advance(40_001_000).unwrap();
+    let h = &snap.hosts[0];
+    assert_eq!(h.inbound.packets[class::ALL], 150, "all counted");
+    assert_eq!(
+        h.inbound.packets[class::TCP_SYN],
+        0,
+        "no flags seen, no SYN"
+    );
+    let d = h.details.as_ref().unwrap();
+    assert!(d.dst_ports.is_empty() && d.src_ports.is_empty(), "{d:?}");
+    assert_eq!(d.tcp.iter().sum::<u64>(), 0);
+    assert!(d.protocols.is_empty(), "no extension header as a protocol");
+}
+
+#[test]
+fn a_long_flow_keeps_its_rate_over_the_seconds_after_its_record() {
+    let mut s = shard(Some(50_000));
+    s.advance(50_000_000);
+    // A flood in one persistent 5-tuple, exported after a 60 s active
+    // timeout: 6,000,000 packets in 60 s, 100 kpps.
+    let mut r = rec(HOST, proto::UDP, 0, 6_000_001, 600_000_100);
+    r.duration_s = 60;
+    s.account(&Rec::new(&r, 0, false));
+    let mut total = 0u64;
+    let mut seconds = Vec::new();
+    for t in 1..=70u64 {
+        if let Some(snap) = s.advance(50_000_000 + t * 1000) {
+            let p = snap
+                .hosts
+                .iter()
+                .map(|h| u64::from(h.inbound.packets[class::ALL]))
+                .sum::<u64>();
+            total += p;
+            seconds.push(p);
+        }
+        // A trigger at the rate, not at 1/60 of it.
+        if t == 2 {
+            assert_eq!(s.take_triggers().len(), 1, "100 kpps > 50 kpps");
+        }
+    }
+    assert_eq!(total, 6_000_001, "the total is exact");
+    assert_eq!(
+        seconds[0], 100_001,
+        "the first second: its rate and the remainder"
+    );
+    assert!(seconds[1..60].iter().all(|&p| p == 100_000), "{seconds:?}");
+    assert!(seconds[60..].iter().all(|&p| p == 0));
+    // Held seconds bring packets but no new flows.
+    let mut s = shard(None);
+    s.advance(60_000_000);
+    let mut r = rec(HOST, proto::TCP, 0x10, 300, 30_000);
+    r.duration_s = 3;
+    s.account(&Rec::new(&r, 0, false));
+    let first = s.advance(60_001_000).unwrap();
+    assert_eq!(first.hosts[0].inbound.flows, 1);
+    let second = s.advance(60_002_000).unwrap();
+    assert_eq!(second.hosts[0].inbound.flows, 0);
+    assert_eq!(second.hosts[0].inbound.packets[class::ALL], 100);
+    assert_eq!(second.hosts[0].inbound.bytes, 10_000);
+}

@@ -51,8 +51,13 @@ pub struct Config {
 pub struct Collectors {
     /// Exporters allowed to send flow export; empty allows every source.
     pub allowed_exporters: Vec<IpNet>,
-    /// Exporters tracked at most; datagrams from further sources are refused.
+    /// Exporters tracked at most; when full, one idle for `exporter_idle`
+    /// makes room, else datagrams from further sources are refused.
     pub max_exporters: usize,
+    /// An exporter silent this long may be forgotten to make room.
+    pub exporter_idle: Duration,
+    /// Records claiming a sampling rate above this are dropped and counted.
+    pub max_sampling_rate: u32,
     /// Receive threads (sockets sharing the port) per listen address.
     pub receivers: usize,
     /// Requested socket receive buffer, bytes.
@@ -266,6 +271,11 @@ pub struct Mitigation {
     pub evidence_wait: Duration,
     /// What happens when the evidence has not come within `evidence_wait`.
     pub without_evidence: WithoutEvidence,
+    /// Mitigate on flow export from any exporter when no allow-list is
+    /// set. Off, levee detects and alerts on such export but moves routes
+    /// only on allow-listed exporters' records and on local capture: a
+    /// forged datagram must not blackhole a customer.
+    pub trust_any_exporter: bool,
 }
 
 /// What the ladder does when an attack cannot be classified in time.
@@ -436,6 +446,8 @@ impl Default for Config {
             collector: Collectors {
                 allowed_exporters: Vec::new(),
                 max_exporters: 4096,
+                exporter_idle: Duration::from_secs(300),
+                max_sampling_rate: 65_536,
                 receivers: 1,
                 receive_buffer: 32 << 20,
                 sflow: Listeners {
@@ -474,6 +486,7 @@ impl Default for Config {
                 min_samples: 20,
                 evidence_wait: Duration::from_secs(10),
                 without_evidence: WithoutEvidence::Wait,
+                trust_any_exporter: false,
             },
             firewall: Firewall::default(),
             bgp: Bgp {
@@ -693,6 +706,18 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         if let Some(n) = col.positive(d, "max_exporters") {
             c.collector.max_exporters = usize::try_from(*n.get_ref()).unwrap_or(usize::MAX);
         }
+        if let Some(h) = col.duration(d, "exporter_idle") {
+            c.collector.exporter_idle = h.into_inner();
+        }
+        if let Some(n) = col.positive(d, "max_sampling_rate") {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) => c.collector.max_sampling_rate = v,
+                _ => d.error(
+                    n.span(),
+                    "`max_sampling_rate` in [collector] must be below 2^32",
+                ),
+            }
+        }
         if let Some(n) = col.positive(d, "receivers") {
             match usize::try_from(*n.get_ref()) {
                 Ok(v) if v <= 64 => c.collector.receivers = v,
@@ -765,6 +790,9 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         }
         if let Some(b) = t.bool(d, "aggregate_flowspec") {
             m.aggregate_flowspec = b;
+        }
+        if let Some(b) = t.bool(d, "trust_any_exporter") {
+            m.trust_any_exporter = b;
         }
         for (key, slot) in [
             ("hold_down", &mut m.hold_down),

@@ -270,7 +270,7 @@ impl Engine {
             else {
                 continue;
             };
-            if self.evidence(inc).is_err() {
+            if self.evidence(inc).is_err() || untrusted(inc).is_some() {
                 continue; // rules change only on evidence, as they start
             }
             let details = inc.current.details.clone();
@@ -532,6 +532,15 @@ impl Engine {
         let Some(case) = self.cases.get(&host) else {
             return Vec::new();
         };
+        // Only traffic from sources trusted to move routes may: a forged
+        // export datagram must not blackhole a customer.
+        if let Some(why) = case.incident_state.as_deref().and_then(untrusted) {
+            let mut out = Vec::new();
+            for &level in ladder {
+                self.refuse(host, group, level, why.clone(), &mut out);
+            }
+            return out;
+        }
         let from = match case.level {
             None => 0,
             Some(cur) => {
@@ -1194,6 +1203,24 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The most of an attack's recent packets that may come from exporters
+/// not trusted to move routes, for levee to act on it.
+const MAX_UNTRUSTED: f64 = 0.1;
+
+/// Why the attack's recent traffic cannot be acted on, when too much of it
+/// came from exporters levee does not trust to move routes.
+fn untrusted(inc: &Incident) -> Option<String> {
+    let d = &inc.current.details;
+    let share = d.untrusted as f64 / d.packets.max(1) as f64;
+    (share > MAX_UNTRUSTED).then(|| {
+        format!(
+            "{:.0}% of the attack's recent traffic was reported by exporters not trusted to move routes \
+             (no [collector] allowed_exporters, and [mitigation] trust_any_exporter is off): detected and alerted, not mitigated",
+            share * 100.0
+        )
+    })
 }
 
 /// The guards every route passes before it is announced (MIT-6).

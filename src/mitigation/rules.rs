@@ -20,6 +20,9 @@ use crate::detect::Incident;
 
 /// Packet lengths narrower than this spread make a FlowSpec component.
 const LENGTH_SPREAD: u32 = 100;
+/// Bytes added on either side of the sampled packet lengths (at least; 5 %
+/// of the length when that is more).
+const LENGTH_MARGIN: u32 = 16;
 /// At most this many destination ports are matched; more match all.
 const MAX_PORTS: usize = 4;
 
@@ -39,10 +42,13 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
     let now = &inc.current;
     let f = &now.features;
     let few_dst_ports = || -> Vec<Range> {
-        if f.dst_ports.is_empty() || f.dst_ports.len() > MAX_PORTS {
+        // Port 0 is what a record without its L4 header says: never a
+        // port to match.
+        let ports: Vec<u16> = f.dst_ports.iter().copied().filter(|p| *p != 0).collect();
+        if ports.is_empty() || ports.len() > MAX_PORTS || ports.len() < f.dst_ports.len() {
             Vec::new()
         } else {
-            let mut p: Vec<Range> = f.dst_ports.iter().map(|p| Range::one(*p)).collect();
+            let mut p: Vec<Range> = ports.into_iter().map(Range::one).collect();
             p.sort();
             p
         }
@@ -52,7 +58,15 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
         if lo == 0 || hi < lo || hi - lo > LENGTH_SPREAD {
             return Vec::new();
         }
-        match (u16::try_from(lo), u16::try_from(hi)) {
+        // The samples saw some of the attack's lengths, not all: a margin
+        // keeps the packets just outside what was sampled in the rule.
+        let margin = |v: u32| (v / 20).max(LENGTH_MARGIN);
+        let lo = lo.saturating_sub(margin(lo)).max(20);
+        let hi = hi.saturating_add(margin(hi));
+        match (
+            u16::try_from(lo),
+            u16::try_from(hi.min(u32::from(u16::MAX))),
+        ) {
             (Ok(lo), Ok(hi)) => vec![Range { lo, hi }],
             _ => Vec::new(),
         }
@@ -131,11 +145,13 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                 ..base.clone()
             },
             Family::ProtocolFlood => {
+                // IPv6 FlowSpec matches the upper-layer protocol: an
+                // extension header's number would match nothing.
                 let protocols: Vec<u8> = f
                     .protocols
                     .iter()
                     .copied()
-                    .filter(|p| ![6, 17, 1, 58].contains(p))
+                    .filter(|p| ![6, 17, 1, 58].contains(p) && !NOT_UPPER_LAYER.contains(p))
                     .collect();
                 if protocols.is_empty() {
                     continue;
@@ -164,6 +180,12 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
         None => out,
     }
 }
+
+/// IP protocol numbers that are not an upper layer a rule can match: IPv6
+/// extension headers (hop-by-hop 0, routing 43, fragment 44, destination
+/// options 60, mobility 135, HIP 139, shim6 140, experiments 253/254) and
+/// "no next header" 59.
+pub const NOT_UPPER_LAYER: [u8; 10] = [0, 43, 44, 59, 60, 135, 139, 140, 253, 254];
 
 /// At most this many sources get rules of their own.
 const MAX_SOURCES: usize = 4;
@@ -331,7 +353,8 @@ pub fn matches(rule: &FlowSpecRule, s: &crate::account::sketch::Seen) -> bool {
         return false;
     }
     let later = s.flags & flags::LATER_FRAGMENT != 0;
-    let has_ports = !later && matches!(s.protocol, 6 | 17 | 132);
+    let no_l4 = later || s.flags & flags::NO_L4 != 0;
+    let has_ports = !no_l4 && matches!(s.protocol, 6 | 17 | 132);
     let port_ok =
         |ranges: &[Range], port: u16| ranges.is_empty() || (has_ports && in_ranges(ranges, port));
     if !port_ok(&rule.src_ports, s.src_port) || !port_ok(&rule.dst_ports, s.dst_port) {
@@ -346,7 +369,7 @@ pub fn matches(rule: &FlowSpecRule, s: &crate::account::sketch::Seen) -> bool {
         return false;
     }
     if let Some(t) = rule.tcp_flags {
-        if s.protocol != 6 || later || s.tcp_flags & t.set != t.set || s.tcp_flags & t.unset != 0 {
+        if s.protocol != 6 || no_l4 || s.tcp_flags & t.set != t.set || s.tcp_flags & t.unset != 0 {
             return false;
         }
     }

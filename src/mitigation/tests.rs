@@ -149,7 +149,8 @@ fn a_syn_flood_gets_a_narrow_flowspec_rule() {
     assert_eq!(r[0].dst, "192.0.2.10/32".parse().unwrap());
     assert_eq!(r[0].protocols, vec![6]);
     assert_eq!(r[0].dst_ports, vec![Range::one(443)]);
-    assert_eq!(r[0].packet_lengths, vec![Range { lo: 40, hi: 60 }]);
+    // The sampled 40–60 bytes, with a margin for lengths not sampled.
+    assert_eq!(r[0].packet_lengths, vec![Range { lo: 24, hi: 76 }]);
     assert_eq!(
         r[0].tcp_flags,
         Some(TcpFlags {
@@ -428,7 +429,7 @@ fn firewall_rules_say_in_nft_what_the_flowspec_rule_says() {
     let r = &rules::flowspec(&inc, &HostgroupMitigation::default())[0];
     assert_eq!(
         rule(r, "m1").unwrap(),
-        "ip daddr 192.0.2.10/32 meta l4proto 6 th dport 443 ip length 40-60 \
+        "ip daddr 192.0.2.10/32 meta l4proto 6 th dport 443 ip length 24-76 \
          tcp flags & 0x12 == 0x2 counter drop comment \"levee:m1\""
     );
     let v6 = levee_bgp::FlowSpecRule {

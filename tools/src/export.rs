@@ -88,3 +88,46 @@ pub fn sflow(
     flush(&mut pending, end, &mut out);
     out
 }
+
+/// What an attacker forges to make a collector see a flood: `count` sFlow
+/// datagrams, one sample each of a UDP packet to `target`, each claiming
+/// to stand for `declared_rate` packets (a sampling rate no router uses,
+/// at 100,000). The agent field names `agent`; the datagrams can come from
+/// any address.
+pub fn forged_sflow(target: IpAddr, agent: IpAddr, count: u32, declared_rate: u32) -> Vec<Vec<u8>> {
+    let src: IpAddr = if target.is_ipv4() {
+        "203.0.113.66".parse().unwrap_or(target)
+    } else {
+        "2001:db8:ffff::66".parse().unwrap_or(target)
+    };
+    (0..count)
+        .map(|i| {
+            let spec = packet::PacketSpec::udp(src, target, 40_000 + i as u16, 53, 512);
+            let mut header = Vec::new();
+            packet::ethernet(&spec, 128 - 18, &mut header);
+            let mut payload = Vec::new();
+            sf::encode(
+                &sf::Datagram {
+                    agent,
+                    sub_agent: 0,
+                    seq: i + 1,
+                    uptime_ms: 1_000 + i * 50,
+                    samples: vec![Sample::Flow {
+                        expanded: false,
+                        seq: i + 1,
+                        source_index: 1,
+                        rate: declared_rate,
+                        pool: declared_rate.saturating_mul(i + 1),
+                        drops: 0,
+                        input: 1,
+                        output: 2,
+                        frame_len: 512 + 18,
+                        header,
+                    }],
+                },
+                &mut payload,
+            );
+            payload
+        })
+        .collect()
+}

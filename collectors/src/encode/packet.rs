@@ -25,6 +25,10 @@ pub struct PacketSpec {
     pub vlan: Option<u16>,
     /// IPv4 identification / IPv6 fragment id.
     pub ident: u32,
+    /// IPv6 only: this many 8-byte destination-options headers before the
+    /// upper layer (a long chain pushes the L4 header past a sampled
+    /// header's end).
+    pub ext_headers: u8,
 }
 
 impl PacketSpec {
@@ -44,6 +48,7 @@ impl PacketSpec {
             fragment: None,
             vlan: None,
             ident: 1,
+            ext_headers: 0,
         }
     }
 
@@ -76,8 +81,8 @@ impl PacketSpec {
     fn ip_header_len(&self) -> usize {
         match (self.src, self.fragment) {
             (IpAddr::V4(_), _) => 20,
-            (IpAddr::V6(_), Some(_)) => 48,
-            (IpAddr::V6(_), None) => 40,
+            (IpAddr::V6(_), Some(_)) => 48 + 8 * usize::from(self.ext_headers),
+            (IpAddr::V6(_), None) => 40 + 8 * usize::from(self.ext_headers),
         }
     }
 
@@ -138,10 +143,20 @@ pub fn ip(p: &PacketSpec, snap: usize, out: &mut Vec<u8>) {
             };
             out.extend_from_slice(&[0x60, 0, 0, 0]);
             out.extend_from_slice(&p.ip_len.saturating_sub(40).to_be_bytes());
-            out.push(if p.fragment.is_some() { 44 } else { p.protocol });
+            let after_options = if p.fragment.is_some() { 44 } else { p.protocol };
+            out.push(if p.ext_headers > 0 { 60 } else { after_options });
             out.push(p.ttl);
             out.extend_from_slice(&s);
             out.extend_from_slice(&d);
+            for i in 0..p.ext_headers {
+                // Destination options, 8 bytes: next header, length 0, PadN.
+                let next = if i + 1 < p.ext_headers {
+                    60
+                } else {
+                    after_options
+                };
+                out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
             if let Some((off, more)) = p.fragment {
                 out.extend_from_slice(&[p.protocol, 0]);
                 out.extend_from_slice(&((off << 3) | u16::from(more)).to_be_bytes());
