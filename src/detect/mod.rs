@@ -91,6 +91,8 @@ pub struct Features {
 
 /// Seconds of an attack a rule is built from.
 pub const RECENT_SECONDS: usize = 5;
+/// One-packet records needed before their lengths make a feature.
+const MIN_SIZED: u64 = 20;
 
 /// The attack as its last seconds show it: what mitigation builds rules
 /// from and holds them against.
@@ -775,7 +777,9 @@ fn describe(d: &Details, v4: bool) -> (String, Vec<PortShare>, Vec<PortShare>, F
             .filter(|(_, n)| *n as f64 >= 0.1 * total)
             .map(|(p, _)| p)
             .collect(),
-        packet_length: if d.sized > 0 {
+        // A range from a handful of packets would miss the lengths they
+        // happened not to show.
+        packet_length: if d.sized >= MIN_SIZED {
             [d.min_size, d.max_size]
         } else {
             [0, 0]

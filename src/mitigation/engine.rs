@@ -325,6 +325,23 @@ impl Engine {
             }
             let keys: Vec<String> = new.iter().map(|r| key(level, r)).collect();
             let urgent = cover_new >= cover_old + REFIT_GAIN;
+            // Without a gain in coverage, only a change of what the rules
+            // match on — protocol, ports, flags, fragments: the attack
+            // changed — is worth a replacement. A length range or a source
+            // list the samples draw a little differently second by second
+            // is not: it would churn the router's table.
+            let mut sig_old: Vec<Signature> = old_rules.iter().map(signature).collect();
+            let mut sig_new: Vec<Signature> = new_rules.iter().map(signature).collect();
+            sig_old.sort();
+            sig_old.dedup();
+            sig_new.sort();
+            sig_new.dedup();
+            if !urgent && sig_old == sig_new {
+                if let Some(c) = self.cases.get_mut(&host) {
+                    c.refit = None;
+                }
+                continue;
+            }
             let Some(case) = self.cases.get_mut(&host) else {
                 continue;
             };
@@ -1203,6 +1220,30 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// What a FlowSpec rule matches on, but for its destination, source and
+/// packet lengths: the attack's signature.
+type Signature = (
+    Vec<u8>,
+    Vec<levee_bgp::Range>,
+    Vec<levee_bgp::Range>,
+    Vec<levee_bgp::Range>,
+    Option<(u8, u8)>,
+    Option<String>,
+);
+
+fn signature(r: &FlowSpecRule) -> Signature {
+    let mut protocols = r.protocols.clone();
+    protocols.sort();
+    (
+        protocols,
+        r.src_ports.clone(),
+        r.dst_ports.clone(),
+        r.icmp_types.clone(),
+        r.tcp_flags.map(|t| (t.set, t.unset)),
+        r.fragment.map(|f| f.to_string()),
+    )
 }
 
 /// The most of an attack's recent packets that may come from exporters

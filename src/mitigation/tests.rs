@@ -895,3 +895,21 @@ fn a_manual_mitigation_says_what_kind_of_refusal_stops_it() {
         vec![Level::Rtbh]
     );
 }
+
+#[test]
+fn a_rule_is_not_churned_for_a_length_range_the_samples_draw_differently() {
+    let mut e = Engine::new(Arc::new(config()));
+    let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+    inc.current.details = Arc::new(sampled(100, |_| seen(6, 40_000, 0x02)));
+    assert_eq!(announced(&e.incident(&inc, 0)).len(), 1);
+    // The next seconds' samples spread wider: no length range any more.
+    inc.current.features.packet_length = [40, 400];
+    for t in 1..20 {
+        let a = e.incident(&inc, t * S);
+        assert!(
+            a.iter()
+                .all(|x| !matches!(x, Action::Announce(_) | Action::Withdraw { .. })),
+            "at {t} s: {a:?}"
+        );
+    }
+}
