@@ -35,7 +35,7 @@ use crate::account::{
 };
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
-use crate::detect::{baseline::Baseline, Detector, Event, Incident, Legit, Settings, Timeline};
+use crate::detect::{Detector, Event, Incident, Legit, Settings, Timeline};
 use crate::hostgroups::{GroupId, Hostgroups};
 use crate::pipeline::{bounds, limits, Routing};
 use crate::report::incident_json;
@@ -339,14 +339,19 @@ fn shard_loop(
 fn restore_baselines(store: &Store, detector: &mut Detector) {
     match store.baselines() {
         Ok(rows) => {
-            let n = rows.len();
-            for (addr, bytes) in rows {
-                if let Ok(b) = serde_json::from_slice::<Baseline>(&bytes) {
-                    detector.restore_baseline(Addr(addr), b);
-                }
-            }
+            let saved: Vec<(Addr, crate::detect::Saved)> = rows
+                .into_iter()
+                .filter_map(|(addr, bytes)| {
+                    serde_json::from_slice(&bytes).ok().map(|s| (Addr(addr), s))
+                })
+                .collect();
+            let (n, kept) = (saved.len(), detector.restore(saved));
             if n > 0 {
-                tracing::info!(hosts = n, "Baselines restored");
+                tracing::info!(
+                    hosts = kept,
+                    saved = n,
+                    "Baselines and traffic profiles restored"
+                );
             }
         }
         Err(e) => tracing::error!(error = %e, "Cannot read baselines; relearning"),
@@ -727,11 +732,10 @@ impl Outcomes {
 
     fn save_baselines(&self, detector: &Detector) {
         let rows: Vec<([u8; 16], Vec<u8>)> = detector
-            .baselines()
-            .filter(|(_, b)| b.seconds > 0)
-            .map(|(a, b)| (a.0, serde_json::to_vec(b).unwrap_or_default()))
+            .saved()
+            .map(|(a, s)| (a.0, serde_json::to_vec(&s).unwrap_or_default()))
             .collect();
-        if let Err(e) = self.store.baselines_put(&rows) {
+        if let Err(e) = self.store.baselines_replace(&rows) {
             tracing::error!(error = %e, "Cannot save baselines");
         }
     }

@@ -795,6 +795,21 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces every saved baseline with `rows`, in one batch: a host the
+    /// detector has forgotten is forgotten here too (a spray of addresses
+    /// saved once must not come back at every start).
+    pub fn baselines_replace(&self, rows: &[([u8; 16], Vec<u8>)]) -> Result<()> {
+        let h = self.cf(Cf::Baselines);
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(h, &[0u8; 16][..], &[0xffu8; 17][..]);
+        for (addr, value) in rows {
+            b.put_cf(h, addr, value);
+        }
+        self.db
+            .write_opt(b, &Self::write_options(Durability::Buffered))?;
+        Ok(())
+    }
+
     pub fn baselines(&self) -> Result<Vec<([u8; 16], Vec<u8>)>> {
         let mut out = Vec::new();
         for kv in self

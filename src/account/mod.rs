@@ -85,6 +85,8 @@ pub struct Rec {
     pub outbound: bool,
     /// [`ONE_PACKET`].
     pub marks: u8,
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
 }
 
 /// A bit of [`Rec::marks`]: the record stands for exactly one packet (an
@@ -136,6 +138,7 @@ impl Rec {
             } else {
                 0
             },
+            icmp_type: r.icmp_type,
         }
     }
 
@@ -276,6 +279,8 @@ pub struct Details {
     /// UDP packets by source port (top), the amplification signal.
     pub udp_src_ports: SpaceSaving<u16, 16>,
     pub protocols: SpaceSaving<u8, 8>,
+    /// ICMP/ICMPv6 packets by type.
+    pub icmp_types: SpaceSaving<u8, 8>,
     pub top_sources: SpaceSaving<Addr, 16>,
     /// A uniform sample of the records, for holding rules against.
     pub seen: Reservoir,
@@ -303,6 +308,7 @@ impl Default for Details {
             max_size: 0,
             tcp: [0; tcpkind::COUNT],
             protocols: SpaceSaving::default(),
+            icmp_types: SpaceSaving::default(),
             classes: [0; class::COUNT],
             udp_src_ports: SpaceSaving::default(),
         }
@@ -402,6 +408,7 @@ impl Details {
                 protocol: r.protocol,
                 tcp_flags: r.tcp_flags,
                 flags: r.flags,
+                icmp_type: r.icmp_type,
             },
             self.sampled
                 .wrapping_add(self.records.rotate_left(17))
@@ -416,6 +423,9 @@ impl Details {
         // extension header, which no FlowSpec rule can match.
         if l4 && c == class::OTHER {
             self.protocols.add(r.protocol, packets);
+        }
+        if l4 && c == class::ICMP {
+            self.icmp_types.add(r.icmp_type, packets);
         }
     }
 
@@ -469,6 +479,7 @@ impl Details {
             *a += b;
         }
         self.protocols.merge(&o.protocols);
+        self.icmp_types.merge(&o.icmp_types);
         for (a, b) in self.classes.iter_mut().zip(o.classes) {
             *a += b;
         }

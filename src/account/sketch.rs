@@ -178,6 +178,8 @@ pub struct Seen {
     pub tcp_flags: u8,
     /// `levee_collectors::record::flags` of the record.
     pub flags: u8,
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
 }
 
 /// Records kept per reservoir.

@@ -213,6 +213,11 @@ pub struct HostgroupMitigation {
     /// A FlowSpec or firewall rule after which the host's established TCP
     /// falls by more than this share is rolled back (None: never).
     pub rollback_drop: Option<f64>,
+    /// Whether a FlowSpec or firewall rule may act when its collateral is
+    /// unknown (the host's normal traffic not learnt yet): true announces
+    /// it (saying so), false refuses it and leaves the attack to the next
+    /// level.
+    pub unknown_collateral_ok: bool,
 }
 
 impl Default for HostgroupMitigation {
@@ -225,6 +230,7 @@ impl Default for HostgroupMitigation {
             rtbh_min_bps: 1_000_000_000,
             max_collateral: 0.5,
             rollback_drop: Some(0.5),
+            unknown_collateral_ok: true,
         }
     }
 }
@@ -1274,6 +1280,18 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
                         at,
                         "`max_collateral` in [hostgroup.mitigation] is a share: at most 1",
                     );
+                }
+            }
+            if let Some(v) = m.string(d, "unknown_collateral") {
+                match v.get_ref().as_str() {
+                    "accept" => g.mitigation.unknown_collateral_ok = true,
+                    "refuse" => g.mitigation.unknown_collateral_ok = false,
+                    other => d.error(
+                        v.span(),
+                        format!(
+                            "`unknown_collateral` in [hostgroup.mitigation] is \"accept\" or \"refuse\", not {other:?}"
+                        ),
+                    ),
                 }
             }
             m.finish(d);

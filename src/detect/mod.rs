@@ -87,6 +87,9 @@ pub struct Features {
     pub tcp_flags: Vec<&'static str>,
     /// Non-first fragments make up at least 10% of the packets.
     pub fragments: bool,
+    /// ICMP types carrying at least 10% of the ICMP packets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub icmp_types: Vec<u8>,
 }
 
 /// Seconds of an attack a rule is built from.
@@ -166,6 +169,9 @@ pub struct Settings {
     pub botnet_sources: u64,
     pub baseline: Option<Params>,
     pub max_hosts: usize,
+    /// Seconds without traffic after which a host's state is forgotten
+    /// (as the shards forget it).
+    pub idle_s: u64,
     /// Seconds of history before a host's legitimate-traffic profile is
     /// judged by.
     pub legit_learning_s: u32,
@@ -188,6 +194,7 @@ impl Settings {
                 floor_bps: b.floor_bps as f64,
             }),
             max_hosts: c.detection.max_hosts,
+            idle_s: c.detection.host_idle.as_secs().max(1),
             legit_learning_s: u32::try_from(c.detection.legit_learning.as_secs())
                 .unwrap_or(u32::MAX),
         }
@@ -200,7 +207,33 @@ struct HostState {
     /// Consecutive seconds over a threshold, while no incident runs.
     over: u32,
     legit: Legit,
+    /// The last second the host had traffic (for forgetting idle hosts).
+    seen: u64,
 }
+
+/// What is saved of a host across restarts: its baseline and its
+/// legitimate-traffic profile (a restart relearns neither).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    #[serde(flatten)]
+    pub baseline: Baseline,
+    #[serde(default)]
+    pub legit: Option<SavedLegit>,
+}
+
+/// A [`Legit`] as saved.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedLegit {
+    pub pps: [f32; class::COUNT],
+    pub second: u64,
+    pub seconds: u32,
+}
+
+/// Hosts without state of their own that are over a threshold, counted at
+/// most (when the state table is full of busier hosts).
+const MAX_STATELESS_OVER: usize = 65_536;
+/// How often idle hosts' state is swept (seconds).
+const SWEEP_EVERY_S: u64 = 10;
 
 /// A host's legitimate traffic: inbound packets per second by class, an
 /// exponentially weighted mean over about two minutes of the seconds
@@ -241,6 +274,23 @@ impl Legit {
         }
         self.second = second;
         self.seconds = self.seconds.saturating_add(1);
+    }
+
+    /// A second that is not the host's normal — busy towards a threshold,
+    /// or part of an attack: it feeds nothing, and it is not idle either
+    /// (counting it as a zero would decay the profile, and with it the
+    /// reference rollback and the collateral estimate judge by, to nothing
+    /// over a long attack). The idle seconds before it still count.
+    fn skip(&mut self, second: u64) {
+        if self.seconds == 0 || second <= self.second {
+            return;
+        }
+        let idle = (second - self.second - 1).min(100_000) as i32;
+        let keep = (1.0 - Self::ALPHA).powi(idle);
+        for m in &mut self.pps {
+            *m *= keep;
+        }
+        self.second = second;
     }
 
     /// The profile as of `second` (the seconds since the last one fed
@@ -313,6 +363,10 @@ pub struct Detector {
     /// Last second's details of the hosts that had some and no incident:
     /// the ramp of an attack that crosses a threshold in the next second.
     last: HashMap<Addr, (u64, Box<Details>)>,
+    /// Consecutive seconds over a threshold of hosts that have no state
+    /// (the table is full): static thresholds hold for every host.
+    stateless_over: HashMap<Addr, u32>,
+    last_sweep: u64,
     events: Vec<Event>,
     seq: u64,
     /// The latest second judged.
@@ -337,6 +391,8 @@ impl Detector {
             active: HashMap::new(),
             windows: HashMap::new(),
             last: HashMap::new(),
+            stateless_over: HashMap::new(),
+            last_sweep: 0,
             events: Vec::new(),
             seq: 0,
             latest: 0,
@@ -368,15 +424,66 @@ impl Detector {
         std::mem::take(&mut self.events)
     }
 
-    /// Baselines, for saving (DET-2: a restart does not relearn).
-    pub fn baselines(&self) -> impl Iterator<Item = (&Addr, &Baseline)> {
-        self.hosts.iter().map(|(a, h)| (a, &h.baseline))
+    /// What to save of each host with some history (DET-2, MIT-11: a
+    /// restart relearns neither its baseline nor its normal traffic).
+    pub fn saved(&self) -> impl Iterator<Item = (&Addr, Saved)> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.baseline.seconds > 0 || h.legit.seconds > 0)
+            .map(|(a, h)| {
+                (
+                    a,
+                    Saved {
+                        baseline: h.baseline,
+                        legit: (h.legit.seconds > 0).then_some(SavedLegit {
+                            pps: h.legit.pps,
+                            second: h.legit.second,
+                            seconds: h.legit.seconds,
+                        }),
+                    },
+                )
+            })
     }
 
-    pub fn restore_baseline(&mut self, host: Addr, b: Baseline) {
-        if self.hosts.len() < self.s.max_hosts {
-            self.hosts.entry(host).or_default().baseline = b;
+    /// Takes back what was saved of hosts before a restart: the most
+    /// recently seen first, and only up to three quarters of `max_hosts`
+    /// (a spray of addresses saved before the restart must not fill the
+    /// table for good).
+    pub fn restore(&mut self, mut saved: Vec<(Addr, Saved)>) -> usize {
+        let recent = |s: &Saved| s.baseline.last.max(s.legit.map_or(0, |l| l.second));
+        saved.sort_by_key(|(_, s)| std::cmp::Reverse(recent(s)));
+        let room = (self.s.max_hosts / 4 * 3).saturating_sub(self.hosts.len());
+        let mut n = 0;
+        for (addr, s) in saved.into_iter().take(room) {
+            let h = self.hosts.entry(addr).or_default();
+            h.baseline = s.baseline;
+            if let Some(l) = s.legit {
+                h.legit.pps = l.pps;
+                h.legit.second = l.second;
+                h.legit.seconds = l.seconds;
+            }
+            h.seen = recent(&s);
+            n += 1;
         }
+        n
+    }
+
+    /// Hosts with state (baselines, profiles).
+    pub fn hosts(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Forgets the state of hosts idle past `idle_s` (swept every few
+    /// seconds; hosts under attack are kept).
+    fn sweep(&mut self, second: u64) {
+        if second < self.last_sweep + SWEEP_EVERY_S {
+            return;
+        }
+        self.last_sweep = second;
+        let idle = self.s.idle_s;
+        let active = &self.active;
+        self.hosts
+            .retain(|a, h| h.seen + idle >= second || active.contains_key(a));
     }
 
     fn new_id(&mut self, at_ms: u64) -> String {
@@ -443,6 +550,40 @@ impl Detector {
         self.events.push(Event::Started(Box::new(inc.clone())));
         self.active.insert(host, inc);
         self.windows.insert(host, window);
+    }
+
+    /// The second an incident started in (per second, not by a trigger):
+    /// its first point and its details.
+    fn first_second(&mut self, h: &HostSecond, second: u64, this: Option<Box<Details>>) {
+        let (Some(inc), Some(window)) =
+            (self.active.get_mut(&h.addr), self.windows.get_mut(&h.addr))
+        else {
+            return;
+        };
+        let (pps, bps) = (
+            u64::from(h.inbound.packets[class::ALL]),
+            h.inbound.bytes * 8,
+        );
+        inc.timeline.push(Point {
+            second,
+            pps,
+            bps,
+            est_tcp: u64::from(
+                h.inbound.packets[class::TCP].saturating_sub(h.inbound.packets[class::TCP_SYN]),
+            ),
+        });
+        inc.peak_pps = pps;
+        inc.peak_bps = bps;
+        let d = this.unwrap_or_else(|| Box::new(Details::from_counters(&h.inbound)));
+        inc.details.merge(&d);
+        window.push(second, d);
+        let limits = self
+            .s
+            .thresholds
+            .get(usize::from(h.group))
+            .cloned()
+            .unwrap_or_default();
+        refresh(inc, window, self.s.botnet_sources, &limits);
     }
 
     /// A look at a triggered host's details before its second ends: the
@@ -576,6 +717,12 @@ impl Detector {
                 h.inbound.packets[class::TCP].saturating_sub(h.inbound.packets[class::TCP_SYN]),
             );
 
+            if let Some(state) = self.hosts.get_mut(&h.addr) {
+                state.seen = second;
+                if self.active.contains_key(&h.addr) {
+                    state.legit.skip(second);
+                }
+            }
             if let Some(inc) = self.active.get_mut(&h.addr) {
                 // An incident runs: every second it is in the timeline.
                 inc.timeline.push(Point {
@@ -611,12 +758,35 @@ impl Detector {
 
             let is_new = !self.hosts.contains_key(&h.addr);
             if is_new && self.hosts.len() >= self.s.max_hosts {
+                // No room for state: no baseline, no profile — but the
+                // static thresholds hold for every host.
                 self.refused += 1;
+                let Some(reason) = over else {
+                    self.stateless_over.remove(&h.addr);
+                    continue;
+                };
+                if self.stateless_over.len() >= MAX_STATELESS_OVER
+                    && !self.stateless_over.contains_key(&h.addr)
+                {
+                    self.stateless_over.clear();
+                }
+                let n = self.stateless_over.entry(h.addr).or_default();
+                *n += 1;
+                if *n < self.s.trigger_seconds {
+                    continue;
+                }
+                let started = (second + 1 - u64::from(*n)) * 1000;
+                self.stateless_over.remove(&h.addr);
+                let this = last.remove(&h.addr).map(|(_, d)| d);
+                self.start(h.addr, h.group, started, end_ms, reason, Legit::default());
+                self.first_second(&h, second, this);
                 continue;
             }
             let state = self.hosts.entry(h.addr).or_default();
+            state.seen = second;
             match over {
                 Some(reason) => {
+                    state.legit.skip(second);
                     state.over += 1;
                     if state.over >= self.s.trigger_seconds {
                         let started = (second + 1 - u64::from(state.over)) * 1000;
@@ -625,29 +795,7 @@ impl Detector {
                         // This second is the incident's, not its ramp.
                         let this = last.remove(&h.addr).map(|(_, d)| d);
                         self.start(h.addr, h.group, started, end_ms, reason, legit);
-                        if let (Some(inc), Some(window)) =
-                            (self.active.get_mut(&h.addr), self.windows.get_mut(&h.addr))
-                        {
-                            inc.timeline.push(Point {
-                                second,
-                                pps,
-                                bps,
-                                est_tcp,
-                            });
-                            inc.peak_pps = pps;
-                            inc.peak_bps = bps;
-                            let d = this
-                                .unwrap_or_else(|| Box::new(Details::from_counters(&h.inbound)));
-                            inc.details.merge(&d);
-                            window.push(second, d);
-                            let limits = self
-                                .s
-                                .thresholds
-                                .get(usize::from(h.group))
-                                .cloned()
-                                .unwrap_or_default();
-                            refresh(inc, window, self.s.botnet_sources, &limits);
-                        }
+                        self.first_second(&h, second, this);
                     }
                 }
                 None => {
@@ -661,6 +809,8 @@ impl Detector {
                         .map_or(u64::MAX, |p| p / 2);
                     if pps < half {
                         state.legit.feed(second, &h.inbound);
+                    } else {
+                        state.legit.skip(second);
                     }
                     if let Some(p) = &self.s.baseline {
                         state.baseline.feed(second, pps as f64, bps as f64, p);
@@ -676,6 +826,7 @@ impl Detector {
             .filter(|(_, inc)| inc.last_over_ms + hold <= end_ms)
             .map(|(a, _)| *a)
             .collect();
+        self.sweep(second);
         for a in ended {
             self.windows.remove(&a);
             if let Some(mut inc) = self.active.remove(&a) {
@@ -789,6 +940,14 @@ fn describe(d: &Details, v4: bool) -> (String, Vec<PortShare>, Vec<PortShare>, F
             .map(|k| tcpkind::NAMES[k])
             .collect(),
         fragments: d.classes[class::FRAGMENT] as f64 >= 0.1 * total,
+        icmp_types: {
+            let top = d.icmp_types.top();
+            let icmp: u64 = top.iter().map(|(_, n)| n).sum();
+            top.into_iter()
+                .filter(|(_, n)| icmp > 0 && *n as f64 >= 0.1 * icmp as f64)
+                .map(|(t, _)| t)
+                .collect()
+        },
     };
     (
         protocol,

@@ -18,6 +18,7 @@ fn settings(pps: u64, trigger_seconds: u32, baseline: Option<Params>) -> Setting
         botnet_sources: 300,
         baseline,
         max_hosts: 1000,
+        idle_s: 300,
         legit_learning_s: 30,
     }
 }
@@ -343,4 +344,73 @@ fn the_second_before_the_trigger_is_the_attacks_ramp() {
         s[0].current.verdict
     );
     assert_eq!(s[0].current.verdict.samples, 30);
+}
+
+#[test]
+fn a_spray_of_addresses_cannot_fill_the_detector_for_good() {
+    let mut s = settings(1000, 1, None);
+    s.max_hosts = 10;
+    s.idle_s = 30;
+    let mut d = Detector::new(s);
+    // One packet each to 10 addresses: the state table is full.
+    let spray: Vec<HostSecond> = (0..10u8)
+        .map(|i| second(Addr::v4([198, 51, 100, i]), 1))
+        .collect();
+    d.on_second(100, spray);
+    assert_eq!(d.hosts(), 10);
+    // A new host over the static limit still gets its incident (per
+    // second, without state of its own).
+    d.on_second(101, vec![second(HOST, 5000)]);
+    let ev = d.take_events();
+    assert_eq!(started(&ev).len(), 1, "{ev:?}");
+    // The sprayed addresses, idle past idle_s, are forgotten.
+    d.on_second(200, Vec::new());
+    assert!(d.hosts() <= 1, "{}", d.hosts());
+    // Saved state comes back, the most recent first, never filling more
+    // than three quarters of the table.
+    let saved: Vec<(Addr, Saved)> = (0..20u8)
+        .map(|i| {
+            let b = Baseline {
+                seconds: 100,
+                last: u64::from(i),
+                ..Baseline::default()
+            };
+            (
+                Addr::v4([203, 0, 113, i]),
+                Saved {
+                    baseline: b,
+                    legit: None,
+                },
+            )
+        })
+        .collect();
+    let mut fresh = Detector::new(settings(1000, 1, None));
+    fresh.s.max_hosts = 8;
+    assert_eq!(fresh.restore(saved.clone()), 6);
+    assert!(
+        fresh.saved().all(|(a, _)| a.0[15] >= 14),
+        "the most recent kept"
+    );
+}
+
+#[test]
+fn an_attack_does_not_decay_the_hosts_normal_traffic_to_nothing() {
+    let mut d = Detector::new(settings(10_000, 1, None));
+    let web = |pps| {
+        let mut h = second(HOST, pps);
+        h.inbound.packets[class::UDP] = 0;
+        h.inbound.packets[class::TCP] = pps;
+        h
+    };
+    for t in 0..60 {
+        d.on_second(1_000 + t, vec![web(200)]);
+    }
+    // Ten minutes of attack, then the host is quiet again.
+    for t in 60..660 {
+        d.on_second(1_000 + t, vec![second(HOST, 50_000)]);
+    }
+    d.take_events();
+    let state = &d.hosts[&HOST];
+    let tcp = state.legit.at(1_660, 30).pps[class::TCP];
+    assert!(tcp > 150.0, "the profile before the attack is kept: {tcp}");
 }

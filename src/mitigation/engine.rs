@@ -750,7 +750,7 @@ impl Engine {
                     }
                     Route::FlowSpec(r) => format!(
                         ", collateral at most {:.0}% of legitimate packets",
-                        rules::collateral(r, &inc.legit) * 100.0
+                        rules::collateral(r, &inc.legit).unwrap_or(0.0) * 100.0
                     ),
                     _ => String::new(),
                 };
@@ -827,14 +827,20 @@ impl Engine {
                 };
                 let all: Vec<FlowSpecRule> = rules::flowspec(inc, &group.mitigation);
                 let max = group.mitigation.max_collateral;
+                if !inc.legit.learnt && !group.mitigation.unknown_collateral_ok {
+                    return Err(
+                        "collateral unknown: the host's normal traffic is not learnt yet (unknown_collateral = \"refuse\")"
+                            .into(),
+                    );
+                }
                 let (rules, costly): (Vec<_>, Vec<_>) = all
                     .into_iter()
-                    .partition(|r| rules::collateral(r, &inc.legit) <= max);
+                    .partition(|r| rules::collateral(r, &inc.legit).is_none_or(|c| c <= max));
                 if rules.is_empty() {
                     if let Some(r) = costly.first() {
                         return Err(format!(
                             "collateral: the rule would match up to {:.0}% of the host's legitimate packets (max_collateral {:.0}%): {}",
-                            rules::collateral(r, &inc.legit) * 100.0,
+                            rules::collateral(r, &inc.legit).unwrap_or(0.0) * 100.0,
                             max * 100.0,
                             r.matcher()
                         ));
@@ -932,6 +938,16 @@ impl Engine {
                 ..new.clone()
             });
             if guard(&self.cfg, &candidate).is_err() {
+                continue;
+            }
+            // The wider rule reaches every host it covers: each attacked
+            // one's normal traffic must bear it, not only this host's.
+            let max = group.mitigation.max_collateral;
+            let too_costly = std::iter::once(m.host)
+                .chain(m.covers.iter().copied())
+                .filter_map(|h| self.cases.get(&h)?.incident_state.as_deref())
+                .any(|inc| rules::collateral(new, &inc.legit).is_some_and(|c| c > max));
+            if too_costly {
                 continue;
             }
             if best.is_none_or(|(_, b)| p.prefix_len() > b.prefix_len()) {

@@ -20,6 +20,10 @@ use crate::detect::Incident;
 
 /// Packet lengths narrower than this spread make a FlowSpec component.
 const LENGTH_SPREAD: u32 = 100;
+/// Reflected packets at least this long (IP bytes) are amplified: an
+/// amplification rule then matches only packets this long or longer, less
+/// a margin (never below half of it).
+const AMPLIFIED: u32 = 400;
 /// Bytes added on either side of the sampled packet lengths (at least; 5 %
 /// of the length when that is more).
 const LENGTH_MARGIN: u32 = 16;
@@ -53,24 +57,6 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             p
         }
     };
-    let lengths = || -> Vec<Range> {
-        let [lo, hi] = f.packet_length;
-        if lo == 0 || hi < lo || hi - lo > LENGTH_SPREAD {
-            return Vec::new();
-        }
-        // The samples saw some of the attack's lengths, not all: a margin
-        // keeps the packets just outside what was sampled in the rule.
-        let margin = |v: u32| (v / 20).max(LENGTH_MARGIN);
-        let lo = lo.saturating_sub(margin(lo)).max(20);
-        let hi = hi.saturating_add(margin(hi));
-        match (
-            u16::try_from(lo),
-            u16::try_from(hi.min(u32::from(u16::MAX))),
-        ) {
-            (Ok(lo), Ok(hi)) => vec![Range { lo, hi }],
-            _ => Vec::new(),
-        }
-    };
     let icmp = if host.is_ipv6() { 58 } else { 1 };
     let mut out = Vec::new();
     if !now.verdict.classified() {
@@ -86,7 +72,6 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                     set: levee_bgp::model::tcp::SYN | levee_bgp::model::tcp::ACK,
                     unset: 0,
                 }),
-                packet_lengths: lengths(),
                 ..base.clone()
             },
             Family::SynFlood => FlowSpecRule {
@@ -96,14 +81,12 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                     set: levee_bgp::model::tcp::SYN,
                     unset: levee_bgp::model::tcp::ACK,
                 }),
-                packet_lengths: lengths(),
                 ..base.clone()
             },
             Family::TcpFlood => FlowSpecRule {
                 protocols: vec![6],
                 dst_ports: few_dst_ports(),
                 tcp_flags: dominant_tcp_flags(f.tcp_flags.as_slice()),
-                packet_lengths: lengths(),
                 ..base.clone()
             },
             Family::Amplification => {
@@ -133,13 +116,29 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             Family::UdpFlood => FlowSpecRule {
                 protocols: vec![17],
                 dst_ports: few_dst_ports(),
-                packet_lengths: lengths(),
                 ..base.clone()
             },
-            Family::IcmpFlood => FlowSpecRule {
-                protocols: vec![icmp],
-                ..base.clone()
-            },
+            Family::IcmpFlood => {
+                // The attack's ICMP types, never those path-MTU discovery
+                // needs (IPv4 destination unreachable, IPv6 packet too
+                // big): dropping them breaks the host's own connections.
+                let pmtud = if host.is_ipv6() { 2 } else { 3 };
+                let mut types: Vec<Range> = f
+                    .icmp_types
+                    .iter()
+                    .filter(|t| **t != pmtud)
+                    .map(|t| Range::one(u16::from(*t)))
+                    .collect();
+                types.sort();
+                if types.is_empty() && !f.icmp_types.is_empty() {
+                    continue; // only PMTUD messages: no rule
+                }
+                FlowSpecRule {
+                    protocols: vec![icmp],
+                    icmp_types: types,
+                    ..base.clone()
+                }
+            }
             Family::FragmentFlood => FlowSpecRule {
                 fragment: Some(Fragment::IsFragment),
                 ..base.clone()
@@ -162,6 +161,7 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                 }
             }
         };
+        let rule = with_lengths(c.family, rule, &now.details);
         if !out.contains(&rule) {
             out.push(rule);
         }
@@ -179,6 +179,63 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             .collect(),
         None => out,
     }
+}
+
+/// One-packet samples a rule's length range is drawn from, at least.
+const MIN_SIZED: usize = 20;
+
+/// Narrows `rule` by the lengths of the sampled packets it matches (only
+/// records of one packet say a length): a range with a margin when they
+/// are alike; for amplification, when they are large, only large packets —
+/// the host's own clients get small replies from the same ports (its
+/// resolver's answers, its NTP), and those must still pass.
+fn with_lengths(
+    family: Family,
+    mut rule: FlowSpecRule,
+    d: &crate::account::Details,
+) -> FlowSpecRule {
+    if matches!(
+        family,
+        Family::FragmentFlood | Family::ProtocolFlood | Family::IcmpFlood
+    ) {
+        return rule;
+    }
+    let (mut n, mut lo, mut hi) = (0usize, u32::MAX, 0u32);
+    for s in d.seen.items() {
+        if s.length > 0 && matches(&rule, s) {
+            n += 1;
+            lo = lo.min(u32::from(s.length));
+            hi = hi.max(u32::from(s.length));
+        }
+    }
+    if n < MIN_SIZED {
+        return rule;
+    }
+    let margin = |v: u32| (v / 20).max(LENGTH_MARGIN);
+    let range = if family == Family::Amplification {
+        (lo >= AMPLIFIED).then(|| {
+            (
+                lo.saturating_sub(margin(lo)).max(AMPLIFIED / 2),
+                u32::from(u16::MAX),
+            )
+        })
+    } else {
+        (hi - lo <= LENGTH_SPREAD).then(|| {
+            (
+                lo.saturating_sub(margin(lo)).max(20),
+                hi.saturating_add(margin(hi)),
+            )
+        })
+    };
+    if let Some((lo, hi)) = range {
+        if let (Ok(lo), Ok(hi)) = (
+            u16::try_from(lo),
+            u16::try_from(hi.min(u32::from(u16::MAX))),
+        ) {
+            rule.packet_lengths = vec![Range { lo, hi }];
+        }
+    }
+    rule
 }
 
 /// IP protocol numbers that are not an upper layer a rule can match: IPv6
@@ -308,14 +365,17 @@ pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
 /// The share of a host's legitimate packets (its profile before the
 /// attack) that `rule` would also match, judged by protocol, TCP flags and
 /// fragments. Ports and lengths are not in the profile, so this is an upper
-/// bound; 0 for a host with no legitimate traffic on record, or too little
-/// history to judge by.
-pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> f64 {
+/// bound; 0 for a host with no legitimate traffic on record; `None` —
+/// unknown — with too little history to judge by.
+pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> Option<f64> {
     use crate::account::class;
     let l = |c: usize| f64::from(legit.pps[c]);
     let total = l(class::ALL);
-    if !legit.learnt || total < 1.0 {
-        return 0.0;
+    if !legit.learnt {
+        return None;
+    }
+    if total < 1.0 {
+        return Some(0.0);
     }
     let matched = if rule.fragment.is_some() {
         l(class::FRAGMENT)
@@ -336,7 +396,7 @@ pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> f64 {
             })
             .sum()
     };
-    (matched / total).min(1.0)
+    Some((matched / total).min(1.0))
 }
 
 /// Whether `rule` matches a sampled record (of a packet to the rule's
@@ -373,11 +433,12 @@ pub fn matches(rule: &FlowSpecRule, s: &crate::account::sketch::Seen) -> bool {
             return false;
         }
     }
-    if !rule.icmp_types.is_empty() {
-        // ICMP types are not sampled into the details: take them to match.
-        if !matches!(s.protocol, 1 | 58) {
-            return false;
-        }
+    let icmp_ok = rule.icmp_types.is_empty()
+        || (matches!(s.protocol, 1 | 58)
+            && !no_l4
+            && in_ranges(&rule.icmp_types, u16::from(s.icmp_type)));
+    if !icmp_ok {
+        return false;
     }
     match rule.fragment {
         None => true,

@@ -68,6 +68,7 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
         packet_length: [40, 60],
         tcp_flags: vec!["syn"],
         fragments: false,
+        icmp_types: vec![],
     };
     Incident {
         id: format!("inc-{host}"),
@@ -103,7 +104,11 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
         current: Current {
             verdict,
             features,
-            details: Arc::new(Details::default()),
+            // SYNs to 443 of 40 to 60 bytes, as sampled.
+            details: Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+                length: 40 + (i % 21) as u16,
+                ..seen(6, 40_000, 0x02)
+            })),
         },
         legit: crate::detect::Legit::default(),
     }
@@ -710,6 +715,7 @@ fn seen(protocol: u8, src_port: u16, flags: u8) -> crate::account::sketch::Seen 
         protocol,
         tcp_flags: flags,
         flags: 0,
+        icmp_type: 0,
     }
 }
 
@@ -900,10 +906,14 @@ fn a_manual_mitigation_says_what_kind_of_refusal_stops_it() {
 fn a_rule_is_not_churned_for_a_length_range_the_samples_draw_differently() {
     let mut e = Engine::new(Arc::new(config()));
     let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
-    inc.current.details = Arc::new(sampled(100, |_| seen(6, 40_000, 0x02)));
     assert_eq!(announced(&e.incident(&inc, 0)).len(), 1);
-    // The next seconds' samples spread wider: no length range any more.
-    inc.current.features.packet_length = [40, 400];
+    // The next seconds hold too few one-packet samples for a range: the
+    // rule the evidence calls for has no lengths, and matches the attack
+    // no better than the one in force.
+    inc.current.details = Arc::new(sampled(10, |i| crate::account::sketch::Seen {
+        length: 40 + (i % 21) as u16,
+        ..seen(6, 40_000, 0x02)
+    }));
     for t in 1..20 {
         let a = e.incident(&inc, t * S);
         assert!(
@@ -912,4 +922,46 @@ fn a_rule_is_not_churned_for_a_length_range_the_samples_draw_differently() {
             "at {t} s: {a:?}"
         );
     }
+}
+
+#[test]
+fn amplification_rules_let_the_hosts_own_small_replies_through() {
+    // NTP monlist answers of 468 bytes, and the host's own NTP replies of
+    // 76 bytes now and then.
+    let mut inc = incident("192.0.2.10", Family::Amplification, Some("ntp"), 1, 0);
+    inc.current.details = Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+        length: if i % 25 == 0 { 76 } else { 468 },
+        ..seen(17, 123, 0)
+    }));
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    // The small replies are in the samples: no floor can be drawn safely
+    // from a minimum that includes them.
+    assert_eq!(r[0].packet_lengths, vec![]);
+    inc.current.details = Arc::new(sampled(100, |_| crate::account::sketch::Seen {
+        length: 468,
+        ..seen(17, 123, 0)
+    }));
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    assert_eq!(r[0].packet_lengths, vec![Range { lo: 445, hi: 65535 }]);
+    assert_eq!(r[0].src_ports, vec![Range::one(123)]);
+}
+
+#[test]
+fn an_icmp_rule_never_drops_what_path_mtu_discovery_needs() {
+    let mut inc = incident("192.0.2.10", Family::IcmpFlood, None, 1, 0);
+    inc.current.features.icmp_types = vec![8, 3];
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    assert_eq!(r[0].protocols, vec![1]);
+    assert_eq!(r[0].icmp_types, vec![Range::one(8)]);
+    // Only unreachables: no rule at all.
+    inc.current.features.icmp_types = vec![3];
+    assert!(rules::flowspec(&inc, &HostgroupMitigation::default()).is_empty());
+    // IPv6: packet too big (2) is left alone.
+    let mut v6 = incident("2001:db8::10", Family::IcmpFlood, None, 1, 0);
+    v6.current.features.icmp_types = vec![128, 2];
+    let r = rules::flowspec(&v6, &HostgroupMitigation::default());
+    assert_eq!(
+        (r[0].protocols.clone(), r[0].icmp_types.clone()),
+        (vec![58], vec![Range::one(128)])
+    );
 }
