@@ -324,6 +324,32 @@ pub struct Limit {
     pub limit: Option<usize>,
 }
 
+/// What acts against an incident now: its mitigations in force and the
+/// share of the attack's recent samples their rules match together.
+fn acting_on(s: &WebState, v: &mut serde_json::Value) {
+    let (Some(m), Some(id)) = (&s.mitigation, v.get("id").and_then(|i| i.as_str())) else {
+        return;
+    };
+    let active = m.shared.active.lock().unwrap_or_else(|e| e.into_inner());
+    let mine: Vec<&crate::mitigation::Mitigation> = active
+        .iter()
+        .filter(|m| m.incident.as_deref() == Some(id))
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    let coverage = mine.iter().find_map(|m| m.coverage);
+    v["mitigation"] = serde_json::json!({
+        "coverage": coverage,
+        "in_force": mine.iter().map(|m| serde_json::json!({
+            "id": m.id,
+            "level": m.level,
+            "route": m.route.to_string(),
+            "shadow": m.shadow,
+        })).collect::<Vec<_>>(),
+    });
+}
+
 /// Incidents, newest first (active ones included, as they stand).
 async fn incidents(
     State(s): State<WebState>,
@@ -345,6 +371,7 @@ async fn incidents(
                 if let Some(o) = v.as_object_mut() {
                     o.remove("timeline");
                 }
+                acting_on(&s, &mut v);
                 v
             })
             .collect(),
@@ -381,6 +408,7 @@ async fn incident(
         }
         v["timeline"] = serde_json::Value::Array(points);
     }
+    acting_on(&s, &mut v);
     Ok(Json(v))
 }
 

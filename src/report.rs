@@ -64,6 +64,7 @@ pub fn incident_json(i: &Incident) -> Value {
         "sources_estimate": v.sources_estimate,
         "spoofed": v.spoofed,
         "botnet": v.botnet,
+        "flags_why": v.flags_why,
         "protocol": i.protocol,
         "top_src_ports": i.top_src_ports,
         "top_dst_ports": i.top_dst_ports,

@@ -407,6 +407,10 @@ pub struct Baseline {
     /// … and never below these.
     pub floor_pps: u64,
     pub floor_bps: u64,
+    /// The long-term average's time constant: the baseline never rises
+    /// above its ceiling (mean + 2 × sigma × deviation of this one), so a
+    /// slow ramp cannot carry it up for good.
+    pub ceiling_window: Duration,
 }
 
 impl Default for Detection {
@@ -427,6 +431,7 @@ impl Default for Detection {
                 sigma: 4.0,
                 floor_pps: 5_000,
                 floor_bps: 50_000_000,
+                ceiling_window: Duration::from_secs(86_400),
             },
         }
     }
@@ -1037,6 +1042,9 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             }
             if let Some(v) = b.duration(d, "window") {
                 base.window = v.into_inner();
+            }
+            if let Some(v) = b.duration(d, "ceiling_window") {
+                base.ceiling_window = v.into_inner();
             }
             if let Some(v) = b.positive_number(d, "sigma") {
                 base.sigma = v;

@@ -6,6 +6,13 @@
 //! once it has `learning` seconds of history; attack seconds never enter it
 //! (the detector only feeds seconds with no incident). It is small and
 //! `Copy` so it can be saved and restored (a restart does not relearn).
+//!
+//! An attacker who knows the baseline can try to pump it — bursts just
+//! under the limit, or a slow ramp the mean follows. So each second is fed
+//! clipped to the mean plus half the trigger distance; the variance may
+//! grow at most fourfold (the deviation twofold) per window; and the
+//! limits never rise above a ceiling from a far longer average
+//! (`ceiling_window`, a day by default) of the same, clipped, seconds.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +59,11 @@ impl Ewma {
 pub struct Baseline {
     pub pps: Ewma,
     pub bps: Ewma,
+    /// The long-term averages the limits never rise above.
+    #[serde(default)]
+    pub long_pps: Ewma,
+    #[serde(default)]
+    pub long_bps: Ewma,
     /// Seconds of history.
     pub seconds: u64,
     /// The last second fed.
@@ -62,10 +74,33 @@ pub struct Baseline {
 #[derive(Debug, Clone, Copy)]
 pub struct Params {
     pub alpha: f64,
+    /// The long-term average's weight per second.
+    pub long_alpha: f64,
     pub learning_s: u64,
     pub sigma: f64,
     pub floor_pps: f64,
     pub floor_bps: f64,
+}
+
+/// `x` clipped for feeding an average: at most the mean plus half the
+/// trigger distance (and at least the floor, so a quiet start can learn).
+fn clipped(e: &Ewma, x: f64, sigma: f64, floor: f64) -> f64 {
+    x.min(
+        (e.mean + sigma / 2.0 * e.dev())
+            .max(2.0 * e.mean)
+            .max(floor),
+    )
+}
+
+/// Feeds `e` with `x`; once learnt, its variance grows at most fourfold
+/// per window.
+fn bounded_update(e: &mut Ewma, x: f64, alpha: f64, learnt: bool) {
+    let before = e.var;
+    e.update(x, alpha);
+    if learnt && before > 0.0 {
+        // (1 + 1.4α)^(1/α) ≈ e^1.4 ≈ 4 per window.
+        e.var = e.var.min(before * (1.0 + 1.4 * alpha));
+    }
 }
 
 impl Baseline {
@@ -75,25 +110,49 @@ impl Baseline {
             let gap = s - self.last - 1;
             self.pps.decay(gap, p.alpha);
             self.bps.decay(gap, p.alpha);
+            self.long_pps.decay(gap, p.long_alpha);
+            self.long_bps.decay(gap, p.long_alpha);
             self.seconds += gap;
         }
         if self.seconds == 0 {
             // Start from the first observation, not from zero.
             self.pps.mean = pps;
             self.bps.mean = bps;
+            self.long_pps.mean = pps;
+            self.long_bps.mean = bps;
         }
-        self.pps.update(pps, p.alpha);
-        self.bps.update(bps, p.alpha);
+        let (cp, cb) = (
+            clipped(&self.pps, pps, p.sigma, p.floor_pps),
+            clipped(&self.bps, bps, p.sigma, p.floor_bps),
+        );
+        let learnt = self.seconds >= p.learning_s;
+        bounded_update(&mut self.pps, cp, p.alpha, learnt);
+        bounded_update(&mut self.bps, cb, p.alpha, learnt);
+        self.long_pps.update(cp, p.long_alpha);
+        self.long_bps.update(cb, p.long_alpha);
         self.seconds += 1;
         self.last = s;
     }
 
-    /// The dynamic thresholds (pps, bps), once learnt.
+    /// The dynamic thresholds (pps, bps), once learnt: mean + sigma ×
+    /// deviation, never above the long-term ceiling, never below the floors.
     pub fn limits(&self, p: &Params) -> Option<(f64, f64)> {
+        // A young long-term average has seen a fraction of its window: its
+        // variance is that much too small (bias-corrected, as an EWMA
+        // started from zero is).
+        let seen = 1.0 - (1.0 - p.long_alpha).powf(self.seconds as f64);
+        let limit = |short: &Ewma, long: &Ewma, floor: f64| {
+            let ceiling = if long.mean > 0.0 || long.var > 0.0 {
+                long.mean + 2.0 * p.sigma * (long.var.max(0.0) / seen.max(1e-9)).sqrt()
+            } else {
+                f64::INFINITY // saved before the ceiling existed
+            };
+            (short.mean + p.sigma * short.dev()).min(ceiling).max(floor)
+        };
         (self.seconds >= p.learning_s).then(|| {
             (
-                (self.pps.mean + p.sigma * self.pps.dev()).max(p.floor_pps),
-                (self.bps.mean + p.sigma * self.bps.dev()).max(p.floor_bps),
+                limit(&self.pps, &self.long_pps, p.floor_pps),
+                limit(&self.bps, &self.long_bps, p.floor_bps),
             )
         })
     }
@@ -105,6 +164,7 @@ mod tests {
 
     const P: Params = Params {
         alpha: 1.0 / 60.0,
+        long_alpha: 1.0 / 86_400.0,
         learning_s: 60,
         sigma: 4.0,
         floor_pps: 1000.0,
@@ -143,5 +203,60 @@ mod tests {
         b.feed(1_000, 5_000.0, 1e7, &P);
         assert!(b.pps.mean < 500.0, "{}", b.pps.mean);
         assert_eq!(b.seconds, 1_001);
+    }
+
+    /// An hour's window, a day's ceiling, as configured by default.
+    const HOUR: Params = Params {
+        alpha: 1.0 / 3600.0,
+        long_alpha: 1.0 / 86_400.0,
+        learning_s: 3600,
+        sigma: 4.0,
+        floor_pps: 5000.0,
+        floor_bps: 5e7,
+    };
+
+    /// A host at 20 kpps (±1 k) for a day.
+    fn steady_day() -> Baseline {
+        let mut b = Baseline::default();
+        for s in 0..86_400 {
+            let noise = ((s * 37) % 21) as f64 * 100.0 - 1000.0;
+            b.feed(s, 20_000.0 + noise, 1e8, &HOUR);
+        }
+        b
+    }
+
+    #[test]
+    fn bursts_just_under_the_limit_do_not_pump_the_baseline() {
+        let mut b = steady_day();
+        let (start, _) = b.limits(&HOUR).unwrap();
+        let dev = b.pps.dev();
+        // An hour of bursts at 99 % of the limit every tenth second.
+        for s in 86_400..90_000u64 {
+            let (limit, _) = b.limits(&HOUR).unwrap();
+            let pps = if s % 10 == 0 { 0.99 * limit } else { 20_000.0 };
+            b.feed(s, pps, 1e8, &HOUR);
+        }
+        assert!(b.pps.dev() <= 2.0 * dev + 1.0, "{} → {}", dev, b.pps.dev());
+        let (end, _) = b.limits(&HOUR).unwrap();
+        assert!(end < 1.5 * start, "{start} → {end}");
+    }
+
+    #[test]
+    fn a_slow_ramp_crosses_the_ceiling() {
+        let mut b = steady_day();
+        // From 20 kpps to 200 kpps over four hours: the hour-long mean
+        // follows, the day-long ceiling does not.
+        let mut crossed = None;
+        for i in 0..4 * 3600u64 {
+            let pps = 20_000.0 + 180_000.0 * i as f64 / (4.0 * 3600.0);
+            let (limit, _) = b.limits(&HOUR).unwrap();
+            if pps > limit {
+                crossed = Some(pps);
+                break;
+            }
+            b.feed(86_400 + i, pps, 1e8, &HOUR);
+        }
+        let at = crossed.expect("the ramp crossed the limit");
+        assert!(at < 100_000.0, "crossed at {at} pps");
     }
 }

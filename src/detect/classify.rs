@@ -25,12 +25,16 @@
 //! - **Confidence** is the lower bound of the named share's interval (the
 //!   components' total for `multi_vector`): 20 samples that all agree give
 //!   0.84, never 1.0.
-//! - **Spoofed**: at least 200 records, nearly every one from a new source
-//!   (distinct sources ≥ 0.8 × records), and a TTL pattern no crowd of real
-//!   hosts shows — one origin (TTL entropy ≤ 2 bits) or random TTLs (≥ 6
-//!   bits). Without TTLs (flow export): distinct ≥ 0.9 × records over at
-//!   least 2000 records.
-//! - **Botnet**: not spoofed, and at least `botnet_sources` distinct sources.
+//! - **Spoofed**, from at least 200 records with TTLs: one origin forging
+//!   many sources (TTL entropy ≤ 2 bits behind ≥ 50 distinct sources, and,
+//!   where sampling lets sources repeat, nearly every record a new one), or
+//!   random TTLs (≥ 30 % of them values no real path gives: 0–23, 65–87,
+//!   129–214). Without TTLs, only unsampled one-packet flows from ever-new
+//!   sources. Sampling is allowed for: at 1:1000 a record rarely repeats a
+//!   source whoever sends, so that test alone says nothing.
+//! - **Botnet**: not spoofed, and at least `botnet_sources` distinct sources
+//!   seen — a lower bound of the real count, sound under sampling.
+//! - `flags_why` says what the flags rest on.
 
 use serde::Serialize;
 
@@ -163,6 +167,8 @@ pub struct Verdict {
     pub botnet: bool,
     /// TTL entropy in bits (None without TTLs).
     pub ttl_entropy: Option<f64>,
+    /// What the spoofing and botnet flags rest on, and how sure they are.
+    pub flags_why: String,
 }
 
 impl Verdict {
@@ -185,6 +191,7 @@ impl Verdict {
             spoofed: false,
             botnet: false,
             ttl_entropy: None,
+            flags_why: String::new(),
         }
     }
 }
@@ -343,11 +350,9 @@ pub fn classify(d: &Details, botnet_sources: u64) -> Verdict {
     let sources = d.sources.estimate();
     let records = d.records as f64;
     let ttl_entropy = (d.ttl_known > 0).then(|| entropy(&d.ttl[..]));
-    let spoofed = match ttl_entropy {
-        Some(h) => d.records >= 200 && sources >= 0.8 * records && !(2.0..6.0).contains(&h),
-        None => d.records >= 2000 && sources >= 0.9 * records,
-    };
+    let (spoofed, flags_why) = flags(d, sources, ttl_entropy, botnet_sources);
     let botnet = !spoofed && sources >= botnet_sources as f64;
+    let _ = records;
     Verdict {
         family,
         vector,
@@ -360,6 +365,88 @@ pub fn classify(d: &Details, botnet_sources: u64) -> Verdict {
         spoofed,
         botnet,
         ttl_entropy,
+        flags_why,
+    }
+}
+
+/// TTLs no real host's packets arrive with: initial TTLs are 32, 64, 128 or
+/// 255 and paths are under 40 hops, so 0–23, 65–87 and 129–214 stay empty
+/// for any crowd of real senders — and fill for forged random TTLs.
+fn implausible_ttl(t: usize) -> bool {
+    matches!(t, 0..=23 | 65..=87 | 129..=214)
+}
+
+/// The spoofing flag, and what both flags rest on. Sampling is allowed
+/// for: a record standing for many packets (1:1000 sFlow, flow export)
+/// rarely repeats a source whoever sends, so "nearly every record a new
+/// source" says nothing there; a botnet flag counts distinct sources among
+/// the records seen, a lower bound of the real count, so it stays sound.
+fn flags(
+    d: &Details,
+    sources: f64,
+    ttl_entropy: Option<f64>,
+    botnet_sources: u64,
+) -> (bool, String) {
+    let records = d.records as f64;
+    // Packets a record stands for: 1 unsampled, the rate under sFlow.
+    let per_record = d.packets as f64 / records.max(1.0);
+    let fresh = sources >= 0.8 * records;
+    let botnet = |spoofed: bool| {
+        if !spoofed && sources >= botnet_sources as f64 {
+            format!(
+                "; botnet: at least {sources:.0} distinct sources seen (botnet_sources {botnet_sources})"
+            )
+        } else {
+            String::new()
+        }
+    };
+    match ttl_entropy {
+        Some(h) if d.records >= 200 => {
+            let ttl_total = d.ttl_known.max(1) as f64;
+            let odd: u64 = (0..256)
+                .filter(|&t| implausible_ttl(t))
+                .map(|t| d.ttl[t])
+                .sum();
+            let odd_share = odd as f64 / ttl_total;
+            // One origin forging many sources: one path length, and (where
+            // sources can repeat at all) nearly every record a new source.
+            let one_origin = h <= 2.0 && (fresh || per_record > 4.0) && sources >= 50.0;
+            // Random TTLs: the values no real path gives.
+            let random = odd_share >= 0.3;
+            let spoofed = one_origin || random;
+            let why = if one_origin {
+                format!(
+                    "spoofed: {sources:.0} distinct sources behind one path length (TTL entropy {h:.1} bits over {} records)",
+                    d.records
+                )
+            } else if random {
+                format!(
+                    "spoofed: {:.0}% of the TTLs are values no real path gives (random, forged)",
+                    odd_share * 100.0
+                )
+            } else {
+                format!("not spoofed: TTLs of real paths (entropy {h:.1} bits)")
+            };
+            (spoofed, why.clone() + &botnet(spoofed))
+        }
+        Some(_) => (
+            false,
+            format!("spoofing not judged: {} records, 200 needed", d.records) + &botnet(false),
+        ),
+        // Without TTLs (flow export), only unsampled flows of one packet
+        // from ever-new sources say "forged".
+        None if d.records >= 2000 && per_record <= 2.0 && sources >= 0.9 * records => (
+            true,
+            format!(
+                "spoofed: {sources:.0} distinct sources over {} one-packet flows",
+                d.records
+            ),
+        ),
+        None => (
+            false,
+            "spoofing not judged: no TTLs, and sampled records rarely repeat a source".to_owned()
+                + &botnet(false),
+        ),
     }
 }
 
@@ -551,5 +638,44 @@ mod tests {
         let v = classify(&botnet, 300);
         assert!(!v.spoofed && v.botnet, "{v:?}");
         assert!((v.sources_estimate as f64 - 1000.0).abs() < 100.0);
+    }
+
+    #[test]
+    fn a_sampled_global_botnet_is_a_botnet_not_spoofed() {
+        // sFlow at 1:1000: 400 samples, each from another of a global
+        // botnet's hosts, TTLs of real paths of every length (more than 6
+        // bits of entropy: what used to say "random, forged").
+        let d = details(|d| {
+            d.records = 400;
+            d.packets = 400_000;
+            d.classes[class::ALL] = 400_000;
+            d.classes[class::UDP] = 400_000;
+            for i in 0..400u32 {
+                d.sources
+                    .insert_hash(hash_addr(&Addr::v4((0x0b00_0000 + i * 977).to_be_bytes())));
+                let ttl = if i % 3 == 0 { 88 + i % 41 } else { 24 + i % 41 };
+                d.ttl[ttl as usize] += 1000;
+            }
+            d.ttl_known = 400_000;
+        });
+        let v = classify(&d, 300);
+        assert!(v.ttl_entropy.unwrap() > 6.0, "{v:?}");
+        assert!(!v.spoofed && v.botnet, "{}", v.flags_why);
+        assert!(v.flags_why.contains("botnet"), "{}", v.flags_why);
+        // Forged sources with random TTLs, sampled the same way.
+        let forged = details(|d| {
+            d.records = 400;
+            d.packets = 400_000;
+            d.classes[class::ALL] = 400_000;
+            d.classes[class::UDP] = 400_000;
+            for i in 0..400u32 {
+                d.sources
+                    .insert_hash(hash_addr(&Addr::v4((0x0c00_0000 + i * 31).to_be_bytes())));
+                d.ttl[(i * 97 % 256) as usize] += 1000;
+            }
+            d.ttl_known = 400_000;
+        });
+        let v = classify(&forged, 300);
+        assert!(v.spoofed && !v.botnet, "{}", v.flags_why);
     }
 }

@@ -188,6 +188,11 @@ impl Settings {
             botnet_sources: c.detection.botnet_sources,
             baseline: b.enabled.then(|| Params {
                 alpha: 1.0 / b.window.as_secs_f64().max(1.0),
+                long_alpha: 1.0
+                    / b.ceiling_window
+                        .as_secs_f64()
+                        .max(b.window.as_secs_f64())
+                        .max(1.0),
                 learning_s: b.learning.as_secs(),
                 sigma: b.sigma,
                 floor_pps: b.floor_pps as f64,

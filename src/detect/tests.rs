@@ -135,6 +135,7 @@ fn sustained_triggers_need_their_seconds() {
 fn baselines_judge_each_host_by_its_own_normal() {
     let p = Params {
         alpha: 1.0 / 60.0,
+        long_alpha: 1.0 / 86_400.0,
         learning_s: 120,
         sigma: 4.0,
         floor_pps: 1000.0,

@@ -108,6 +108,9 @@ struct Case {
     /// A rule set the evidence calls for instead of the one in force, and
     /// since when (its route keys).
     refit: Option<(Vec<String>, u64)>,
+    /// The share of the attack's recent samples the host's FlowSpec and
+    /// firewall rules match together (None without any).
+    coverage: Option<f64>,
 }
 
 impl Case {
@@ -125,6 +128,7 @@ impl Case {
             since_ms: now_ms,
             waiting: false,
             refit: None,
+            coverage: None,
         }
     }
 }
@@ -215,9 +219,52 @@ impl Engine {
         let mut out = self.rollback(host, &group, now_ms);
         if !inc.ended {
             out.extend(self.refit(host, &group, now_ms));
+            self.measure(host);
             out.extend(self.escalate(host, &group, now_ms));
+            self.measure(host);
         }
         out
+    }
+
+    /// Holds the host's FlowSpec and firewall rules in force, together,
+    /// against the attack's recent samples: their coverage, on the case
+    /// (for the ladder) and on each of them (for people).
+    fn measure(&mut self, host: IpAddr) {
+        let Some(details) = self
+            .cases
+            .get(&host)
+            .and_then(|c| c.incident_state.as_deref())
+            .map(|i| i.current.details.clone())
+        else {
+            return;
+        };
+        let rules: Vec<FlowSpecRule> = self
+            .active
+            .iter()
+            .filter(|m| m.protects(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
+            .filter_map(|m| match &m.route {
+                Route::FlowSpec(r) => Some(FlowSpecRule {
+                    dst: rules::host_net(host),
+                    ..r.clone()
+                }),
+                _ => None,
+            })
+            .collect();
+        let coverage = if rules.is_empty() {
+            None
+        } else {
+            rules::coverage(&rules, &details).map(|c| (c * 1000.0).round() / 1000.0)
+        };
+        for m in self
+            .active
+            .iter_mut()
+            .filter(|m| m.protects(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
+        {
+            m.coverage = coverage;
+        }
+        if let Some(c) = self.cases.get_mut(&host) {
+            c.coverage = coverage;
+        }
     }
 
     /// Whether the attack's recent evidence is enough to build rules from,
@@ -566,8 +613,23 @@ impl Engine {
                         .mitigation
                         .flowspec_max_bps
                         .is_some_and(|max| case.bps > max);
+                // What the rules let through is an attack by itself: the
+                // next level is needed now, not after a dwell.
+                let pps = case
+                    .incident_state
+                    .as_deref()
+                    .and_then(|i| i.timeline.last())
+                    .map_or(0, |p| p.pps);
+                let leaks = matches!(ladder[cur], Level::Flowspec | Level::Firewall)
+                    && case.coverage.is_some_and(|c| {
+                        c < rules::MIN_COVERAGE
+                            && group
+                                .thresholds
+                                .pps
+                                .is_some_and(|limit| (1.0 - c) * pps as f64 > limit as f64)
+                    });
                 let persisted = now_ms.saturating_sub(case.level_since_ms) >= dwell;
-                if !(over_cap || persisted) || cur + 1 >= ladder.len() {
+                if !(over_cap || leaks || persisted) || cur + 1 >= ladder.len() {
                     return Vec::new();
                 }
                 cur + 1
@@ -806,6 +868,7 @@ impl Engine {
             shadow: self.cfg.mitigation.dry_run || group.mitigation.shadow,
             covers: Vec::new(),
             http: self.provider(level),
+            coverage: None,
         }
     }
 
@@ -1210,6 +1273,7 @@ impl Engine {
             shadow: self.cfg.mitigation.dry_run,
             covers: Vec::new(),
             http: self.provider(level),
+            coverage: None,
         })
     }
 

@@ -62,6 +62,11 @@ pub struct Mitigation {
     /// (this URL) rather than announced over BGP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// FlowSpec and firewall: the share of the attack's recent sampled
+    /// packets that the host's rules in force match together (updated as
+    /// the attack goes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }
 
 impl Mitigation {

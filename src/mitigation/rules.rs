@@ -62,7 +62,30 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
     if !now.verdict.classified() {
         return out;
     }
-    for c in &now.verdict.components {
+    // The components first; then, while the rules match less than
+    // MIN_COVERAGE of the attack's samples, the other families present
+    // (five families at 19 % each deserve five rules, not one) — but
+    // never one that looks like the host's established sessions (a TCP
+    // part with no flag to tell it from them).
+    let mut parts: Vec<&crate::detect::classify::Component> =
+        now.verdict.components.iter().collect();
+    for p in &now.verdict.parts {
+        if !parts.iter().any(|c| c.family == p.family) {
+            parts.push(p);
+        }
+    }
+    let significant = now.verdict.components.len();
+    for (i, c) in parts.into_iter().enumerate() {
+        if i >= significant {
+            let covered = coverage(&out, &now.details).unwrap_or(1.0);
+            if covered >= MIN_COVERAGE {
+                break;
+            }
+            if c.family == Family::TcpFlood && dominant_tcp_flags(f.tcp_flags.as_slice()).is_none()
+            {
+                continue;
+            }
+        }
         let rule = match c.family {
             // SYN-ACK reflection: the reflected answers, not the host's
             // own inbound SYNs.
@@ -180,6 +203,11 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
         None => out,
     }
 }
+
+/// The share of an attack's sampled packets rules should match: rules are
+/// added for the families present until they do; below it, what the rules
+/// let through may call for the next level.
+pub const MIN_COVERAGE: f64 = 0.9;
 
 /// One-packet samples a rule's length range is drawn from, at least.
 const MIN_SIZED: usize = 20;

@@ -598,6 +598,7 @@ impl Task {
                 shadow: false,
                 covers: Vec::new(),
                 http: None,
+                coverage: None,
             };
             if dry_run {
                 self.log(

@@ -60,6 +60,7 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
         spoofed: true,
         botnet: false,
         ttl_entropy: None,
+        flags_why: String::new(),
     };
     let features = Features {
         protocols: vec![6],
@@ -964,4 +965,57 @@ fn an_icmp_rule_never_drops_what_path_mtu_discovery_needs() {
         (r[0].protocols.clone(), r[0].icmp_types.clone()),
         (vec![58], vec![Range::one(128)])
     );
+}
+
+#[test]
+fn rules_cover_the_attack_not_only_its_largest_part() {
+    // 75 % NTP reflection, 15 % ICMP echo, 10 % SYN: one family is
+    // significant, but a rule for it alone lets a quarter through.
+    let mut inc = incident("192.0.2.10", Family::Amplification, Some("ntp"), 1, 0);
+    inc.current.verdict.components = vec![component(Family::Amplification, Some("ntp"), 0.75)];
+    inc.current.verdict.parts = vec![
+        component(Family::Amplification, Some("ntp"), 0.75),
+        component(Family::IcmpFlood, None, 0.15),
+        component(Family::SynFlood, None, 0.10),
+    ];
+    inc.current.features.icmp_types = vec![8];
+    inc.current.details = Arc::new(sampled(100, |i| match i % 20 {
+        0..=14 => seen(17, 123, 0),
+        15..=17 => crate::account::sketch::Seen {
+            icmp_type: 8,
+            ..seen(1, 0, 0)
+        },
+        _ => seen(6, 40_000, 0x02),
+    }));
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    let protocols: Vec<Vec<u8>> = r.iter().map(|r| r.protocols.clone()).collect();
+    assert_eq!(protocols, vec![vec![17], vec![1]], "ntp, then icmp: 90 %");
+    let covered = rules::coverage(&r, &inc.current.details).unwrap();
+    assert!((covered - 0.9).abs() < 0.01, "{covered}");
+}
+
+#[test]
+fn what_the_rules_let_through_moves_the_attack_up_at_once() {
+    let mut c = config();
+    c.hostgroups[0].thresholds.pps = Some(10_000);
+    let mut e = Engine::new(Arc::new(c));
+    // 2 Gbit/s, 250 kpps; the SYN rule matches half of the samples: what
+    // it lets through (125 kpps) is an attack by itself.
+    let mut inc = incident("192.0.2.10", Family::SynFlood, None, 2_000_000_000, 0);
+    inc.current.details = Arc::new(sampled(100, |i| {
+        if i % 2 == 0 {
+            seen(6, 40_000, 0x02)
+        } else {
+            seen(6, 40_000, 0x10)
+        }
+    }));
+    let got = announced(&e.incident(&inc, 0));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, Level::Flowspec);
+    let m = &e.active()[0];
+    assert_eq!(m.coverage, Some(0.5));
+    // Long before a dwell: RTBH now.
+    let got = announced(&e.incident(&inc, S));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, Level::Rtbh);
 }
