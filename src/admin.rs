@@ -1,7 +1,22 @@
-//! How the CLI changes things: through the admin socket of a running levee
-//! (the store is locked by it), or directly in the store when levee is
-//! stopped. Either way the same functions run and the same audit entries
-//! are written; the CLI does not need to know which.
+//! How the CLI reads and changes things: through the admin socket of a
+//! running levee, or directly in the store when levee is not answering.
+//! Either way the same functions run and the same audit entries are
+//! written; the CLI does not need to know which.
+//!
+//! The store has one writer, and a levee that is starting needs it, so the
+//! CLI is careful with it:
+//!
+//! - **Reads** (`mitigation list`, `apikey list`, `status`) ask levee when
+//!   it answers, and otherwise open the store **read-only**, which takes no
+//!   lock: a read never stands in the way of a levee that is starting (it
+//!   used to open the store for writing, and took the lock at the moment a
+//!   restarting levee needed it). A read whose answer is cut off because
+//!   levee went away is read from the store instead.
+//! - **Changes** go to levee when it answers. When it does not, the store
+//!   is opened for writing, the change made and the store closed at once:
+//!   the lock is held only as long as the write takes. When the lock is
+//!   held — levee starting and not yet answering, another command writing
+//!   — the change waits (bounded), and goes to levee as soon as it answers.
 //!
 //! The socket speaks the HTTP API (`/api/v1`) with the local-administrator
 //! principal; this module is its small HTTP/1.1 client.
@@ -10,7 +25,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
@@ -18,89 +33,200 @@ use serde::de::DeserializeOwned;
 use crate::api::CreatedKey;
 use crate::apikeys::{self, ApiKey, Scope};
 use crate::audit::{Actor, AuditLog};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// How long a change waits for the store's lock (or for a starting levee
+/// to answer) before it gives up, naming the holder.
+pub const CHANGE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A way to administer levee.
 pub enum Admin {
-    /// levee runs: talk to it.
-    Socket(PathBuf),
-    /// levee is stopped: open the store.
-    Store { store: Arc<Store>, audit: AuditLog },
+    /// levee answers on its admin socket: talk to it.
+    Socket { socket: PathBuf, data_dir: PathBuf },
+    /// levee does not answer: use the store (read-only to read, for one
+    /// write to change).
+    Offline { socket: PathBuf, data_dir: PathBuf },
+}
+
+/// Why a request over the admin socket failed.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    /// Nothing was sent: no levee listens.
+    #[error("connecting to {socket}: {source}")]
+    Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    /// Sent, but the answer did not come (levee stopped or died meanwhile).
+    #[error("levee did not answer on {socket}: {source}")]
+    Cut {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    /// levee answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Whether a levee answers on `socket` (something accepts connections).
+fn answers(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
 }
 
 impl Admin {
     /// Picks the socket when a levee answers on it, the store otherwise.
+    /// Opens nothing yet.
     pub fn connect(data_dir: &Path) -> anyhow::Result<Admin> {
         let socket = crate::app::admin_socket_path(data_dir);
-        if UnixStream::connect(&socket).is_ok() {
-            return Ok(Admin::Socket(socket));
+        let data_dir = data_dir.to_owned();
+        Ok(if answers(&socket) {
+            Admin::Socket { socket, data_dir }
+        } else {
+            Admin::Offline { socket, data_dir }
+        })
+    }
+
+    /// Whether levee answered when this was made.
+    pub fn levee_running(&self) -> bool {
+        matches!(self, Admin::Socket { .. })
+    }
+
+    fn data_dir(&self) -> &Path {
+        match self {
+            Admin::Socket { data_dir, .. } | Admin::Offline { data_dir, .. } => data_dir,
         }
-        let store =
-            Arc::new(Store::open(data_dir).context("opening the store (levee is not running)")?);
-        let audit = AuditLog::open(store.clone())?;
-        Ok(Admin::Store { store, audit })
+    }
+
+    /// A read: from levee when it answers, else from a read-only store
+    /// (also when levee's answer is cut off).
+    fn read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        offline: impl FnOnce(&Store) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        if let Admin::Socket { socket, .. } = self {
+            match request(socket, "GET", path, None) {
+                Ok(v) => return Ok(v),
+                Err(RequestError::Refused(msg)) => bail!("{msg}"),
+                // levee went away: what it would have said is in the store.
+                Err(RequestError::Connect { .. } | RequestError::Cut { .. }) => {}
+            }
+        }
+        let store = Store::open_read_only(self.data_dir()).context("opening the store")?;
+        offline(&store)
+    }
+
+    /// A change: through levee when it answers; otherwise in the store,
+    /// opened for this one write and closed at once. While the store is
+    /// locked (levee starting, another command writing), waits up to
+    /// [`CHANGE_PATIENCE`], going to levee as soon as it answers.
+    fn change<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        offline: impl FnOnce(&Store, &AuditLog) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (socket, data_dir) = match self {
+            Admin::Socket { socket, data_dir } | Admin::Offline { socket, data_dir } => {
+                (socket, data_dir)
+            }
+        };
+        let start = Instant::now();
+        loop {
+            if answers(socket) {
+                match request(socket, method, path, body) {
+                    Ok(v) => return Ok(v),
+                    // It stopped before we asked: nothing was sent, so the
+                    // change can still be made in the store.
+                    Err(RequestError::Connect { .. }) => {}
+                    Err(e @ RequestError::Cut { .. }) => {
+                        return Err(anyhow::Error::new(e).context(
+                            "the change may or may not have been made; look before trying again",
+                        ))
+                    }
+                    Err(RequestError::Refused(msg)) => bail!("{msg}"),
+                }
+            }
+            match Store::open(data_dir) {
+                Ok(store) => {
+                    let store = Arc::new(store);
+                    let audit = AuditLog::open(store.clone())?;
+                    return offline(&store, &audit);
+                    // The store is closed here: the lock is free again.
+                }
+                Err(StoreError::Locked { .. }) if start.elapsed() < CHANGE_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(StoreError::Locked { path, holder, .. }) => {
+                    return Err(anyhow::Error::new(StoreError::Locked {
+                        path,
+                        holder,
+                        waited: Some(start.elapsed()),
+                    })
+                    .context("opening the store (levee does not answer on its admin socket)"))
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("opening the store (levee does not answer on its admin socket)"))
+                }
+            }
+        }
     }
 
     pub fn create_key(&self, name: &str, scope: Scope) -> anyhow::Result<CreatedKey> {
-        match self {
-            Admin::Socket(p) => request(
-                p,
-                "POST",
-                "/api/v1/apikeys",
-                Some(&serde_json::json!({ "name": name, "scope": scope })),
-            ),
-            Admin::Store { store, audit } => {
+        self.change(
+            "POST",
+            "/api/v1/apikeys",
+            Some(&serde_json::json!({ "name": name, "scope": scope })),
+            |store, audit| {
                 let (key, token) =
                     apikeys::create(store, audit, Actor::System("cli"), name, scope)?;
                 Ok(CreatedKey { key, token })
-            }
-        }
+            },
+        )
     }
 
     pub fn list_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
-        match self {
-            Admin::Socket(p) => request(p, "GET", "/api/v1/apikeys", None),
-            Admin::Store { store, .. } => Ok(apikeys::list(store)?),
-        }
+        self.read("/api/v1/apikeys", |store| Ok(apikeys::list(store)?))
     }
 
     pub fn revoke_key(&self, id: &str) -> anyhow::Result<ApiKey> {
-        match self {
-            Admin::Socket(p) => request(p, "DELETE", &format!("/api/v1/apikeys/{id}"), None),
-            Admin::Store { store, audit } => {
-                Ok(apikeys::revoke(store, audit, Actor::System("cli"), id)?)
-            }
-        }
+        self.change(
+            "DELETE",
+            &format!("/api/v1/apikeys/{id}"),
+            None,
+            |store, audit| Ok(apikeys::revoke(store, audit, Actor::System("cli"), id)?),
+        )
     }
 }
 
 impl Admin {
     /// The mitigations in force and the newest log entries. With levee
-    /// stopped: the intents it will restore, and the stored log.
+    /// not answering: the intents it will restore, and the stored log.
     pub fn mitigations(&self, log: usize) -> anyhow::Result<serde_json::Value> {
-        match self {
-            Admin::Socket(p) => request(p, "GET", &format!("/api/v1/mitigations?log={log}"), None),
-            Admin::Store { store, .. } => {
-                let active: Vec<serde_json::Value> = store
-                    .intents()?
-                    .iter()
-                    .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-                    .collect();
-                let log: Vec<serde_json::Value> = store
-                    .mitigation_log_newest(log)?
-                    .iter()
-                    .filter_map(|v| serde_json::from_slice(v).ok())
-                    .collect();
-                Ok(serde_json::json!({ "bgp_up": false, "active": active, "log": log }))
-            }
-        }
+        self.read(&format!("/api/v1/mitigations?log={log}"), |store| {
+            let active: Vec<serde_json::Value> = store
+                .intents()?
+                .iter()
+                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                .collect();
+            let log: Vec<serde_json::Value> = store
+                .mitigation_log_newest(log)?
+                .iter()
+                .filter_map(|v| serde_json::from_slice(v).ok())
+                .collect();
+            Ok(serde_json::json!({ "bgp_up": false, "active": active, "log": log }))
+        })
     }
 
     /// Announces a mitigation by hand; levee must be running.
     pub fn announce(&self, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         match self {
-            Admin::Socket(p) => request(p, "POST", "/api/v1/mitigations", Some(body)),
-            Admin::Store { .. } => {
+            Admin::Socket { socket, .. } => {
+                Ok(request(socket, "POST", "/api/v1/mitigations", Some(body))?)
+            }
+            Admin::Offline { .. } => {
                 bail!("levee is not running; mitigations are announced by the running levee")
             }
         }
@@ -109,33 +235,58 @@ impl Admin {
     /// Withdraws a mitigation by id; levee must be running.
     pub fn withdraw(&self, id: &str) -> anyhow::Result<serde_json::Value> {
         match self {
-            Admin::Socket(p) => request(p, "DELETE", &format!("/api/v1/mitigations/{id}"), None),
-            Admin::Store { .. } => {
+            Admin::Socket { socket, .. } => Ok(request(
+                socket,
+                "DELETE",
+                &format!("/api/v1/mitigations/{id}"),
+                None,
+            )?),
+            Admin::Offline { .. } => {
                 bail!("levee is not running; its routes are withdrawn by the running levee (or by gobgpd's dead-man when levee stays down)")
             }
         }
     }
+
+    /// `GET path` from the running levee, as JSON (`None` when levee does
+    /// not answer).
+    pub fn get(&self, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        match self {
+            Admin::Socket { socket, .. } => match request(socket, "GET", path, None) {
+                Ok(v) => Ok(Some(v)),
+                Err(RequestError::Refused(msg)) => bail!("{msg}"),
+                Err(_) => Ok(None),
+            },
+            Admin::Offline { .. } => Ok(None),
+        }
+    }
 }
 
-/// One HTTP/1.1 request over the admin socket; the JSON answer, or the
-/// API's error message.
+/// One HTTP/1.1 request over the admin socket; the JSON answer, or why not.
 fn request<T: DeserializeOwned>(
     socket: &Path,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
-) -> anyhow::Result<T> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+) -> Result<T, RequestError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| RequestError::Connect {
+        socket: socket.to_owned(),
+        source,
+    })?;
+    let cut = |source: std::io::Error| RequestError::Cut {
+        socket: socket.to_owned(),
+        source,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(cut)?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: levee\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )?;
+    )
+    .map_err(cut)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    s.read_to_end(&mut raw).map_err(cut)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status: u16 = head
@@ -143,13 +294,21 @@ fn request<T: DeserializeOwned>(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    if status == 0 {
+        // The connection closed before an answer: levee went away.
+        return Err(cut(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection closed before an answer",
+        )));
+    }
     // axum answers with a length, not chunks, for these small JSON bodies.
     if !(200..300).contains(&status) {
         let msg = serde_json::from_str::<serde_json::Value>(payload)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| payload.trim().to_owned());
-        bail!("{msg} (HTTP {status})");
+        return Err(RequestError::Refused(format!("{msg} (HTTP {status})")));
     }
-    serde_json::from_str(payload).with_context(|| format!("reading levee's answer: {payload}"))
+    serde_json::from_str(payload)
+        .map_err(|e| RequestError::Refused(format!("reading levee's answer ({e}): {payload}")))
 }

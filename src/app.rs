@@ -3,6 +3,10 @@
 //! Start-up: load and validate the config (refuse to start on errors, with the
 //! same messages as `check-config`), open the store, pick up the audit chain,
 //! audit the config load, start the control plane (tokio) and the web server.
+//! The store may be locked for a moment by a CLI command that changed
+//! something while levee was down, or by the dead-man auditing: levee waits
+//! for such a holder up to [`LOCK_PATIENCE`], logging who it is, and
+//! refuses at once when the holder is another `levee run`.
 //!
 //! While running: SIGHUP reloads the config — a valid file replaces the
 //! running config and its diff is audited; an invalid one is rejected, logged
@@ -36,6 +40,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(300);
 /// Per-second host metrics are kept this long (minute rollups for
 /// `[retention] metrics`).
 const SECONDS_KEPT: Duration = Duration::from_secs(3600);
+/// How long start-up waits for the store's lock while a process other than
+/// another levee holds it (a CLI change holds it for one write; opening a
+/// store a crash left behind replays its WAL first, which can take a few
+/// seconds on a large one).
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(30);
+/// How often the running levee takes in audit entries spooled by the
+/// dead-man (which never waits for the store's lock).
+const SPOOL_EVERY: Duration = Duration::from_secs(60);
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = match config::load(config_path) {
@@ -62,8 +74,30 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     // before them would kill the process (its default action).
     let signals = rt.block_on(async { Signals::install() })?;
 
-    let store = Arc::new(Store::open(&loaded.config.data_dir).context("opening the store")?);
+    let store = Arc::new(
+        Store::open_waiting(&loaded.config.data_dir, LOCK_PATIENCE).context("opening the store")?,
+    );
     let audit = Arc::new(AuditLog::open(store.clone()).context("opening the audit chain")?);
+    crate::store::crash::point("store.open", &String::new);
+    crate::store::crash_during_compaction(store.clone());
+    {
+        let audit = audit.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(SPOOL_EVERY);
+            tick.tick().await; // AuditLog::open took in what was there
+            loop {
+                tick.tick().await;
+                let audit = audit.clone();
+                match tokio::task::spawn_blocking(move || audit.drain_spool()).await {
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "Cannot take in spooled audit entries")
+                    }
+                    Err(e) => tracing::error!(error = %e, "Spool task failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
+    }
     audit
         .append(
             Actor::System("config"),

@@ -155,10 +155,79 @@ impl AuditLog {
                 Head { seq, hash: e.hash }
             }
         };
-        Ok(AuditLog {
+        let log = AuditLog {
             store,
             head: Mutex::new(head),
-        })
+        };
+        // Whoever opens the store for writing takes in what was left for
+        // it (see `spool`).
+        if let Err(e) = log.drain_spool() {
+            tracing::error!(error = %e, "Cannot take in the spooled audit entries; they stay spooled");
+        }
+        Ok(log)
+    }
+
+    /// Appends the entries left in the spool (see [`spool`]), oldest first,
+    /// and removes their files. An entry already in the chain — a drain
+    /// cut short between the append and the removal — is not appended
+    /// again. Returns how many were appended. A read-only store takes none.
+    pub fn drain_spool(&self) -> Result<usize, AuditError> {
+        if self.store.read_only() {
+            return Ok(0);
+        }
+        let dir = self.store.data_dir().join(SPOOL_DIR);
+        let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        if files.is_empty() {
+            return Ok(0);
+        }
+        files.sort();
+        // The ids of spooled entries among the newest of the chain.
+        let (head_seq, _) = self.head();
+        let mut seen = Vec::new();
+        for item in self
+            .store
+            .audit_range(head_seq.saturating_sub(256), u64::MAX, true)
+        {
+            let (seq, bytes) = item?;
+            if let Some(id) = decode(seq, &bytes)?.details["spool_id"].as_str() {
+                seen.push(id.to_owned());
+            }
+        }
+        let mut appended = 0;
+        for file in files {
+            let s: Spooled = match std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "Unreadable spooled audit entry; set aside");
+                    let _ = std::fs::rename(&file, file.with_extension("unreadable"));
+                    continue;
+                }
+            };
+            if !seen.contains(&s.id) {
+                let mut details = s.details;
+                if let Value::Object(m) = &mut details {
+                    m.insert("spool_id".to_owned(), Value::String(s.id.clone()));
+                    m.insert("spooled_at".to_owned(), Value::String(s.time.clone()));
+                }
+                self.append(Actor::System(&s.component), &s.action, &s.target, details)?;
+                appended += 1;
+                tracing::info!(action = %s.action, spooled_at = %s.time, "Spooled audit entry taken in");
+            }
+            std::fs::remove_file(&file)?;
+        }
+        sync_dir(&dir);
+        Ok(appended)
     }
 
     /// Sequence number and hash of the newest entry (0 and [`GENESIS`] when empty).
@@ -196,7 +265,9 @@ impl AuditLog {
         e.hash = hash_of(&e);
         let bytes =
             serde_json::to_vec(&e).unwrap_or_else(|_| unreachable!("entries always serialize"));
+        crate::store::crash::point("audit.append", &|| e.action.clone());
         self.store.audit_put(e.seq, &bytes)?;
+        crate::store::crash::point("audit.appended", &|| e.action.clone());
         head.seq = e.seq;
         head.hash.clone_from(&e.hash);
         Ok(e)
@@ -237,6 +308,117 @@ impl AuditLog {
     pub fn forget(&self, name: &str) -> Result<bool, AuditError> {
         Ok(self.store.identity_delete(name)?)
     }
+}
+
+/// Where entries wait for a writer: `data_dir/audit-spool/`.
+const SPOOL_DIR: &str = "audit-spool";
+
+/// An entry in the spool.
+#[derive(Debug, Serialize, Deserialize)]
+struct Spooled {
+    /// Unique; recorded as `spool_id` in the appended entry's details.
+    id: String,
+    /// When it was spooled (RFC 3339); recorded as `spooled_at`.
+    time: String,
+    /// The `system:` component it is from.
+    component: String,
+    action: String,
+    target: String,
+    details: Value,
+}
+
+/// Leaves an audit entry of levee component `component` for the next
+/// process that opens the store for writing — levee at its start, and
+/// within a minute while it runs; a CLI change while levee is down — which
+/// appends it with `spool_id` and `spooled_at` in its details. For a
+/// process that must not wait for the store's lock: the dead-man, which
+/// acts while levee is down and must never stand in the way of a levee
+/// that starts. Durable when this returns (file and directory synced).
+pub fn spool(
+    data_dir: &std::path::Path,
+    component: &str,
+    action: &str,
+    target: &str,
+    details: Value,
+) -> std::io::Result<std::path::PathBuf> {
+    let dir = data_dir.join(SPOOL_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = format!(
+        "{:020}-{}-{}",
+        now.as_nanos(),
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 4]>())
+    );
+    let entry = Spooled {
+        id: id.clone(),
+        time: now_rfc3339(),
+        component: component.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details,
+    };
+    let tmp = dir.join(format!("{id}.tmp"));
+    let file = dir.join(format!("{id}.json"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer(&mut f, &entry).map_err(std::io::Error::other)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &file)?;
+    sync_dir(&dir);
+    Ok(file)
+}
+
+/// Whether entries wait in the spool of `data_dir`.
+pub fn spool_pending(data_dir: &std::path::Path) -> bool {
+    std::fs::read_dir(data_dir.join(SPOOL_DIR)).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+    })
+}
+
+/// Makes a directory's entries (files created, renamed, removed) durable.
+fn sync_dir(dir: &std::path::Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Checks the chain as stored, entry by entry (`levee store check`): seqs
+/// 1, 2, 3 … without gaps, each hash matching its entry, each `prev_hash`
+/// the hash before. Reads through a read-only store beside a running
+/// levee. The error names the first bad entry.
+pub fn verify_stored(store: &Store) -> Result<Verified, String> {
+    let mut expected = 1u64;
+    let mut prev = GENESIS.to_owned();
+    for item in store.audit_scan(0) {
+        let (seq, bytes) = item.map_err(|e| e.to_string())?;
+        let e = decode(seq, &bytes).map_err(|e| e.to_string())?;
+        if seq != expected || e.seq != seq {
+            return Err(format!(
+                "seq {seq}: expected seq {expected} here (entries {expected}..{} missing)",
+                seq.saturating_sub(1)
+            ));
+        }
+        if hash_of(&e) != e.hash {
+            return Err(format!("seq {seq}: its content does not match its hash"));
+        }
+        if e.prev_hash != prev {
+            return Err(format!("seq {seq}: does not link to the entry before it"));
+        }
+        prev = e.hash;
+        expected += 1;
+    }
+    if expected == 1 {
+        return Err("the chain holds no entries".to_owned());
+    }
+    Ok(Verified {
+        entries: expected - 1,
+        head_seq: expected - 1,
+        head_hash: prev,
+    })
 }
 
 fn decode(seq: u64, bytes: &[u8]) -> Result<Entry, AuditError> {

@@ -66,6 +66,36 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MitigationCmd,
     },
+    /// Whether levee runs, and what its store holds (read-only; exit 3 when
+    /// levee does not answer).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of lines of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or repair the store.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Read every entry of the store, verifying checksums, and the audit
+    /// chain (read-only; works while levee runs). Exit 1 on damage.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Rebuild a damaged store from the files that are intact, keeping a
+    /// copy of it first (levee must be stopped).
+    Repair {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +226,13 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Apikey { cmd } => apikey(cmd),
         Cmd::Mitigation { cmd } => mitigation(cmd),
         Cmd::Deadman(c) => deadman(&c.config),
+        Cmd::Status { config, json } => status(&config.config, json),
+        Cmd::Store {
+            cmd: StoreCmd::Check { config },
+        } => store_check(&config.config),
+        Cmd::Store {
+            cmd: StoreCmd::Repair { config },
+        } => store_repair(&config.config),
         Cmd::Replay {
             config,
             format,
@@ -446,6 +483,159 @@ fn mitigation(cmd: MitigationCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `levee status`: exit 0 when levee answers on its admin socket, 3 when
+/// it does not (as LSB init scripts' `status` does).
+fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_or_report(path) else {
+        return Ok(ExitCode::from(2));
+    };
+    let data_dir = &loaded.config.data_dir;
+    let admin = levee::admin::Admin::connect(data_dir)?;
+    let live = admin.get("/api/v1/mitigations?log=0")?;
+    let holder = levee::store::lock_holder(data_dir);
+    let levee_state = match (&live, holder.pid, holder.role) {
+        (Some(_), Some(pid), _) => format!("running (pid {pid})"),
+        (Some(_), None, _) => "running".to_owned(),
+        (None, Some(pid), levee::store::Role::Levee) => {
+            format!("not answering: pid {pid} holds the store (starting, or hung)")
+        }
+        (None, Some(_), _) => format!("not running; the store is in use by {holder}"),
+        (None, None, _) => "not running".to_owned(),
+    };
+    let mut out = serde_json::json!({
+        "levee": levee_state,
+        "running": live.is_some(),
+        "data_dir": data_dir,
+    });
+    let stored = || -> anyhow::Result<serde_json::Value> {
+        let store = Store::open_read_only(data_dir)?;
+        let (seq, hash) = match store.audit_last()? {
+            Some((seq, bytes)) => (
+                seq,
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["hash"].as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ),
+            None => (0, audit::GENESIS.to_owned()),
+        };
+        Ok(serde_json::json!({
+            "schema": store.schema_version()?,
+            "bytes": store.size_bytes(),
+            "intents": store.intents()?.len(),
+            "audit_head_seq": seq,
+            "audit_head_sha256": hash,
+        }))
+    };
+    out["store"] = stored().unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }));
+    if let Some(m) = &live {
+        out["bgp_up"] = m["bgp_up"].clone();
+        out["mitigations_in_force"] = serde_json::json!(m["active"].as_array().map_or(0, Vec::len));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("levee: {}", out["levee"].as_str().unwrap_or(""));
+        println!("data dir: {}", data_dir.display());
+        let st = &out["store"];
+        match st["error"].as_str() {
+            Some(e) => println!("store: cannot be read: {e}"),
+            None => {
+                println!(
+                    "store: schema {}, {} bytes, {} intent(s) stored",
+                    st["schema"], st["bytes"], st["intents"]
+                );
+                println!(
+                    "audit: head seq {} sha256 {}",
+                    st["audit_head_seq"],
+                    st["audit_head_sha256"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if live.is_some() {
+            println!(
+                "mitigations: {} in force; gobgpd {}",
+                out["mitigations_in_force"],
+                if out["bgp_up"] == true {
+                    "connected"
+                } else {
+                    "not connected"
+                }
+            );
+        }
+    }
+    Ok(if live.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// `levee store check`: every column family read through, checksums
+/// verified, and the audit chain checked; exit 1 on damage.
+fn store_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_or_report(path) else {
+        return Ok(ExitCode::from(2));
+    };
+    let store = Store::open_read_only(&loaded.config.data_dir).context("opening the store")?;
+    Ok(report_check(&store))
+}
+
+/// Prints what [`Store::check`] and the audit chain check found.
+fn report_check(store: &Store) -> ExitCode {
+    let mut damaged = false;
+    println!(
+        "store {}: schema {}, {} bytes",
+        store.data_dir().join("db").display(),
+        store
+            .schema_version()
+            .map_or_else(|e| e.to_string(), |v| v.to_string()),
+        store.size_bytes()
+    );
+    for c in store.check() {
+        match &c.error {
+            None => println!("  {:<12} {:>10} entries  ok", c.name, c.entries),
+            Some(e) => {
+                damaged = true;
+                println!("  {:<12} {:>10} entries  DAMAGED: {e}", c.name, c.entries);
+            }
+        }
+    }
+    match audit::verify_stored(store) {
+        Ok(v) => println!(
+            "audit chain: ok {} entries, head seq {} sha256 {}",
+            v.entries, v.head_seq, v.head_hash
+        ),
+        Err(e) if e == "the chain holds no entries" => println!("audit chain: empty"),
+        Err(e) => {
+            damaged = true;
+            println!("audit chain: BROKEN: {e}");
+        }
+    }
+    if damaged {
+        println!("DAMAGED");
+        ExitCode::FAILURE
+    } else {
+        println!("ok");
+        ExitCode::SUCCESS
+    }
+}
+
+/// `levee store repair`: refuses while anything holds the store.
+fn store_repair(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_or_report(path) else {
+        return Ok(ExitCode::from(2));
+    };
+    let data_dir = &loaded.config.data_dir;
+    let copy = levee::store::repair(data_dir).context("repairing the store")?;
+    eprintln!(
+        "repaired; the store as it was is kept in {} (remove it once you are content)",
+        copy.display()
+    );
+    let store = Store::open_read_only(data_dir).context("opening the repaired store")?;
+    Ok(report_check(&store))
 }
 
 fn audit_verify(file: &std::path::Path, head: Option<&str>) -> anyhow::Result<ExitCode> {

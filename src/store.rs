@@ -1,21 +1,37 @@
 //! The store: levee's one embedded RocksDB database under `data_dir/db`.
 //!
-//! This module owns everything RocksDB: opening (and refusing to open a
-//! database another levee holds, or a data dir it cannot write), the column
-//! families, the key layout of each, the schema version, durability, and
-//! retention pruning. No other module names a RocksDB type or builds a key;
-//! they call the typed methods here, so a RocksDB upgrade touches one file.
+//! This module owns everything RocksDB: opening, the column families, the
+//! key layout of each, the schema version, durability, retention pruning,
+//! checking and repairing. No other module names a RocksDB type or builds
+//! a key; they call the typed methods here, so a RocksDB upgrade touches
+//! one file.
 //!
 //! Column families, one per kind of state (see ARCHITECTURE.md for keys):
 //! `meta`, `metrics`, `incidents`, `mitigations`, `audit`, `identities`,
 //! `users`, `sessions`, `api_keys`, `alert_queue`.
 //!
+//! Opening. RocksDB has one writer, which holds an fcntl lock on `db/LOCK`
+//! while the store is open. `levee run` holds it for its whole life; a CLI
+//! command that changes something while levee is down, and the dead-man
+//! auditing, hold it only for that one write ([`Store::open`], dropped at
+//! once). `levee run` waits a bounded time for such a short holder
+//! ([`Store::open_waiting`]) and refuses at once when the holder is another
+//! `levee run`. Whoever holds the lock is named from `/proc/locks` (the
+//! pid file as a fallback) with its command line. Readers take no lock
+//! ([`Store::open_read_only`]): they never stand in a writer's way. An
+//! open that fails is classified by RocksDB's status, never by a word in
+//! its message: the lock held, access denied (naming the file), the store
+//! damaged (naming the file, and what `levee store check`/`repair` do).
+//!
 //! Durability: writes of [`Durability::Sync`] (the audit chain, identities,
-//! incidents, mitigations) are on disk when the call returns — the WAL is
-//! fsynced. Metrics use [`Durability::Buffered`] and may lose the last
-//! moments before a crash, which costs nothing an operator relies on.
+//! incidents, mitigations, API keys) are on disk when the call returns —
+//! the WAL is fsynced. Metrics use [`Durability::Buffered`] and may lose
+//! the last moments before a crash, which costs nothing an operator relies
+//! on. After a crash RocksDB replays its WAL up to the last whole record,
+//! so every synced write is there and the order of writes is kept.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rocksdb::{
     ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, Options, SingleThreaded,
@@ -167,16 +183,30 @@ pub enum Durability {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error(
-        "data dir {path} is in use by another levee{holder} (RocksDB lock held); stop it first"
-    )]
-    Locked { path: PathBuf, holder: String },
+    /// Another process holds the store's lock: another `levee run` (levee
+    /// refuses at once), or — after levee waited for it — anything else.
+    #[error("{}", locked_message(path, holder, *waited))]
+    Locked {
+        path: PathBuf,
+        holder: Holder,
+        /// How long levee waited for the lock before giving up (none when
+        /// it did not wait: another levee holds it).
+        waited: Option<Duration>,
+    },
     #[error("data dir {path} is not writable: {source}")]
     NotWritable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// RocksDB was refused access to a file of the store.
+    #[error(
+        "no permission to use {file} ({what}); levee runs as uid {uid}: the data dir and \
+         everything in it must belong to that user (e.g. chown -R it), and be on a writable \
+         file system",
+        uid = current_uid()
+    )]
+    Permission { file: PathBuf, what: String },
     #[error("no store at {path}: levee has not run with this data dir yet")]
     Missing { path: PathBuf },
     #[error(
@@ -188,7 +218,14 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
-    #[error("the store at {path} is damaged: {what}")]
+    /// The store is damaged. `path` is the damaged file when RocksDB named
+    /// one, the database directory otherwise.
+    #[error(
+        "the store is damaged: {path}: {what}. `levee store check` reports what can still be \
+         read; restore the data dir from a backup, or run `levee store repair` with levee \
+         stopped (it keeps a copy of the damaged store, then rebuilds it from the files that \
+         are intact: a damaged table file is set aside whole, with everything it held)"
+    )]
     Corrupt { path: PathBuf, what: String },
     #[error("RocksDB: {0}")]
     Rocks(String),
@@ -196,8 +233,13 @@ pub enum StoreError {
 
 impl From<rocksdb::Error> for StoreError {
     fn from(e: rocksdb::Error) -> Self {
-        StoreError::Rocks(e.into_string())
+        classify(&e.into_string(), None)
     }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -265,13 +307,25 @@ fn options() -> Options {
     o.set_keep_log_file_num(5);
     o.set_max_total_wal_size(256 << 20);
     o.set_max_background_jobs(2);
+    // After a crash, replay the WAL up to the last whole record (a write
+    // cut short by the kill) and stop there: every write that returned is
+    // kept, in order. (RocksDB's default; said here because the crash
+    // guarantees rest on it.)
+    o.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
     o
 }
 
 impl Store {
-    /// Opens (creating when absent) the store under `data_dir` for writing.
-    /// Fails clearly when another process holds it or the directory cannot be
-    /// written.
+    /// Opens (creating when absent) the store under `data_dir` for writing,
+    /// without waiting: a store whose lock another process holds is
+    /// refused at once, naming the holder ([`StoreError::Locked`]). Other
+    /// failures say what is wrong — the directory cannot be written, RocksDB
+    /// was denied a file ([`StoreError::Permission`]), the store is damaged
+    /// ([`StoreError::Corrupt`], naming the file).
+    ///
+    /// Whoever holds the result holds RocksDB's lock: `levee run` for its
+    /// whole life, a CLI command or the dead-man only for one change —
+    /// drop it as soon as the write is done.
     pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::NotWritable {
             path: data_dir.to_owned(),
@@ -281,19 +335,13 @@ impl Store {
         let path = db_path(data_dir);
         let cfs = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
         let db = Db::open_cf_descriptors(&options(), &path, cfs).map_err(|e| {
-            let msg = e.into_string();
-            if msg.contains("lock") || msg.contains("LOCK") {
-                StoreError::Locked {
+            match classify(&e.into_string(), Some(&path)) {
+                StoreError::Locked { .. } => StoreError::Locked {
                     path: data_dir.to_owned(),
-                    holder: read_holder(data_dir),
-                }
-            } else if msg.contains("Corruption") {
-                StoreError::Corrupt {
-                    path: path.clone(),
-                    what: msg,
-                }
-            } else {
-                StoreError::Rocks(msg)
+                    holder: lock_holder(data_dir),
+                    waited: None,
+                },
+                other => other,
             }
         })?;
         let store = Store {
@@ -303,14 +351,98 @@ impl Store {
         };
         store.migrate()?;
         // Only the lock holder gets here, so the pid file names the holder.
-        let _ = std::fs::write(data_dir.join(PID_FILE), format!("{}\n", std::process::id()));
+        write_pid_file(data_dir);
         Ok(store)
     }
 
-    /// Opens an existing store for reading only. This works while a running
-    /// levee holds the store (it sees what was written up to this moment), so
-    /// `levee audit export` needs no downtime.
+    /// Opens for writing like [`Store::open`], but waits up to `patience`
+    /// while the lock is held by something other than another `levee run`:
+    /// a CLI command writing while levee was down, or the dead-man auditing,
+    /// hold it for a moment. Another levee is refused at once (it holds the
+    /// store for its whole life), as is this process itself. Waiting is
+    /// logged with the holder, once and then every five seconds.
+    pub fn open_waiting(data_dir: &Path, patience: Duration) -> Result<Store> {
+        let start = Instant::now();
+        let mut told: Option<Instant> = None;
+        loop {
+            match Store::open(data_dir) {
+                Err(StoreError::Locked { path, holder, .. }) => {
+                    let waited = start.elapsed();
+                    if matches!(holder.role, Role::Levee | Role::ThisProcess) {
+                        return Err(StoreError::Locked {
+                            path,
+                            holder,
+                            waited: None,
+                        });
+                    }
+                    if waited >= patience {
+                        return Err(StoreError::Locked {
+                            path,
+                            holder,
+                            waited: Some(waited),
+                        });
+                    }
+                    if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                        tracing::warn!(
+                            holder = %holder,
+                            waited_ms = waited.as_millis() as u64,
+                            patience_s = patience.as_secs(),
+                            "The store is locked by another process; waiting for it"
+                        );
+                        told = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Ok(s) => {
+                    if told.is_some() {
+                        tracing::info!(
+                            waited_ms = start.elapsed().as_millis() as u64,
+                            "The store's lock is free; store open"
+                        );
+                    }
+                    return Ok(s);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens an existing store for reading only. It takes no lock, so it
+    /// works whatever else holds the store — a running levee, a CLI command
+    /// writing, levee starting — and sees what was written up to this
+    /// moment: `levee audit export` needs no downtime, and read commands
+    /// never stand in the way of a levee that is starting.
+    ///
+    /// A writer beside it (levee running or starting, a CLI change) may
+    /// replace the very files it opens while it opens them: a flush records
+    /// a new table in the MANIFEST and deletes the WAL it came from, a
+    /// compaction deletes the tables it merged, a start-up recovers and
+    /// deletes the WAL a crash left. An open that overlaps such a change
+    /// fails (a file gone) or — worse — succeeds with a view that lacks
+    /// what moved (the WAL's entries in neither the tables it knows nor
+    /// the WALs it found). So the directory's state (CURRENT, the MANIFEST
+    /// and its size, the tables, the WALs) is taken before and after each
+    /// attempt, and an attempt during which it changed is made again (for
+    /// up to three seconds); one that fails while nothing changes is a
+    /// real failure, reported at once.
     pub fn open_read_only(data_dir: &Path) -> Result<Store> {
+        let db = db_path(data_dir);
+        let start = Instant::now();
+        loop {
+            let before = db_state(&db);
+            let r = Store::open_read_only_once(data_dir);
+            let changed = db_state(&db) != before;
+            if !changed || start.elapsed() > Duration::from_secs(3) {
+                return r;
+            }
+            if let Err(e) = &r {
+                tracing::debug!(error = %e, "Read-only open overlapped a writer's change; trying again");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn open_read_only_once(data_dir: &Path) -> Result<Store> {
         let path = db_path(data_dir);
         if !path.join("CURRENT").exists() {
             return Err(StoreError::Missing { path });
@@ -318,7 +450,8 @@ impl Store {
         let mut o = Options::default();
         o.create_if_missing(false);
         let cfs = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
-        let db = Db::open_cf_descriptors_read_only(&o, &path, cfs, false)?;
+        let db = Db::open_cf_descriptors_read_only(&o, &path, cfs, false)
+            .map_err(|e| classify(&e.into_string(), Some(&path)))?;
         let store = Store {
             db,
             data_dir: data_dir.to_owned(),
@@ -333,6 +466,10 @@ impl Store {
             });
         }
         Ok(store)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -594,6 +731,7 @@ impl Store {
             record,
             &Self::write_options(Durability::Sync),
         )?;
+        crash::point("apikey.put", &|| id.to_owned());
         Ok(())
     }
 
@@ -836,6 +974,7 @@ impl Store {
             record,
             &Self::write_options(Durability::Sync),
         )?;
+        crash::point("intent.put", &|| route_key.to_owned());
         Ok(())
     }
 
@@ -847,11 +986,13 @@ impl Store {
             key,
             &Self::write_options(Durability::Sync),
         )?;
+        crash::point("intent.delete", &|| route_key.to_owned());
         Ok(())
     }
 
     /// Every intent: (route key, record).
     pub fn intents(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        crash::point("intents.read", &String::new);
         self.prefixed(Cf::Mitigations, b"i/").map(|v| {
             v.into_iter()
                 .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
@@ -871,6 +1012,12 @@ impl Store {
             record,
             &Self::write_options(Durability::Sync),
         )?;
+        crash::point("mitigation_log.put", &|| {
+            serde_json::from_slice::<serde_json::Value>(record)
+                .ok()
+                .and_then(|v| v["action"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
         Ok(())
     }
 
@@ -976,6 +1123,259 @@ impl Store {
         }
         Ok(())
     }
+
+    // ---- check and repair ---------------------------------------------------
+
+    /// Reads every entry of every column family, verifying each block's
+    /// checksum on the way — what a damaged table file fails. Works on a
+    /// read-only store beside a running levee (`levee store check`).
+    pub fn check(&self) -> Vec<CfCheck> {
+        let db = db_path(&self.data_dir);
+        Cf::ALL
+            .iter()
+            .map(|&cf| {
+                let mut ro = rocksdb::ReadOptions::default();
+                ro.set_verify_checksums(true);
+                ro.fill_cache(false);
+                let mut entries = 0;
+                let mut error = None;
+                for kv in self
+                    .db
+                    .iterator_cf_opt(self.cf(cf), ro, IteratorMode::Start)
+                {
+                    match kv {
+                        Ok(_) => entries += 1,
+                        Err(e) => {
+                            error = Some(classify(&e.into_string(), Some(&db)));
+                            break;
+                        }
+                    }
+                }
+                CfCheck {
+                    name: cf.name(),
+                    entries,
+                    error,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What [`Store::check`] found in one column family.
+#[derive(Debug)]
+pub struct CfCheck {
+    pub name: &'static str,
+    /// Entries read (up to the first failure).
+    pub entries: u64,
+    /// The first read that failed (the damaged file named when RocksDB
+    /// names it).
+    pub error: Option<StoreError>,
+}
+
+/// `levee store repair`: with no process holding the store, copies the
+/// database directory aside (`db.damaged-<unix seconds>` in the data dir),
+/// then has RocksDB rebuild the store from whatever its table and log
+/// files still hold; what sat in damaged blocks is lost. Returns where the
+/// copy is.
+pub fn repair(data_dir: &Path) -> Result<PathBuf> {
+    let path = db_path(data_dir);
+    if !path.join("CURRENT").exists() && !path.is_dir() {
+        return Err(StoreError::Missing { path });
+    }
+    let holder = lock_holder(data_dir);
+    if holder.pid.is_some() {
+        return Err(StoreError::Locked {
+            path: data_dir.to_owned(),
+            holder,
+            waited: None,
+        });
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let copy = data_dir.join(format!("db.damaged-{stamp}"));
+    copy_dir(&path, &copy).map_err(|source| StoreError::NotWritable {
+        path: copy.clone(),
+        source,
+    })?;
+    Db::repair(&options(), &path).map_err(|e| match classify(&e.into_string(), Some(&path)) {
+        StoreError::Locked { .. } => StoreError::Locked {
+            path: data_dir.to_owned(),
+            holder: lock_holder(data_dir),
+            waited: None,
+        },
+        other => other,
+    })?;
+    // A column family whose every table was set aside is gone from the
+    // rebuilt MANIFEST; opening for writing makes it again (empty), and
+    // records the schema version if `meta` went with it.
+    drop(Store::open(data_dir)?);
+    Ok(copy)
+}
+
+/// Copies the files of `from` (a RocksDB directory holds no
+/// subdirectories) into a new directory `to`, each synced.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            let target = to.join(e.file_name());
+            std::fs::copy(e.path(), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(to)?.sync_all()
+}
+
+/// Crash points for the crash-restart torture test (`tests/crash.rs`).
+///
+/// In a debug build — what `cargo test` builds — the environment variable
+/// [`ENV`] (`LEVEE_TEST_CRASH_AT`) arms one point: `POINT[:FILTER][#N]`
+/// kills the process with SIGKILL the Nth time (the first by default) it
+/// reaches POINT with a detail that contains FILTER. The kill is the
+/// process's own `kill -9`: no destructor runs, nothing is flushed, exactly
+/// as when it comes from outside, but at a moment a test can choose. The
+/// points (see docs/operations.md):
+///
+/// | point | where | detail |
+/// |---|---|---|
+/// | `store.open` | `levee run`: store open and the audit chain picked up, nothing audited yet | |
+/// | `intent.put` | an announcement: its intent durable, the route not yet sent | route key |
+/// | `intent.delete` | a withdrawal: its intent deleted, the route not yet withdrawn | route key |
+/// | `intents.read` | restore (hit 1) and each reconciliation pass (hits 2, 3, …), before it repairs | |
+/// | `mitigation_log.put` | a route sent (or repaired), logged, not yet audited | the log entry's action |
+/// | `audit.append` | an audit entry about to be written | its action |
+/// | `audit.appended` | an audit entry durable, its caller not yet told | its action |
+/// | `apikey.put` | an API key created or revoked, not yet audited | key id |
+/// | `compaction` | levee compacts its whole store shortly after start and dies while it runs | |
+///
+/// A release build compiles every point to nothing and never reads the
+/// variable.
+pub mod crash {
+    /// The variable that arms a crash point (debug builds only).
+    pub const ENV: &str = "LEVEE_TEST_CRASH_AT";
+
+    /// Dies here if `name` is the armed point (see the module docs);
+    /// `detail` is computed only when it is.
+    #[inline]
+    pub fn point(name: &str, detail: &dyn Fn() -> String) {
+        #[cfg(debug_assertions)]
+        armed::hit(name, detail);
+        #[cfg(not(debug_assertions))]
+        let _ = (name, detail);
+    }
+
+    /// Whether `name` is the armed point (never in a release build).
+    pub fn armed(name: &str) -> bool {
+        #[cfg(debug_assertions)]
+        return armed::get().is_some_and(|a| a.point == name);
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = name;
+            false
+        }
+    }
+
+    #[cfg(debug_assertions)]
+    mod armed {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+
+        pub(super) struct Armed {
+            pub(super) point: String,
+            filter: Option<String>,
+            nth: u64,
+            hits: AtomicU64,
+        }
+
+        pub(super) fn get() -> Option<&'static Armed> {
+            static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+            ARMED
+                .get_or_init(|| {
+                    let v = std::env::var(super::ENV).ok()?;
+                    let (rest, nth) = match v.rsplit_once('#') {
+                        Some((r, n)) => (r, n.parse().ok()?),
+                        None => (v.as_str(), 1),
+                    };
+                    let (point, filter) = match rest.split_once(':') {
+                        Some((p, f)) => (p, Some(f.to_owned())),
+                        None => (rest, None),
+                    };
+                    Some(Armed {
+                        point: point.to_owned(),
+                        filter,
+                        nth,
+                        hits: AtomicU64::new(0),
+                    })
+                })
+                .as_ref()
+        }
+
+        pub(super) fn hit(name: &str, detail: &dyn Fn() -> String) {
+            let Some(a) = get() else { return };
+            if a.point != name {
+                return;
+            }
+            let d = detail();
+            if a.filter.as_deref().is_some_and(|f| !d.contains(f)) {
+                return;
+            }
+            let n = a.hits.fetch_add(1, Ordering::SeqCst) + 1;
+            if n != a.nth {
+                return;
+            }
+            eprintln!(
+                "levee: {}: SIGKILL at crash point {name} ({d}), hit {n}",
+                super::ENV
+            );
+            // SAFETY: kill(2) of this very process; SIGKILL cannot be
+            // caught, and no thread runs user code once it is delivered.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            std::process::abort();
+        }
+    }
+}
+
+/// The `compaction` crash point: compacts the whole store on a thread of
+/// its own, shortly after start, and dies while RocksDB reports the
+/// compaction running (or, if it never saw it run, as it ends). Only when
+/// that point is armed, only in a debug build.
+pub fn crash_during_compaction(store: std::sync::Arc<Store>) {
+    if !crash::armed("compaction") {
+        return;
+    }
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        for cf in Cf::ALL {
+            let _ = store.db.flush_cf(store.cf(cf));
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, d) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            for cf in Cf::ALL {
+                s.db.compact_range_cf(s.cf(cf), None::<&[u8]>, None::<&[u8]>);
+            }
+            d.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        loop {
+            let running = store
+                .db
+                .property_int_value("rocksdb.num-running-compactions")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if running > 0 {
+                crash::point("compaction", &|| format!("{running} running"));
+            }
+            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                crash::point("compaction", &|| "just finished".to_owned());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
 }
 
 impl Drop for Store {
@@ -994,10 +1394,38 @@ fn identity_record_key(pseudonym: &str) -> Vec<u8> {
     [b"p/".as_slice(), pseudonym.as_bytes()].concat()
 }
 
+/// What says which version a database directory is at: the name and
+/// size of every file but the WALs (which grow with every write: their
+/// names only) and the info logs and the lock.
+fn db_state(db: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(db)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("LOG") || name == "LOCK" {
+                        return None;
+                    }
+                    let size = if name.ends_with(".log") {
+                        0
+                    } else {
+                        e.metadata().map_or(u64::MAX, |m| m.len())
+                    };
+                    Some((name, size))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// Creating a file is the only sure test that a directory is writable (a
-/// read-only mount passes a permission check).
+/// read-only mount passes a permission check). The probe's name is the
+/// process's own: levee starting and a CLI command probing at the same
+/// moment must not remove each other's probe.
 fn probe_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(".levee-write-probe");
+    let probe = dir.join(format!(".levee-write-probe.{}", std::process::id()));
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|source| StoreError::NotWritable {
@@ -1006,11 +1434,312 @@ fn probe_writable(dir: &Path) -> Result<()> {
         })
 }
 
-fn read_holder(data_dir: &Path) -> String {
-    match std::fs::read_to_string(data_dir.join(PID_FILE)) {
-        Ok(pid) if !pid.trim().is_empty() => format!(" (pid {})", pid.trim()),
-        _ => String::new(),
+/// Writes the pid file whole (beside it, then renamed), so that a reader
+/// never sees it half written.
+fn write_pid_file(data_dir: &Path) {
+    let tmp = data_dir.join(format!("{PID_FILE}.{}", std::process::id()));
+    let ok = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, data_dir.join(PID_FILE)));
+    if ok.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+}
+
+/// What a RocksDB error says, as levee's error: the lock held (the caller
+/// names the holder), access denied, the store damaged (naming the file),
+/// or anything else as RocksDB put it. `db` is the database directory.
+///
+/// The kind is the status RocksDB reports (the text before the first
+/// colon), never a word found anywhere in the message: "block checksum
+/// mismatch" contains "lock".
+fn classify(msg: &str, db: Option<&Path>) -> StoreError {
+    let kind = msg.split(':').next().unwrap_or("");
+    let lower = msg.to_ascii_lowercase();
+    let files = named_files(msg, db);
+    // Damage is reported at the file read first ("… in 000009.sst … in
+    // file MANIFEST-000005"); a denied rename names the target first and
+    // the file that exists last.
+    let (first, last) = (files.first().cloned(), files.last().cloned());
+    let dir = || db.map(Path::to_path_buf).unwrap_or_default();
+    match kind {
+        // The lock is an fcntl lock on `db/LOCK`: held elsewhere, F_SETLK
+        // fails with EAGAIN (or EACCES, which POSIX allows); held by this
+        // process, RocksDB refuses before asking the kernel.
+        "IO error"
+            if lower.contains("lock hold by current process")
+                || (lower.contains("while lock file")
+                    && (lower.contains("resource temporarily unavailable")
+                        || lower.contains("permission denied"))) =>
+        {
+            StoreError::Locked {
+                path: db
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new(""))
+                    .to_owned(),
+                holder: Holder::unknown(),
+                waited: None,
+            }
+        }
+        "IO error"
+            if lower.contains("permission denied")
+                || lower.contains("read-only file system")
+                || lower.contains("operation not permitted") =>
+        {
+            StoreError::Permission {
+                file: last.unwrap_or_else(dir),
+                what: msg.to_owned(),
+            }
+        }
+        // A file the MANIFEST lists is gone: the store is incomplete.
+        "IO error" if lower.contains("no such file or directory") && first.is_some() => {
+            StoreError::Corrupt {
+                path: first.unwrap_or_else(dir),
+                what: format!("{msg} (a file the store lists is missing)"),
+            }
+        }
+        "Corruption" => StoreError::Corrupt {
+            path: first.unwrap_or_else(dir),
+            what: msg.to_owned(),
+        },
+        _ => StoreError::Rocks(msg.to_owned()),
+    }
+}
+
+/// The store files a RocksDB message names (tables, WAL, MANIFEST,
+/// CURRENT, OPTIONS, LOCK, LOG files), in order.
+fn named_files(msg: &str, db: Option<&Path>) -> Vec<PathBuf> {
+    let is_store_file = |name: &str| {
+        [".sst", ".log", ".blob", ".ldb"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+            || [
+                "MANIFEST-",
+                "CURRENT",
+                "OPTIONS-",
+                "LOCK",
+                "LOG",
+                "IDENTITY",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+    };
+    let end = |c: char| c.is_whitespace() || c == ':' || c == ',';
+    let mut out = Vec::new();
+    // With the database directory known, a path with spaces is read whole.
+    if let Some(dir) = db.and_then(Path::to_str) {
+        let mut from = 0;
+        while let Some(at) = msg[from..].find(dir) {
+            let start = from + at;
+            let rest = &msg[start + dir.len()..];
+            let len = rest.find(end).unwrap_or(rest.len());
+            let candidate = &msg[start..start + dir.len() + len];
+            let name = candidate.rsplit('/').next().unwrap_or("");
+            if is_store_file(name) {
+                out.push(PathBuf::from(candidate));
+            }
+            from = start + dir.len();
+        }
+    }
+    if out.is_empty() {
+        out = msg
+            .split(end)
+            .filter(|t| t.contains('/') && is_store_file(t.rsplit('/').next().unwrap_or("")))
+            .map(PathBuf::from)
+            .collect();
+    }
+    out
+}
+
+/// Who holds the store's lock, as far as this machine can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: Option<u32>,
+    /// Its command line, as `/proc` shows it.
+    pub command: Option<String>,
+    pub role: Role,
+}
+
+/// What kind of process holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Another `levee run`: it holds the store for its whole life.
+    Levee,
+    /// This very process (the store is open twice).
+    ThisProcess,
+    /// Another levee command (a CLI change, the dead-man's audit): it
+    /// holds the lock for one write.
+    Command,
+    /// A program that is not levee (a backup tool, RocksDB's `ldb`).
+    Other,
+    /// Nothing this machine shows: no lock in `/proc/locks`, no live pid in
+    /// the pid file (another pid namespace, a network file system).
+    Unknown,
+}
+
+impl Holder {
+    fn unknown() -> Holder {
+        Holder {
+            pid: None,
+            command: None,
+            role: Role::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, &self.command) {
+            (Some(pid), Some(c)) => write!(f, "pid {pid} (`{c}`)"),
+            (Some(pid), None) => write!(f, "pid {pid}"),
+            _ => f.write_str("a process this machine does not show"),
+        }
+    }
+}
+
+fn locked_message(path: &Path, holder: &Holder, waited: Option<Duration>) -> String {
+    let path = path.display();
+    let command = holder
+        .command
+        .as_deref()
+        .map(|c| format!(" (it runs `{c}`)"))
+        .unwrap_or_default();
+    match (holder.role, holder.pid, waited) {
+        (Role::Levee, Some(pid), _) => {
+            format!(
+                "data dir {path} is in use by another levee (pid {pid}); stop it first{command}"
+            )
+        }
+        (Role::ThisProcess, Some(pid), _) => {
+            format!("data dir {path} is already open in this process (pid {pid})")
+        }
+        (Role::Unknown, _, _) => format!(
+            "data dir {path} is locked by a process this machine does not show (no holder in \
+             /proc/locks, no live pid in {path}/{PID_FILE}; another container or host sharing \
+             the directory?){}; find it with `fuser -v {path}/db/LOCK`",
+            waited
+                .map(|w| format!(", still after {}s", w.as_secs()))
+                .unwrap_or_default()
+        ),
+        (_, _, Some(w)) => format!(
+            "data dir {path} is still locked by {holder} after {}s of waiting; it is not a \
+             levee run and holds the store too long: stop it if it hangs",
+            w.as_secs()
+        ),
+        (_, _, None) => format!("data dir {path} is locked by {holder}"),
+    }
+}
+
+/// Names the process that holds `data_dir`'s lock: the owner of the fcntl
+/// lock on `db/LOCK` in `/proc/locks` (alive by definition), else the pid
+/// file's pid if that process is alive.
+pub fn lock_holder(data_dir: &Path) -> Holder {
+    use std::os::unix::fs::MetadataExt;
+    let lock = db_path(data_dir).join("LOCK");
+    let mut pids = Vec::new();
+    if let (Ok(meta), Ok(locks)) = (
+        std::fs::metadata(&lock),
+        std::fs::read_to_string("/proc/locks"),
+    ) {
+        // "1: POSIX  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; waiters
+        // carry "->" and hold nothing.
+        for line in locks.lines().filter(|l| !l.contains("->")) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(pid), Some(ino)) = (
+                f.get(4).and_then(|p| p.parse::<u32>().ok()),
+                f.get(5)
+                    .and_then(|d| d.rsplit(':').next())
+                    .and_then(|i| i.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            if ino == meta.ino() && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    // Inode numbers repeat across file systems: prefer a process that has
+    // this very file open.
+    let holds_file = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lock))
+        })
+    };
+    let pid = pids
+        .iter()
+        .copied()
+        .find(|&p| holds_file(p))
+        .or_else(|| pids.first().copied())
+        .or_else(|| {
+            std::fs::read_to_string(data_dir.join(PID_FILE))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .filter(|&p| alive(p))
+        });
+    let Some(pid) = pid else {
+        return Holder::unknown();
+    };
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let role = if pid == std::process::id() {
+        Role::ThisProcess
+    } else if argv.is_empty() {
+        Role::Unknown
+    } else if !Path::new(&argv[0])
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("levee"))
+    {
+        Role::Other
+    } else if argv[1..]
+        .iter()
+        .find(|a| SUBCOMMANDS.contains(&a.as_str()))
+        .is_some_and(|a| a == "run")
+    {
+        Role::Levee
+    } else {
+        Role::Command
+    };
+    Holder {
+        pid: Some(pid),
+        command: (!argv.is_empty()).then(|| argv.join(" ")),
+        role: if role == Role::Unknown && alive(pid) {
+            Role::Other
+        } else {
+            role
+        },
+    }
+}
+
+/// The `levee` subcommands: the first of them on a command line says what
+/// the process is (`levee apikey add run` is not a levee run).
+const SUBCOMMANDS: [&str; 10] = [
+    "run",
+    "check-config",
+    "replay",
+    "audit",
+    "apikey",
+    "deadman",
+    "mitigation",
+    "store",
+    "status",
+    "help",
+];
+
+/// Whether a process with this pid exists (a zombie counts).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -1028,19 +1757,386 @@ fn dir_size(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
-    fn a_second_open_is_refused_clearly() {
+    fn a_second_open_in_this_process_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, StoreError::Locked { .. }), "{msg}");
-        assert!(msg.contains("in use by another levee"), "{msg}");
+        match &err {
+            StoreError::Locked { holder, .. } => {
+                assert_eq!(holder.role, Role::ThisProcess, "{msg}");
+                assert_eq!(holder.pid, Some(std::process::id()), "{msg}");
+            }
+            other => panic!("not Locked: {other:?}"),
+        }
         assert!(
-            msg.contains(&format!("pid {}", std::process::id())),
+            msg.contains(&format!(
+                "is already open in this process (pid {})",
+                std::process::id()
+            )),
             "{msg}"
         );
+        // Waiting would not help: refused at once.
+        let t = Instant::now();
+        assert!(Store::open_waiting(dir.path(), Duration::from_secs(10)).is_err());
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    /// Holds the fcntl lock of `data_dir`'s store from another process (as
+    /// RocksDB takes it: F_SETLK on db/LOCK) for `secs`, named `argv0`
+    /// with `args`; returns once the lock is held.
+    fn hold_lock(data_dir: &Path, secs: f64, argv0: &str, args: &[&str]) -> std::process::Child {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let code = "import fcntl, sys, time\n\
+                    f = open(sys.argv[1], 'r+')\n\
+                    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+                    print('locked', flush=True)\n\
+                    time.sleep(float(sys.argv[2]))\n";
+        // The interpreter itself, not a wrapper that would set its own argv[0].
+        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("python3");
+        let mut child = std::process::Command::new(python)
+            .arg0(argv0)
+            .arg("-c")
+            .arg(code)
+            .arg(db_path(data_dir).join("LOCK"))
+            .arg(secs.to_string())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        child
+    }
+
+    #[test]
+    fn a_lock_held_by_another_levee_is_refused_at_once_naming_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let mut other = hold_lock(dir.path(), 30.0, "levee", &["run", "--config", "x.toml"]);
+        let t = Instant::now();
+        let err = Store::open_waiting(dir.path(), Duration::from_secs(10)).unwrap_err();
+        let msg = err.to_string();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "no waiting for a levee"
+        );
+        assert!(
+            msg.contains(&format!("is in use by another levee (pid {})", other.id())),
+            "{msg}"
+        );
+        assert!(msg.contains("run --config x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn a_lock_held_by_a_short_lived_command_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        // Held for 1.5 s by something that is not a levee run: levee waits.
+        let mut cli = hold_lock(dir.path(), 1.5, "levee", &["apikey", "add", "ops"]);
+        let err = Store::open(dir.path()).unwrap_err();
+        match &err {
+            StoreError::Locked { holder, .. } => {
+                assert_eq!(holder.pid, Some(cli.id()), "{err}");
+                assert_eq!(holder.role, Role::Command, "{err}");
+            }
+            other => panic!("not Locked: {other:?}"),
+        }
+        assert!(err.to_string().contains("apikey add ops"), "{err}");
+        let t = Instant::now();
+        let s = Store::open_waiting(dir.path(), Duration::from_secs(10)).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        drop(s);
+        let _ = cli.wait();
+
+        // Held for longer than levee's patience: the true cause, named.
+        let mut stuck = hold_lock(dir.path(), 30.0, "python3", &[]);
+        let err = Store::open_waiting(dir.path(), Duration::from_millis(300)).unwrap_err();
+        let _ = stuck.kill();
+        let _ = stuck.wait();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, StoreError::Locked { waited: Some(_), holder, .. } if holder.role == Role::Other),
+            "{err:?}"
+        );
+        assert!(
+            msg.contains(&format!("still locked by pid {}", stuck.id())) && msg.contains("python3"),
+            "{msg}"
+        );
+    }
+
+    /// The messages RocksDB 7.8 gives, and what each is: the kind is
+    /// RocksDB's status, never a word somewhere in the message.
+    #[test]
+    fn rocksdb_errors_are_classified_by_their_status() {
+        let db = Path::new("/srv/levee data/db");
+        let cases = [
+            (
+                "IO error: While lock file: /srv/levee data/db/LOCK: Resource temporarily unavailable",
+                "locked",
+                None,
+            ),
+            (
+                "IO error: lock hold by current process, acquire time 1700000000 acquiring thread \
+                 139: /srv/levee data/db/LOCK: No locks available",
+                "locked",
+                None,
+            ),
+            (
+                "Corruption: block checksum mismatch: stored = 3405691582, computed = 1, type = 1  \
+                 in /srv/levee data/db/000009.sst offset 0 size 3971",
+                "corrupt",
+                Some("/srv/levee data/db/000009.sst"),
+            ),
+            (
+                "Corruption: Bad table magic number: expected 9863518390377041911, found 0 in \
+                 /srv/levee data/db/000012.sst",
+                "corrupt",
+                Some("/srv/levee data/db/000012.sst"),
+            ),
+            (
+                "IO error: While open a file for lock: /srv/levee data/db/LOCK: Permission denied",
+                "permission",
+                Some("/srv/levee data/db/LOCK"),
+            ),
+            (
+                "IO error: While renaming a file to /srv/levee data/db/LOG.old.1796554215754808: \
+                 /srv/levee data/db/LOG: Permission denied",
+                "permission",
+                Some("/srv/levee data/db/LOG"),
+            ),
+            (
+                "IO error: While open a file for appending: /srv/levee data/db/000007.log: \
+                 Read-only file system",
+                "permission",
+                Some("/srv/levee data/db/000007.log"),
+            ),
+            (
+                "IO error: No such file or directory: While open a file for random read: \
+                 /srv/levee data/db/000010.sst: No such file or directory",
+                "corrupt",
+                Some("/srv/levee data/db/000010.sst"),
+            ),
+            (
+                "IO error: While appending to file: /srv/levee data/db/000003.log: No space left on device",
+                "other",
+                None,
+            ),
+        ];
+        for (msg, want, file) in cases {
+            let got = classify(msg, Some(db));
+            let (kind, path) = match &got {
+                StoreError::Locked { .. } => ("locked", None),
+                StoreError::Corrupt { path, .. } => ("corrupt", Some(path.clone())),
+                StoreError::Permission { file, .. } => ("permission", Some(file.clone())),
+                StoreError::Rocks(_) => ("other", None),
+                other => panic!("{msg}: {other:?}"),
+            };
+            assert_eq!(kind, want, "{msg}");
+            if let Some(f) = file {
+                assert_eq!(path.as_deref(), Some(Path::new(f)), "{msg}");
+            }
+        }
+        // Without the directory, a file is still named.
+        assert_eq!(
+            named_files(
+                "Corruption: block checksum mismatch: stored = 1, computed = 2, type = 1 in \
+                 /d/db/000009.sst offset 0 size 10 in file /d/db/MANIFEST-000005",
+                None
+            ),
+            [
+                PathBuf::from("/d/db/000009.sst"),
+                PathBuf::from("/d/db/MANIFEST-000005")
+            ]
+        );
+    }
+
+    /// A store whose audit chain holds `n` entries of a few hundred bytes
+    /// in two table files (the first and the second half, flushed one
+    /// after the other); the second's path.
+    fn store_with_tables(dir: &Path, n: u64) -> PathBuf {
+        let tables = || -> Vec<PathBuf> {
+            std::fs::read_dir(db_path(dir))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+                .collect()
+        };
+        let s = Store::open(dir).unwrap();
+        for seq in 1..=n {
+            if seq == n / 2 + 1 {
+                s.flush().unwrap();
+            }
+            let entry = format!("{seq}:{}", hex::encode(Sha256::digest(seq.to_be_bytes())));
+            s.audit_put(seq, entry.repeat(4).as_bytes()).unwrap();
+            if seq == n / 2 {
+                s.flush().unwrap();
+            }
+        }
+        let before = tables();
+        s.flush().unwrap();
+        drop(s);
+        let mut new: Vec<PathBuf> = tables()
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        assert_eq!(new.len(), 1, "one new table: {new:?}");
+        new.pop().unwrap()
+    }
+
+    fn flip(file: &Path, at: u64) {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .unwrap();
+        let mut b = [0u8; 8];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        for x in &mut b {
+            *x ^= 0x5a;
+        }
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&b).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    /// A real damaged table file: its index (read when the store opens)
+    /// fails its block checksum. The message says "block"; that is
+    /// damage, named by file, never "another levee holds the store".
+    #[test]
+    fn a_corrupt_table_file_is_reported_as_damage_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = store_with_tables(dir.path(), 2000);
+        let len = std::fs::metadata(&table).unwrap().len();
+        // The footer is the last 53 bytes; before it the index and meta
+        // blocks, which RocksDB reads and checks when it opens the table.
+        flip(&table, len - 120);
+        let err = Store::open(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        eprintln!("{msg}");
+        assert!(msg.contains("block"), "{msg}");
+        match &err {
+            StoreError::Corrupt { path, what } => {
+                assert_eq!(path, &table, "{msg}");
+                assert!(what.starts_with("Corruption:"), "{msg}");
+            }
+            other => panic!("not Corrupt: {other:?}"),
+        }
+        assert!(!msg.contains("another levee"), "{msg}");
+        assert!(
+            msg.contains("levee store check") && msg.contains("levee store repair"),
+            "{msg}"
+        );
+        // Read-only opens say the same (and do not wait for a writer: none).
+        let t = Instant::now();
+        let err = Store::open_read_only(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path, .. } if path == &table),
+            "{err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    /// Damage inside a data block shows only when it is read: `check`
+    /// finds it (naming the file); `repair` sets the damaged table aside
+    /// whole and keeps the rest.
+    #[test]
+    fn a_damaged_data_block_is_found_by_check_and_repair_salvages_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = store_with_tables(dir.path(), 2000);
+        flip(&table, 100);
+        let s = Store::open_read_only(dir.path()).unwrap();
+        let report = s.check();
+        let audit = report.iter().find(|c| c.name == "audit").unwrap();
+        let err = audit.error.as_ref().expect("the damage is found");
+        eprintln!("{err}");
+        assert!(
+            matches!(err, StoreError::Corrupt { path, .. } if path == &table),
+            "{err:?}"
+        );
+        assert!(report.iter().filter(|c| c.error.is_some()).count() == 1);
+        let read: Result<Vec<_>> = s.audit_scan(1).collect();
+        assert!(matches!(read, Err(StoreError::Corrupt { .. })), "{read:?}");
+        drop(s);
+
+        // Not while something holds the store.
+        let held = Store::open(dir.path()).unwrap();
+        assert!(matches!(repair(dir.path()), Err(StoreError::Locked { .. })));
+        drop(held);
+
+        let copy = repair(dir.path()).unwrap();
+        assert!(copy.join("CURRENT").exists(), "the damaged store is kept");
+        assert!(copy.join(table.file_name().unwrap()).exists());
+        // Column families that had no table left are there again (a
+        // read-only open names them all).
+        let s = Store::open_read_only(dir.path()).unwrap();
+        let report = s.check();
+        assert!(report.iter().all(|c| c.error.is_none()), "{report:?}");
+        let kept: Vec<u64> = s.audit_scan(1).map(|r| r.unwrap().0).collect();
+        assert_eq!(
+            kept,
+            (1..=1000).collect::<Vec<_>>(),
+            "the undamaged table's entries"
+        );
+    }
+
+    /// RocksDB denied a file: said so, naming it — not "locked", not
+    /// "damaged". (As root, the denial is made real by dropping this
+    /// thread's file-system uid; otherwise by the file's mode.)
+    #[test]
+    fn a_store_levee_may_not_use_is_reported_as_a_permission_problem() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        // The data dir passes the write probe; the store's LOCK file is
+        // root's (or read-only).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let lock = db_path(dir.path()).join("LOCK");
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let path = dir.path().to_owned();
+        let err = std::thread::spawn(move || {
+            if current_uid() == 0 {
+                // SAFETY: setfsuid/setfsgid change this thread's
+                // file-system ids only (Linux credentials are per thread
+                // and glibc does not broadcast these two).
+                unsafe {
+                    libc::setfsgid(65534);
+                    libc::setfsuid(65534);
+                }
+            }
+            Store::open(&path).map(drop)
+        })
+        .join()
+        .unwrap()
+        .unwrap_err();
+        let msg = err.to_string();
+        eprintln!("{msg}");
+        // As root the first file RocksDB writes is refused (it renames
+        // the info LOG first); otherwise the LOCK file.
+        assert!(
+            matches!(&err, StoreError::Permission { file, .. } if file.starts_with(db_path(dir.path()))),
+            "{err:?}"
+        );
+        assert!(msg.contains("no permission to use"), "{msg}");
     }
 
     #[test]

@@ -13,8 +13,16 @@
 //! it restores those not yet expired and reconciliation announces them
 //! again, so a short outage of the watchdog's making is repaired.
 //!
-//! It needs neither the store lock nor levee: it opens the store only for
-//! the moment of writing the audit entry, after levee is known to be down.
+//! It never stands in the way of a levee that starts. It needs neither
+//! levee nor the store's lock to act, and never waits for the lock: its
+//! audit entry is first spooled (`audit::spool`, durable), then — if the
+//! lock is free at that moment — the store is opened for that one write and
+//! closed at once; a levee starting meanwhile waits that moment out
+//! (`Store::open_waiting`). When the lock is held, whoever holds or next
+//! takes it appends the spooled entry: levee at its start (and within a
+//! minute while it runs), a CLI change, or the dead-man's own next try
+//! while levee stays down. Just before it withdraws, it asks levee once
+//! more, so a levee that came back in the meantime keeps its routes.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -25,9 +33,12 @@ use std::time::{Duration, Instant};
 use levee_bgp::Speaker;
 use serde_json::json;
 
-use crate::audit::{Actor, AuditLog};
+use crate::audit::{self, AuditLog};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// How often a spooled entry is offered to the store while levee is down.
+const SPOOL_RETRY: Duration = Duration::from_secs(10);
 
 /// Whether a levee answers `/healthz` on the admin socket of `data_dir`.
 pub fn levee_alive(data_dir: &Path) -> bool {
@@ -58,6 +69,7 @@ pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) -> a
     );
     let mut down_since: Option<Instant> = None;
     let mut fired = false;
+    let mut spool_tried = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -79,6 +91,11 @@ pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) -> a
             tracing::warn!("levee does not answer on its admin socket");
             Instant::now()
         });
+        if spool_tried.elapsed() >= SPOOL_RETRY && audit::spool_pending(&cfg.data_dir) {
+            spool_tried = Instant::now();
+            let dir = cfg.data_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || take_in_spool(&dir)).await;
+        }
         if fired || since.elapsed() < dead_man {
             continue;
         }
@@ -98,10 +115,19 @@ pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) -> a
 }
 
 /// Withdraws every API-originated route of gobgpd inside the protected
-/// hostgroups; returns how many.
+/// hostgroups; returns how many. Withdraws nothing when levee answers
+/// again by the time the routes are listed.
 pub async fn withdraw_all(cfg: &Config) -> anyhow::Result<usize> {
     let mut speaker = Speaker::connect(cfg.bgp.gobgp_grpc).await?;
     let (routes, _) = speaker.local_routes().await?;
+    let dir = cfg.data_dir.clone();
+    if tokio::task::spawn_blocking(move || levee_alive(&dir))
+        .await
+        .unwrap_or(false)
+    {
+        tracing::info!("levee answers again; its routes stay");
+        return Ok(0);
+    }
     let mut withdrawn = Vec::new();
     for r in routes {
         if !cfg.protects(&r.prefix()) {
@@ -112,29 +138,37 @@ pub async fn withdraw_all(cfg: &Config) -> anyhow::Result<usize> {
         withdrawn.push(r.to_string());
     }
     if !withdrawn.is_empty() {
-        // levee is down, so the store is free; hold it only for this write.
-        match Store::open(&cfg.data_dir) {
-            Ok(store) => {
-                let store = Arc::new(store);
-                match AuditLog::open(store.clone()) {
-                    Ok(audit) => {
-                        if let Err(e) = audit.append(
-                            Actor::System("deadman"),
-                            "mitigation.deadman",
-                            "gobgpd",
-                            json!({
-                                "dead_man": humantime::format_duration(cfg.mitigation.dead_man).to_string(),
-                                "withdrawn": withdrawn,
-                            }),
-                        ) {
-                            tracing::error!(error = %e, "Cannot audit the dead-man's withdrawal");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "Cannot open the audit log"),
-                }
+        let details = json!({
+            "dead_man": humantime::format_duration(cfg.mitigation.dead_man).to_string(),
+            "withdrawn": withdrawn,
+        });
+        let dir = cfg.data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = audit::spool(&dir, "deadman", "mitigation.deadman", "gobgpd", details) {
+                tracing::error!(error = %e, "Cannot spool the dead-man's audit entry");
             }
-            Err(e) => tracing::error!(error = %e, "Cannot open the store to audit the dead-man"),
-        }
+            take_in_spool(&dir);
+        })
+        .await;
     }
     Ok(withdrawn.len())
+}
+
+/// Appends the spooled audit entries if the store's lock is free this
+/// moment: opened for that write, closed at once; never waits.
+fn take_in_spool(data_dir: &Path) {
+    match Store::open(data_dir) {
+        Ok(store) => {
+            if let Err(e) = AuditLog::open(Arc::new(store)) {
+                tracing::error!(error = %e, "Cannot open the audit log");
+            }
+        }
+        Err(StoreError::Locked { holder, .. }) => tracing::info!(
+            %holder,
+            "The store is in use; the dead-man's audit entry waits in the spool for it"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot open the store; the audit entry stays spooled")
+        }
+    }
 }
