@@ -754,6 +754,7 @@ mod tests {
                 pps: second * 10,
                 bps: second * 80,
                 est_tcp: 0,
+                samples: 0,
             })
             .collect();
         let timeline = crate::detect::Timeline::from(points.clone());

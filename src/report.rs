@@ -29,6 +29,31 @@ fn components(cs: &[crate::detect::classify::Component]) -> Vec<Value> {
         .collect()
 }
 
+/// The peak second's rate with the interval its samples allow: the
+/// sampling rate, the packets really seen, and pps low–high (±3 standard
+/// errors; exact when unsampled).
+fn peak_rate(i: &Incident) -> Value {
+    let Some(p) = i.timeline.iter().max_by_key(|p| p.pps) else {
+        return Value::Null;
+    };
+    if p.samples == 0 {
+        return json!({ "pps": p.pps, "samples": null, "sampling": null, "interval": null });
+    }
+    let n = p.samples as f64;
+    let per = p.pps as f64 / n;
+    let rel = ((1.0 - 1.0 / per.max(1.0)) / n).sqrt();
+    let z = crate::account::Z;
+    json!({
+        "pps": p.pps,
+        "samples": p.samples,
+        "sampling": per.round() as u64,
+        "interval": [
+            (p.pps as f64 * (1.0 - z * rel)).max(0.0).round() as u64,
+            (p.pps as f64 * (1.0 + z * rel)).round() as u64,
+        ],
+    })
+}
+
 /// The incident as a JSON object (`type` is left to the caller).
 pub fn incident_json(i: &Incident) -> Value {
     let v = &i.verdict;
@@ -61,6 +86,7 @@ pub fn incident_json(i: &Incident) -> Value {
         "ongoing": !i.ended,
         "peak_pps": i.peak_pps,
         "peak_bps": i.peak_bps,
+        "peak_rate": peak_rate(i),
         "sources_estimate": v.sources_estimate,
         "spoofed": v.spoofed,
         "botnet": v.botnet,

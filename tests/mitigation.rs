@@ -642,7 +642,8 @@ fn scrubbing_by_http_diverts_and_undiverts_at_the_provider() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("levee.toml");
     let extra = format!(
-        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\"]\n\
+        "[collector]\nallowed_exporters = [\"127.0.0.0/8\"]\n\
+         [[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\"]\n\
          [hostgroup.thresholds]\npps = 2000\n[hostgroup.mitigation]\nladder = [\"scrubbing\"]\n\
          [detection]\nhold_down = \"2s\"\n\
          [mitigation]\nhold_down = \"2s\"\nreconcile_every = \"1s\"\n\

@@ -81,12 +81,14 @@ pub struct Rec {
     /// TCP/UDP flows with both ports 0 (later fragments of flow export
     /// that has no fragment fields, such as NetFlow v5).
     pub flags: u8,
-    /// Accounted for its source (the host sent it), not its destination.
-    pub outbound: bool,
-    /// [`ONE_PACKET`].
+    /// [`ONE_PACKET`], [`OUTBOUND`].
     pub marks: u8,
     /// ICMP/ICMPv6 type (0 for other protocols).
     pub icmp_type: u8,
+    /// The sampling rate the counts were multiplied by (saturated at
+    /// 65535): `packets / sampling` packets were really seen — the number
+    /// behind the estimate, whose noise decides when a rate is known.
+    pub sampling: u16,
 }
 
 /// A bit of [`Rec::marks`]: the record stands for exactly one packet (an
@@ -94,6 +96,9 @@ pub struct Rec {
 /// bytes are that packet's length, not an average over packets of other
 /// sizes.
 pub const ONE_PACKET: u8 = 1;
+/// A bit of [`Rec::marks`]: accounted for its source (the host sent it),
+/// not its destination.
+pub const OUTBOUND: u8 = 4;
 /// A bit of [`Rec::marks`]: not a record, a second of a long flow's rate
 /// held by the shard (counted, no new flow, not in the details).
 const HELD: u8 = 2;
@@ -132,20 +137,32 @@ impl Rec {
                 } else {
                     0
                 },
-            outbound,
             marks: if r.packets == u64::from(r.sampling.max(1)) {
                 ONE_PACKET
             } else {
                 0
-            },
+            } | if outbound { OUTBOUND } else { 0 },
             icmp_type: r.icmp_type,
+            sampling: u16::try_from(r.sampling.max(1)).unwrap_or(u16::MAX),
         }
+    }
+
+    /// Accounted for its source (the host sent it), not its destination.
+    #[inline]
+    pub fn outbound(&self) -> bool {
+        self.marks & OUTBOUND != 0
+    }
+
+    /// The packets really seen behind the record's estimate (at least 1).
+    #[inline]
+    pub fn seen(&self) -> u64 {
+        (self.packets / u64::from(self.sampling.max(1))).max(1)
     }
 
     /// The host accounted: the destination, or the source when outbound.
     #[inline]
     pub fn host(&self) -> Addr {
-        if self.outbound {
+        if self.outbound() {
             self.src
         } else {
             self.dst
@@ -180,8 +197,28 @@ pub struct Counters {
     pub packets: [u32; class::COUNT],
     pub bytes: u64,
     pub flows: u32,
-    /// Packets (of all classes) from exporters not trusted to move routes.
-    pub untrusted: u64,
+    /// Packets really seen behind these estimates (the sampled ones): a
+    /// rate from few of them is noise (see [`significant`]).
+    pub samples: u32,
+}
+
+/// How many standard errors a rate estimate must clear a limit by to be
+/// over it: one-sided, 99.87 %.
+pub const Z: f64 = 3.0;
+
+/// Whether an estimated `value` is over `limit`, not just by sampling
+/// noise: the estimate stands on `samples` packets really seen, each for
+/// `per_sample` packets (the sampling rate), and the lower bound of its
+/// interval must clear the limit. Sampling 1 in N keeps each packet with
+/// probability 1/N, so the estimate's relative error is √((1 − 1/N)/n):
+/// unsampled counts (N = 1) are exact, 20 samples at 1:1000 are ±22 %.
+#[inline]
+pub fn significant(value: f64, samples: f64, per_sample: f64, limit: f64) -> bool {
+    if samples < 1.0 {
+        return false;
+    }
+    let rel = ((1.0 - 1.0 / per_sample.max(1.0)) / samples).sqrt();
+    value * (1.0 - Z * rel) > limit
 }
 
 /// Outbound traffic of a host (it as the source) in one second.
@@ -435,7 +472,6 @@ impl Details {
         let mut d = Details {
             records: u64::from(c.flows),
             packets: u64::from(c.packets[class::ALL]),
-            untrusted: c.untrusted,
             ..Details::default()
         };
         for (a, &p) in d.classes.iter_mut().zip(&c.packets) {
@@ -581,6 +617,8 @@ pub struct Trigger {
     pub at_ms: u64,
     pub pps: u64,
     pub bps: u64,
+    /// Packets really seen behind the window's estimate.
+    pub samples: u64,
 }
 
 /// A look at the details of a host that crossed a threshold, before its
@@ -742,9 +780,10 @@ struct Cold {
     details: Option<Box<Details>>,
     /// Details are kept until this second.
     hot_until: u32,
-    /// Inbound packets from untrusted exporters in `untrusted_second`.
-    untrusted: u64,
-    untrusted_second: u32,
+    /// Inbound packets really seen (not scaled by sampling) in the slot's
+    /// second, and in the second before it.
+    samples: u32,
+    prev_samples: u32,
 }
 
 /// Hashes a key to a table position.
@@ -1272,8 +1311,8 @@ impl Shard {
             } else {
                 Counters::default()
             };
-            if cold.untrusted_second == second {
-                inbound.untrusted = cold.untrusted;
+            if slot.second == second {
+                inbound.samples = cold.samples;
             }
             let outbound = if cold.out_second == second {
                 cold.outbound
@@ -1566,7 +1605,7 @@ impl Shard {
             if let Some(Some(r)) = j.checked_sub(AHEAD).and_then(|k| chunk.get(k)) {
                 let h = home(&self.table, r);
                 if let Some(d) = self.table.cold[h].details.as_deref() {
-                    if !r.outbound {
+                    if !r.outbound() {
                         d.prefetch(r);
                     }
                 }
@@ -1583,7 +1622,7 @@ impl Shard {
     pub fn account(&mut self, r: &Rec) {
         let host = r.host();
         let group = r.group;
-        let outbound = r.outbound;
+        let outbound = r.outbound();
         let key = u128::from_be_bytes(host.0);
         let (mut i, found) = self.locate(key);
         let second = self.second as u32;
@@ -1624,8 +1663,13 @@ impl Shard {
         // list (twice at most; `finish_second` removes duplicates).
         let slot = &mut self.table.slots[i];
         let fresh = found && slot.second != second;
+        let consecutive = slot.second + 1 == second;
         slot.roll(second);
         let cold = &mut self.table.cold[i];
+        if fresh {
+            cold.prev_samples = if consecutive { cold.samples } else { 0 };
+            cold.samples = 0;
+        }
         // A flow that lasted D seconds adds its per-second rate: outbound
         // once; inbound now and, held by the shard, in each of the D − 1
         // seconds that follow (its total exact: the remainder now), so a
@@ -1668,13 +1712,14 @@ impl Shard {
             cold.group = group;
             self.dirty.push(i as u32);
         }
-        if r.flags & flags::UNTRUSTED != 0 {
-            if cold.untrusted_second != second {
-                cold.untrusted_second = second;
-                cold.untrusted = 0;
-            }
-            cold.untrusted += packets;
-        }
+        let seen = (packets / u64::from(r.sampling.max(1))).max(1);
+        cold.samples = cold
+            .samples
+            .saturating_add(seen.min(u64::from(u32::MAX)) as u32);
+        let window_samples = u64::from(cold.prev_samples) * (1000 - (self.now_ms % 1000).min(999))
+            / 1000
+            + u64::from(cold.samples);
+
         let c = class_of(r);
         let sc = slot_class(c);
         slot.packets[sc] = slot.packets[sc].saturating_add(packets.min(u64::from(u32::MAX)) as u32);
@@ -1726,7 +1771,17 @@ impl Shard {
             .get(usize::from(group))
             .copied()
             .unwrap_or_default();
-        let over = limit.pps.is_some_and(|p| wp >= p) || limit.bps.is_some_and(|b| wb * 8 >= b);
+        // Over only when the estimate clears the limit by more than its
+        // sampling noise: at 1:1000 two samples a third of a second apart
+        // "are" 5,000 pps, and mean nothing.
+        let n = window_samples as f64;
+        let per = wp as f64 / n.max(1.0);
+        let over = limit
+            .pps
+            .is_some_and(|p| significant(wp as f64, n, per, p as f64))
+            || limit
+                .bps
+                .is_some_and(|b| significant((wb * 8) as f64, n, per, b as f64));
         if over && slot.flags_flows & OVER == 0 {
             slot.flags_flows |= OVER;
             self.triggers.push(Trigger {
@@ -1735,6 +1790,7 @@ impl Shard {
                 at_ms: self.now_ms,
                 pps: wp,
                 bps: wb * 8,
+                samples: window_samples,
             });
             if self.watched.len() < MAX_WATCHED && !self.watched.iter().any(|w| w.key == key) {
                 self.watched.push(Watch {

@@ -104,17 +104,41 @@ fn a_window_crossing_triggers_at_once_and_re_arms_below() {
         t += 10;
     }
     let trig = first.expect("a trigger");
-    assert!(trig.at_ms <= 1_000_100, "triggered at {}", trig.at_ms);
-    assert!(trig.pps >= 1_000);
+    // Over means past the limit: 1,100 packets at 110 ms.
+    assert!(trig.at_ms <= 1_000_110, "triggered at {}", trig.at_ms);
+    assert!(trig.pps > 1_000);
     assert!(s.take_triggers().is_empty(), "one trigger per crossing");
     // Quiet for two seconds: the window empties and the trigger re-arms.
     s.advance(1_002_500);
     s.advance(1_003_500);
     s.account(&Rec::new(
-        &rec(HOST, proto::UDP, 0, 1_000, 50_000),
+        &rec(HOST, proto::UDP, 0, 1_001, 50_000),
         0,
         false,
     ));
+    assert_eq!(s.take_triggers().len(), 1);
+}
+
+#[test]
+fn sampling_noise_is_no_crossing() {
+    // 1:1000: two samples a third of a second apart are "2,000 pps" and
+    // mean nothing against a 1,000 pps limit.
+    let mut s = shard(Some(1_000));
+    s.advance(2_000_000);
+    let sample = FlowRecord {
+        sampling: 1000,
+        ..rec(HOST, proto::TCP, 0x10, 1000, 52_000)
+    };
+    s.account(&Rec::new(&sample, 0, false));
+    s.advance(2_000_380);
+    s.account(&Rec::new(&sample, 0, false));
+    assert!(s.take_triggers().is_empty());
+    // Forty samples in the second (40,000 pps): that is over, whatever
+    // the noise.
+    for t in 0..40 {
+        s.advance(2_001_000 + t * 20);
+        s.account(&Rec::new(&sample, 0, false));
+    }
     assert_eq!(s.take_triggers().len(), 1);
 }
 
@@ -515,10 +539,14 @@ fn a_triggered_host_is_peeked_at_until_its_evidence_has_come() {
         sampling: 100,
         ..rec(HOST, proto::UDP, 0, 100, 46_800)
     };
-    for i in 0..12 {
+    for i in 0..30 {
         s.account(&Rec::new(&sampled(i), 0, false));
     }
-    assert_eq!(s.take_triggers().len(), 1, "1,200 pps > 1,000");
+    assert_eq!(
+        s.take_triggers().len(),
+        1,
+        "3,000 pps > 1,000, from 30 samples"
+    );
     let p = s.take_peeks();
     assert_eq!(p.len(), 1, "a look at once");
     assert_eq!(p[0].addr, Addr::v4(HOST));

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use levee_collectors::Addr;
 use serde::Serialize;
 
-use crate::account::{class, tcpkind, Details, HostSecond, Peek, Trigger};
+use crate::account::{class, tcpkind, Counters, Details, HostSecond, Peek, Trigger};
 use crate::config::{Config, Thresholds};
 use crate::hostgroups::GroupId;
 use baseline::{Baseline, Params};
@@ -49,10 +49,28 @@ pub use timeline::Timeline;
 pub struct Reason {
     /// `pps`, `bps`, `flows`, `tcp_syn_pps`, …
     pub metric: String,
+    /// The estimate: the average over `window_s` seconds.
     pub value: u64,
     pub limit: u64,
     /// `static` (the hostgroup's threshold) or `baseline`.
     pub kind: &'static str,
+    /// The seconds the estimate is over (1, or more when samples are
+    /// sparse), and the packets really seen behind it (0: not counted).
+    pub window_s: u64,
+    pub samples: u64,
+}
+
+/// The windows a host's estimate is judged over, seconds: the shortest
+/// whose samples show it over a limit beyond their noise.
+pub const WINDOWS: [u64; 10] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32];
+/// Hosts whose recent seconds are kept at most.
+const MAX_NEAR: usize = 65_536;
+
+/// The last seconds of a host whose estimates came near a limit.
+#[derive(Debug, Default)]
+struct Near {
+    seconds: VecDeque<(u64, Counters)>,
+    last_near: u64,
 }
 
 /// One second of an incident.
@@ -64,6 +82,13 @@ pub struct Point {
     /// Inbound TCP packets that are not bare SYNs: the host's established
     /// sessions (and any non-SYN TCP attack).
     pub est_tcp: u64,
+    /// Packets really seen behind `pps` (sampled); 0 when not counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A port and its share of the attack's packets.
@@ -371,6 +396,8 @@ pub struct Detector {
     /// Consecutive seconds over a threshold of hosts that have no state
     /// (the table is full): static thresholds hold for every host.
     stateless_over: HashMap<Addr, u32>,
+    /// The last seconds of hosts near a limit (see [`WINDOWS`]).
+    recent: HashMap<Addr, Near>,
     last_sweep: u64,
     events: Vec<Event>,
     seq: u64,
@@ -397,6 +424,7 @@ impl Detector {
             windows: HashMap::new(),
             last: HashMap::new(),
             stateless_over: HashMap::new(),
+            recent: HashMap::new(),
             last_sweep: 0,
             events: Vec::new(),
             seq: 0,
@@ -489,6 +517,8 @@ impl Detector {
         let active = &self.active;
         self.hosts
             .retain(|a, h| h.seen + idle >= second || active.contains_key(a));
+        let window = WINDOWS[WINDOWS.len() - 1];
+        self.recent.retain(|_, r| r.last_near + window > second);
     }
 
     fn new_id(&mut self, at_ms: u64) -> String {
@@ -576,6 +606,7 @@ impl Detector {
             est_tcp: u64::from(
                 h.inbound.packets[class::TCP].saturating_sub(h.inbound.packets[class::TCP_SYN]),
             ),
+            samples: u64::from(h.inbound.samples),
         });
         inc.peak_pps = pps;
         inc.peak_bps = bps;
@@ -633,17 +664,21 @@ impl Detector {
             .cloned()
             .unwrap_or_default();
         let reason = match (limits.pps, limits.bps) {
-            (Some(p), _) if t.pps >= p => Reason {
+            (Some(p), _) if t.pps > p => Reason {
                 metric: "pps".into(),
                 value: t.pps,
                 limit: p,
                 kind: "static",
+                window_s: 1,
+                samples: t.samples,
             },
             (_, Some(b)) => Reason {
                 metric: "bps".into(),
                 value: t.bps,
                 limit: b,
                 kind: "static",
+                window_s: 1,
+                samples: t.samples,
             },
             _ => return,
         };
@@ -651,61 +686,144 @@ impl Detector {
         self.start(t.addr, t.group, t.at_ms, t.at_ms, reason, legit);
     }
 
-    /// What is over for a host's second, if anything: the first static
-    /// threshold exceeded, else the baseline.
-    fn check(&self, h: &HostSecond, base: Option<&Baseline>) -> Option<Reason> {
-        let c = &h.inbound;
+    /// What is over for a host, if anything: the first static threshold,
+    /// else the baseline, whose estimate clears the limit by more than its
+    /// sampling noise — over the host's last second, or, when that is too
+    /// few samples to tell (sparse sampling), over its last 2, 4, 8, 16 or
+    /// 32 seconds (`history`, newest last; the last is this second).
+    fn check(
+        &self,
+        h: &HostSecond,
+        history: &[(u64, Counters)],
+        base: Option<&Baseline>,
+    ) -> Option<Reason> {
         let t = self.s.thresholds.get(usize::from(h.group))?;
-        let pps = u64::from(c.packets[class::ALL]);
-        let bps = c.bytes * 8;
-        let checks: [(&str, u64, Option<u64>); 8] = [
-            ("pps", pps, t.pps),
-            ("bps", bps, t.bps),
-            ("flows", u64::from(c.flows), t.flows),
-            ("tcp_pps", u64::from(c.packets[class::TCP]), t.tcp_pps),
+        let second = history.last().map_or(0, |(s, _)| *s);
+        type Get = fn(&Counters) -> u64;
+        let checks: [(&str, Get, Option<u64>, &'static str); 8] = [
+            ("pps", |c| u64::from(c.packets[class::ALL]), t.pps, "static"),
+            ("bps", |c| c.bytes * 8, t.bps, "static"),
+            ("flows", |c| u64::from(c.flows), t.flows, "static"),
+            (
+                "tcp_pps",
+                |c| u64::from(c.packets[class::TCP]),
+                t.tcp_pps,
+                "static",
+            ),
             (
                 "tcp_syn_pps",
-                u64::from(c.packets[class::TCP_SYN]),
+                |c| u64::from(c.packets[class::TCP_SYN]),
                 t.tcp_syn_pps,
+                "static",
             ),
-            ("udp_pps", u64::from(c.packets[class::UDP]), t.udp_pps),
-            ("icmp_pps", u64::from(c.packets[class::ICMP]), t.icmp_pps),
+            (
+                "udp_pps",
+                |c| u64::from(c.packets[class::UDP]),
+                t.udp_pps,
+                "static",
+            ),
+            (
+                "icmp_pps",
+                |c| u64::from(c.packets[class::ICMP]),
+                t.icmp_pps,
+                "static",
+            ),
             (
                 "fragment_pps",
-                u64::from(c.packets[class::FRAGMENT]),
+                |c| u64::from(c.packets[class::FRAGMENT]),
                 t.fragment_pps,
+                "static",
             ),
         ];
-        for (metric, value, limit) in checks {
-            if let Some(limit) = limit {
-                if value > limit {
+        let baseline = base
+            .zip(self.s.baseline.as_ref())
+            .and_then(|(b, p)| b.limits(p));
+        let dynamic: [(&str, Get, Option<u64>, &'static str); 2] = [
+            (
+                "pps",
+                |c| u64::from(c.packets[class::ALL]),
+                baseline.map(|l| l.0 as u64),
+                "baseline",
+            ),
+            (
+                "bps",
+                |c| c.bytes * 8,
+                baseline.map(|l| l.1 as u64),
+                "baseline",
+            ),
+        ];
+        for (metric, get, limit, kind) in checks.into_iter().chain(dynamic) {
+            let Some(limit) = limit else { continue };
+            for w in WINDOWS {
+                let mut n = 0usize;
+                let (mut v, mut all, mut samples) = (0u64, 0u64, 0u64);
+                for (_, c) in history.iter().rev().take_while(|(s, _)| *s + w > second) {
+                    n += 1;
+                    v += get(c);
+                    all += u64::from(c.packets[class::ALL]);
+                    // Without a count of what was seen, the counts are exact.
+                    samples += if c.samples == 0 {
+                        u64::from(c.packets[class::ALL])
+                    } else {
+                        u64::from(c.samples)
+                    };
+                }
+                if w > 1 && n <= 1 {
+                    break; // no more seconds to widen to
+                }
+                let value = v / w;
+                if value <= limit {
+                    continue;
+                }
+                // The samples behind this metric: its share of all of them
+                // (flows are records, counted exactly).
+                let (seen, per) = if metric == "flows" {
+                    (v as f64, 1.0)
+                } else {
+                    let share = if metric == "bps" {
+                        1.0
+                    } else {
+                        v as f64 / all.max(1) as f64
+                    };
+                    (samples as f64 * share, all as f64 / samples.max(1) as f64)
+                };
+                if crate::account::significant(value as f64, seen, per, limit as f64) {
                     return Some(Reason {
                         metric: metric.into(),
                         value,
                         limit,
-                        kind: "static",
+                        kind,
+                        window_s: w,
+                        samples: seen as u64,
                     });
                 }
             }
         }
-        let (p, b) = base?.limits(self.s.baseline.as_ref()?)?;
-        if pps as f64 > p {
-            return Some(Reason {
-                metric: "pps".into(),
-                value: pps,
-                limit: p as u64,
-                kind: "baseline",
-            });
-        }
-        if bps as f64 > b {
-            return Some(Reason {
-                metric: "bps".into(),
-                value: bps,
-                limit: b as u64,
-                kind: "baseline",
-            });
-        }
         None
+    }
+
+    /// Whether any estimate of this second, noise or not, is over a limit:
+    /// the host's seconds are then kept, to judge over a longer window.
+    fn near(&self, h: &HostSecond, base: Option<&Baseline>) -> bool {
+        let Some(t) = self.s.thresholds.get(usize::from(h.group)) else {
+            return false;
+        };
+        let c = &h.inbound;
+        let over = |v: u64, l: Option<u64>| l.is_some_and(|l| v > l);
+        let baseline = base
+            .zip(self.s.baseline.as_ref())
+            .and_then(|(b, p)| b.limits(p));
+        over(u64::from(c.packets[class::ALL]), t.pps)
+            || over(c.bytes * 8, t.bps)
+            || over(u64::from(c.flows), t.flows)
+            || over(u64::from(c.packets[class::TCP]), t.tcp_pps)
+            || over(u64::from(c.packets[class::TCP_SYN]), t.tcp_syn_pps)
+            || over(u64::from(c.packets[class::UDP]), t.udp_pps)
+            || over(u64::from(c.packets[class::ICMP]), t.icmp_pps)
+            || over(u64::from(c.packets[class::FRAGMENT]), t.fragment_pps)
+            || baseline.is_some_and(|(p, b)| {
+                f64::from(c.packets[class::ALL]) > p || (c.bytes * 8) as f64 > b
+            })
     }
 
     /// The hosts of second `second` (from every shard).
@@ -715,7 +833,31 @@ impl Detector {
         let mut last = HashMap::new();
         for mut h in hosts {
             let base = self.hosts.get(&h.addr).map(|s| &s.baseline);
-            let over = self.check(&h, base);
+            // A host whose estimates come near a limit keeps its last
+            // seconds, so sparse samples are judged over a longer window.
+            let near = self.near(&h, base);
+            let over = if near || self.recent.contains_key(&h.addr) {
+                if !self.recent.contains_key(&h.addr) && self.recent.len() >= MAX_NEAR {
+                    self.recent.clear(); // far more hosts near a limit than any attack makes
+                }
+                let r = self.recent.entry(h.addr).or_default();
+                r.seconds.push_back((second, h.inbound));
+                while r
+                    .seconds
+                    .front()
+                    .is_some_and(|(s, _)| *s + WINDOWS[WINDOWS.len() - 1] <= second)
+                {
+                    r.seconds.pop_front();
+                }
+                if near {
+                    r.last_near = second;
+                }
+                let history: Vec<(u64, Counters)> = r.seconds.iter().copied().collect();
+                let base = self.hosts.get(&h.addr).map(|s| &s.baseline);
+                self.check(&h, &history, base)
+            } else {
+                None
+            };
             let pps = u64::from(h.inbound.packets[class::ALL]);
             let bps = h.inbound.bytes * 8;
             let est_tcp = u64::from(
@@ -735,6 +877,7 @@ impl Detector {
                     pps,
                     bps,
                     est_tcp,
+                    samples: u64::from(h.inbound.samples),
                 });
                 let d = second_details(&mut h);
                 inc.details.merge(&d);

@@ -73,6 +73,7 @@ fn a_trigger_starts_an_incident_at_once_and_hold_down_ends_it() {
         at_ms: 100_250,
         pps: 1200,
         bps: 0,
+        samples: 0,
     });
     let ev = d.take_events();
     let s = started(&ev);
@@ -121,6 +122,7 @@ fn sustained_triggers_need_their_seconds() {
         at_ms: 1,
         pps: 2000,
         bps: 0,
+        samples: 0,
     });
     d.on_second(1, vec![second(HOST, 2000)]);
     d.on_second(2, vec![second(HOST, 2000)]);
@@ -269,6 +271,7 @@ fn an_incident_is_unclassified_until_its_evidence_names_it_and_peeks_say_so_earl
         at_ms: 100_250,
         pps: 1200,
         bps: 0,
+        samples: 0,
     });
     let ev = d.take_events();
     let s = started(&ev);
@@ -336,6 +339,7 @@ fn the_second_before_the_trigger_is_the_attacks_ramp() {
         at_ms: 100_100,
         pps: 1200,
         bps: 0,
+        samples: 0,
     });
     let ev = d.take_events();
     let s = started(&ev);

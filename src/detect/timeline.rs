@@ -101,6 +101,7 @@ mod tests {
             pps: second * 10,
             bps: 0,
             est_tcp: 0,
+            samples: 0,
         }
     }
 

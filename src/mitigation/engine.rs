@@ -317,7 +317,7 @@ impl Engine {
             else {
                 continue;
             };
-            if self.evidence(inc).is_err() || untrusted(inc).is_some() {
+            if self.evidence(inc).is_err() || untrusted(inc, &self.cfg).is_some() {
                 continue; // rules change only on evidence, as they start
             }
             let details = inc.current.details.clone();
@@ -598,7 +598,11 @@ impl Engine {
         };
         // Only traffic from sources trusted to move routes may: a forged
         // export datagram must not blackhole a customer.
-        if let Some(why) = case.incident_state.as_deref().and_then(untrusted) {
+        if let Some(why) = case
+            .incident_state
+            .as_deref()
+            .and_then(|i| untrusted(i, &self.cfg))
+        {
             let mut out = Vec::new();
             for &level in ladder {
                 self.refuse(host, group, level, why.clone(), &mut out);
@@ -1331,9 +1335,19 @@ fn signature(r: &FlowSpecRule) -> Signature {
 const MAX_UNTRUSTED: f64 = 0.1;
 
 /// Why the attack's recent traffic cannot be acted on, when too much of it
-/// came from exporters levee does not trust to move routes.
-fn untrusted(inc: &Incident) -> Option<String> {
+/// came from exporters levee does not trust to move routes — or when, with
+/// untrusted exporters about, there are no details to tell (fail closed).
+fn untrusted(inc: &Incident, cfg: &Config) -> Option<String> {
     let d = &inc.current.details;
+    let exporters_trusted =
+        !cfg.collector.allowed_exporters.is_empty() || cfg.mitigation.trust_any_exporter;
+    if !exporters_trusted && d.sampled == 0 {
+        return Some(
+            "whose traffic this is cannot be told (no details of the host's records), and exporters \
+             are not trusted to move routes (no [collector] allowed_exporters, trust_any_exporter off)"
+                .to_owned(),
+        );
+    }
     let share = d.untrusted as f64 / d.packets.max(1) as f64;
     (share > MAX_UNTRUSTED).then(|| {
         format!(

@@ -87,6 +87,8 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             value: 1,
             limit: 1,
             kind: "static",
+            window_s: 1,
+            samples: 0,
         },
         verdict: verdict.clone(),
         severity: "high",
@@ -99,6 +101,7 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             pps: bps / 8000,
             bps,
             est_tcp: 0,
+            samples: 0,
         }]
         .into(),
         details: Details::default(),
@@ -628,6 +631,7 @@ fn a_rule_that_starves_established_sessions_is_rolled_back() {
                 pps: 12_500,
                 bps: 100_000_000,
                 est_tcp: if t >= 2 { after_rule } else { 190 },
+                samples: 0,
             });
             all.extend(e.incident(&inc, t * S));
         }

@@ -246,6 +246,117 @@ fn rng_pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
     rng.pick(items)
 }
 
+/// A Poisson draw with mean `lambda` (Knuth's method for small means, a
+/// rounded normal for large ones).
+fn poisson(rng: &mut Rng, lambda: f64) -> u64 {
+    let uniform = |rng: &mut Rng| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    if lambda > 50.0 {
+        // Box–Muller.
+        let (u1, u2) = (uniform(rng).max(1e-12), uniform(rng));
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        return (lambda + z * lambda.sqrt()).round().max(0.0) as u64;
+    }
+    let l = (-lambda).exp();
+    let (mut k, mut p) = (0u64, 1.0);
+    loop {
+        p *= uniform(rng);
+        if p <= l {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+/// Only the packets 1-in-`rate` sampling would keep of steady traffic at
+/// `pps` for `seconds` (each second a Poisson number of them, at random
+/// times): what an agent exports, made without making the rest.
+fn steady_sampled(
+    seconds: u64,
+    pps: u64,
+    rate: u32,
+    rng: &mut Rng,
+    mut make: impl FnMut(&mut Rng) -> PacketSpec,
+) -> Vec<Packet> {
+    let lambda = pps as f64 / f64::from(rate.max(1));
+    let mut out = Vec::new();
+    for s in 0..seconds {
+        for _ in 0..poisson(rng, lambda) {
+            out.push(Packet {
+                time_us: T0_US + s * 1_000_000 + rng.range(0, 1_000_000),
+                spec: make(rng),
+            });
+        }
+    }
+    out.sort_by_key(|p| p.time_us);
+    out
+}
+
+/// [`benign`] as 1-in-`rate` sampling sees it, for long stretches: the
+/// samples only (export them with [`crate::export::sflow_presampled`]).
+pub fn benign_sampled(
+    target4: IpAddr,
+    target6: IpAddr,
+    seconds: u64,
+    rate: u32,
+    seed: u64,
+) -> Scenario {
+    let mut rng = Rng::new(seed);
+    let clients: Vec<IpAddr> = (0..3000).map(|_| random_v4(&mut rng)).collect();
+    let clients6: Vec<IpAddr> = (0..500).map(|_| random_v6(&mut rng)).collect();
+    let auth: Vec<IpAddr> = (0..200).map(|_| random_v6(&mut rng)).collect();
+    let peer = random_v4(&mut rng);
+    let mut packets = steady_sampled(seconds, 4_000, rate, &mut rng, |r| {
+        let flags = *r.pick(&[0x02u8, 0x10, 0x18, 0x10, 0x10, 0x11]);
+        PacketSpec {
+            tcp_flags: flags,
+            ttl: path_ttl(r),
+            ip_len: if flags == 0x18 { 600 } else { 52 },
+            ..PacketSpec::tcp(
+                *r.pick(&clients),
+                target4,
+                r.range(1024, 65_000) as u16,
+                443,
+            )
+        }
+    });
+    packets.extend(steady_sampled(seconds, 12_500, rate, &mut rng, |_| {
+        PacketSpec {
+            tcp_flags: 0x18,
+            ip_len: 1500,
+            ttl: 52,
+            ..PacketSpec::tcp(peer, target4, 50_000, 22)
+        }
+    }));
+    packets.extend(steady_sampled(seconds, 6_000, rate, &mut rng, |r| {
+        PacketSpec::udp(
+            *r.pick(&auth),
+            target6,
+            53,
+            r.range(1024, 65_000) as u16,
+            r.range(80, 500) as u16,
+        )
+    }));
+    packets.extend(steady_sampled(seconds, 35_000, rate, &mut rng, |r| {
+        let flags = *r.pick(&[0x02u8, 0x10, 0x18]);
+        PacketSpec {
+            tcp_flags: flags,
+            ip_len: if flags == 0x18 { 500 } else { 72 },
+            ttl: path_ttl(r),
+            ..PacketSpec::tcp(
+                *r.pick(&clients6),
+                target6,
+                r.range(1024, 65_000) as u16,
+                443,
+            )
+        }
+    }));
+    packets.sort_by_key(|p| p.time_us);
+    Scenario {
+        name: format!("benign-1:{rate}"),
+        packets,
+    }
+}
+
 /// Steady traffic at `pps` for `seconds`, one packet at a time from `make`.
 fn steady(
     seconds: u64,

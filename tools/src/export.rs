@@ -26,6 +26,33 @@ pub fn sflow(
     seed: u64,
     flush_us: u64,
 ) -> Vec<Export> {
+    sflow_sampled(scenario, agent, rate, rate, seed, flush_us)
+}
+
+/// sFlow v5 of a scenario whose packets are the samples already (made by
+/// [`crate::attacks::benign_sampled`]): every packet exported, each declared to
+/// stand for `rate` packets. An hour of traffic at 1:4096 is then a few
+/// hundred thousand packets to make, not hundreds of millions.
+pub fn sflow_presampled(
+    scenario: &Scenario,
+    agent: IpAddr,
+    rate: u32,
+    seed: u64,
+    flush_us: u64,
+) -> Vec<Export> {
+    sflow_sampled(scenario, agent, 1, rate, seed, flush_us)
+}
+
+/// Samples 1 in `keep` of the scenario's packets, each declared to stand
+/// for `rate`.
+fn sflow_sampled(
+    scenario: &Scenario,
+    agent: IpAddr,
+    keep: u32,
+    rate: u32,
+    seed: u64,
+    flush_us: u64,
+) -> Vec<Export> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
     let mut pending: Vec<Sample> = Vec::new();
@@ -55,11 +82,12 @@ pub fn sflow(
         });
     };
     for p in &scenario.packets {
-        pool = pool.wrapping_add(1);
+        pool = pool.wrapping_add(if keep == 1 { rate } else { 1 });
         if !pending.is_empty() && p.time_us >= first_us + flush_us {
-            flush(&mut pending, p.time_us, &mut out);
+            // The agent's timer went off: the datagram left then.
+            flush(&mut pending, first_us + flush_us, &mut out);
         }
-        if rate > 1 && rng.range(0, u64::from(rate)) != 0 {
+        if keep > 1 && rng.range(0, u64::from(keep)) != 0 {
             continue;
         }
         let mut header = Vec::new();
