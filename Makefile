@@ -5,7 +5,17 @@
 #               standard ports, web UI on 127.0.0.1:8080)
 #   make test   install what the tests need, then check formatting and lints
 #               and run every test that needs nothing outside the repository
-#               (real captures: the golden set in tests/data/captures)
+#               (real captures: the golden set in tests/data/captures; a
+#               short crash-restart torture, tests/crash.rs)
+#
+# and, for the full crash-restart torture (several minutes):
+#
+#   make test-crash    100 cycles of kill -9 and restart of levee, under
+#                      attack traffic with a router peer, at random moments
+#                      and at named crash points, with the CLI and the API
+#                      hammering the data dir; reports cycles, failures and
+#                      the worst time to come back. CRASH_CYCLES=N for more
+#                      or fewer, CRASH_SEED=S to repeat a run.
 #
 # and, with the capture corpus beside the clone (../shared/captures):
 #
@@ -22,7 +32,7 @@ CARGO ?= cargo
 # The capture corpus `make test-corpus` reads (LEVEE_CAPTURES for the tests).
 CAPTURES ?= ../shared/captures
 
-.PHONY: run test test-corpus deps test-deps build release fmt lint unit
+.PHONY: run test test-corpus test-crash deps test-deps build release fmt lint unit
 
 run: deps release
 	mkdir -p var
@@ -46,6 +56,12 @@ test-corpus: test-deps
 	  -p levee-collectors --test captures --test tshark \
 	  -p levee --test differential \
 	  -- --ignored
+
+# The #[ignore]d 100-cycle test of tests/crash.rs (make test runs the short
+# one). --nocapture: the per-cycle lines and the summary are the report.
+test-crash: test-deps
+	LEVEE_CRASH_CYCLES="$(CRASH_CYCLES)" LEVEE_CRASH_SEED="$(CRASH_SEED)" \
+	  $(CARGO) test --locked -p levee --test crash -- --ignored --nocapture
 
 deps:
 	scripts/install-deps
