@@ -21,8 +21,8 @@
 //! - levee is up (its web server listening) within 5 s of the kill;
 //! - every intent stored at the kill that has not expired is in force
 //!   again, and nothing acknowledged before the kill is lost (API keys,
-//!   revocations, manual mitigations, audit entries whose head `/metrics`
-//!   showed);
+//!   revocations, manual mitigations, incidents the API listed, audit
+//!   entries whose head `/metrics` showed);
 //! - the router's routes equal levee's intents within the reconcile
 //!   interval (router ≡ levee's gobgpd by NLRI, gobgpd ≡ intents by
 //!   announcement);
@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::bgp::{bed, Bed};
+use common::bgp::Bed;
 use common::levee_bin;
 use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::export;
@@ -572,6 +572,9 @@ struct Shared {
     manual: Mutex<BTreeMap<String, u64>>,
     /// Audit heads `/metrics` showed: seq → hash.
     heads: Mutex<BTreeMap<u64, String>>,
+    /// Incidents `/api/v1/incidents` listed (it reads them from the store,
+    /// where they are synced): they must never be lost.
+    incidents: Mutex<BTreeSet<String>>,
     counts: Counts,
 }
 
@@ -680,9 +683,10 @@ fn api_reader(shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
             std::thread::sleep(Duration::from_millis(40));
             let Some(web) = shared.web() else { continue };
             let token = shared.read_token.lock().unwrap().clone();
-            let path = match i % 3 {
+            let path = match i % 4 {
                 0 => "/api/v1/mitigations?log=5",
                 1 => "/api/v1/audit?limit=5",
+                2 => "/api/v1/incidents?limit=20",
                 _ => "/metrics",
             };
             match try_http(web, "GET", path, Some(&token), None) {
@@ -695,6 +699,15 @@ fn api_reader(shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
                         if let Some((seq, hash)) = audit_head(&body) {
                             shared.heads.lock().unwrap().insert(seq, hash);
                         }
+                    }
+                    if path.starts_with("/api/v1/incidents") {
+                        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                        shared.incidents.lock().unwrap().extend(
+                            v.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|i| i["id"].as_str().map(str::to_owned)),
+                        );
                     }
                 }
                 Some((status, body)) => {
@@ -967,6 +980,37 @@ fn converged(
         ));
     }
     Ok(intents.len())
+}
+
+/// The BGP test bed on loopback addresses no other test uses: the shared
+/// `loopback_pair` picks 127.100–199.x.y by pid, and two test processes
+/// whose pids end alike (a developer running several suites at once) would
+/// meet on the same gobgpds. Here the second octet is 200–254, and an
+/// address pair whose ports something holds is passed over.
+fn bed() -> Bed {
+    use levee_tools::gobgpd::{Gobgpd, BGP_PORT, GRPC_PORT};
+    let free = |a: Ipv4Addr| {
+        [BGP_PORT, GRPC_PORT]
+            .iter()
+            .all(|&p| std::net::TcpListener::bind((a, p)).is_ok())
+    };
+    let mut rng = Rng(now_ms() ^ u64::from(std::process::id()) << 20 | 1);
+    let (s, r) = loop {
+        let (b, c) = (200 + rng.below(55) as u8, 1 + rng.below(250) as u8);
+        let (s, r) = (Ipv4Addr::new(127, b, c, 2), Ipv4Addr::new(127, b, c, 3));
+        if free(s) && free(r) {
+            break (s, r);
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let router = Gobgpd::router(dir.path(), r, s).unwrap();
+    let speaker = Gobgpd::speaker(dir.path(), s, r).unwrap();
+    router.wait_established(Duration::from_secs(30)).unwrap();
+    Bed {
+        dir,
+        speaker,
+        router,
+    }
 }
 
 // --- the torture --------------------------------------------------------------
@@ -1309,6 +1353,23 @@ fn torture(cycles: usize, plan: &[Kill]) {
                 _ => {}
             }
         }
+        // Every incident listed before is still there.
+        let seen = shared.incidents.lock().unwrap().clone();
+        for id in &seen {
+            match try_http(
+                web,
+                "GET",
+                &format!("/api/v1/incidents/{id}"),
+                Some(&token),
+                None,
+            ) {
+                Some((200, _)) => {}
+                other => fail(format!(
+                    "incident {id}, listed before the kill, is lost: {:?}",
+                    other.map(|o| o.0)
+                )),
+            }
+        }
         // The audit chain: exported, verified twice, every head
         // acknowledged before the export in it.
         let acked = shared.heads.lock().unwrap().clone();
@@ -1470,7 +1531,7 @@ fn torture(cycles: usize, plan: &[Kill]) {
     eprintln!(
         "\ncrash torture: {} of {cycles} cycles, {} failure(s); worst kill → up {} ms ({}), worst spawn → up {} ms, worst up → router ≡ intents {} ms; \
          routes per cycle up to {}; {waited} start(s) waited for a lock held by a command; dead-man withdrawals {deadman_acts}; \
-         {} CLI reads, {} CLI changes ({} cut off by a kill, reported as such), {} API reads, {} API changes, {} API calls while down, {} reloads, {} audit heads acknowledged",
+         {} CLI reads, {} CLI changes ({} cut off by a kill, reported as such), {} API reads, {} API changes, {} API calls while down, {} reloads, {} audit heads and {} incidents acknowledged",
         stats.len(),
         failures.len(),
         worst_back.map_or(0, |s| s.back.as_millis()),
@@ -1486,6 +1547,7 @@ fn torture(cycles: usize, plan: &[Kill]) {
         c.api_down.load(Ordering::Relaxed),
         c.reloads.load(Ordering::Relaxed),
         shared.heads.lock().unwrap().len(),
+        shared.incidents.lock().unwrap().len(),
     );
     assert!(
         failures.is_empty() && stats.len() == cycles,
