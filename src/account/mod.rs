@@ -1130,6 +1130,8 @@ pub struct ShardStats {
     pub held_refused: u64,
     /// Long flows' rates being held now.
     pub held: u64,
+    /// Silent hosts forgotten to make room for new ones in a full table.
+    pub made_room: u64,
 }
 
 /// Tag on dirty-list entries that index the table being migrated away from.
@@ -1527,6 +1529,47 @@ impl Shard {
         }
     }
 
+    /// A full table makes room for a new host by forgetting one that has
+    /// been silent for a few seconds (looked for from the eviction cursor,
+    /// a bounded number of slots): a spray of addresses that each got a
+    /// packet fills the table once, and must not shut out the next victim
+    /// until `idle_s` has passed.
+    fn make_room(&mut self, second: u32) -> bool {
+        if self.old.is_some() {
+            return false; // while hosts move across, keep it simple: refuse
+        }
+        let cap = self.table.slots.len();
+        for _ in 0..ROOM_SCAN.min(cap) {
+            if self.evict_cursor >= cap {
+                self.evict_cursor = 0;
+            }
+            let i = self.evict_cursor;
+            self.evict_cursor += 1;
+            let s = &self.table.slots[i];
+            let c = &self.table.cold[i];
+            let last = s.second.max(c.out_second);
+            if s.occupied() && s.flags_flows & DETAILED == 0 && last + ROOM_SILENT_S < second {
+                self.table.remove(i);
+                // Removal shifts the rest of the probe chain back: hosts
+                // active this second may now sit where the dirty list
+                // does not point. Point at them again (finish_second drops
+                // duplicates and quiet slots).
+                let mut k = i;
+                while self.table.slots[k].occupied() {
+                    let (s, c) = (&self.table.slots[k], &self.table.cold[k]);
+                    if s.second == second || c.out_second == second {
+                        self.dirty.push(k as u32);
+                    }
+                    k = (k + 1) & self.table.mask;
+                }
+                self.stats.evicted += 1;
+                self.stats.made_room += 1;
+                return true;
+            }
+        }
+        false
+    }
+
     /// Triggers raised since the last call.
     pub fn take_triggers(&mut self) -> Vec<Trigger> {
         std::mem::take(&mut self.triggers)
@@ -1627,7 +1670,7 @@ impl Shard {
         let (mut i, found) = self.locate(key);
         let second = self.second as u32;
         if !found {
-            if self.hosts() >= self.bounds.max_hosts {
+            if self.hosts() >= self.bounds.max_hosts && !self.make_room(second) {
                 self.stats.refused += 1;
                 return;
             }
@@ -1879,6 +1922,11 @@ impl Shard {
         self.weakest = ranked.split_off(ranked.len() - keep);
     }
 }
+
+/// Slots a full table looks through for a silent host to forget.
+const ROOM_SCAN: usize = 256;
+/// Seconds a host must have been silent to be forgotten for a new one.
+const ROOM_SILENT_S: u32 = 3;
 
 /// A host takes details from a holder this many times quieter.
 const REPLACE_FACTOR: u64 = 4;

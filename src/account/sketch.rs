@@ -183,7 +183,7 @@ pub struct Seen {
 }
 
 /// Records kept per reservoir.
-pub const RESERVOIR: usize = 128;
+pub const RESERVOIR: usize = 256;
 
 /// A uniform random sample of up to [`RESERVOIR`] records (Vitter's
 /// algorithm R), so that a rule can be held against the traffic it is

@@ -683,3 +683,43 @@ fn a_long_flow_keeps_its_rate_over_the_seconds_after_its_record() {
     assert_eq!(second.hosts[0].inbound.packets[class::ALL], 100);
     assert_eq!(second.hosts[0].inbound.bytes, 10_000);
 }
+
+#[test]
+fn a_full_table_forgets_a_silent_host_for_a_new_one() {
+    let mut s = Shard::new(
+        vec![Limit::default()],
+        Bounds {
+            max_hosts: 500,
+            ..Bounds::default()
+        },
+    );
+    s.advance(70_000_000);
+    // A spray: one packet to each of 500 addresses fills the table.
+    for i in 0..500u32 {
+        let [a, b, c, d] = (0xc000_0000u32 + i).to_be_bytes();
+        s.account(&Rec::new(
+            &rec([a, b, c, d], proto::UDP, 0, 1, 80),
+            0,
+            false,
+        ));
+    }
+    assert_eq!(s.stats.refused, 0);
+    // A host already active this second, and a new one at once: refused.
+    s.account(&Rec::new(&rec(HOST, proto::UDP, 0, 1, 80), 0, false));
+    assert_eq!(s.stats.refused, 1);
+    // Seconds later, the sprayed addresses are silent: the victim gets a
+    // slot (and keeps its counts in the snapshot).
+    s.advance(70_005_000);
+    for _ in 0..10 {
+        s.account(&Rec::new(&rec(HOST, proto::UDP, 0, 100, 8_000), 0, false));
+    }
+    assert_eq!(s.stats.made_room, 1);
+    let snap = s.advance(70_006_000).unwrap();
+    let victim = snap
+        .hosts
+        .iter()
+        .find(|h| h.addr == Addr::v4(HOST))
+        .unwrap();
+    assert_eq!(victim.inbound.packets[class::ALL], 1000);
+    s.check().unwrap();
+}

@@ -18,10 +18,11 @@
 //!   reason: shares of zero name nothing, and a family is never guessed
 //!   from a handful of samples.
 //! - Families present (share ≥ [`PRESENT`], its interval clear of zero) are
-//!   the attack's parts; those with a share of at least [`SIGNIFICANT`] (and
-//!   an interval that says so) are its components. One component names the
-//!   family; two or more make it `multi_vector`; several parts none of which
-//!   is significant (five families at 19 %) are `multi_vector` too.
+//!   the attack's parts; those that may be [`SIGNIFICANT`] or more (the
+//!   interval reaches it, the share is at least half of it) are its
+//!   components. One component names the family — it is then significantly
+//!   ahead of every other; two or more make it `multi_vector`; several parts
+//!   none of which may be significant are `multi_vector` too.
 //! - **Confidence** is the lower bound of the named share's interval (the
 //!   components' total for `multi_vector`): 20 samples that all agree give
 //!   0.84, never 1.0.
@@ -308,9 +309,14 @@ pub fn classify(d: &Details, botnet_sources: u64) -> Verdict {
     parts.sort_by(|a, b| b.share.total_cmp(&a.share));
     // Present: a real part of the traffic, not a stray sample.
     parts.retain(|c| c.share >= PRESENT && c.low > PRESENT / 5.0);
+    // A family is a component when it may be a fifth of the attack or
+    // more: its interval reaches SIGNIFICANT and it is at least half that.
+    // One component is named alone only when no other could be one too
+    // ("significantly ahead"): five families at a fifth each, whichever
+    // happens to be sampled at 20.5 %, are multi_vector, not one of them.
     let significant: Vec<Component> = parts
         .iter()
-        .filter(|c| c.share >= SIGNIFICANT && c.low >= SIGNIFICANT / 2.0)
+        .filter(|c| c.high >= SIGNIFICANT && c.share >= SIGNIFICANT / 2.0)
         .cloned()
         .collect();
     let sum_share = |cs: &[Component]| cs.iter().map(|c| c.share).sum::<f64>().min(1.0);
@@ -532,9 +538,11 @@ mod tests {
         });
         let v = classify(&d, 300);
         assert_eq!(v.family, "multi_vector", "{v:?}");
-        assert_eq!(v.components.len(), 6, "{v:?}");
-        let covered: f64 = v.components.iter().map(|c| c.share).sum();
+        assert_eq!(v.components.len(), 5, "the five that may be a fifth: {v:?}");
+        assert_eq!(v.parts.len(), 6, "and the GRE beside them: {v:?}");
+        let covered: f64 = v.parts.iter().map(|c| c.share).sum();
         assert!(covered > 0.99, "{covered}");
+        assert!(v.confidence > 0.9, "{}", v.confidence);
     }
 
     #[test]

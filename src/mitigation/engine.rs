@@ -290,6 +290,23 @@ impl Engine {
                 v.family, v.confidence, v.samples, m.min_confidence
             ));
         }
+        // Each rule is drawn from its own part of the samples (its ports,
+        // its lengths): every component needs enough of them, or its rule
+        // would be wider than the attack (a port or a length floor missed).
+        let items = inc.current.details.seen.items().len() as f64;
+        if let Some(c) = v
+            .components
+            .iter()
+            .find(|c| c.share * items < rules::MIN_COMPONENT_SAMPLES as f64)
+        {
+            return Err(format!(
+                "{} is {:.0}% of {} samples held for rules: fewer than {} to draw its rule from",
+                c.family.as_str(),
+                c.share * 100.0,
+                items,
+                rules::MIN_COMPONENT_SAMPLES
+            ));
+        }
         Ok(())
     }
 
@@ -373,17 +390,23 @@ impl Engine {
             let keys: Vec<String> = new.iter().map(|r| key(level, r)).collect();
             let urgent = cover_new >= cover_old + REFIT_GAIN;
             // Without a gain in coverage, only a change of what the rules
-            // match on — protocol, ports, flags, fragments: the attack
-            // changed — is worth a replacement. A length range or a source
-            // list the samples draw a little differently second by second
-            // is not: it would churn the router's table.
+            // match on — protocol, ports, lengths, flags, fragments — is
+            // worth a replacement, once it has stood REFIT_HOLD_MS (a range
+            // drawn a little differently each second never stands that
+            // long, so it does not churn the router's table).
             let mut sig_old: Vec<Signature> = old_rules.iter().map(signature).collect();
             let mut sig_new: Vec<Signature> = new_rules.iter().map(signature).collect();
             sig_old.sort();
             sig_old.dedup();
             sig_new.sort();
             sig_new.dedup();
-            if !urgent && sig_old == sig_new {
+            // Nor is a rule that only drops a constraint (a port list, a
+            // length range) because this second's samples were too few to
+            // draw it: wider, not better.
+            let wider = new_rules
+                .iter()
+                .all(|n| old_rules.iter().any(|o| broadens(n, o)));
+            if !urgent && (sig_old == sig_new || wider) {
                 if let Some(c) = self.cases.get_mut(&host) {
                     c.refit = None;
                 }
@@ -1306,16 +1329,39 @@ impl Engine {
     }
 }
 
-/// What a FlowSpec rule matches on, but for its destination, source and
-/// packet lengths: the attack's signature.
+/// What a FlowSpec rule matches on, but for its destination and source:
+/// the attack's signature.
 type Signature = (
     Vec<u8>,
+    Vec<levee_bgp::Range>,
     Vec<levee_bgp::Range>,
     Vec<levee_bgp::Range>,
     Vec<levee_bgp::Range>,
     Option<(u8, u8)>,
     Option<String>,
 );
+
+/// Whether `new` is `old` with constraints dropped or widened: the same
+/// protocols, flags, fragments, source ports and ICMP types, and
+/// destination ports and lengths either gone or taking in more.
+fn broadens(new: &FlowSpecRule, old: &FlowSpecRule) -> bool {
+    // Every value `small` takes in, `big` does (an empty list takes in all).
+    let within = |small: &[levee_bgp::Range], big: &[levee_bgp::Range]| {
+        big.is_empty()
+            || (!small.is_empty()
+                && small
+                    .iter()
+                    .all(|s| big.iter().any(|b| b.lo <= s.lo && s.hi <= b.hi)))
+    };
+    new.protocols == old.protocols
+        && new.tcp_flags == old.tcp_flags
+        && new.fragment == old.fragment
+        && new.src_ports == old.src_ports
+        && new.icmp_types == old.icmp_types
+        && new != old
+        && within(&old.dst_ports, &new.dst_ports)
+        && within(&old.packet_lengths, &new.packet_lengths)
+}
 
 fn signature(r: &FlowSpecRule) -> Signature {
     let mut protocols = r.protocols.clone();
@@ -1325,6 +1371,7 @@ fn signature(r: &FlowSpecRule) -> Signature {
         r.src_ports.clone(),
         r.dst_ports.clone(),
         r.icmp_types.clone(),
+        r.packet_lengths.clone(),
         r.tcp_flags.map(|t| (t.set, t.unset)),
         r.fragment.map(|f| f.to_string()),
     )

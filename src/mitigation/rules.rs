@@ -45,18 +45,6 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
     let base = FlowSpecRule::to(host_net(host), action);
     let now = &inc.current;
     let f = &now.features;
-    let few_dst_ports = || -> Vec<Range> {
-        // Port 0 is what a record without its L4 header says: never a
-        // port to match.
-        let ports: Vec<u16> = f.dst_ports.iter().copied().filter(|p| *p != 0).collect();
-        if ports.is_empty() || ports.len() > MAX_PORTS || ports.len() < f.dst_ports.len() {
-            Vec::new()
-        } else {
-            let mut p: Vec<Range> = ports.into_iter().map(Range::one).collect();
-            p.sort();
-            p
-        }
-    };
     let icmp = if host.is_ipv6() { 58 } else { 1 };
     let mut out = Vec::new();
     if !now.verdict.classified() {
@@ -75,6 +63,7 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
         }
     }
     let significant = now.verdict.components.len();
+    let items = now.details.seen.items().len() as f64;
     for (i, c) in parts.into_iter().enumerate() {
         if i >= significant {
             let covered = coverage(&out, &now.details).unwrap_or(1.0);
@@ -83,6 +72,11 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             }
             if c.family == Family::TcpFlood && dominant_tcp_flags(f.tcp_flags.as_slice()).is_none()
             {
+                continue;
+            }
+            // A part is added only on evidence of its own: a few samples
+            // of the host's own traffic (its clients' SYNs) are no attack.
+            if c.share * items < MIN_COMPONENT_SAMPLES as f64 {
                 continue;
             }
         }
@@ -99,7 +93,6 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             },
             Family::SynFlood => FlowSpecRule {
                 protocols: vec![6],
-                dst_ports: few_dst_ports(),
                 tcp_flags: Some(TcpFlags {
                     set: levee_bgp::model::tcp::SYN,
                     unset: levee_bgp::model::tcp::ACK,
@@ -108,7 +101,6 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             },
             Family::TcpFlood => FlowSpecRule {
                 protocols: vec![6],
-                dst_ports: few_dst_ports(),
                 tcp_flags: dominant_tcp_flags(f.tcp_flags.as_slice()),
                 ..base.clone()
             },
@@ -138,7 +130,6 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             }
             Family::UdpFlood => FlowSpecRule {
                 protocols: vec![17],
-                dst_ports: few_dst_ports(),
                 ..base.clone()
             },
             Family::IcmpFlood => {
@@ -184,7 +175,14 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                 }
             }
         };
-        let rule = with_lengths(c.family, rule, &now.details);
+        let mut rule = with_lengths(c.family, rule, &now.details);
+        if matches!(
+            c.family,
+            Family::SynFlood | Family::TcpFlood | Family::UdpFlood
+        ) && c.vector.as_deref() != Some("syn_ack")
+        {
+            rule.dst_ports = dst_ports(&rule, &now.details);
+        }
         if !out.contains(&rule) {
             out.push(rule);
         }
@@ -209,6 +207,51 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
 /// let through may call for the next level.
 pub const MIN_COVERAGE: f64 = 0.9;
 
+/// The destination ports of the sampled packets `rule` matches, when a
+/// few (at most [`MAX_PORTS`], each at least a tenth) carry nine tenths of
+/// them; none otherwise (a flood to random ports). Drawn from the
+/// component's own samples: a SYN flood on port 80 beside a UDP flood to
+/// random ports must not put port 80 in the UDP rule. Never port 0 (what a
+/// record without its L4 header says).
+fn dst_ports(rule: &FlowSpecRule, d: &crate::account::Details) -> Vec<Range> {
+    let mut counts: Vec<(u16, u64)> = Vec::new();
+    let mut total = 0u64;
+    for s in d.seen.items().iter().filter(|s| matches(rule, s)) {
+        total += s.weight;
+        match counts.iter_mut().find(|(p, _)| *p == s.dst_port) {
+            Some((_, n)) => *n += s.weight,
+            None => counts.push((s.dst_port, s.weight)),
+        }
+    }
+    let sampled = d.seen.items().iter().filter(|s| matches(rule, s)).count();
+    if sampled < MIN_PORT_SAMPLES || total == 0 {
+        return Vec::new();
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let mut chosen = Vec::new();
+    let mut covered = 0u64;
+    for (port, n) in counts.into_iter().take(MAX_PORTS) {
+        if port == 0 || (n as f64) < 0.1 * total as f64 {
+            break;
+        }
+        chosen.push(Range::one(port));
+        covered += n;
+        if covered as f64 >= 0.9 * total as f64 {
+            chosen.sort();
+            return chosen;
+        }
+    }
+    Vec::new()
+}
+
+/// Samples of a component a rule is drawn from, at least: enough for its
+/// lengths and ports (the engine waits for them).
+pub const MIN_COMPONENT_SAMPLES: usize = 20;
+
+/// Samples a rule's destination ports are drawn from, at least (ten that
+/// all go to one port say so plainly).
+const MIN_PORT_SAMPLES: usize = 10;
+
 /// One-packet samples a rule's length range is drawn from, at least.
 const MIN_SIZED: usize = 20;
 
@@ -228,22 +271,27 @@ fn with_lengths(
     ) {
         return rule;
     }
-    let (mut n, mut lo, mut hi) = (0usize, u32::MAX, 0u32);
-    for s in d.seen.items() {
-        if s.length > 0 && matches(&rule, s) {
-            n += 1;
-            lo = lo.min(u32::from(s.length));
-            hi = hi.max(u32::from(s.length));
-        }
-    }
-    if n < MIN_SIZED {
+    let mut lengths: Vec<u32> = d
+        .seen
+        .items()
+        .iter()
+        .filter(|s| s.length > 0 && matches(&rule, s))
+        .map(|s| u32::from(s.length))
+        .collect();
+    if lengths.len() < MIN_SIZED {
         return rule;
     }
+    lengths.sort_unstable();
+    let (lo, hi) = (lengths[0], lengths[lengths.len() - 1]);
     let margin = |v: u32| (v / 20).max(LENGTH_MARGIN);
     let range = if family == Family::Amplification {
-        (lo >= AMPLIFIED).then(|| {
+        // The floor under the reflected packets: their 10th percentile, so
+        // the host's own small replies among them (under a tenth) do not
+        // pull it down to nothing.
+        let floor = lengths[lengths.len() / 10];
+        (floor >= AMPLIFIED).then(|| {
             (
-                lo.saturating_sub(margin(lo)).max(AMPLIFIED / 2),
+                floor.saturating_sub(margin(floor)).max(AMPLIFIED / 2),
                 u32::from(u16::MAX),
             )
         })

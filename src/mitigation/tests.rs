@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use levee_bgp::{FlowAction, Range, Route, TcpFlags};
+use levee_bgp::{FlowAction, FlowSpecRule, Range, Route, TcpFlags};
 use levee_collectors::Addr;
 
 use super::engine::{Action, Engine};
@@ -815,7 +815,11 @@ fn a_changed_attack_gets_its_new_rule_before_the_old_one_goes() {
     // It turns into a SYN flood: its recent samples are all SYNs now.
     let mut syn = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 2 * S);
     syn.id = inc.id.clone();
-    syn.current.details = Arc::new(sampled(100, |_| seen(6, 40_000, 0x02)));
+    // To random ports.
+    syn.current.details = Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+        dst_port: 1000 + i as u16,
+        ..seen(6, 40_000, 0x02)
+    }));
     let a = e.incident(&syn, 2 * S);
     let order: Vec<&str> = a
         .iter()
@@ -836,19 +840,32 @@ fn a_changed_attack_gets_its_new_rule_before_the_old_one_goes() {
     assert_eq!(&old.route, &got[0].1);
     assert!(why.contains("the attack changed"), "{why}");
     assert_eq!(e.active().len(), 1);
-    // A set that differs but matches no more of the attack waits to stand.
-    let mut wider = syn.clone();
-    wider.current.features.dst_ports = vec![443, 80];
-    assert!(e.incident(&wider, 3 * S).is_empty());
-    let later = e.incident(&wider, 3 * S + super::engine::REFIT_HOLD_MS);
-    assert_eq!(
-        later
-            .iter()
-            .filter(|x| matches!(x, Action::Announce(_)))
-            .count(),
-        1,
-        "{later:?}"
-    );
+    // A narrower set that matches the attack as well (it now goes to one
+    // port) replaces the rule once it has stood, not at once.
+    let mut narrower = syn.clone();
+    narrower.current.details = Arc::new(sampled(100, |_| seen(6, 40_000, 0x02)));
+    assert!(e.incident(&narrower, 3 * S).is_empty());
+    let later = e.incident(&narrower, 3 * S + super::engine::REFIT_HOLD_MS);
+    let new: Vec<&FlowSpecRule> = later
+        .iter()
+        .filter_map(|x| match x {
+            Action::Announce(m) => match &m.route {
+                Route::FlowSpec(r) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(new.len(), 1, "{later:?}");
+    assert_eq!(new[0].dst_ports, vec![Range::one(443)]);
+    // The other way — fewer samples, so no port range — is no reason to
+    // widen a rule that matches the attack as well.
+    let mut thin = syn.clone();
+    thin.current.details = Arc::new(sampled(10, |_| seen(6, 40_000, 0x02)));
+    for t in 10..20 {
+        let a = e.incident(&thin, t * S);
+        assert!(!a.iter().any(|x| matches!(x, Action::Announce(_))), "{a:?}");
+    }
 }
 
 #[test]
@@ -939,8 +956,15 @@ fn amplification_rules_let_the_hosts_own_small_replies_through() {
         ..seen(17, 123, 0)
     }));
     let r = rules::flowspec(&inc, &HostgroupMitigation::default());
-    // The small replies are in the samples: no floor can be drawn safely
-    // from a minimum that includes them.
+    // The small replies are a few of the samples: the floor is drawn under
+    // the reflected answers, above them.
+    assert_eq!(r[0].packet_lengths, vec![Range { lo: 445, hi: 65535 }]);
+    // When they are a fifth, no floor is safe.
+    inc.current.details = Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+        length: if i % 5 == 0 { 76 } else { 468 },
+        ..seen(17, 123, 0)
+    }));
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
     assert_eq!(r[0].packet_lengths, vec![]);
     inc.current.details = Arc::new(sampled(100, |_| crate::account::sketch::Seen {
         length: 468,
@@ -983,7 +1007,7 @@ fn rules_cover_the_attack_not_only_its_largest_part() {
         component(Family::SynFlood, None, 0.10),
     ];
     inc.current.features.icmp_types = vec![8];
-    inc.current.details = Arc::new(sampled(100, |i| match i % 20 {
+    inc.current.details = Arc::new(sampled(200, |i| match i % 20 {
         0..=14 => seen(17, 123, 0),
         15..=17 => crate::account::sketch::Seen {
             icmp_type: 8,

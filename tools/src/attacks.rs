@@ -109,7 +109,7 @@ pub struct Attack {
     pub sources: Sources,
 }
 
-fn random_v4(rng: &mut Rng) -> IpAddr {
+pub fn random_v4(rng: &mut Rng) -> IpAddr {
     // Public-looking space that no test hostgroup covers.
     let a = 11 + rng.range(0, 180) as u8;
     IpAddr::V4(Ipv4Addr::new(
@@ -120,7 +120,7 @@ fn random_v4(rng: &mut Rng) -> IpAddr {
     ))
 }
 
-fn random_v6(rng: &mut Rng) -> IpAddr {
+pub fn random_v6(rng: &mut Rng) -> IpAddr {
     IpAddr::V6(Ipv6Addr::new(
         0x2a00 + rng.range(0, 0x100) as u16,
         rng.next_u64() as u16,
@@ -134,7 +134,7 @@ fn random_v6(rng: &mut Rng) -> IpAddr {
 }
 
 /// A real host's TTL: an OS default (64 or 128) less its path length.
-fn path_ttl(rng: &mut Rng) -> u8 {
+pub fn path_ttl(rng: &mut Rng) -> u8 {
     let initial = if rng.range(0, 3) == 0 { 128 } else { 64 };
     initial - rng.range(5, 28) as u8
 }

@@ -7,10 +7,13 @@
 //! regenerate every capture a test uses. [`gobgpd`] runs real BGP peers
 //! (levee's speaker and a border router) for the mitigation tests, and
 //! watches every route the router receives; [`flowspec`] holds the
-//! router's FlowSpec rules against scenario packets (coverage).
+//! router's FlowSpec rules against scenario packets (coverage); [`shapes`]
+//! makes attacks shaped to provoke a wrong rule, beside the traffic a
+//! rule must spare.
 
 pub mod attacks;
 pub mod export;
 pub mod flowspec;
 pub mod gobgpd;
 pub mod scenario;
+pub mod shapes;
