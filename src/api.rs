@@ -211,6 +211,10 @@ pub struct ExporterView {
     pub sequence_lost: u64,
     pub exporter_drops: u64,
     pub clock_skew: u64,
+    /// The longest flow its records reported, seconds: about its active
+    /// timeout, which bounds how late an attack in long flows is seen.
+    #[serde(default)]
+    pub longest_flow_s: u16,
     /// RFC 3339 time of the last datagram.
     pub last_seen: Option<String>,
 }
@@ -233,6 +237,7 @@ async fn exporters(State(s): State<WebState>) -> Json<Vec<ExporterView>> {
                 sequence_lost: c.lost,
                 exporter_drops: c.exporter_drops,
                 clock_skew: c.clock_skew,
+                longest_flow_s: c.longest_flow_s,
                 last_seen: (c.last_seen_ms > 0).then(|| {
                     humantime::format_rfc3339_millis(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.last_seen_ms),

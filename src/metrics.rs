@@ -406,6 +406,20 @@ pub fn render(s: &WebState, store_size: u64) -> String {
         }
     }
     p.family(
+        "levee_exporter_longest_flow_seconds",
+        "gauge",
+        "The longest flow an exporter's records reported: about its active timeout, which bounds how late an attack carried in long flows is seen.",
+    );
+    for (ip, c) in &exporters {
+        if c.longest_flow_s > 0 {
+            p.sample(
+                "levee_exporter_longest_flow_seconds",
+                &[("exporter", &ip.to_string())],
+                u64::from(c.longest_flow_s),
+            );
+        }
+    }
+    p.family(
         "levee_socket_drops_total",
         "counter",
         "Datagrams the kernel dropped on levee's sockets (receive buffer full).",

@@ -340,3 +340,137 @@ fn a_spray_of_addresses_does_not_blind_levee_to_the_next_victim() {
     );
     drop(levee);
 }
+
+/// A flood carried in persistent 5-tuples (as Mirai's udpplain sends it),
+/// exported by a real exporter — softflowd, NetFlow v5, a 10 s active
+/// timeout — whose datagrams reach `levee run` at the pace softflowd sent
+/// them in capture time. Each flow is reported once per timeout; counted
+/// once in the second its record arrives, at its rate, the flood read as a
+/// tenth of itself (2 kpps a second, under a 5 kpps limit) and was never
+/// detected. Held over the seconds it covers, it reads at its rate.
+#[test]
+fn a_flood_in_persistent_flows_reads_at_its_rate() {
+    use levee_collectors::encode::packet::PacketSpec;
+    use levee_tools::scenario::{Packet, Scenario, T0_US};
+    let dir = tempfile::tempdir().unwrap();
+    let victim: IpAddr = "192.0.2.77".parse().unwrap();
+    // Ten flows of 2,000 pps each, starting a second apart, for 30 s.
+    let mut packets = Vec::new();
+    for f in 0..10u64 {
+        let src = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10 + f as u8));
+        for i in 0..(30 - f) * 2000 {
+            packets.push(Packet {
+                time_us: T0_US + f * 1_000_000 + i * 500,
+                spec: PacketSpec::udp(src, victim, 40_000 + f as u16, 9_999, 512),
+            });
+        }
+    }
+    packets.sort_by_key(|p| p.time_us);
+    let flood = Scenario {
+        name: "persistent".into(),
+        packets,
+    };
+    let pcap = dir.path().join("persistent.pcap");
+    flood.write_pcap_snap(&pcap, 128).unwrap();
+    // softflowd reads the capture and exports to a socket of ours.
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let status = std::process::Command::new("softflowd")
+        .args(["-r", pcap.to_str().unwrap(), "-n"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "-v",
+            "5",
+            "-a",
+            "-A",
+            "milli",
+            "-c",
+            "none",
+            "-d",
+            "-t",
+            "maxlife=10",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("softflowd runs (scripts/install-deps --test installs it)");
+    assert!(status.success());
+    let mut datagrams: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 65_536];
+    while let Ok(n) = rx.recv(&mut buf) {
+        let d = &buf[..n];
+        // NetFlow v5 header: export time in unix_secs and unix_nsecs.
+        let secs = u32::from_be_bytes([d[8], d[9], d[10], d[11]]) as u64;
+        let nsecs = u32::from_be_bytes([d[12], d[13], d[14], d[15]]) as u64;
+        datagrams.push((secs * 1_000_000 + nsecs / 1000, d.to_vec()));
+    }
+    assert!(
+        datagrams.len() >= 3,
+        "softflowd exported {} datagrams",
+        datagrams.len()
+    );
+    let first = datagrams.iter().map(|d| d.0).min().unwrap();
+    let records: usize = datagrams.iter().map(|d| usize::from(d.1[3])).sum();
+    eprintln!(
+        "softflowd: {} datagrams, {records} records over {:.0} s of capture",
+        datagrams.len(),
+        (datagrams.iter().map(|d| d.0).max().unwrap() - first) as f64 / 1e6
+    );
+
+    let bed = bed();
+    let config = bed.dir.path().join("levee.toml");
+    let text = format!(
+        "[collector]\nallowed_exporters = [\"127.0.0.1/32\"]\n\
+         [[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\"]\n\
+         [hostgroup.thresholds]\npps = 5000\n\
+         [hostgroup.mitigation]\nladder = [\"flowspec\"]\n\
+         [detection]\nhold_down = \"5s\"\n\
+         [bgp]\ngobgp_grpc = \"{}\"\n",
+        bed.speaker.grpc()
+    );
+    std::fs::write(&config, test_config(&bed.dir.path().join("data"), &text)).unwrap();
+    let levee = Levee::start(&config);
+    let netflow = levee.collector("netflow");
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    let mut detected = None;
+    for (at, d) in &datagrams {
+        let due = Duration::from_micros(at - first);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        tx.send_to(d, netflow).unwrap();
+        if detected.is_none() && levee.metric("levee_incidents_total").as_deref() == Some("1") {
+            detected = Some(start.elapsed());
+        }
+    }
+    levee.wait_for("the flood to be detected", |l| {
+        l.metric("levee_incidents_total").as_deref() == Some("1")
+    });
+    let token = api_key(&config, "ops", "read");
+    let body = http(levee.web, "GET", "/api/v1/incidents", Some(&token), None).body;
+    let incidents: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let inc = &incidents[0];
+    assert_eq!(inc["host"], "192.0.2.77", "{inc}");
+    let peak = inc["peak_pps"].as_u64().unwrap();
+    assert!(
+        peak >= 15_000,
+        "read at its rate, not a tenth: peak {peak} pps"
+    );
+    eprintln!(
+        "persistent flows: detected {:?} after the first export, peak {peak} pps (20,000 sent)",
+        detected
+    );
+    // The exporter's active timeout shows: it bounds how late such a flood
+    // is seen.
+    let timeout: u64 = levee
+        .metric("levee_exporter_longest_flow_seconds{exporter=\"127.0.0.1\"}")
+        .expect("the exporter's longest flow")
+        .parse()
+        .unwrap();
+    assert!(
+        (9..=12).contains(&timeout),
+        "{timeout} s (maxlife 10 s, expired on its next check)"
+    );
+}

@@ -25,6 +25,10 @@ pub struct Counters {
     pub clock_skew: u64,
     /// Unix ms of the last datagram.
     pub last_seen_ms: u64,
+    /// The longest flow a record reported, seconds: about the exporter's
+    /// active timeout, which bounds how late a long flow is reported (and
+    /// so how late an attack carried in one can be seen).
+    pub longest_flow_s: u16,
 }
 
 impl Counters {
@@ -47,6 +51,7 @@ impl Counters {
         self.non_ip += c.non_ip;
         self.clock_skew += c.clock_skew;
         self.last_seen_ms = self.last_seen_ms.max(c.last_seen_ms);
+        self.longest_flow_s = self.longest_flow_s.max(c.longest_flow_s);
     }
 }
 
@@ -60,6 +65,7 @@ pub struct Exporter {
     /// Errors that ended a datagram, by protocol and kind.
     fatal: [[u64; ErrorKind::COUNT]; Protocol::COUNT],
     last_seen_ms: u64,
+    longest_flow_s: u16,
     pub sflow: sflow::State,
     pub netflow5: netflow5::State,
     /// NetFlow v9 and IPFIX templates, samplers and sequence state.
@@ -88,6 +94,7 @@ impl Exporter {
         out: &mut Vec<FlowRecord>,
     ) -> Result<Protocol, DecodeError> {
         self.last_seen_ms = self.last_seen_ms.max(dg.received_ms);
+        let first = out.len();
         let Some(protocol) = sniff(dg.data) else {
             // Not flow export at all; count it under the NetFlow family,
             // which is what most stray traffic on these ports was meant as.
@@ -109,6 +116,11 @@ impl Exporter {
             Protocol::Pcap => unreachable!("sniff never says pcap"),
         };
         self.count(protocol, result.as_ref().err().map(|e| e.kind));
+        if protocol != Protocol::Sflow {
+            if let Some(d) = out[first..].iter().map(|r| r.duration_s).max() {
+                self.longest_flow_s = self.longest_flow_s.max(d);
+            }
+        }
         result.map(|()| protocol)
     }
 
@@ -126,6 +138,7 @@ impl Exporter {
             datagrams: self.datagrams,
             errors: self.fatal,
             last_seen_ms: self.last_seen_ms,
+            longest_flow_s: self.longest_flow_s,
             ..Counters::default()
         };
         for (p, t) in self.tallies.iter().enumerate() {
