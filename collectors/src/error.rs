@@ -75,10 +75,14 @@ pub enum ErrorKind {
     ExporterLimit,
     /// A captured packet that is not IP, or an IP header that is invalid.
     BadPacket,
+    /// Counters that contradict the exporter's own earlier ones (an sFlow
+    /// sample pool that does not move with its sequence numbers): counted,
+    /// and the records marked untrusted, never the ground for a mitigation.
+    ImplausibleCounters,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::Truncated,
         ErrorKind::BadVersion,
         ErrorKind::BadLength,
@@ -90,6 +94,7 @@ impl ErrorKind {
         ErrorKind::TemplateLimit,
         ErrorKind::ExporterLimit,
         ErrorKind::BadPacket,
+        ErrorKind::ImplausibleCounters,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -106,6 +111,7 @@ impl ErrorKind {
             ErrorKind::TemplateLimit => "template_limit",
             ErrorKind::ExporterLimit => "exporter_limit",
             ErrorKind::BadPacket => "bad_packet",
+            ErrorKind::ImplausibleCounters => "implausible_counters",
         }
     }
 

@@ -46,11 +46,30 @@ pub struct IfCounters {
     pub at_ms: u64,
 }
 
+/// Sample pools tracked per exporter (agent, source).
+const MAX_POOLS: usize = 1024;
+/// Implausible samples in a row after which a source's pool is taken as
+/// the new baseline (its first sample may have been the forged one).
+const REBASE_AFTER: u8 = 8;
+
+/// A source's last flow sample: sequence number and sample pool.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    agent: Addr,
+    source: u32,
+    seq: u32,
+    pool: u32,
+    /// Implausible samples since the last plausible one.
+    strikes: u8,
+}
+
 /// What sFlow decoding remembers about one exporter.
 #[derive(Debug, Default)]
 pub struct State {
     /// (agent, sub-agent) → last datagram sequence number.
     seqs: Vec<(Addr, u32, u32)>,
+    /// Per (agent, source): the last plausible sample's sequence and pool.
+    pools: Vec<Pool>,
     /// (agent, ifIndex) → counters.
     interfaces: HashMap<(Addr, u32), IfCounters>,
     /// Counter reports refused because [`MAX_INTERFACES`] was reached.
@@ -64,6 +83,57 @@ impl State {
 
     pub fn interfaces(&self) -> impl Iterator<Item = (&(Addr, u32), &IfCounters)> {
         self.interfaces.iter()
+    }
+
+    /// Whether a flow sample's sequence number and sample pool move with
+    /// the source's earlier ones: the pool counts every packet the source
+    /// saw, so as the sequence moves forward it never runs backwards and
+    /// grows by about the sampling rate per sample (agents update it
+    /// lazily, so it may also stand still) — a forged datagram rarely
+    /// knows where a real source's counters stand.
+    /// A source's first sample, a restart (the sequence going back) and a
+    /// source past [`MAX_POOLS`] are taken as they come.
+    fn plausible(&mut self, agent: &Addr, source: u32, seq: u32, pool: u32, rate: u32) -> bool {
+        let Some(p) = self
+            .pools
+            .iter_mut()
+            .find(|p| p.source == source && p.agent == *agent)
+        else {
+            if self.pools.len() < MAX_POOLS {
+                self.pools.push(Pool {
+                    agent: *agent,
+                    source,
+                    seq,
+                    pool,
+                    strikes: 0,
+                });
+            }
+            return true;
+        };
+        let ds = seq.wrapping_sub(p.seq);
+        let dp = pool.wrapping_sub(p.pool);
+        let ok = if ds == 0 || ds >= 1 << 31 {
+            true // a repeat, a reordered sample or a restart
+        } else {
+            // Agents update the pool lazily (a real one repeats it across
+            // consecutive samples), so it may stand still; it may not run
+            // backwards, nor far ahead of what the samples can account for.
+            let rate = u64::from(rate.max(1));
+            let most = u64::from(ds) * rate * 64 + rate * 1024;
+            dp < 1 << 31 && u64::from(dp) <= most
+        };
+        if ok || p.strikes + 1 >= REBASE_AFTER {
+            *p = Pool {
+                agent: *agent,
+                source,
+                seq,
+                pool,
+                strikes: 0,
+            };
+        } else {
+            p.strikes += 1;
+        }
+        ok
     }
 
     /// Records a datagram sequence number; returns how many datagrams were lost.
@@ -217,8 +287,24 @@ pub fn decode(
         let (format, body, next) = block(b, at, 0, &SAMPLES)?;
         let start = at + 8;
         match format {
-            1 => flow_sample(body, start, false, &agent, dg.received_ms, out, tally)?,
-            3 => flow_sample(body, start, true, &agent, dg.received_ms, out, tally)?,
+            1 | 3 => {
+                let before = out.len();
+                flow_sample(body, start, format == 3, &agent, dg.received_ms, out, tally)?;
+                // Compact: seq, source_id, rate, pool; expanded: seq, source
+                // type, source index, rate, pool.
+                let w = |i: usize| u32_at(body, i * 4).unwrap_or(0);
+                let (seq, source, rate, pool) = if format == 3 {
+                    (w(0), (w(1) << 24) | (w(2) & 0x00ff_ffff), w(3), w(4))
+                } else {
+                    (w(0), w(1), w(2), w(3))
+                };
+                if out.len() > before && !state.plausible(&agent, source, seq, pool, rate) {
+                    tally.errors[ErrorKind::ImplausibleCounters.index()] += 1;
+                    for r in &mut out[before..] {
+                        r.flags |= flags::UNTRUSTED;
+                    }
+                }
+            }
             2 => counter_sample(body, start, false, agent, dg.received_ms, state)?,
             4 => counter_sample(body, start, true, agent, dg.received_ms, state)?,
             _ => {} // enterprise or unknown formats: skipped by length

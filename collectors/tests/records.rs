@@ -358,3 +358,79 @@ proptest! {
         }
     }
 }
+
+/// A flow sample whose pool runs backwards, or far ahead of what its
+/// sequence numbers allow, contradicts its source's earlier samples: it is
+/// counted, and its record marked untrusted (never the ground for a
+/// mitigation). A pool that stands still (agents update it lazily) is fine.
+#[test]
+fn sflow_pools_that_contradict_their_source_are_untrusted() {
+    use levee_collectors::encode::sflow as sf;
+    use levee_collectors::ErrorKind;
+    let spec = PacketSpec::udp(
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        53,
+        1234,
+        512,
+    );
+    let mut header = Vec::new();
+    enc_pkt::ethernet(&spec, 110, &mut header);
+    let datagram = |seq: u32, pool: u32| {
+        let mut out = Vec::new();
+        sf::encode(
+            &sf::Datagram {
+                agent: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                sub_agent: 0,
+                seq,
+                uptime_ms: 1000,
+                samples: vec![sf::Sample::Flow {
+                    expanded: false,
+                    seq,
+                    source_index: 7,
+                    rate: 1000,
+                    pool,
+                    drops: 0,
+                    input: 1,
+                    output: 2,
+                    frame_len: 530,
+                    header: header.clone(),
+                }],
+            },
+            &mut out,
+        );
+        out
+    };
+    let mut e = Exporter::default();
+    let mut decode = |seq: u32, pool: u32| -> FlowRecord {
+        let data = datagram(seq, pool);
+        let mut out = Vec::new();
+        e.decode(
+            &Datagram {
+                data: &data,
+                source: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                received_ms: 0,
+            },
+            &mut out,
+        )
+        .unwrap();
+        out[0]
+    };
+    let trusted = |r: &FlowRecord| r.flags & flags::UNTRUSTED == 0;
+    assert!(
+        trusted(&decode(100, 100_000)),
+        "the first sample sets the baseline"
+    );
+    assert!(trusted(&decode(101, 101_000)));
+    assert!(trusted(&decode(102, 101_000)), "a pool that stands still");
+    assert!(!trusted(&decode(103, 50)), "a pool that runs backwards");
+    assert!(!trusted(&decode(104, 900_000_000)), "a pool far ahead");
+    assert!(trusted(&decode(105, 106_000)), "the real source goes on");
+    let implausible: u64 = e
+        .counters()
+        .errors
+        .iter()
+        .map(|row| row[ErrorKind::ImplausibleCounters.index()])
+        .sum();
+    assert_eq!(implausible, 2);
+}
