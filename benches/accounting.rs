@@ -4,7 +4,9 @@
 //!   one of a million tracked hosts — the cost is the cache misses of a
 //!   table far larger than the caches (goal ≤ 40 ns, one thread);
 //!   `account/1M_hosts_batched` the same through `Shard::account_batch`,
-//!   as the shard workers call it.
+//!   as the shard workers call it; `account_prefixes/…` the same with
+//!   every host's /24 summed as well (carpet-bombing aggregates, DET-6;
+//!   goal: at most 10 % more).
 //! - `pipeline/netflow5`: decode a 30-record NetFlow v5 datagram, route each
 //!   record (hostgroup lookup), through an SPSC ring, into a shard.
 //! - `replay/sflow`: `levee replay`'s engine (decode, account, detect) over
@@ -15,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use levee::account::{Bounds, Limit, Rec, Shard};
+use levee::account::{Bounds, Limit, PrefixLimit, Rec, Shard};
 use levee::hostgroups::Hostgroups;
 use levee::pipeline::{Engine, Routing};
 use levee_collectors::encode::samples;
@@ -31,6 +33,22 @@ fn config(prefix: &str) -> levee::config::Config {
 }
 
 fn account(c: &mut Criterion) {
+    account_with(c, "account", None);
+    // The same with every host's /24 summed too (DET-6): 65,536 prefix
+    // aggregates beside the million hosts.
+    account_with(
+        c,
+        "account_prefixes",
+        Some(PrefixLimit {
+            len_v4: 24,
+            len_v6: 64,
+            pps: Some(u64::MAX),
+            bps: None,
+        }),
+    );
+}
+
+fn account_with(c: &mut Criterion, name: &str, prefix: Option<PrefixLimit>) {
     const HOSTS: u32 = 1_000_000;
     let bounds = Bounds {
         max_hosts: 2_000_000,
@@ -41,6 +59,7 @@ fn account(c: &mut Criterion) {
         vec![Limit {
             pps: Some(u64::MAX),
             bps: None,
+            prefix,
         }],
         bounds,
     );
@@ -72,7 +91,7 @@ fn account(c: &mut Criterion) {
             at(addrs[(x % u64::from(HOSTS)) as usize])
         })
         .collect();
-    let mut g = c.benchmark_group("account");
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(1));
     let mut i = 0usize;
     g.bench_function("1M_hosts", |b| {

@@ -179,9 +179,8 @@ impl Admin {
             "POST",
             "/api/v1/apikeys",
             Some(&serde_json::json!({ "name": name, "scope": scope })),
-            |store, audit| {
-                let (key, token) =
-                    apikeys::create(store, audit, Actor::System("cli"), name, scope)?;
+            |_store, audit| {
+                let (key, token) = apikeys::create(audit, Actor::System("cli"), name, scope)?;
                 Ok(CreatedKey { key, token })
             },
         )
@@ -206,15 +205,22 @@ impl Admin {
     /// not answering: the intents it will restore, and the stored log.
     pub fn mitigations(&self, log: usize) -> anyhow::Result<serde_json::Value> {
         self.read(&format!("/api/v1/mitigations?log={log}"), |store| {
+            // Shown as the API shows them: no URL credentials.
+            let shown = |mut v: serde_json::Value| {
+                crate::api::redact_mitigation(&mut v, None);
+                v
+            };
             let active: Vec<serde_json::Value> = store
                 .intents()?
                 .iter()
                 .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                .map(shown)
                 .collect();
             let log: Vec<serde_json::Value> = store
                 .mitigation_log_newest(log)?
                 .iter()
                 .filter_map(|v| serde_json::from_slice(v).ok())
+                .map(shown)
                 .collect();
             Ok(serde_json::json!({ "bgp_up": false, "active": active, "log": log }))
         })

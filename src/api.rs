@@ -1,10 +1,13 @@
 //! The JSON API under `/api/v1` (UI-2): authentication, and the handlers.
 //!
 //! Who may call: a bearer API key (`Authorization: Bearer lvk_…`; read keys
-//! may GET, write keys may also change things), or anyone who can open the
-//! admin socket `data_dir/levee.sock` (mode 0600: root and levee's user),
-//! which is how the `levee` CLI talks to a running levee. Session cookies
-//! for the web UI come with user accounts.
+//! may GET, write keys may also change things, admin keys may also manage
+//! keys and read the configuration), or anyone who can open the admin
+//! socket `data_dir/levee.sock` (mode 0600: root and levee's user), which
+//! is how the `levee` CLI talks to a running levee. Session cookies for
+//! the web UI come with user accounts (their roles map onto the scopes:
+//! see `apikeys::Scope`). Every refusal (401, 403) is counted and audited
+//! (`crate::web::failures`).
 //!
 //! Errors are JSON `{"error": "…"}` with the right status; store and
 //! internal errors are a 500 whose details go to the log, not the client.
@@ -22,7 +25,7 @@ use crate::account::class;
 use crate::apikeys::{self, KeyError, Scope};
 use crate::audit::Actor;
 use crate::store::{Cf, Subject};
-use crate::web::WebState;
+use crate::web::{Refusal, WebState};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -137,6 +140,7 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .route("/mitigations", get(mitigations).post(announce))
         .route("/mitigations/{id}", delete(withdraw))
         .route("/audit", get(audit))
+        .route("/config", get(config_view))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -148,48 +152,74 @@ pub fn routes(state: WebState) -> Router<WebState> {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".to_owned()) })
 }
 
+/// The client's address (TCP; none on the admin socket).
+fn source(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 /// Finds the principal: set already (admin socket), or a valid bearer key
-/// whose scope allows the method.
+/// whose scope allows the method. Refusals are counted and audited.
 pub async fn authenticate(
     State(s): State<WebState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if req.extensions().get::<Principal>().is_none() {
-        let token = req
+        let from = source(&req);
+        let refuse = |why: apikeys::AuthFailure, id: Option<&str>| {
+            s.auth_failures
+                .record(from, Refusal::Unauthenticated(why), id);
+        };
+        let Some(token) = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError(
-                    StatusCode::UNAUTHORIZED,
-                    "an API key is required (Authorization: Bearer …)".to_owned(),
-                )
-            })?
-            .to_owned();
+            .map(|t| t.trim().to_owned())
+        else {
+            refuse(apikeys::AuthFailure::Missing, None);
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "an API key is required (Authorization: Bearer …)".to_owned(),
+            ));
+        };
         let store = s.store.clone();
-        let key = tokio::task::spawn_blocking(move || apikeys::authenticate(&store, &token))
+        let t = token.clone();
+        let key = match tokio::task::spawn_blocking(move || apikeys::check(&store, &t))
             .await
             .map_err(internal)?
-            .ok_or_else(|| {
-                ApiError(
+        {
+            Ok(k) => k,
+            Err(why) => {
+                refuse(why, apikeys::token_id(&token));
+                return Err(ApiError(
                     StatusCode::UNAUTHORIZED,
                     "invalid or revoked API key".to_owned(),
-                )
-            })?;
+                ));
+            }
+        };
         let reading = matches!(*req.method(), Method::GET | Method::HEAD);
-        if !reading && key.scope != Scope::Write {
+        if !reading && key.scope < Scope::Write {
+            s.auth_failures
+                .record(from, Refusal::Forbidden, Some(&key.id));
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "this API key may only read".to_owned(),
             ));
         }
         req.extensions_mut().insert(Principal::Key(key));
+        if let Some(ip) = from {
+            req.extensions_mut().insert(Source(ip));
+        }
     }
     Ok(next.run(req).await)
 }
+
+/// The address a key's request came from (for refusals the handlers count).
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub std::net::IpAddr);
 
 async fn openapi() -> impl IntoResponse {
     (
@@ -271,8 +301,9 @@ async fn exporters(State(s): State<WebState>) -> Json<Vec<ExporterView>> {
 async fn list_keys(
     State(s): State<WebState>,
     Extension(who): Extension<Principal>,
+    from: Option<Extension<Source>>,
 ) -> Result<Json<Vec<apikeys::ApiKey>>, ApiError> {
-    admin_only(&who)?;
+    admin_only(&s, &who, from)?;
     let store = s.store.clone();
     let keys = tokio::task::spawn_blocking(move || apikeys::list(&store))
         .await
@@ -297,13 +328,14 @@ pub struct CreatedKey {
 async fn create_key(
     State(s): State<WebState>,
     Extension(who): Extension<Principal>,
+    from: Option<Extension<Source>>,
     new: Result<Json<NewKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    admin_only(&who)?;
+    admin_only(&s, &who, from)?;
     let new = body(new)?;
-    let (store, audit) = (s.store.clone(), s.audit.clone());
+    let audit = s.audit.clone();
     let (key, token) = tokio::task::spawn_blocking(move || {
-        apikeys::create(&store, &audit, who.actor(), &new.name, new.scope)
+        apikeys::create(&audit, who.actor(), &new.name, new.scope)
     })
     .await
     .map_err(internal)??;
@@ -313,9 +345,10 @@ async fn create_key(
 async fn revoke_key(
     State(s): State<WebState>,
     Extension(who): Extension<Principal>,
+    from: Option<Extension<Source>>,
     Path(id): Path<String>,
 ) -> Result<Json<apikeys::ApiKey>, ApiError> {
-    admin_only(&who)?;
+    admin_only(&s, &who, from)?;
     let (store, audit) = (s.store.clone(), s.audit.clone());
     let key =
         tokio::task::spawn_blocking(move || apikeys::revoke(&store, &audit, who.actor(), &id))
@@ -637,6 +670,7 @@ async fn mitigations(
     State(s): State<WebState>,
     Query(q): Query<LogQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = scrubbing_token(&s);
     let (active, bgp_up) = match &s.mitigation {
         Some(h) => (
             h.shared
@@ -655,6 +689,7 @@ async fn mitigations(
             v["created"] = serde_json::json!(crate::report::rfc3339_ms(m.created_ms));
             v["expires"] = serde_json::json!(crate::report::rfc3339_ms(m.expires_ms));
             v["text"] = serde_json::json!(m.route.to_string());
+            redact_mitigation(&mut v, token.as_deref());
             v
         })
         .collect();
@@ -667,6 +702,10 @@ async fn mitigations(
     let log: Vec<serde_json::Value> = log
         .iter()
         .filter_map(|b| serde_json::from_slice(b).ok())
+        .map(|mut v| {
+            redact_mitigation(&mut v, token.as_deref());
+            v
+        })
         .collect();
     Ok(Json(serde_json::json!({
         "bgp_up": bgp_up,
@@ -700,17 +739,79 @@ struct Announce {
     rate_limit: Option<u32>,
 }
 
+/// Values per FlowSpec component (protocols, source ports, destination
+/// ports) a manual rule may list at most: the bound automatic rules keep
+/// (`mitigation::rules`: at most four ports matched, more match all). A
+/// component with more values is not a rule levee would draw, and each
+/// value is a term every router must evaluate.
+pub const MAX_COMPONENT_VALUES: usize = 4;
+
+/// The shortest TTL a manual mitigation may have.
+const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A manual mitigation's TTL: humantime, default one hour, at least a
+/// second and at most `[mitigation] max_manual_ttl`, and ending at a time
+/// levee can count to (checked arithmetic: an absurd TTL is an error, not
+/// a wrapped expiry).
+fn manual_ttl(s: &WebState, ttl: Option<&str>) -> Result<std::time::Duration, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let ttl = match ttl {
+        Some(t) => humantime::parse_duration(t).map_err(|e| bad(format!("ttl `{t}`: {e}")))?,
+        None => std::time::Duration::from_secs(3600),
+    };
+    let max = s
+        .config
+        .as_ref()
+        .map(|c| c.borrow().config.mitigation.max_manual_ttl)
+        .unwrap_or(crate::config::Config::default().mitigation.max_manual_ttl);
+    if ttl < MIN_TTL {
+        return Err(bad("ttl must be at least 1s".to_owned()));
+    }
+    if ttl > max {
+        return Err(bad(format!(
+            "ttl {} is over [mitigation] max_manual_ttl ({})",
+            humantime::format_duration(ttl),
+            humantime::format_duration(max)
+        )));
+    }
+    let ends = std::time::SystemTime::now()
+        .checked_add(ttl)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok());
+    if ends.is_none() {
+        return Err(bad("ttl ends at a time levee cannot count to".to_owned()));
+    }
+    Ok(ttl)
+}
+
+/// A component's values, sorted and without repeats, or a 422 when there
+/// are more than [`MAX_COMPONENT_VALUES`].
+fn component<T: Ord + Copy>(name: &str, values: &[T]) -> Result<Vec<T>, ApiError> {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    if v.len() > MAX_COMPONENT_VALUES {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{name}: {} values; a rule matches at most {MAX_COMPONENT_VALUES} (leave it out to match all)",
+                v.len()
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 async fn announce(
     State(s): State<WebState>,
     Extension(who): Extension<Principal>,
     a: Result<Json<Announce>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let a = body(a)?;
-    let ttl = match &a.ttl {
-        Some(t) => humantime::parse_duration(t)
-            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("ttl `{t}`: {e}")))?,
-        None => std::time::Duration::from_secs(3600),
-    };
+    let mut a = body(a)?;
+    let ttl = manual_ttl(&s, a.ttl.as_deref())?;
+    a.protocols = component("protocols", &a.protocols)?;
+    a.src_ports = component("src_ports", &a.src_ports)?;
+    a.dst_ports = component("dst_ports", &a.dst_ports)?;
     let narrowed = !(a.protocols.is_empty() && a.src_ports.is_empty() && a.dst_ports.is_empty())
         || a.rate_limit.is_some();
     let rule = if matches!(
@@ -745,10 +846,19 @@ async fn announce(
         reply,
     })
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(made).unwrap_or_default()),
-    ))
+    // As the list shows them: the provider's URL never with its
+    // credentials.
+    let token = scrubbing_token(&s);
+    let mut made = serde_json::to_value(made).unwrap_or_default();
+    match &mut made {
+        serde_json::Value::Array(list) => {
+            for v in list {
+                redact_mitigation(v, token.as_deref());
+            }
+        }
+        v => redact_mitigation(v, token.as_deref()),
+    }
+    Ok((StatusCode::CREATED, Json(made)))
 }
 
 async fn withdraw(
@@ -848,14 +958,83 @@ async fn audit(
     })))
 }
 
-/// Key management needs the admin socket or a write key.
-fn admin_only(who: &Principal) -> Result<(), ApiError> {
+/// Key management and the configuration need the admin socket or an
+/// admin key: a key that may announce routes is not one that may mint
+/// keys or revoke the operators' own. A refusal is counted and audited.
+fn admin_only(
+    s: &WebState,
+    who: &Principal,
+    from: Option<Extension<Source>>,
+) -> Result<(), ApiError> {
     match who {
         Principal::Local => Ok(()),
-        Principal::Key(k) if k.scope == Scope::Write => Ok(()),
-        Principal::Key(_) => Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "managing API keys needs a write key".to_owned(),
-        )),
+        Principal::Key(k) if k.scope >= Scope::Admin => Ok(()),
+        Principal::Key(k) => {
+            s.auth_failures.record(
+                from.map(|Extension(Source(ip))| ip),
+                Refusal::Forbidden,
+                Some(&k.id),
+            );
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "this needs an admin key (API keys and the configuration are managed with \
+                 scope admin)"
+                    .to_owned(),
+            ))
+        }
+    }
+}
+
+/// The running configuration, every secret redacted (admin).
+async fn config_view(
+    State(s): State<WebState>,
+    Extension(who): Extension<Principal>,
+    from: Option<Extension<Source>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin_only(&s, &who, from)?;
+    let Some(config) = &s.config else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration is loaded".to_owned(),
+        ));
+    };
+    let loaded = config.borrow().clone();
+    let settings: serde_json::Map<String, serde_json::Value> =
+        crate::config::secrets::view(&loaded.flat)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+    Ok(Json(serde_json::json!({
+        "path": loaded.path,
+        "sha256": loaded.sha256,
+        "settings": settings,
+        "secret_keys": crate::config::secrets::SECRET_KEYS,
+        "url_keys": crate::config::secrets::URL_KEYS,
+    })))
+}
+
+/// The scrubbing provider's token, to be kept out of what is shown.
+fn scrubbing_token(s: &WebState) -> Option<String> {
+    s.config.as_ref().and_then(|c| {
+        c.borrow()
+            .config
+            .scrubbing
+            .http_token
+            .as_ref()
+            .map(|t| t.expose().to_owned())
+    })
+}
+
+/// A mitigation or a mitigation-log entry as shown (API, CLI): the
+/// provider URL without its credentials, errors and answers without any
+/// URL's credentials or the provider token.
+pub fn redact_mitigation(v: &mut serde_json::Value, token: Option<&str>) {
+    let secrets: Vec<&str> = token.into_iter().collect();
+    if let Some(o) = v.as_object_mut() {
+        for field in ["http", "error", "response", "url"] {
+            if let Some(serde_json::Value::String(t)) = o.get_mut(field) {
+                *t = crate::config::secrets::scrub(t, &secrets);
+            }
+        }
     }
 }

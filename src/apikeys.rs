@@ -13,14 +13,37 @@ use sha2::{Digest, Sha256};
 use crate::audit::{Actor, AuditLog};
 use crate::store::{Store, StoreError};
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// What a key may do. Each scope may do everything the one before it
+/// may (`Read < Write < Admin`).
+///
+/// The web UI's users (issue 15) get roles that map onto these: `readonly`
+/// is `read`; `admin` and `owner` are `admin` (an owner also manages
+/// users). Whatever manages who may do what — API keys now, users then —
+/// needs `admin`: a key that may announce routes is not one that may mint
+/// keys or revoke the operators' own.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// GET and HEAD.
     Read,
-    /// Everything a read key may, and changes.
+    /// Everything a read key may, and changes: announce and withdraw
+    /// mitigations.
     Write,
+    /// Everything a write key may, and managing API keys (make, list,
+    /// revoke) and reading the running configuration.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
 }
 
 /// A key as listed (never its secret).
@@ -51,8 +74,63 @@ pub enum KeyError {
     Audit(#[from] crate::audit::AuditError),
     #[error("no API key {0}")]
     NotFound(String),
-    #[error("an API key name must be 1 to 64 printable characters")]
+    #[error(
+        "an API key name must be 1 to 64 printable ASCII characters (letters, digits, \
+         punctuation, spaces inside), without control, bidirectional or zero-width characters"
+    )]
     BadName,
+}
+
+/// Whether `name` may name a key: 1 to 64 printable ASCII characters
+/// (U+0020 to U+007E), not starting or ending with a space. Names are
+/// shown in terminals, the audit chain and the web UI: no control
+/// characters (a forged log line), no bidirectional overrides or
+/// zero-width characters (a name that reads as another).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+}
+
+/// Why a bearer token proved nothing (for the failure's count and audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Not a levee key's form (`lvk_<12 hex>_<secret>`).
+    Malformed,
+    /// No key with that id.
+    Unknown,
+    /// The key exists but the secret is not its.
+    BadSecret,
+    /// The key was revoked.
+    Revoked,
+    /// The store could not be read.
+    Unavailable,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 6] = [
+        AuthFailure::Missing,
+        AuthFailure::Malformed,
+        AuthFailure::Unknown,
+        AuthFailure::BadSecret,
+        AuthFailure::Revoked,
+        AuthFailure::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown_key",
+            AuthFailure::BadSecret => "bad_secret",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::Unavailable => "unavailable",
+        }
+    }
 }
 
 fn now() -> String {
@@ -63,15 +141,15 @@ fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Makes a key; returns it and its token (shown this once, stored nowhere).
+/// Makes a key in the audit log's store; returns it and its token (shown
+/// this once, stored nowhere).
 pub fn create(
-    store: &Store,
     audit: &AuditLog,
     actor: Actor<'_>,
     name: &str,
     scope: Scope,
 ) -> Result<(ApiKey, String), KeyError> {
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+    if !valid_name(name) {
         return Err(KeyError::BadName);
     }
     let id = hex::encode(rand::random::<[u8; 6]>());
@@ -87,13 +165,17 @@ pub fn create(
         key: key.clone(),
         secret_sha256: hash(&secret),
     };
-    store.api_key_put(&id, &serde_json::to_vec(&stored).unwrap_or_default())?;
-    audit.append(
+    let record = serde_json::to_vec(&stored).unwrap_or_default();
+    // The key and its audit entry are one write: a key never exists
+    // without the record of who made it.
+    audit.append_with(
         actor,
         "apikey.create",
         &id,
         serde_json::json!({ "name": name, "scope": scope }),
+        |b| b.api_key_put(&id, &record),
     )?;
+    crate::store::crash::point("apikey.put", &|| id.clone());
     Ok((key, format!("lvk_{id}_{secret}")))
 }
 
@@ -123,35 +205,56 @@ pub fn revoke(
         serde_json::from_slice(&bytes).map_err(|_| KeyError::NotFound(id.to_owned()))?;
     if s.key.revoked.is_none() {
         s.key.revoked = Some(now());
-        store.api_key_put(id, &serde_json::to_vec(&s).unwrap_or_default())?;
-        audit.append(
+        let record = serde_json::to_vec(&s).unwrap_or_default();
+        audit.append_with(
             actor,
             "apikey.revoke",
             id,
             serde_json::json!({ "name": s.key.name }),
+            |b| b.api_key_put(id, &record),
         )?;
+        crate::store::crash::point("apikey.put", &|| id.to_owned());
     }
     Ok(s.key)
 }
 
 /// The key a bearer token proves, if it is valid and not revoked.
 pub fn authenticate(store: &Store, token: &str) -> Option<ApiKey> {
-    let rest = token.strip_prefix("lvk_")?;
-    let (id, secret) = rest.split_once('_')?;
-    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let bytes = store.api_key_get(id).ok()??;
-    let s: Stored = serde_json::from_slice(&bytes).ok()?;
+    check(store, token).ok()
+}
+
+/// The key id a token names, when it has a key's form (the id is public:
+/// it is in lists and audit entries; the secret never is).
+pub fn token_id(token: &str) -> Option<&str> {
+    let (id, _) = token.strip_prefix("lvk_")?.split_once('_')?;
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The key a bearer token proves, or why it proves none.
+pub fn check(store: &Store, token: &str) -> Result<ApiKey, AuthFailure> {
+    let id = token_id(token).ok_or(AuthFailure::Malformed)?;
+    let secret = &token[4 + id.len() + 1..];
+    let bytes = store
+        .api_key_get(id)
+        .map_err(|_| AuthFailure::Unavailable)?
+        .ok_or(AuthFailure::Unknown)?;
+    let s: Stored = serde_json::from_slice(&bytes).map_err(|_| AuthFailure::Unknown)?;
     let given = hash(secret);
     // Constant time: the comparison reads every byte whatever differs.
-    let same = given.len() == s.secret_sha256.len()
-        && given
-            .bytes()
-            .zip(s.secret_sha256.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    (same && s.key.revoked.is_none()).then_some(s.key)
+    let same = constant_time_eq(given.as_bytes(), s.secret_sha256.as_bytes());
+    if !same {
+        return Err(AuthFailure::BadSecret);
+    }
+    if s.key.revoked.is_some() {
+        return Err(AuthFailure::Revoked);
+    }
+    Ok(s.key)
+}
+
+/// Whether two byte strings are equal, reading every byte whatever differs
+/// (the length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -164,14 +267,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let audit = AuditLog::open(store.clone()).unwrap();
-        let (key, token) = create(
-            &store,
-            &audit,
-            Actor::System("test"),
-            "grafana",
-            Scope::Read,
-        )
-        .unwrap();
+        let (key, token) = create(&audit, Actor::System("test"), "grafana", Scope::Read).unwrap();
         assert_eq!(
             authenticate(&store, &token).map(|k| k.id),
             Some(key.id.clone())

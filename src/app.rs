@@ -64,6 +64,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     };
     let log = logging::init(&loaded.config.log.level);
     tracing::info!(version = web::VERSION, commit = web::COMMIT, config = %config_path.display(), "Starting levee");
+    // File handles for what an attack brings (connections, RocksDB's
+    // tables): the hard limit, not the distribution's default soft 1024.
+    let open_files = crate::store::raise_open_files_limit();
+    tracing::info!(
+        open_files,
+        rocksdb_max_open_files = crate::store::max_open_files(),
+        "Open-files limit"
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("levee-ctl")
@@ -114,7 +122,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             json!({ "version": web::VERSION, "commit": web::COMMIT, "pid": std::process::id() }),
         )
         .context("auditing the start")?;
-    tracing::info!(data_dir = %loaded.config.data_dir.display(), audit_head = audit.head().0, "Store open");
+    {
+        let (seq, hash) = audit.head();
+        tracing::info!(data_dir = %loaded.config.data_dir.display(), audit_head = seq, audit_head_sha256 = %hash, "Store open");
+    }
 
     rt.block_on(control_plane(
         config_path.to_owned(),
@@ -135,6 +146,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         )
         .context("auditing the stop")?;
     store.flush().context("flushing the store")?;
+    log_audit_head(&audit);
     tracing::info!("Stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
@@ -154,6 +166,57 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
         })
     }
+}
+
+/// Logs the audit head (INFO, to the journal): a copy of it outside the
+/// store, to anchor `levee audit verify --head` to. Every
+/// [`AUDIT_HEAD_EVERY`] and at shutdown.
+fn log_audit_head(audit: &AuditLog) {
+    let (seq, hash) = audit.head();
+    tracing::info!(seq, sha256 = %hash, "Audit head");
+}
+
+/// How often the audit head is logged.
+const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(300);
+/// How often failed authentications are audited (one entry per source).
+const AUTH_FAILURES_EVERY: Duration = Duration::from_secs(60);
+/// Connections the admin socket serves at once at most (the CLI and the
+/// dead-man; the idlest gives way to a new one when all are taken).
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+/// File handles kept for everything but HTTP connections and RocksDB's
+/// tables: collector sockets, the gobgpd channel, provider calls, nft,
+/// logs, the WAL and MANIFEST, the heartbeat, the spool.
+const FD_RESERVE: u64 = 128;
+
+/// The HTTP connection caps `[web]` asks for, within what the open-files
+/// limit leaves (see [`FD_RESERVE`]); logged when it leaves less.
+fn http_limits(web: &crate::config::Web) -> (web::serve::Limits, web::serve::Limits) {
+    let (soft, _) = crate::store::open_files_limit();
+    let taken = u64::try_from(crate::store::max_open_files()).unwrap_or(512)
+        + ADMIN_MAX_CONNECTIONS as u64
+        + FD_RESERVE;
+    let budget = usize::try_from(soft.saturating_sub(taken)).unwrap_or(usize::MAX);
+    let max = web.max_connections.min(budget).max(8);
+    if max < web.max_connections {
+        tracing::warn!(
+            open_files = soft,
+            max_connections = web.max_connections,
+            serving = max,
+            "The open-files limit leaves room for fewer HTTP connections than [web] max_connections; raise the limit (LimitNOFILE=)"
+        );
+    }
+    let tcp = web::serve::Limits {
+        header_read_timeout: web.header_read_timeout,
+        request_timeout: web.request_timeout,
+        max_connections: max,
+        max_per_client: web.max_connections_per_client.min(max),
+    };
+    let admin = web::serve::Limits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        max_per_client: ADMIN_MAX_CONNECTIONS,
+        ..tcp
+    };
+    (tcp, admin)
 }
 
 async fn control_plane(
@@ -186,10 +249,22 @@ async fn control_plane(
     )?;
     tracing::info!(shards = dataplane.shards(), "Detection running");
     let dataplane = Arc::new(dataplane);
+    let web_cfg = Arc::new(config_rx.borrow().config.web.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the web server to {listen}"))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match web_cfg.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the metrics server to {a}"))?,
+        ),
+        None => None,
+    };
+    let (tcp_limits, admin_limits) = http_limits(&web_cfg);
+    let tcp_gate = web::serve::Gate::new("web", tcp_limits);
+    let admin_gate = web::serve::Gate::new("admin", admin_limits);
     let state = WebState {
         started: Instant::now(),
         store: store.clone(),
@@ -198,29 +273,86 @@ async fn control_plane(
         ingest: Some(ingest.clone()),
         dataplane: Some(dataplane.clone()),
         mitigation: Some(mitigation),
+        config: Some(config_rx.clone()),
+        web: web_cfg.clone(),
+        auth_failures: Arc::default(),
+        gates: vec![tcp_gate.clone(), admin_gate.clone()],
     };
+    let auth_failures = state.auth_failures.clone();
     let admin = bind_admin_socket(store.data_dir())?;
+    let heartbeat = start_heartbeat(store.data_dir())?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let admin_server = tokio::spawn(web::serve::serve(
+        admin,
+        web::admin_router(state.clone()),
+        admin_gate,
+        stop_rx.clone(),
+    ));
+    let metrics_server = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(addr = %addr, token = web_cfg.metrics_token.is_some(), "Metrics listening");
+        }
+        tokio::spawn(web::serve::serve(
+            l,
+            web::metrics_router(state.clone()),
+            tcp_gate.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    for addr in web_cfg.remote_addresses() {
+        tracing::warn!(
+            %addr,
+            "Serving plain HTTP on a non-loopback address ([web] allow_remote = true): API keys, \
+             and whatever /metrics shows, cross the network unencrypted; put a TLS-terminating \
+             proxy in front"
+        );
+    }
+    let metrics_addr = web_cfg.metrics_listen.unwrap_or(listen);
+    if web_cfg.metrics_token.is_none() && !metrics_addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %metrics_addr,
+            "/metrics (exporters, hostgroups and their live rates, incidents, mitigations) is \
+             readable by anyone who reaches this address; set [web] metrics_token"
+        );
+    }
+    let web_server = tokio::spawn(web::serve::serve(
+        listener,
+        web::router(state),
+        tcp_gate,
+        stop_rx,
+    ));
+    let server = async move {
+        let _ = web_server.await;
+        let _ = admin_server.await;
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
     };
-    let admin_app = web::admin_router(state.clone());
-    let admin_stop = until_stopped(stop_rx.clone());
-    let admin_server = tokio::spawn(async move {
-        axum::serve(admin, admin_app)
-            .with_graceful_shutdown(admin_stop)
-            .await
-    });
-    let web_app = web::router(state);
-    let web_stop = until_stopped(stop_rx);
-    let web_server = tokio::spawn(async move {
-        axum::serve(listener, web_app)
-            .with_graceful_shutdown(web_stop)
-            .await
-    });
-    let server = async move { (web_server.await, admin_server.await) };
     // Last: tests and operators wait for this line.
-    tracing::info!(addr = %local, "Web server listening");
+    tracing::info!(
+        addr = %local,
+        max_connections = tcp_limits.max_connections,
+        max_connections_per_client = tcp_limits.max_per_client,
+        "Web server listening"
+    );
+    let periodic = {
+        let (audit, failures) = (audit.clone(), auth_failures.clone());
+        tokio::spawn(async move {
+            let mut head = tokio::time::interval(AUDIT_HEAD_EVERY);
+            let mut auth = tokio::time::interval(AUTH_FAILURES_EVERY);
+            head.tick().await;
+            auth.tick().await;
+            loop {
+                tokio::select! {
+                    _ = head.tick() => log_audit_head(&audit),
+                    _ = auth.tick() => {
+                        let (a, f) = (audit.clone(), failures.clone());
+                        let _ = tokio::task::spawn_blocking(move || f.flush(&a)).await;
+                    }
+                }
+            }
+        })
+    };
 
     let retention = tokio::spawn(retention_loop(store.clone(), config_rx.clone()));
 
@@ -240,22 +372,19 @@ async fn control_plane(
     }
 
     retention.abort();
+    periodic.abort();
     let _ = stop_tx.send(true);
     tokio::task::spawn_blocking(move || ingest.stop())
         .await
         .ok();
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(results) => {
-            for r in [results.0, results.1] {
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "Web server ended with an error"),
-                    Err(e) => tracing::warn!(error = %e, "Web server task failed"),
-                }
-            }
-        }
-        Err(_) => tracing::warn!("Web requests still running after the grace period; closing them"),
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::warn!("Web requests still running after the grace period; closing them");
     }
+    // What failed in the last window is audited before the stop.
+    let a = audit.clone();
+    let _ = tokio::task::spawn_blocking(move || auth_failures.flush(&a)).await;
+    heartbeat.abort();
+    let _ = std::fs::remove_file(heartbeat_path(store.data_dir()));
     let _ = std::fs::remove_file(admin_socket_path(store.data_dir()));
     Ok(())
 }
@@ -263,6 +392,69 @@ async fn control_plane(
 /// Where the CLI reaches a running levee.
 pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("levee.sock")
+}
+
+/// The heartbeat levee writes every [`HEARTBEAT_EVERY`]: the dead-man
+/// tells a busy levee (its admin socket does not answer, its heartbeat is
+/// fresh) from a dead one by it.
+pub fn heartbeat_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("levee.heartbeat")
+}
+
+/// How often levee writes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A heartbeat: Unix ms and pid, fixed width so that each write replaces
+/// the last whole.
+fn heartbeat_text(now_ms: u64, pid: u32) -> String {
+    format!("{now_ms:020} {pid:010}\n")
+}
+
+/// The heartbeat in `data_dir`: when it was last written (Unix ms) and by
+/// which pid; `None` when there is none or it cannot be read.
+pub fn read_heartbeat(data_dir: &Path) -> Option<(u64, u32)> {
+    let text = std::fs::read_to_string(heartbeat_path(data_dir)).ok()?;
+    let (ms, pid) = text.trim().split_once(' ')?;
+    Some((ms.parse().ok()?, pid.parse().ok()?))
+}
+
+/// Opens the heartbeat file once (a levee out of file handles still
+/// beats) and rewrites it in place every [`HEARTBEAT_EVERY`] from a task
+/// of the control plane's runtime: a wedged runtime stops beating.
+fn start_heartbeat(data_dir: &Path) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = heartbeat_path(data_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating the heartbeat {}", path.display()))?;
+    let pid = std::process::id();
+    let beat = move || {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        file.write_all_at(heartbeat_text(now, pid).as_bytes(), 0)
+    };
+    beat().with_context(|| format!("writing the heartbeat {}", path.display()))?;
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match beat() {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    tracing::error!(error = %e, "Cannot write the heartbeat; the dead-man may take levee for dead");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }))
 }
 
 /// Binds the admin socket, readable and writable by levee's user only. A
@@ -336,11 +528,27 @@ fn reload(path: &Path, current: &Loaded, audit: &AuditLog, counters: &Counters) 
             for k in &restart {
                 tracing::warn!(key = %k, "This setting takes effect at the next start");
             }
+            // The chain keeps what it is given for ever: a changed secret
+            // is recorded as changed, with a keyed hash, never its value
+            // (config::secrets).
+            let recorded = diff.redacted(&|v| audit.secret_mac(v));
+            let secrets: Vec<&String> = diff
+                .added
+                .keys()
+                .chain(diff.removed.keys())
+                .chain(diff.changed.keys())
+                .filter(|k| config::secrets::is_secret(k) || config::secrets::is_url(k))
+                .collect();
             if let Err(e) = audit.append(
                 Actor::System("config"),
                 "config.reload",
                 &target,
-                json!({ "sha256": next.sha256, "diff": diff, "restart_required": restart }),
+                json!({
+                    "sha256": next.sha256,
+                    "diff": recorded,
+                    "restart_required": restart,
+                    "secrets_changed": secrets,
+                }),
             ) {
                 tracing::error!(error = %e, "Cannot audit the reload");
             }

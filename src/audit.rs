@@ -5,7 +5,15 @@
 //! altering, removing, reordering or inserting an entry breaks the chain at
 //! that point, and [`verify`] names where. Cutting the tail off cannot be seen
 //! from the entries alone; it is caught by checking the chain ends at a head
-//! hash recorded elsewhere (`/metrics`, the export's summary line, a ticket).
+//! hash recorded elsewhere (the `Audit head` lines levee logs every five
+//! minutes and at shutdown, `/metrics`, the export's summary line, a
+//! ticket) — and `levee audit verify` without `--head` says so
+//! ([`UNANCHORED`]).
+//!
+//! Every field of an exported entry is covered by its hash except
+//! `actor_name` (the name behind a pseudonym, looked up at export time),
+//! which the export marks as `unverified`; [`verify`] refuses a field it
+//! does not know rather than let it pass unchecked.
 //!
 //! The hashed content never holds personal data. A user appears as a keyed
 //! pseudonym; the person's name lives in the store's `identities` column
@@ -134,7 +142,12 @@ struct Head {
 pub struct AuditLog {
     store: Arc<Store>,
     head: Mutex<Head>,
+    /// The key of [`AuditLog::secret_mac`], read or made on first use.
+    mac_key: std::sync::OnceLock<[u8; 32]>,
 }
+
+/// Where the store keeps the key of [`AuditLog::secret_mac`].
+const MAC_KEY: &str = "secret_hmac_key";
 
 impl AuditLog {
     /// Picks the chain up where the store left it.
@@ -158,6 +171,7 @@ impl AuditLog {
         let log = AuditLog {
             store,
             head: Mutex::new(head),
+            mac_key: std::sync::OnceLock::new(),
         };
         // Whoever opens the store for writing takes in what was left for
         // it (see `spool`).
@@ -230,6 +244,40 @@ impl AuditLog {
         Ok(appended)
     }
 
+    /// A keyed hash of a secret for the chain to record instead of it
+    /// (a changed token, a URL's credentials): HMAC-SHA256 under a random
+    /// key this store alone holds (`meta`), the first 128 bits in hex. The
+    /// same value gives the same hash, so a change shows; without the key
+    /// nobody can test a guess against it. Empty when the key cannot be
+    /// read or made (a read-only store).
+    pub fn secret_mac(&self, value: &str) -> String {
+        let key = match self.mac_key.get() {
+            Some(k) => *k,
+            None => match self.load_mac_key() {
+                Ok(k) => *self.mac_key.get_or_init(|| k),
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot read or make the key of secret hashes");
+                    return String::new();
+                }
+            },
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(value.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    fn load_mac_key(&self) -> Result<[u8; 32], StoreError> {
+        if let Some(k) = self.store.meta_get(MAC_KEY)? {
+            if let Ok(k) = <[u8; 32]>::try_from(k.as_slice()) {
+                return Ok(k);
+            }
+        }
+        let key: [u8; 32] = rand::random();
+        self.store.meta_put(MAC_KEY, &key)?;
+        Ok(key)
+    }
+
     /// Sequence number and hash of the newest entry (0 and [`GENESIS`] when empty).
     pub fn head(&self) -> (u64, String) {
         let h = self.lock();
@@ -250,6 +298,22 @@ impl AuditLog {
         target: &str,
         details: Value,
     ) -> Result<Entry, AuditError> {
+        self.append_with(actor, action, target, details, |_| {})
+    }
+
+    /// Appends an entry together with the state change it records:
+    /// `change` adds its writes to the batch the entry is written in, so
+    /// that either both are durable when this returns or (on an error)
+    /// neither is — never a change without its record, nor a record of a
+    /// change that did not happen.
+    pub fn append_with(
+        &self,
+        actor: Actor<'_>,
+        action: &str,
+        target: &str,
+        details: Value,
+        change: impl FnOnce(&mut crate::store::Batch<'_>),
+    ) -> Result<Entry, AuditError> {
         let actor = self.actor_id(actor)?;
         let mut head = self.lock();
         let mut e = Entry {
@@ -265,8 +329,19 @@ impl AuditLog {
         e.hash = hash_of(&e);
         let bytes =
             serde_json::to_vec(&e).unwrap_or_else(|_| unreachable!("entries always serialize"));
+        let mut batch = self.store.batch();
+        change(&mut batch);
+        batch.audit_put(e.seq, &bytes);
         crate::store::crash::point("audit.append", &|| e.action.clone());
-        self.store.audit_put(e.seq, &bytes)?;
+        if crate::store::crash::fails("audit.append", &|| e.action.clone()) {
+            return Err(AuditError::Store(StoreError::Rocks(format!(
+                "injected failure ({}) of the write of audit entry {} ({})",
+                crate::store::crash::FAIL_ENV,
+                e.seq,
+                e.action
+            ))));
+        }
+        self.store.commit(batch)?;
         crate::store::crash::point("audit.appended", &|| e.action.clone());
         head.seq = e.seq;
         head.hash.clone_from(&e.hash);
@@ -418,6 +493,7 @@ pub fn verify_stored(store: &Store) -> Result<Verified, String> {
         entries: expected - 1,
         head_seq: expected - 1,
         head_hash: prev,
+        unverified_names: 0,
     })
 }
 
@@ -437,15 +513,40 @@ pub enum Format {
 
 /// An entry as exported: the hashed fields plus `actor_name`, the person
 /// behind a `user:` pseudonym while their identity is kept. `actor_name` is
-/// not part of the hash.
+/// not part of the hash, and `unverified` says so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exported {
     #[serde(flatten)]
     pub entry: Entry,
     pub actor_name: Option<String>,
+    /// The fields of this record its hash does not cover: `["actor_name"]`.
+    #[serde(default = "unverified_fields")]
+    pub unverified: Vec<String>,
 }
 
-const CSV_HEADER: [&str; 9] = [
+impl Exported {
+    pub fn new(entry: Entry, actor_name: Option<String>) -> Exported {
+        Exported {
+            entry,
+            actor_name,
+            unverified: unverified_fields(),
+        }
+    }
+}
+
+/// The fields of an exported entry outside its hash.
+fn unverified_fields() -> Vec<String> {
+    vec!["actor_name".to_owned()]
+}
+
+/// What `levee audit verify` says of a chain checked without `--head`.
+pub const UNANCHORED: &str = "unanchored: without --head, a chain whose newest entries were cut \
+    off verifies as intact; check it against a head recorded elsewhere (levee's `Audit head` \
+    log lines, /metrics levee_audit_head_info, an earlier export) with --head SHA256";
+
+/// The fields a JSON-lines export may hold: the hashed ones and those
+/// marked unverified.
+const KNOWN_FIELDS: [&str; 10] = [
     "seq",
     "time",
     "actor",
@@ -455,7 +556,10 @@ const CSV_HEADER: [&str; 9] = [
     "prev_hash",
     "hash",
     "actor_name",
+    "unverified",
 ];
+
+const CSV_HEADER: [&str; 10] = KNOWN_FIELDS;
 
 /// Writes every stored entry in sequence order; returns the count and the
 /// head (last seq and hash).
@@ -466,7 +570,7 @@ pub fn export(
 ) -> Result<(u64, u64, String), AuditError> {
     let summary = match format {
         Format::Jsonl => for_each_exported(store, |entry, actor_name| {
-            serde_json::to_writer(&mut *out, &Exported { entry, actor_name })
+            serde_json::to_writer(&mut *out, &Exported::new(entry, actor_name))
                 .map_err(|e| AuditError::Io(e.into()))?;
             Ok(out.write_all(b"\n")?)
         })?,
@@ -486,6 +590,7 @@ pub fn export(
                     &e.prev_hash,
                     &e.hash,
                     actor_name.as_deref().unwrap_or(""),
+                    "actor_name",
                 ])
                 .map_err(csv_io)
             })?;
@@ -631,7 +736,7 @@ pub fn list(store: &Store, f: &Filter) -> Result<Page, AuditError> {
             continue;
         }
         let actor_name = names.of(store, &entry.actor)?;
-        entries.push(Exported { entry, actor_name });
+        entries.push(Exported::new(entry, actor_name));
     }
     Ok(Page {
         entries,
@@ -695,16 +800,21 @@ pub struct Verified {
     pub entries: u64,
     pub head_seq: u64,
     pub head_hash: String,
+    /// Entries that carry an `actor_name`, which the hash does not cover.
+    pub unverified_names: u64,
 }
 
 /// Reads an export (JSON lines or CSV, told apart by the first line) and
 /// checks the chain, and that it ends at `head` when given. Needs no store.
 pub fn verify(input: impl BufRead, head: Option<&str>) -> Result<Verified, VerifyError> {
-    let entries = read_export(input)?;
-    check_chain(&entries, head)
+    let (entries, names) = read_export(input)?;
+    let mut v = check_chain(&entries, head)?;
+    v.unverified_names = names;
+    Ok(v)
 }
 
-fn read_export(mut input: impl BufRead) -> Result<Vec<(usize, Entry)>, VerifyError> {
+/// The entries of an export, and how many carry an `actor_name`.
+fn read_export(mut input: impl BufRead) -> Result<(Vec<(usize, Entry)>, u64), VerifyError> {
     let mut text = String::new();
     input
         .read_to_string(&mut text)
@@ -714,18 +824,29 @@ fn read_export(mut input: impl BufRead) -> Result<Vec<(usize, Entry)>, VerifyErr
         })?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let mut out = Vec::new();
+    let mut names = 0;
     if first.trim_start().starts_with('{') {
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let e: Exported = serde_json::from_str(line).map_err(|e| VerifyError::Unreadable {
-                line: i + 1,
-                why: e.to_string(),
-            })?;
+            let unreadable = |why: String| VerifyError::Unreadable { line: i + 1, why };
+            let v: Value = serde_json::from_str(line).map_err(|e| unreadable(e.to_string()))?;
+            // A field the hash does not cover and the export does not mark
+            // would pass unchecked: refuse it.
+            if let Some(extra) = v
+                .as_object()
+                .and_then(|o| o.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())))
+            {
+                return Err(unreadable(format!(
+                    "field `{extra}` is not part of an audit entry (its hash does not cover it)"
+                )));
+            }
+            let e: Exported = serde_json::from_value(v).map_err(|e| unreadable(e.to_string()))?;
+            names += u64::from(e.actor_name.is_some());
             out.push((i + 1, e.entry));
         }
-        return Ok(out);
+        return Ok((out, names));
     }
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -737,7 +858,10 @@ fn read_export(mut input: impl BufRead) -> Result<Vec<(usize, Entry)>, VerifyErr
             why: e.to_string(),
         })?
         .clone();
-    if header.iter().take(8).ne(CSV_HEADER.iter().take(8).copied()) {
+    if header.iter().take(8).ne(CSV_HEADER.iter().take(8).copied())
+        || header.len() > CSV_HEADER.len()
+        || header.iter().zip(CSV_HEADER).any(|(h, k)| h != k)
+    {
         return Err(VerifyError::Unreadable {
             line: 1,
             why: format!(
@@ -766,9 +890,10 @@ fn read_export(mut input: impl BufRead) -> Result<Vec<(usize, Entry)>, VerifyErr
             prev_hash: field(6),
             hash: field(7),
         };
+        names += u64::from(!field(8).is_empty());
         out.push((line, e));
     }
-    Ok(out)
+    Ok((out, names))
 }
 
 fn check_chain(entries: &[(usize, Entry)], head: Option<&str>) -> Result<Verified, VerifyError> {
@@ -862,6 +987,7 @@ fn check_chain(entries: &[(usize, Entry)], head: Option<&str>) -> Result<Verifie
         entries: entries.len() as u64,
         head_seq: last.seq,
         head_hash: last.hash.clone(),
+        unverified_names: 0,
     })
 }
 

@@ -53,7 +53,9 @@ fn an_intact_chain_verifies_in_both_formats() {
             Verified {
                 entries: 6,
                 head_seq: 6,
-                head_hash: hash.clone()
+                head_hash: hash.clone(),
+                // alice's three entries carry her name, outside the hash
+                unverified_names: 3,
             }
         );
     }
@@ -380,4 +382,76 @@ fn a_listing_filters_pages_and_names_people() {
         all.iter().find(|e| e.entry.seq == 1).unwrap().actor_name,
         None
     );
+}
+
+#[test]
+fn a_field_the_hash_does_not_cover_is_refused_or_marked() {
+    let (_d, store, log) = log_with(2);
+    let (_, hash) = log.head();
+    let text = export_to_string(&store, Format::Jsonl);
+    // Every exported entry says which of its fields its hash does not cover.
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["unverified"], json!(["actor_name"]), "{line}");
+    }
+    // A name set after the fact is unverified, and verify says so…
+    let named = text.replace("\"actor_name\":null", "\"actor_name\":\"mallory\"");
+    let v = verify(named.as_bytes(), Some(&hash)).unwrap();
+    assert_eq!(v.unverified_names, 2);
+    // … a field nobody knows is refused rather than passed unchecked.
+    let added = text.replacen("{\"seq\"", "{\"approved_by\":\"ceo\",\"seq\"", 1);
+    let e = verify(added.as_bytes(), Some(&hash)).unwrap_err();
+    assert!(e.to_string().contains("field `approved_by`"), "{e}");
+    let csv = export_to_string(&store, Format::Csv);
+    let more = csv.replacen(
+        "actor_name,unverified",
+        "actor_name,unverified,approved_by",
+        1,
+    );
+    assert!(verify(more.as_bytes(), Some(&hash)).is_err());
+}
+
+#[test]
+fn a_state_change_and_its_entry_are_written_together_or_not_at_all() {
+    let (_d, store, log) = log_with(1);
+    log.append_with(Actor::System("t"), "test.with", "k", json!({}), |b| {
+        b.meta_put("test_state", b"v1")
+    })
+    .unwrap();
+    assert_eq!(
+        store.meta_get("test_state").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(log.head().0, 2);
+    // A write that fails writes neither: here the store is gone read-only
+    // under the log (a failure RocksDB itself reports).
+    let ro = Arc::new(Store::open_read_only(store.data_dir()).unwrap());
+    let ro_log = AuditLog::open(ro.clone()).unwrap();
+    assert!(ro_log
+        .append_with(Actor::System("t"), "test.with", "k", json!({}), |b| {
+            b.meta_put("test_state", b"v2")
+        })
+        .is_err());
+    assert_eq!(
+        store.meta_get("test_state").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(log.head().0, 2);
+    assert!(verify_stored(&store).is_ok());
+}
+
+#[test]
+fn secrets_are_hashed_with_a_key_of_the_store() {
+    let (dir, store, log) = log_with(0);
+    let a = log.secret_mac("\"token-one\"");
+    assert_eq!(a.len(), 32);
+    assert_eq!(a, log.secret_mac("\"token-one\""));
+    assert_ne!(a, log.secret_mac("\"token-two\""));
+    // Not the plain SHA-256 of the value, and the same after a reopen.
+    assert!(!hex::encode(Sha256::digest(b"\"token-one\"")).starts_with(&a));
+    drop(log);
+    drop(store);
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let log = AuditLog::open(store).unwrap();
+    assert_eq!(log.secret_mac("\"token-one\""), a);
 }

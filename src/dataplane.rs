@@ -31,13 +31,13 @@ use levee_collectors::{Addr, FlowRecord};
 use serde_json::json;
 
 use crate::account::{
-    class, GroupSecond, HostSecond, Peek, Rec, Shard, ShardStats, Snapshot, Trigger,
+    class, GroupSecond, HostSecond, Peek, PrefixPeek, Rec, Shard, ShardStats, Snapshot, Trigger,
 };
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
 use crate::detect::{Detector, Event, Incident, Legit, Settings, Timeline};
 use crate::hostgroups::{GroupId, Hostgroups};
-use crate::pipeline::{bounds, limits, Routing};
+use crate::pipeline::{bounds, judge, limits, merge, Merged, Routing};
 use crate::report::incident_json;
 use crate::store::{IncidentWrite, Store, Subject};
 
@@ -92,6 +92,8 @@ enum Msg {
     Second(Snapshot),
     Triggers(Vec<Trigger>),
     Peeks(Vec<Peek>),
+    /// Looks at busy prefixes, from shard `.0`.
+    PrefixPeeks(usize, Vec<PrefixPeek>),
 }
 
 /// What the API and `/metrics` read, refreshed by the detector thread.
@@ -112,6 +114,10 @@ pub struct Live {
     pub evicted: AtomicU64,
     pub details_refused: AtomicU64,
     pub details_replaced: AtomicU64,
+    pub prefixes: AtomicU64,
+    pub prefixes_refused: AtomicU64,
+    pub prefixes_evicted: AtomicU64,
+    pub prefix_details_replaced: AtomicU64,
 }
 
 /// A question for the detector thread: a host's legitimate-traffic
@@ -230,7 +236,7 @@ impl Dataplane {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("levee-shard-{i}"))
-                    .spawn(move || shard_loop(shard, consumers, tx, stop, stat))?,
+                    .spawn(move || shard_loop(i, shard, consumers, tx, stop, stat))?,
             );
         }
         drop(tx);
@@ -288,6 +294,7 @@ impl Dataplane {
 const BATCH: usize = 4096;
 
 fn shard_loop(
+    index: usize,
     mut shard: Shard,
     mut rings: Vec<rtrb::Consumer<Rec>>,
     tx: Sender<Msg>,
@@ -322,6 +329,10 @@ fn shard_loop(
         }
         let peeks = shard.take_peeks();
         if !peeks.is_empty() && tx.send(Msg::Peeks(peeks)).is_err() {
+            return;
+        }
+        let looks = shard.take_prefix_peeks();
+        if !looks.is_empty() && tx.send(Msg::PrefixPeeks(index, looks)).is_err() {
             return;
         }
         if stopping {
@@ -386,15 +397,18 @@ fn detector_loop(
                 }
                 out.handle(detector.take_events(), None, now);
             }
+            Ok(Msg::PrefixPeeks(shard, looks)) => {
+                detector.on_prefix_peeks(shard, looks);
+                out.handle(detector.take_events(), None, now);
+            }
             Ok(Msg::Second(snap)) => {
                 pending.entry(snap.second).or_default().push(snap);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 // Every shard has stopped: judge what is left, save, leave.
-                for (second, snaps) in std::mem::take(&mut pending) {
-                    let hosts = snaps.into_iter().flat_map(|s| s.hosts).collect();
-                    run_second(&mut detector, &mut out, second, hosts, now);
+                for (_, snaps) in std::mem::take(&mut pending) {
+                    run_second(&mut detector, &mut out, merge(snaps), now);
                 }
                 out.save_baselines(&detector);
                 return;
@@ -416,8 +430,7 @@ fn detector_loop(
             .collect();
         for second in complete {
             if let Some(snaps) = pending.remove(&second) {
-                let hosts = snaps.into_iter().flat_map(|s| s.hosts).collect();
-                run_second(&mut detector, &mut out, second, hosts, now);
+                run_second(&mut detector, &mut out, merge(snaps), now);
             }
         }
         let total: ShardStats = stats.iter().fold(ShardStats::default(), |mut t, s| {
@@ -428,8 +441,20 @@ fn detector_loop(
             t.evicted += s.evicted;
             t.details_refused += s.details_refused;
             t.details_replaced += s.details_replaced;
+            t.prefixes += s.prefixes;
+            t.prefixes_refused += s.prefixes_refused;
+            t.prefixes_evicted += s.prefixes_evicted;
+            t.prefix_details_taken += s.prefix_details_taken;
             t
         });
+        let live = &out.live;
+        live.prefixes.store(total.prefixes, Ordering::Relaxed);
+        live.prefixes_refused
+            .store(total.prefixes_refused, Ordering::Relaxed);
+        live.prefixes_evicted
+            .store(total.prefixes_evicted, Ordering::Relaxed);
+        live.prefix_details_replaced
+            .store(total.prefix_details_taken, Ordering::Relaxed);
         out.live.hosts.store(total.hosts, Ordering::Relaxed);
         out.live.detailed.store(total.detailed, Ordering::Relaxed);
         out.live.refused.store(total.refused, Ordering::Relaxed);
@@ -450,15 +475,9 @@ fn detector_loop(
     }
 }
 
-fn run_second(
-    detector: &mut Detector,
-    out: &mut Outcomes,
-    second: u64,
-    hosts: Vec<HostSecond>,
-    now: u64,
-) {
-    out.record_second(second, &hosts);
-    detector.on_second(second, hosts);
+fn run_second(detector: &mut Detector, out: &mut Outcomes, m: Merged, now: u64) {
+    out.record_second(m.second, &m.hosts);
+    judge(detector, m);
     out.handle(detector.take_events(), None, now);
     let active: Vec<serde_json::Value> = detector.active().map(incident_json).collect();
     *out.live.active.lock().unwrap_or_else(|e| e.into_inner()) = active;
@@ -580,7 +599,10 @@ impl Outcomes {
             match &e {
                 Event::Started(i) => {
                     self.live.incidents_started.fetch_add(1, Ordering::Relaxed);
-                    if let Some(t) = triggers.and_then(|ts| ts.iter().find(|t| t.addr == i.host)) {
+                    let trigger = triggers
+                        .filter(|_| i.prefix.is_none())
+                        .and_then(|ts| ts.iter().find(|t| t.addr == i.host));
+                    if let Some(t) = trigger {
                         let mut d = self.live.delay.lock().unwrap_or_else(|e| e.into_inner());
                         let h = d.get_or_insert_with(|| {
                             hdrhistogram::Histogram::new_with_max(3_600_000, 3)
@@ -588,7 +610,7 @@ impl Outcomes {
                         });
                         let _ = h.record(now.saturating_sub(t.at_ms));
                     }
-                    tracing::warn!(incident = %i.id, host = %i.host, hostgroup = %i.hostgroup, reason = %format!("{} {} {} > {}", i.reason.kind, i.reason.metric, i.reason.value, i.reason.limit), family = %i.verdict.family, why = i.verdict.why.as_deref().unwrap_or(""), "Incident started");
+                    tracing::warn!(incident = %i.id, target = %i.target(), scope = i.scope(), hostgroup = %i.hostgroup, reason = %format!("{} {} {} > {}", i.reason.kind, i.reason.metric, i.reason.value, i.reason.limit), family = %i.verdict.family, why = i.verdict.why.as_deref().unwrap_or(""), "Incident started");
                     self.audit_event("incident.start", i);
                     self.classified.insert(
                         i.id.clone(),
@@ -600,13 +622,13 @@ impl Outcomes {
                     // rule was built from must be on record.
                     let now = (i.verdict.family.clone(), i.verdict.vector.clone());
                     if self.classified.get(&i.id) != Some(&now) {
-                        tracing::warn!(incident = %i.id, host = %i.host, family = %i.verdict.family, vector = i.verdict.vector.as_deref().unwrap_or(""), confidence = i.verdict.confidence, samples = i.verdict.samples, "Incident classified");
+                        tracing::warn!(incident = %i.id, target = %i.target(), family = %i.verdict.family, vector = i.verdict.vector.as_deref().unwrap_or(""), confidence = i.verdict.confidence, samples = i.verdict.samples, "Incident classified");
                         self.audit_event("incident.classify", i);
                         self.classified.insert(i.id.clone(), now);
                     }
                 }
                 Event::Ended(i) => {
-                    tracing::warn!(incident = %i.id, host = %i.host, family = %i.verdict.family, peak_pps = i.peak_pps, "Incident ended");
+                    tracing::warn!(incident = %i.id, target = %i.target(), family = %i.verdict.family, peak_pps = i.peak_pps, "Incident ended");
                     self.audit_event("incident.end", i);
                     self.classified.remove(&i.id);
                 }
@@ -615,7 +637,8 @@ impl Outcomes {
     }
 
     fn audit_event(&self, action: &str, i: &Incident) {
-        let details = json!({
+        let mut details = json!({
+            "scope": i.scope(),
             "host": i.host.to_string(),
             "hostgroup": i.hostgroup,
             "family": i.verdict.family,
@@ -627,6 +650,14 @@ impl Outcomes {
             "peak_pps": i.peak_pps,
             "peak_bps": i.peak_bps,
         });
+        if let Some(p) = i.prefix {
+            details["host"] = serde_json::Value::Null;
+            details["prefix"] = json!(p.to_string());
+            details["hosts_affected"] = json!(i.hosts_affected);
+        }
+        if !i.linked.is_empty() {
+            details["linked"] = json!(i.linked);
+        }
         if let Err(e) = self
             .audit
             .append(Actor::System("detector"), action, &i.id, details)

@@ -164,6 +164,7 @@ mod tests {
             prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
             within: None,
             thresholds: Thresholds::default(),
+            prefix_thresholds: None,
             mitigation: HostgroupMitigation::default(),
         }
     }

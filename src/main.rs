@@ -191,6 +191,12 @@ enum AuditCmd {
 }
 
 fn main() -> ExitCode {
+    // Whatever levee creates — the store's files, the spool, the heartbeat,
+    // an export — is its user's alone, whatever umask it was started with
+    // (the data dir's existing files are made so when the store is opened
+    // for writing).
+    // SAFETY: umask(2) only sets this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
     match dispatch(cli.cmd) {
         Ok(code) => code,
@@ -363,15 +369,21 @@ fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
                 let state = k
                     .revoked
                     .map_or("active".to_owned(), |r| format!("revoked {r}"));
+                // Names are printable ASCII now; one made before that is
+                // shown escaped, never as raw control or bidi characters.
                 println!(
                     "{}\t{:?}\t{}\t{}\t{}",
-                    k.id, k.scope, k.created, state, k.name
+                    k.id,
+                    k.scope,
+                    k.created,
+                    state,
+                    k.name.escape_default()
                 );
             }
         }
         ApikeyCmd::Revoke { id, .. } => {
             let k = admin.revoke_key(&id)?;
-            eprintln!("revoked API key {} (\"{}\")", k.id, k.name);
+            eprintln!("revoked API key {} (\"{}\")", k.id, k.name.escape_default());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -424,7 +436,7 @@ fn mitigation(cmd: MitigationCmd) -> anyhow::Result<ExitCode> {
                     "{}\t{}\t{}\t{}\tuntil {}{shadow}\t{}",
                     m["id"].as_str().unwrap_or(""),
                     m["level"].as_str().unwrap_or(""),
-                    m["host"].as_str().unwrap_or(""),
+                    m["prefix"].as_str().or(m["host"].as_str()).unwrap_or(""),
                     m["decided_by"].as_str().unwrap_or(""),
                     levee::report::rfc3339_ms(m["expires_ms"].as_u64().unwrap_or(0)),
                     m["text"].as_str().unwrap_or(""),
@@ -436,7 +448,7 @@ fn mitigation(cmd: MitigationCmd) -> anyhow::Result<ExitCode> {
                     e["time"].as_str().unwrap_or(""),
                     e["action"].as_str().unwrap_or(""),
                     e["level"].as_str().unwrap_or(""),
-                    e["host"].as_str().unwrap_or(""),
+                    e["prefix"].as_str().or(e["host"].as_str()).unwrap_or(""),
                     e["reason"].as_str().unwrap_or(""),
                     e["error"]
                         .as_str()
@@ -643,6 +655,16 @@ fn audit_verify(file: &std::path::Path, head: Option<&str>) -> anyhow::Result<Ex
     match audit::verify(BufReader::new(f), head) {
         Ok(v) => {
             println!("ok {} entries", v.entries);
+            if head.is_none() {
+                // An intact chain says nothing of entries cut off its end.
+                println!("{}", audit::UNANCHORED);
+            }
+            if v.unverified_names > 0 {
+                println!(
+                    "unverified: actor_name of {} entries (the name behind a pseudonym at export time) is not covered by the hash",
+                    v.unverified_names
+                );
+            }
             eprintln!("head seq {} sha256 {}", v.head_seq, v.head_hash);
             Ok(ExitCode::SUCCESS)
         }

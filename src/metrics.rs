@@ -137,6 +137,7 @@ pub fn render(s: &WebState, store_size: u64) -> String {
         &[("result", "rejected")],
         s.counters.config_reloads_rejected.load(Ordering::Relaxed),
     );
+    http(&mut p, s);
 
     if let Some(dp) = &s.dataplane {
         let live = &dp.live;
@@ -229,6 +230,35 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             &[],
             live.details_replaced.load(Ordering::Relaxed),
         );
+        for (name, kind, help, value) in [
+            (
+                "levee_prefixes_tracked",
+                "gauge",
+                "Prefix aggregates with recent traffic being accounted ([hostgroup.prefix_thresholds]).",
+                &live.prefixes,
+            ),
+            (
+                "levee_prefixes_refused_total",
+                "counter",
+                "Host-seconds left out of their prefix aggregate: the shard held as many aggregates as it may, none idle.",
+                &live.prefixes_refused,
+            ),
+            (
+                "levee_prefixes_evicted_total",
+                "counter",
+                "Idle prefix aggregates forgotten early to make room for a new one.",
+                &live.prefixes_evicted,
+            ),
+            (
+                "levee_prefix_details_replaced_total",
+                "counter",
+                "Detailed statistics taken from a far quieter prefix for a busier one when the pool was full.",
+                &live.prefix_details_replaced,
+            ),
+        ] {
+            p.family(name, kind, help);
+            p.sample(name, &[], value.load(Ordering::Relaxed));
+        }
         let groups = live
             .groups
             .lock()
@@ -499,6 +529,74 @@ pub fn render(s: &WebState, store_size: u64) -> String {
         sum(|p| p.truncated.load(Ordering::Relaxed)),
     );
     p.out
+}
+
+/// The HTTP server's connections and refusals, and failed
+/// authentications.
+fn http(p: &mut Prom, s: &WebState) {
+    p.family(
+        "levee_http_connections",
+        "gauge",
+        "HTTP connections open, by listener (web: [web] listen and metrics_listen; admin: the admin socket).",
+    );
+    for g in &s.gates {
+        p.sample("levee_http_connections", &[("listener", g.name)], g.open());
+    }
+    p.family(
+        "levee_http_connections_total",
+        "counter",
+        "HTTP connections by listener and outcome: accepted; closed at once because the client had max_connections_per_client (refused_per_client) or every place was busy (refused_full); closed to make room for a new one (evicted).",
+    );
+    for g in &s.gates {
+        let st = &g.stats;
+        for (outcome, n) in [
+            ("accepted", &st.accepted),
+            ("refused_per_client", &st.refused_per_client),
+            ("refused_full", &st.refused_full),
+            ("evicted", &st.evicted),
+        ] {
+            p.sample(
+                "levee_http_connections_total",
+                &[("listener", g.name), ("outcome", outcome)],
+                n.load(Ordering::Relaxed),
+            );
+        }
+    }
+    p.family(
+        "levee_http_accept_errors_total",
+        "counter",
+        "Connections the kernel could not hand over (accept(2) failed: out of file handles, …).",
+    );
+    for g in &s.gates {
+        p.sample(
+            "levee_http_accept_errors_total",
+            &[("listener", g.name)],
+            g.stats.accept_errors.load(Ordering::Relaxed),
+        );
+    }
+    p.family(
+        "levee_http_host_refused_total",
+        "counter",
+        "Requests refused (421) because their Host header named a host levee does not answer to.",
+    );
+    p.sample(
+        "levee_http_host_refused_total",
+        &[],
+        s.counters.host_refused.load(Ordering::Relaxed),
+    );
+    p.family(
+        "levee_auth_failures_total",
+        "counter",
+        "Refused requests by reason: no or a malformed, unknown, wrong or revoked key (401), a key whose scope does not allow the request (forbidden, 403), a wrong /metrics token.",
+    );
+    let counts = s.auth_failures.counts();
+    for r in crate::web::Refusal::all() {
+        p.sample(
+            "levee_auth_failures_total",
+            &[("reason", r.as_str())],
+            counts.get(r.as_str()).copied().unwrap_or(0),
+        );
+    }
 }
 
 fn mitigation(p: &mut Prom, m: &crate::mitigation::service::Shared) {

@@ -52,6 +52,15 @@ pub fn limits(c: &Config) -> Vec<Limit> {
         .map(|g| Limit {
             pps: g.thresholds.pps,
             bps: g.thresholds.bps,
+            prefix: g
+                .prefix_thresholds
+                .as_ref()
+                .map(|p| crate::account::PrefixLimit {
+                    len_v4: p.prefix_length_v4,
+                    len_v6: p.prefix_length_v6,
+                    pps: p.limits.pps,
+                    bps: p.limits.bps,
+                }),
         })
         .collect()
 }
@@ -67,11 +76,33 @@ pub fn bounds(c: &Config, shards: usize) -> Bounds {
     }
 }
 
+/// One second of every shard: its hosts and its prefix aggregates.
+pub struct Merged {
+    pub second: u64,
+    pub hosts: Vec<crate::account::HostSecond>,
+    pub prefixes: Vec<crate::account::PrefixSecond>,
+}
+
 /// Merges the shards' snapshots of one second.
-pub fn merge(snaps: Vec<Snapshot>) -> (u64, Vec<crate::account::HostSecond>) {
+pub fn merge(snaps: Vec<Snapshot>) -> Merged {
     let second = snaps.iter().map(|s| s.second).max().unwrap_or(0);
-    let hosts = snaps.into_iter().flat_map(|s| s.hosts).collect();
-    (second, hosts)
+    let mut hosts = Vec::new();
+    let mut prefixes = Vec::new();
+    for s in snaps {
+        hosts.extend(s.hosts);
+        prefixes.extend(s.prefixes);
+    }
+    Merged {
+        second,
+        hosts,
+        prefixes,
+    }
+}
+
+/// Judges a merged second: its hosts, then its prefixes.
+pub fn judge(detector: &mut Detector, m: Merged) {
+    detector.on_second(m.second, m.hosts);
+    detector.on_prefixes(m.second, m.prefixes);
 }
 
 /// Packets and bytes addressed to a host over a whole input.
@@ -126,12 +157,14 @@ impl Engine {
         if snaps.is_empty() {
             return;
         }
-        let (second, hosts) = merge(snaps);
-        self.detector.on_second(second, hosts);
+        let m = merge(snaps);
+        let second = m.second;
+        judge(&mut self.detector, m);
         // Seconds the input skipped: nothing happened in them, but time passed.
         let now_s = now_ms / 1000;
         if now_s > second + 1 {
             self.detector.on_second(now_s - 1, Vec::new());
+            self.detector.on_prefixes(now_s - 1, Vec::new());
         }
     }
 
@@ -151,12 +184,16 @@ impl Engine {
                 }
             });
         }
-        for s in &mut self.shards {
+        for (i, s) in self.shards.iter_mut().enumerate() {
             for t in s.take_triggers() {
                 self.detector.on_trigger(&t);
             }
             for p in s.take_peeks() {
                 self.detector.on_peek(p);
+            }
+            let looks = s.take_prefix_peeks();
+            if !looks.is_empty() {
+                self.detector.on_prefix_peeks(i, looks);
             }
         }
     }
@@ -164,8 +201,7 @@ impl Engine {
     /// The input ended: the last second is judged and every incident ends.
     pub fn finish(&mut self) {
         let snaps: Vec<Snapshot> = self.shards.iter_mut().map(|s| s.flush()).collect();
-        let (second, hosts) = merge(snaps);
-        self.detector.on_second(second, hosts);
+        judge(&mut self.detector, merge(snaps));
         self.detector.finish();
     }
 

@@ -58,11 +58,11 @@ fn peak_rate(i: &Incident) -> Value {
 pub fn incident_json(i: &Incident) -> Value {
     let v = &i.verdict;
     let now = &i.current.verdict;
-    json!({
+    let mut o = json!({
         "id": i.id,
-        "scope": "host",
-        "host": i.host.to_string(),
-        "prefix": null,
+        "scope": i.scope(),
+        "host": if i.prefix.is_some() { Value::Null } else { json!(i.host.to_string()) },
+        "prefix": i.prefix.map(|p| p.to_string()),
         "hostgroup": i.hostgroup,
         "family": v.family,
         "vector": v.vector,
@@ -96,7 +96,15 @@ pub fn incident_json(i: &Incident) -> Value {
         "top_dst_ports": i.top_dst_ports,
         "reason": i.reason,
         "features": i.features,
-    })
+    });
+    if i.prefix.is_some() {
+        o["hosts_affected"] = json!(i.hosts_affected);
+        o["top_hosts"] = json!(i.top_hosts);
+    }
+    if !i.linked.is_empty() {
+        o["linked"] = json!(i.linked);
+    }
+    o
 }
 
 /// One line for people.
@@ -121,7 +129,10 @@ pub fn incident_text(i: &Incident) -> String {
     format!(
         "{} {} ({}) {}{}{} confidence {:.2} {} peak {} pps {:.1} Mbit/s ~{} sources{}{} [{} {} > {} {}]",
         rfc3339_ms(i.detected_ms),
-        i.host,
+        match i.prefix {
+            Some(p) => format!("{p} ({} hosts)", i.hosts_affected),
+            None => i.host.to_string(),
+        },
         i.hostgroup,
         v.family,
         vector,

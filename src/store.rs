@@ -307,12 +307,178 @@ fn options() -> Options {
     o.set_keep_log_file_num(5);
     o.set_max_total_wal_size(256 << 20);
     o.set_max_background_jobs(2);
+    // Bounded file handles: RocksDB keeps every table file open by
+    // default, and a store that grows for years would take the handles
+    // the HTTP server and the collectors need (see `max_open_files`).
+    o.set_max_open_files(max_open_files());
     // After a crash, replay the WAL up to the last whole record (a write
     // cut short by the kill) and stop there: every write that returned is
     // kept, in order. (RocksDB's default; said here because the crash
     // guarantees rest on it.)
     o.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
     o
+}
+
+/// The table files RocksDB keeps open at most: a quarter of the process's
+/// open-files limit, between 64 and 512. A table not open is opened when
+/// read (a cache miss costs a few microseconds); a store that grows must
+/// never take the file handles the HTTP server and the collectors need.
+pub fn max_open_files() -> i32 {
+    let soft = open_files_limit().0;
+    i32::try_from((soft / 4).clamp(64, 512)).unwrap_or(512)
+}
+
+/// The process's open-files limit (soft, hard).
+pub fn open_files_limit() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes the struct we pass it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return (1024, 1024);
+    }
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// Raises the open-files soft limit to the hard limit (what `levee run`
+/// does first): a box under attack must not run out of file handles at
+/// the distribution's default of 1024. Returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2)/setrlimit(2) read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    r.rlim_cur
+}
+
+/// Makes `data_dir` and everything in it levee's user's alone, whatever
+/// the umask was when they were made: directories 0700, files without
+/// group or other permissions (0600). Symbolic links are not followed.
+/// Failures are logged, not fatal (a file of another owner is reported
+/// by RocksDB when it matters).
+pub fn secure_data_dir(data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path, depth: usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            let want = if meta.is_dir() {
+                0o700
+            } else if meta.is_file() {
+                mode & 0o700
+            } else {
+                continue; // sockets (made 0600 by their binder), links, fifos
+            };
+            if mode != want {
+                if let Err(e) =
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))
+                {
+                    tracing::warn!(file = %path.display(), error = %e, "Cannot restrict the permissions of a file in the data dir");
+                }
+            }
+            if meta.is_dir() && depth < 4 {
+                walk(&path, depth + 1);
+            }
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(data_dir) {
+        if meta.is_dir() && meta.permissions().mode() & 0o7777 != 0o700 {
+            if let Err(e) =
+                std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            {
+                tracing::warn!(dir = %data_dir.display(), error = %e, "Cannot make the data dir 0700");
+            }
+        }
+    }
+    walk(data_dir, 0);
+}
+
+/// Changes written together: a state change and the audit entry that
+/// records it are one RocksDB write batch, so that either both are
+/// durable or neither is ([`crate::audit::AuditLog::append_with`]).
+pub struct Batch<'a> {
+    store: &'a Store,
+    b: WriteBatch,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("writes", &self.b.len())
+            .finish()
+    }
+}
+
+impl Batch<'_> {
+    /// Audit entry `seq` (see [`Store::audit_put`]).
+    pub fn audit_put(&mut self, seq: u64, entry: &[u8]) {
+        self.b
+            .put_cf(self.store.cf(Cf::Audit), seq.to_be_bytes(), entry);
+    }
+
+    /// An API key's record (see [`Store::api_key_put`]).
+    pub fn api_key_put(&mut self, id: &str, record: &[u8]) {
+        self.b
+            .put_cf(self.store.cf(Cf::ApiKeys), id.as_bytes(), record);
+    }
+
+    /// A mitigation intent (see [`Store::intent_put`]).
+    pub fn intent_put(&mut self, route_key: &str, record: &[u8]) {
+        let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
+        self.b.put_cf(self.store.cf(Cf::Mitigations), key, record);
+    }
+
+    /// Removes a mitigation intent (see [`Store::intent_delete`]).
+    pub fn intent_delete(&mut self, route_key: &str) {
+        let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
+        self.b.delete_cf(self.store.cf(Cf::Mitigations), key);
+    }
+
+    /// A `meta` value.
+    pub fn meta_put(&mut self, key: &str, value: &[u8]) {
+        self.b
+            .put_cf(self.store.cf(Cf::Meta), key.as_bytes(), value);
+    }
+}
+
+impl Store {
+    /// An empty batch of changes for [`Store::commit`].
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            b: WriteBatch::default(),
+        }
+    }
+
+    /// Writes a batch atomically and durably: on disk when this returns,
+    /// all of it or (on error) none of it.
+    pub fn commit(&self, batch: Batch<'_>) -> Result<()> {
+        self.db
+            .write_opt(batch.b, &Self::write_options(Durability::Sync))?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -327,11 +493,21 @@ impl Store {
     /// whole life, a CLI command or the dead-man only for one change —
     /// drop it as soon as the write is done.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::NotWritable {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(|source| StoreError::NotWritable {
+                    path: data_dir.to_owned(),
+                    source,
+                })?;
+        }
         probe_writable(data_dir)?;
+        // levee's user's alone, whatever the umask was when the files were
+        // made (the writer's own umask is 077: `main`).
+        secure_data_dir(data_dir);
         let path = db_path(data_dir);
         let cfs = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
         let db = Db::open_cf_descriptors(&options(), &path, cfs).map_err(|e| {
@@ -1266,6 +1442,25 @@ pub mod crash {
         let _ = (name, detail);
     }
 
+    /// The variable that arms a failure point (debug builds only): the
+    /// same `POINT[:FILTER][#N]`, but the Nth hit returns an error instead
+    /// of killing the process (`audit.append`: the write of an audit entry
+    /// — and of the state change it records — fails).
+    pub const FAIL_ENV: &str = "LEVEE_TEST_FAIL_AT";
+
+    /// Whether the write at failure point `name` is to fail this time (see
+    /// [`FAIL_ENV`]); never in a release build.
+    #[inline]
+    pub fn fails(name: &str, detail: &dyn Fn() -> String) -> bool {
+        #[cfg(debug_assertions)]
+        return armed::fail_hit(name, detail);
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = (name, detail);
+            false
+        }
+    }
+
     /// Whether `name` is the armed point (never in a release build).
     pub fn armed(name: &str) -> bool {
         #[cfg(debug_assertions)]
@@ -1291,25 +1486,51 @@ pub mod crash {
 
         pub(super) fn get() -> Option<&'static Armed> {
             static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-            ARMED
-                .get_or_init(|| {
-                    let v = std::env::var(super::ENV).ok()?;
-                    let (rest, nth) = match v.rsplit_once('#') {
-                        Some((r, n)) => (r, n.parse().ok()?),
-                        None => (v.as_str(), 1),
-                    };
-                    let (point, filter) = match rest.split_once(':') {
-                        Some((p, f)) => (p, Some(f.to_owned())),
-                        None => (rest, None),
-                    };
-                    Some(Armed {
-                        point: point.to_owned(),
-                        filter,
-                        nth,
-                        hits: AtomicU64::new(0),
-                    })
-                })
-                .as_ref()
+            ARMED.get_or_init(|| parse(super::ENV)).as_ref()
+        }
+
+        fn get_failing() -> Option<&'static Armed> {
+            static FAILING: OnceLock<Option<Armed>> = OnceLock::new();
+            FAILING.get_or_init(|| parse(super::FAIL_ENV)).as_ref()
+        }
+
+        /// Whether this hit of failure point `name` fails.
+        pub(super) fn fail_hit(name: &str, detail: &dyn Fn() -> String) -> bool {
+            let Some(a) = get_failing() else { return false };
+            if a.point != name {
+                return false;
+            }
+            let d = detail();
+            if a.filter.as_deref().is_some_and(|f| !d.contains(f)) {
+                return false;
+            }
+            let n = a.hits.fetch_add(1, Ordering::SeqCst) + 1;
+            if n != a.nth {
+                return false;
+            }
+            eprintln!(
+                "levee: {}: failing point {name} ({d}), hit {n}",
+                super::FAIL_ENV
+            );
+            true
+        }
+
+        fn parse(var: &str) -> Option<Armed> {
+            let v = std::env::var(var).ok()?;
+            let (rest, nth) = match v.rsplit_once('#') {
+                Some((r, n)) => (r, n.parse().ok()?),
+                None => (v.as_str(), 1),
+            };
+            let (point, filter) = match rest.split_once(':') {
+                Some((p, f)) => (p, Some(f.to_owned())),
+                None => (rest, None),
+            };
+            Some(Armed {
+                point: point.to_owned(),
+                filter,
+                nth,
+                hits: AtomicU64::new(0),
+            })
         }
 
         pub(super) fn hit(name: &str, detail: &dyn Fn() -> String) {

@@ -1,6 +1,6 @@
 //! The JSON API and its keys, through a running levee: requests without a
-//! valid key are refused, read keys read, write keys manage keys, revoked
-//! keys stop working; `levee apikey` works through the admin socket while
+//! valid key are refused, read keys read, admin keys manage keys (write
+//! keys may not), revoked keys stop working; `levee apikey` works through the admin socket while
 //! levee runs and on the store while it does not; every key change is
 //! audited; the OpenAPI description lists exactly the API's paths.
 
@@ -83,6 +83,7 @@ fn api_keys_guard_the_api_and_their_changes_are_audited() {
     // Keys made through the running levee (the store is locked by it).
     let (read_id, read) = add_key(&config, "grafana", "read");
     let (_, write) = add_key(&config, "automation", "write");
+    let (_, admin) = add_key(&config, "owner", "admin");
 
     // A read key reads: the exporters levee heard, with their counters.
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -114,12 +115,24 @@ fn api_keys_guard_the_api_and_their_changes_are_audited() {
         403
     );
 
-    // A write key manages keys over HTTP.
+    // Nor can a write key: managing keys needs an admin key.
+    for (method, path) in [("GET", "/api/v1/apikeys"), ("POST", "/api/v1/apikeys")] {
+        let r = http(
+            levee.web,
+            method,
+            path,
+            Some(&write),
+            Some(r#"{"name":"x","scope":"admin"}"#),
+        );
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
+    }
+
+    // An admin key manages keys over HTTP.
     let r = http(
         levee.web,
         "POST",
         "/api/v1/apikeys",
-        Some(&write),
+        Some(&admin),
         Some(r#"{"name":"ci","scope":"read"}"#),
     );
     assert_eq!(r.status, 201, "{}", r.body);
@@ -130,7 +143,7 @@ fn api_keys_guard_the_api_and_their_changes_are_audited() {
             levee.web,
             "POST",
             "/api/v1/apikeys",
-            Some(&write),
+            Some(&admin),
             Some("{oops")
         )
         .status,
@@ -156,7 +169,7 @@ fn api_keys_guard_the_api_and_their_changes_are_audited() {
     );
     let out = cli(&["apikey", "list", "--config", config.to_str().unwrap()]);
     let listing = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(listing.lines().count(), 3);
+    assert_eq!(listing.lines().count(), 4);
     assert!(
         listing
             .lines()
@@ -181,16 +194,16 @@ fn api_keys_guard_the_api_and_their_changes_are_audited() {
             )
         })
         .collect();
-    assert_eq!(acts.len(), 4);
-    assert!(acts[..2]
+    assert_eq!(acts.len(), 5);
+    assert!(acts[..3]
         .iter()
         .all(|(a, who)| a == "apikey.create" && who == "system:cli"));
     assert!(
-        acts[2].1.starts_with("apikey:"),
-        "made over HTTP by the write key: {acts:?}"
+        acts[3].1.starts_with("apikey:"),
+        "made over HTTP by the admin key: {acts:?}"
     );
     assert_eq!(
-        acts[3],
+        acts[4],
         ("apikey.revoke".to_owned(), "system:cli".to_owned())
     );
 }
@@ -210,7 +223,7 @@ fn keys_can_be_managed_while_levee_is_stopped() {
 fn the_openapi_description_lists_exactly_the_api() {
     let (_dir, config) = setup();
     let levee = Levee::start(&config);
-    let (_, write) = add_key(&config, "probe", "write");
+    let (_, write) = add_key(&config, "probe", "admin");
     let r = http(levee.web, "GET", "/api/v1/openapi.json", None, None);
     assert_eq!(r.status, 200, "the description needs no key");
     let doc: Value = serde_json::from_str(&r.body).unwrap();
@@ -247,6 +260,7 @@ fn the_openapi_description_lists_exactly_the_api() {
             "/apikeys",
             "/apikeys/{id}",
             "/audit",
+            "/config",
             "/exporters",
             "/hostgroups",
             "/hostgroups/{name}",
@@ -270,7 +284,7 @@ fn post_raw(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) ->
         .unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: levee\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
@@ -292,7 +306,7 @@ fn post_raw(addr: std::net::SocketAddr, path: &str, token: &str, body: &[u8]) ->
 fn bodies_are_refused_by_what_is_wrong_with_them() {
     let (_dir, config) = setup();
     let levee = Levee::start(&config);
-    let (_, write) = add_key(&config, "automation", "write");
+    let (_, write) = add_key(&config, "automation", "admin");
     let error = |body: &str| -> String {
         serde_json::from_str::<Value>(body).unwrap()["error"]
             .as_str()

@@ -1079,7 +1079,8 @@ fn torture(cycles: usize, plan: &[Kill]) {
     *shared.web.lock().unwrap() = Some(web);
     *shared.sflow.lock().unwrap() = Some(sflow);
     *shared.pid.lock().unwrap() = Some(levee.pid);
-    for (scope, slot) in [("read", &shared.read_token), ("write", &shared.write_token)] {
+    // The "write" token also manages API keys: scope admin.
+    for (scope, slot) in [("read", &shared.read_token), ("admin", &shared.write_token)] {
         let (ok, out, err) = cli(&[
             "apikey", "add", "--config", &config_s, "torture", "--scope", scope,
         ]);

@@ -686,11 +686,16 @@ fn scrubbing_by_http_diverts_and_undiverts_at_the_provider() {
     levee.wait_for("the end of the diversion", |_| {
         provider.actions() == ["divert", "undivert"]
     });
-    let m = mitigations(&levee, &token);
-    let log = m["log"].as_array().unwrap();
-    assert!(log.iter().any(|e| e["action"] == "withdraw"
-        && e["adapter"] == "http"
-        && e["response"].as_str().is_some_and(|r| r.starts_with("200"))));
+    // The provider saw the call before levee read its answer: the log
+    // entry comes once levee has it.
+    levee.wait_for("the provider's answer in the mitigation log", |l| {
+        let m = mitigations(l, &token);
+        m["log"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "withdraw"
+                && e["adapter"] == "http"
+                && e["response"].as_str().is_some_and(|r| r.starts_with("200"))
+        })
+    });
 }
 
 #[test]

@@ -110,6 +110,14 @@ pub const MAX_HOLD_S: u64 = 600;
 /// whole in the second it arrives (its total kept, its rate not).
 const MAX_HELD: usize = 131_072;
 
+/// The most packets and bytes one record may stand for: a 600 s flow of
+/// minimum-size packets at 400 Gbit/s is about 2^38 packets and 2^44 bytes.
+/// An export claiming more (IPFIX counters are 64-bit, an exporter may be
+/// forged) is held to these, so that sums over the records of a second
+/// cannot wrap.
+pub const MAX_RECORD_PACKETS: u64 = 1 << 40;
+pub const MAX_RECORD_BYTES: u64 = 1 << 48;
+
 const _: () = assert!(std::mem::size_of::<Rec>() == 64);
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
@@ -119,8 +127,8 @@ impl Rec {
         Rec {
             src: r.src,
             dst: r.dst,
-            packets: r.packets,
-            bytes: r.bytes,
+            packets: r.packets.min(MAX_RECORD_PACKETS),
+            bytes: r.bytes.min(MAX_RECORD_BYTES),
             src_port: r.src_port,
             dst_port: r.dst_port,
             duration_s: r.duration_s,
@@ -528,6 +536,38 @@ pub struct Limit {
     pub pps: Option<u64>,
     /// Bits per second.
     pub bps: Option<u64>,
+    /// The hostgroup's prefix aggregates, when it has them.
+    pub prefix: Option<PrefixLimit>,
+}
+
+/// How a hostgroup's traffic is summed per prefix (DET-6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixLimit {
+    pub len_v4: u8,
+    pub len_v6: u8,
+    /// The prefix limits, if any: a prefix gets details (what
+    /// classification needs) once its second passes a quarter of one, and
+    /// is looked at every [`PEEK_EVERY_MS`] once its sliding second passes
+    /// an eighth (each shard sees its share of a prefix's hosts).
+    pub pps: Option<u64>,
+    /// Bits per second.
+    pub bps: Option<u64>,
+}
+
+impl PrefixLimit {
+    /// The prefix of `a` (its network address, as an IPv4-mapped or IPv6
+    /// key) and its length.
+    #[inline]
+    pub fn of(&self, a: &Addr) -> (u128, u8) {
+        let k = u128::from_be_bytes(a.0);
+        let (bits, len) = if a.is_v4_mapped() {
+            (96 + u32::from(self.len_v4.min(32)), self.len_v4.min(32))
+        } else {
+            (u32::from(self.len_v6.min(128)), self.len_v6.min(128))
+        };
+        let mask = if bits == 0 { 0 } else { !0u128 << (128 - bits) };
+        (k & mask, len)
+    }
 }
 
 /// How much a shard may hold.
@@ -600,13 +640,164 @@ impl GroupSecond {
     }
 }
 
+/// A prefix of a hostgroup in one second: its hosts' traffic summed
+/// (DET-6), as one shard saw it (the detector adds the shards up).
+#[derive(Debug, Clone)]
+pub struct PrefixSecond {
+    /// The network address and the prefix length.
+    pub prefix: Addr,
+    pub len: u8,
+    pub group: GroupId,
+    pub inbound: Counters,
+    /// Hosts of the prefix with inbound traffic in the second.
+    pub hosts: u32,
+    /// The busiest of them, by packets.
+    pub top_hosts: Vec<(Addr, u64)>,
+    /// What classification needs, once the prefix is busy.
+    pub details: Option<Box<Details>>,
+}
+
 /// A second of one shard.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Unix second.
     pub second: u64,
     pub hosts: Vec<HostSecond>,
+    pub prefixes: Vec<PrefixSecond>,
 }
+
+/// The part of a prefix aggregate every inbound record touches, one cache
+/// line: this second's counters, when the prefix may be looked at next,
+/// and its details once it is busy. The rest ([`PrefixAcc`]) is touched
+/// once per host and second, at the second's end, and per record only
+/// while the prefix is busy.
+#[derive(Debug, Clone, Default)]
+#[repr(C, align(64))]
+struct PrefixRun {
+    inbound: Counters,
+    second: u32,
+    /// When the prefix may be looked at next, in ms after `second` began.
+    peek_in: u16,
+    /// Hosts with inbound records this second (for looks before it ends;
+    /// the second's sum counts them exactly).
+    hosts: u16,
+    details: Option<Box<Details>>,
+}
+
+impl PrefixRun {
+    /// When the prefix may be looked at next (Unix ms).
+    #[inline]
+    fn peek_at(&self) -> u64 {
+        u64::from(self.second) * 1000 + u64::from(self.peek_in)
+    }
+
+    /// Sets when the prefix may be looked at next.
+    #[inline]
+    fn set_peek_at(&mut self, ms: u64) {
+        let from = u64::from(self.second) * 1000;
+        self.peek_in = ms.saturating_sub(from).min(u64::from(u16::MAX)) as u16;
+    }
+}
+
+/// A prefix aggregate's key and the sums made from its hosts.
+#[derive(Debug, Clone, Default)]
+struct PrefixAcc {
+    key: u128,
+    len: u8,
+    group: GroupId,
+    /// This second's hosts with inbound traffic and the busiest of them
+    /// (packets), summed from the hosts at the second's end.
+    hosts: u32,
+    top: Vec<(Addr, u64)>,
+    /// While busy this second: the busiest hosts since, counted per record
+    /// (for looks before the second ends).
+    busy_top: SpaceSaving<Addr, 8>,
+    /// The last second summed, which one, its hosts and busiest hosts.
+    prev: Counters,
+    prev_second: u32,
+    prev_hosts: u32,
+    prev_top: Vec<(Addr, u64)>,
+}
+
+/// Busiest hosts a prefix aggregate names.
+const PREFIX_TOP: usize = 8;
+
+/// Keeps `(a, n)` among the `PREFIX_TOP` largest of `top` (each host is
+/// offered once, with its whole second).
+fn keep_top(top: &mut Vec<(Addr, u64)>, a: Addr, n: u64) {
+    if top.len() < PREFIX_TOP {
+        top.push((a, n));
+        return;
+    }
+    if let Some(min) = top.iter_mut().min_by_key(|t| t.1) {
+        if n > min.1 {
+            *min = (a, n);
+        }
+    }
+}
+
+/// A look at a busy prefix in one shard before its second ends: its
+/// sliding last second (the part of the second before still within the
+/// last 1000 ms, and this one so far), so a spread attack is judged
+/// within the second it starts in, as a host's trigger is. The detector
+/// adds up the shards' looks.
+#[derive(Debug, Clone)]
+pub struct PrefixPeek {
+    pub prefix: Addr,
+    pub len: u8,
+    pub group: GroupId,
+    /// When (Unix ms, on the driver's clock), and the second so far.
+    pub at_ms: u64,
+    pub second: u64,
+    /// The sliding second's counters.
+    pub window: Counters,
+    /// Hosts hit (in this second so far, or the one before if more), and
+    /// the busiest over the sliding second (packets).
+    pub hosts: u32,
+    pub top_hosts: Vec<(Addr, u64)>,
+    /// This second's details so far, once the prefix has them.
+    pub details: Option<Box<Details>>,
+}
+
+/// Counters scaled by `num / den` (the part of a second still within a
+/// sliding window).
+fn scaled(c: &Counters, num: u64, den: u64) -> Counters {
+    let s32 = |v: u32| (u64::from(v) * num / den) as u32;
+    let mut out = Counters {
+        bytes: (u128::from(c.bytes) * u128::from(num) / u128::from(den.max(1))) as u64,
+        flows: s32(c.flows),
+        samples: s32(c.samples),
+        ..Counters::default()
+    };
+    for (o, v) in out.packets.iter_mut().zip(c.packets) {
+        *o = s32(v);
+    }
+    out
+}
+
+/// Adds `b` to `a`.
+pub fn add_counters(a: &mut Counters, b: &Counters) {
+    for (x, y) in a.packets.iter_mut().zip(b.packets) {
+        *x = x.saturating_add(y);
+    }
+    a.bytes = a.bytes.saturating_add(b.bytes);
+    a.flows = a.flows.saturating_add(b.flows);
+    a.samples = a.samples.saturating_add(b.samples);
+}
+
+/// Prefix aggregates a shard keeps at most (the config bounds them per
+/// hostgroup; this bounds them per shard whatever the config). An
+/// aggregate without traffic for `idle_s` is forgotten, its slot reused.
+const MAX_PREFIXES: usize = 65_536;
+/// How often idle prefix aggregates are swept (seconds).
+const PREFIX_SWEEP_S: u32 = 10;
+/// Prefixes with details per shard at most.
+const MAX_PREFIX_DETAILED: usize = 256;
+/// Packets really seen in a prefix's second before it may hold details (a
+/// forged sample at sampling 1:65535 is not a busy prefix).
+const PREFIX_MIN_SAMPLES: u32 = 4;
+/// A host whose prefix the shard had no room for (until its next second).
+const NO_PREFIX: u32 = u32::MAX;
 
 /// A host's estimated last-second rate crossed a static threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -638,6 +829,9 @@ pub struct Peek {
 /// How often a triggered host's details are looked at, and for how long
 /// after its trigger.
 pub const PEEK_EVERY_MS: u64 = 200;
+/// How often a prefix that is not busy enough to be looked at is checked
+/// again (the check reads the second before, off the record's line).
+const PREFIX_CHECK_MS: u64 = 25;
 pub const PEEK_FOR_MS: u64 = 3_000;
 /// Hosts watched at once (a carpet bombing triggers thousands: the first
 /// ones are watched, the others wait for their seconds).
@@ -784,6 +978,9 @@ struct Cold {
     /// second, and in the second before it.
     samples: u32,
     prev_samples: u32,
+    /// The host's prefix aggregate (index + 1 into the shard's; 0: none
+    /// yet or none).
+    prefix: u32,
 }
 
 /// Hashes a key to a table position.
@@ -1116,6 +1313,8 @@ fn retire(t: Table) {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardStats {
     pub hosts: u64,
+    /// Prefix aggregates in use.
+    pub prefixes: u64,
     pub detailed: u64,
     /// Records for new hosts refused because `max_hosts` was reached.
     pub refused: u64,
@@ -1132,6 +1331,13 @@ pub struct ShardStats {
     pub held: u64,
     /// Silent hosts forgotten to make room for new ones in a full table.
     pub made_room: u64,
+    /// Hosts left out of prefix aggregates for a second: the shard held as
+    /// many as it may, none idle.
+    pub prefixes_refused: u64,
+    /// Idle aggregates forgotten to make room, and details a much busier
+    /// prefix took over.
+    pub prefixes_evicted: u64,
+    pub prefix_details_taken: u64,
 }
 
 /// Tag on dirty-list entries that index the table being migrated away from.
@@ -1180,6 +1386,20 @@ pub struct Shard {
     watched: Vec<Watch>,
     /// Long flows' per-second rates, each with the last second it covers.
     held: Vec<(Rec, u32)>,
+    /// Prefix aggregates, their ids by (hostgroup, prefix), and those
+    /// touched this second.
+    prefix_runs: Vec<PrefixRun>,
+    prefixes: Vec<PrefixAcc>,
+    prefix_ids: std::collections::HashMap<(GroupId, u128), u32>,
+    prefix_dirty: Vec<u32>,
+    prefix_due: Vec<u32>,
+    prefix_detailed: usize,
+    /// Slots of forgotten aggregates, for reuse.
+    prefix_free: Vec<u32>,
+    /// The second the aggregates were last thinned out when full, and when
+    /// a busy prefix may next look for details to take over (Unix ms).
+    prefix_evicted: u32,
+    prefix_steal_ms: u64,
     evict_cursor: usize,
     pub stats: ShardStats,
 }
@@ -1218,6 +1438,15 @@ impl Shard {
             triggers: Vec::new(),
             watched: Vec::new(),
             held: Vec::new(),
+            prefix_runs: Vec::new(),
+            prefixes: Vec::new(),
+            prefix_ids: std::collections::HashMap::new(),
+            prefix_dirty: Vec::new(),
+            prefix_due: Vec::new(),
+            prefix_detailed: 0,
+            prefix_free: Vec::new(),
+            prefix_evicted: 0,
+            prefix_steal_ms: 0,
             evict_cursor: 0,
             stats: ShardStats::default(),
         }
@@ -1337,6 +1566,20 @@ impl Shard {
             } else {
                 None
             };
+            // The host's part of its prefix's second (DET-6).
+            if let Some(id) = cold.prefix.checked_sub(1).map(|id| id as usize) {
+                if inbound.packets[class::ALL] > 0
+                    && self.prefix_runs.get(id).is_some_and(|r| r.second == second)
+                {
+                    let acc = &mut self.prefixes[id];
+                    acc.hosts += 1;
+                    keep_top(
+                        &mut acc.top,
+                        Addr(slot.key.to_be_bytes()),
+                        u64::from(inbound.packets[class::ALL]),
+                    );
+                }
+            }
             hosts.push(HostSecond {
                 addr: Addr(slot.key.to_be_bytes()),
                 group: cold.group,
@@ -1346,7 +1589,43 @@ impl Shard {
             });
         }
         self.dirty.clear();
+        let mut prefixes = Vec::with_capacity(self.prefix_dirty.len());
+        for id in std::mem::take(&mut self.prefix_dirty) {
+            let (Some(run), Some(acc)) = (
+                self.prefix_runs.get_mut(id as usize),
+                self.prefixes.get_mut(id as usize),
+            ) else {
+                continue;
+            };
+            if run.second != second {
+                continue;
+            }
+            let details = run.details.take();
+            if details.is_some() {
+                self.prefix_detailed -= 1;
+            }
+            acc.top.sort_by_key(|t| std::cmp::Reverse(t.1));
+            if run.inbound.packets[class::ALL] > 0 {
+                prefixes.push(PrefixSecond {
+                    prefix: Addr(acc.key.to_be_bytes()),
+                    len: acc.len,
+                    group: acc.group,
+                    inbound: run.inbound,
+                    hosts: acc.hosts,
+                    top_hosts: acc.top.clone(),
+                    details,
+                });
+            }
+            // The second ended becomes the one before.
+            acc.prev = run.inbound;
+            acc.prev_second = second;
+            acc.prev_hosts = std::mem::take(&mut acc.hosts);
+            std::mem::swap(&mut acc.prev_top, &mut acc.top);
+            acc.top.clear();
+            acc.busy_top = SpaceSaving::default();
+        }
         self.evict(u64::from(second));
+        self.sweep_prefixes(second);
         self.sweep_details(second);
         self.migrate(MIGRATE_PER_SECOND);
         self.poll_growth(false);
@@ -1355,10 +1634,318 @@ impl Shard {
         }
         self.stats.hosts = self.hosts() as u64;
         self.stats.detailed = self.detailed as u64;
+        self.stats.prefixes = self.prefix_ids.len() as u64;
         Snapshot {
             second: u64::from(second),
             hosts,
+            prefixes,
         }
+    }
+
+    /// Forgets the prefix aggregates idle past `idle_s` (every
+    /// [`PREFIX_SWEEP_S`]). A host still pointing at a forgotten slot
+    /// looks its prefix up again with its next second's first record.
+    fn sweep_prefixes(&mut self, second: u32) {
+        if self.prefix_ids.is_empty() || !second.is_multiple_of(PREFIX_SWEEP_S) {
+            return;
+        }
+        let idle = u32::try_from(self.bounds.idle_s).unwrap_or(u32::MAX);
+        let (runs, accs, free) = (
+            &mut self.prefix_runs,
+            &mut self.prefixes,
+            &mut self.prefix_free,
+        );
+        let mut detailed = 0;
+        self.prefix_ids.retain(|_, id| {
+            let run = &mut runs[*id as usize];
+            if run.second.saturating_add(idle) >= second {
+                return true;
+            }
+            if run.details.is_some() {
+                detailed += 1;
+            }
+            *run = PrefixRun::default();
+            accs[*id as usize] = PrefixAcc::default();
+            free.push(*id);
+            false
+        });
+        self.prefix_detailed -= detailed;
+        // A forgotten slot (length 0) is looked at no more.
+        let accs = &self.prefixes;
+        self.prefix_due.retain(|id| accs[*id as usize].len != 0);
+    }
+
+    /// Makes room when the aggregates are full: at most once a second, the
+    /// longest-idle sixteenth of those without traffic this second or the
+    /// one before are forgotten (prefixes sprayed with forged records
+    /// cannot lock out a real attack's). A free slot, if any.
+    fn evict_prefixes(&mut self) -> Option<u32> {
+        let second = self.second as u32;
+        if self.prefix_evicted == second {
+            return None;
+        }
+        self.prefix_evicted = second;
+        let mut idle: Vec<(u32, u32)> = self
+            .prefix_runs
+            .iter()
+            .zip(&self.prefixes)
+            .enumerate()
+            .filter(|(_, (r, a))| a.len != 0 && r.second.saturating_add(1) < second)
+            .map(|(id, (r, _))| (r.second, id as u32))
+            .collect();
+        let n = (MAX_PREFIXES / 16).min(idle.len());
+        if n == 0 {
+            return None;
+        }
+        if n < idle.len() {
+            idle.select_nth_unstable(n - 1);
+        }
+        for &(_, id) in &idle[..n] {
+            let acc = std::mem::take(&mut self.prefixes[id as usize]);
+            self.prefix_ids.remove(&(acc.group, acc.key));
+            if std::mem::take(&mut self.prefix_runs[id as usize])
+                .details
+                .is_some()
+            {
+                self.prefix_detailed -= 1;
+            }
+            self.prefix_free.push(id);
+        }
+        self.stats.prefixes_evicted += n as u64;
+        let accs = &self.prefixes;
+        self.prefix_due.retain(|id| accs[*id as usize].len != 0);
+        self.prefix_free.pop()
+    }
+
+    /// Gives busy prefix `idx` details: a free allowance, or those of the
+    /// detailed prefix with the fewest samples this second when it has at
+    /// most half as many (looked for at most every 50 ms).
+    fn give_prefix_details(&mut self, idx: usize) {
+        if self.prefix_detailed < MAX_PREFIX_DETAILED {
+            self.prefix_runs[idx].details = Some(Box::default());
+            self.prefix_detailed += 1;
+            return;
+        }
+        if self.now_ms < self.prefix_steal_ms {
+            return;
+        }
+        self.prefix_steal_ms = self.now_ms + 50;
+        let second = self.second as u32;
+        let runs = &self.prefix_runs;
+        let weakest = self
+            .prefix_dirty
+            .iter()
+            .map(|&id| id as usize)
+            .filter(|&id| id != idx && runs[id].details.is_some() && runs[id].second == second)
+            .min_by_key(|&id| runs[id].inbound.samples);
+        let mine = runs[idx].inbound.samples;
+        if let Some(victim) = weakest.filter(|&v| runs[v].inbound.samples.saturating_mul(2) <= mine)
+        {
+            let d = self.prefix_runs[victim].details.take();
+            self.prefix_runs[idx].details = d.map(|mut d| {
+                *d = Details::default();
+                d
+            });
+            self.prefixes[victim].busy_top = SpaceSaving::default();
+            self.stats.prefix_details_taken += 1;
+        }
+    }
+
+    /// The prefix aggregate of a host (assigning one the first time), or
+    /// none when its hostgroup has no prefix thresholds or the shard holds
+    /// as many as it may.
+    fn prefix_of(&mut self, host: &Addr, group: GroupId, limit: Option<PrefixLimit>) -> u32 {
+        let Some(pl) = limit else { return 0 };
+        let (key, len) = pl.of(host);
+        if let Some(&id) = self.prefix_ids.get(&(group, key)) {
+            return id + 1;
+        }
+        let acc = PrefixAcc {
+            key,
+            len,
+            group,
+            ..PrefixAcc::default()
+        };
+        let id = if let Some(id) = self.prefix_free.pop() {
+            self.prefixes[id as usize] = acc;
+            self.prefix_runs[id as usize] = PrefixRun::default();
+            id
+        } else if self.prefixes.len() < MAX_PREFIXES {
+            self.prefixes.push(acc);
+            self.prefix_runs.push(PrefixRun::default());
+            self.prefixes.len() as u32 - 1
+        } else if let Some(id) = self.evict_prefixes() {
+            self.prefixes[id as usize] = acc;
+            self.prefix_runs[id as usize] = PrefixRun::default();
+            id
+        } else {
+            self.stats.prefixes_refused += 1;
+            return 0;
+        };
+        self.prefix_ids.insert((group, key), id);
+        id + 1
+    }
+
+    /// Adds an inbound record to its host's prefix aggregate: the counters
+    /// on the aggregate's one line, and while the prefix is busy its
+    /// details and busiest hosts. Hosts and the busiest of them over the
+    /// whole second are summed at the second's end, once per host.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn account_prefix(
+        &mut self,
+        r: &Rec,
+        id: u32,
+        c: usize,
+        packets: u64,
+        bytes: u64,
+        seen: u64,
+        first_of_host: bool,
+        pps_limit: Option<u64>,
+        bps_limit: Option<u64>,
+    ) {
+        let second = self.second as u32;
+        let now = self.now_ms;
+        let detail_pps = self.bounds.detail_pps;
+        let idx = id as usize - 1;
+        let Some(run) = self.prefix_runs.get_mut(idx) else {
+            return;
+        };
+        if run.second != second {
+            let at = run.peek_at();
+            run.second = second;
+            run.inbound = Counters::default();
+            run.hosts = 0;
+            run.set_peek_at(at);
+            self.prefix_dirty.push(idx as u32);
+        }
+        let held = r.marks & HELD != 0;
+        let cnt = &mut run.inbound;
+        let p32 = packets.min(u64::from(u32::MAX)) as u32;
+        cnt.packets[class::ALL] = cnt.packets[class::ALL].saturating_add(p32);
+        cnt.packets[c] = cnt.packets[c].saturating_add(p32);
+        if c == class::TCP_SYN {
+            cnt.packets[class::TCP] = cnt.packets[class::TCP].saturating_add(p32);
+        }
+        cnt.bytes = cnt.bytes.saturating_add(bytes);
+        cnt.samples = cnt
+            .samples
+            .saturating_add(seen.min(u64::from(u32::MAX)) as u32);
+        if !held {
+            cnt.flows = cnt.flows.saturating_add(1);
+        }
+        run.hosts = run.hosts.saturating_add(u16::from(first_of_host));
+        // Details once the prefix is busy enough to matter: past a quarter
+        // of its limit (and past what gives a host details), on a few
+        // packets really seen.
+        if run.details.is_none()
+            && cnt.samples >= PREFIX_MIN_SAMPLES
+            && (u64::from(cnt.packets[class::ALL])
+                >= pps_limit.map_or(detail_pps, |p| (p / 4).max(detail_pps))
+                || bps_limit.is_some_and(|b| cnt.bytes.saturating_mul(8) >= b / 4))
+        {
+            self.give_prefix_details(idx);
+        }
+        let run = &mut self.prefix_runs[idx];
+        if let Some(d) = run.details.as_mut() {
+            if !held {
+                d.add(r, c, packets, bytes);
+            }
+            self.prefixes[idx].busy_top.add(r.dst, packets);
+        }
+        // Busy enough to be looked at before the second ends? Checked at
+        // most every PREFIX_CHECK_MS, as it reads the second before.
+        if now >= run.peek_at() {
+            let acc = &self.prefixes[idx];
+            let back = 1000 - (now % 1000).min(999);
+            let prev = if acc.prev_second + 1 == second {
+                acc.prev
+            } else {
+                Counters::default()
+            };
+            let cnt = &run.inbound;
+            let wp = u64::from(prev.packets[class::ALL]) * back / 1000
+                + u64::from(cnt.packets[class::ALL]);
+            let wb = (prev.bytes / 1000 * back)
+                .saturating_add(cnt.bytes)
+                .saturating_mul(8);
+            let watch =
+                pps_limit.is_some_and(|p| wp >= p / 8) || bps_limit.is_some_and(|b| wb >= b / 8);
+            if watch {
+                run.set_peek_at(now + PEEK_EVERY_MS);
+                self.prefix_due.push(idx as u32);
+            } else {
+                run.set_peek_at(now + PREFIX_CHECK_MS);
+            }
+        }
+    }
+
+    /// Looks at the busy prefixes due a look (see [`PrefixPeek`]); call it
+    /// as often as triggers are taken.
+    pub fn take_prefix_peeks(&mut self) -> Vec<PrefixPeek> {
+        if self.prefix_due.is_empty() {
+            return Vec::new();
+        }
+        let now = self.now_ms;
+        let back = 1000 - (now % 1000).min(999);
+        let second = self.second as u32;
+        let mut due = std::mem::take(&mut self.prefix_due);
+        due.sort_unstable();
+        due.dedup();
+        let mut out = Vec::with_capacity(due.len());
+        for id in due {
+            let (Some(run), Some(acc)) = (
+                self.prefix_runs.get(id as usize),
+                self.prefixes.get(id as usize),
+            ) else {
+                continue;
+            };
+            let just_before = acc.prev_second + 1 == second;
+            let mut window = if just_before {
+                scaled(&acc.prev, back, 1000)
+            } else {
+                Counters::default()
+            };
+            let current = run.second == second;
+            if current {
+                add_counters(&mut window, &run.inbound);
+            }
+            // The busiest hosts over the same sliding second.
+            let mut top: Vec<(Addr, u64)> = if just_before {
+                acc.prev_top
+                    .iter()
+                    .map(|&(a, n)| (a, n / 1000 * back + n % 1000 * back / 1000))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if current {
+                for (a, n) in acc.busy_top.top_sure() {
+                    match top.iter_mut().find(|(b, _)| *b == a) {
+                        Some(t) => t.1 = t.1.saturating_add(n),
+                        None => top.push((a, n)),
+                    }
+                }
+            }
+            top.sort_by_key(|t| std::cmp::Reverse(t.1));
+            let prev_hosts = if just_before { acc.prev_hosts } else { 0 };
+            out.push(PrefixPeek {
+                prefix: Addr(acc.key.to_be_bytes()),
+                len: acc.len,
+                group: acc.group,
+                at_ms: now,
+                second: self.second,
+                window,
+                hosts: if current {
+                    u32::from(run.hosts).max(prev_hosts)
+                } else {
+                    prev_hosts
+                },
+                top_hosts: top,
+                details: run.details.clone().filter(|_| current),
+            });
+        }
+        out
     }
 
     /// Grows to a table twice the size. A large one is made ready on
@@ -1643,10 +2230,18 @@ impl Shard {
             if let Some(Some(r)) = chunk.get(j) {
                 let h = home(&self.table, r);
                 prefetch(&self.table.slots[h]);
-                prefetch(&self.table.cold[h]);
+                // A `Cold` is 56 bytes: most straddle two lines.
+                let cold = (&raw const self.table.cold[h]).cast::<u8>();
+                prefetch(cold);
+                prefetch(cold.wrapping_add(std::mem::size_of::<Cold>() - 1));
             }
             if let Some(Some(r)) = j.checked_sub(AHEAD).and_then(|k| chunk.get(k)) {
                 let h = home(&self.table, r);
+                if let Some(id) = self.table.cold[h].prefix.checked_sub(1) {
+                    if let Some(run) = self.prefix_runs.get(id as usize) {
+                        prefetch(run);
+                    }
+                }
                 if let Some(d) = self.table.cold[h].details.as_deref() {
                     if !r.outbound() {
                         d.prefetch(r);
@@ -1765,6 +2360,7 @@ impl Shard {
 
         let c = class_of(r);
         let sc = slot_class(c);
+        let first_of_host = slot.all_packets() == 0;
         slot.packets[sc] = slot.packets[sc].saturating_add(packets.min(u64::from(u32::MAX)) as u32);
         slot.bytes = slot.bytes.saturating_add(bytes);
         let held = r.marks & HELD != 0;
@@ -1848,6 +2444,22 @@ impl Shard {
         }
         if let Some(victim) = steal {
             self.take_details(victim, i, key);
+        }
+        if limit.prefix.is_some() {
+            let mut id = self.table.cold[i].prefix;
+            if id == 0 || first_of_host {
+                // Once a second per host: a reload may have moved it, room
+                // may have been made.
+                id = self.prefix_of(&host, group, limit.prefix);
+                if id == 0 {
+                    id = NO_PREFIX;
+                }
+                self.table.cold[i].prefix = id;
+            }
+            if id != NO_PREFIX {
+                let (pps, bps) = limit.prefix.map_or((None, None), |p| (p.pps, p.bps));
+                self.account_prefix(r, id, c, packets, bytes, seen, first_of_host, pps, bps);
+            }
         }
     }
 

@@ -113,7 +113,7 @@ impl<K: Copy + PartialEq + Default, const N: usize> SpaceSaving<K, N> {
     #[inline]
     pub fn add(&mut self, key: K, weight: u64) {
         if let Some(i) = self.keys[..self.len].iter().position(|k| *k == key) {
-            self.counts[i] += weight;
+            self.counts[i] = self.counts[i].saturating_add(weight);
             return;
         }
         if self.len < N {
@@ -132,7 +132,7 @@ impl<K: Copy + PartialEq + Default, const N: usize> SpaceSaving<K, N> {
         }
         let floor = self.counts[min];
         self.keys[min] = key;
-        self.counts[min] = floor + weight;
+        self.counts[min] = floor.saturating_add(weight);
         self.errors[min] = floor;
     }
 
@@ -146,6 +146,17 @@ impl<K: Copy + PartialEq + Default, const N: usize> SpaceSaving<K, N> {
     pub fn top(&self) -> Vec<(K, u64)> {
         let mut v: Vec<(K, u64)> = (0..self.len)
             .map(|i| (self.keys[i], self.counts[i]))
+            .collect();
+        v.sort_by_key(|i| std::cmp::Reverse(i.1));
+        v
+    }
+
+    /// Keys by the weight they surely have (count less error), heaviest
+    /// first; keys that may have none left out.
+    pub fn top_sure(&self) -> Vec<(K, u64)> {
+        let mut v: Vec<(K, u64)> = (0..self.len)
+            .map(|i| (self.keys[i], self.counts[i] - self.errors[i]))
+            .filter(|(_, n)| *n > 0)
             .collect();
         v.sort_by_key(|i| std::cmp::Reverse(i.1));
         v

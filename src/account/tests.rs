@@ -26,7 +26,14 @@ fn rec(dst: [u8; 4], protocol: u8, tcp_flags: u8, packets: u64, bytes: u64) -> F
 const HOST: [u8; 4] = [192, 0, 2, 10];
 
 fn shard(pps: Option<u64>) -> Shard {
-    Shard::new(vec![Limit { pps, bps: None }], Bounds::default())
+    Shard::new(
+        vec![Limit {
+            pps,
+            bps: None,
+            prefix: None,
+        }],
+        Bounds::default(),
+    )
 }
 
 #[test]
@@ -722,4 +729,244 @@ fn a_full_table_forgets_a_silent_host_for_a_new_one() {
         .unwrap();
     assert_eq!(victim.inbound.packets[class::ALL], 1000);
     s.check().unwrap();
+}
+
+#[test]
+fn a_prefix_aggregate_costs_what_the_docs_say() {
+    // docs/detection.md states the cost per prefix; hold it to the structs.
+    // Every record touches one line of it.
+    assert_eq!(std::mem::size_of::<super::PrefixRun>(), 64);
+    let acc = std::mem::size_of::<super::PrefixAcc>();
+    // This second's busiest hosts and the second before's.
+    let top = 2 * super::PREFIX_TOP * std::mem::size_of::<(Addr, u64)>();
+    eprintln!("prefix aggregate: 64 + {acc} bytes, its busiest hosts {top} more");
+    assert!(64 + acc + top <= 1024, "64 + {acc} + {top}");
+}
+
+fn prefix_shard(pps: u64) -> Shard {
+    Shard::new(
+        vec![Limit {
+            pps: None,
+            bps: None,
+            prefix: Some(PrefixLimit {
+                len_v4: 24,
+                len_v6: 64,
+                pps: Some(pps),
+                bps: None,
+            }),
+        }],
+        Bounds::default(),
+    )
+}
+
+#[test]
+fn a_prefix_sums_its_hosts_and_names_the_busiest_exactly() {
+    let mut s = prefix_shard(1_000_000);
+    s.advance(20_000_000);
+    // 200 hosts of 192.0.2.0/24 with 10 packets each, .7 with 500 more, and
+    // one host of the /24 beside it.
+    for round in 0..10u16 {
+        for h in 0..200u8 {
+            let mut r = rec([192, 0, 2, h], proto::UDP, 0, 1, 100);
+            r.src_port = 53 + round;
+            s.account(&Rec::new(&r, 0, false));
+        }
+    }
+    s.account(&Rec::new(
+        &rec([192, 0, 2, 7], proto::UDP, 0, 500, 50_000),
+        0,
+        false,
+    ));
+    s.account(&Rec::new(
+        &rec([192, 0, 3, 1], proto::TCP, 0x02, 3, 180),
+        0,
+        false,
+    ));
+    let snap = s.advance(20_001_000).unwrap();
+    assert_eq!(snap.prefixes.len(), 2);
+    let p = snap
+        .prefixes
+        .iter()
+        .find(|p| p.prefix == Addr::v4([192, 0, 2, 0]))
+        .unwrap();
+    assert_eq!(p.len, 24);
+    assert_eq!(p.inbound.packets[class::ALL], 2_500);
+    assert_eq!(p.inbound.packets[class::UDP], 2_500);
+    assert_eq!(p.inbound.bytes, 250_000);
+    assert_eq!(p.inbound.flows, 2_001);
+    assert_eq!(p.hosts, 200);
+    assert_eq!(p.top_hosts.len(), PREFIX_TOP);
+    assert_eq!(p.top_hosts[0], (Addr::v4([192, 0, 2, 7]), 510));
+    assert!(p.top_hosts[1..].iter().all(|t| t.1 == 10));
+    let q = snap
+        .prefixes
+        .iter()
+        .find(|p| p.prefix == Addr::v4([192, 0, 3, 0]))
+        .unwrap();
+    assert_eq!((q.hosts, q.inbound.packets[class::TCP_SYN]), (1, 3));
+    assert_eq!(q.inbound.packets[class::TCP], 3);
+    // A quiet second hands over nothing.
+    assert!(s.advance(20_002_000).unwrap().prefixes.is_empty());
+}
+
+#[test]
+fn a_busy_prefix_is_looked_at_before_its_second_ends() {
+    let mut s = prefix_shard(8_000);
+    s.advance(30_000_000);
+    // 999 packets: under an eighth of the limit, nothing to look at.
+    for h in 0..111u8 {
+        s.account(&Rec::new(
+            &rec([192, 0, 2, h], proto::UDP, 0, 9, 900),
+            0,
+            false,
+        ));
+    }
+    assert!(s.take_prefix_peeks().is_empty());
+    s.advance(30_000_100);
+    for h in 0..100u8 {
+        s.account(&Rec::new(
+            &rec([192, 0, 2, h], proto::UDP, 0, 30, 3_000),
+            0,
+            false,
+        ));
+    }
+    let peeks = s.take_prefix_peeks();
+    assert_eq!(peeks.len(), 1, "looked at once, however many records");
+    let p = &peeks[0];
+    assert_eq!(p.prefix, Addr::v4([192, 0, 2, 0]));
+    assert_eq!(p.window.packets[class::ALL], 3_999);
+    assert!(p.details.is_some(), "past a quarter of the limit: details");
+    assert_eq!(p.hosts, 111);
+    // Spread evenly: no host is surely among the busiest.
+    assert!(p.top_hosts.iter().all(|t| t.1 <= 60), "{:?}", p.top_hosts);
+    // Not again before PEEK_EVERY_MS.
+    s.advance(30_000_150);
+    s.account(&Rec::new(
+        &rec([192, 0, 2, 1], proto::UDP, 0, 30, 3_000),
+        0,
+        false,
+    ));
+    assert!(s.take_prefix_peeks().is_empty());
+    // The next second's look slides over the one before.
+    let snap = s.advance(30_001_500).unwrap();
+    assert_eq!(snap.prefixes[0].inbound.packets[class::ALL], 4_029);
+    assert_eq!(snap.prefixes[0].hosts, 111);
+    s.account(&Rec::new(
+        &rec([192, 0, 2, 1], proto::UDP, 0, 1, 100),
+        0,
+        false,
+    ));
+    let peeks = s.take_prefix_peeks();
+    assert_eq!(peeks.len(), 1);
+    // Half of the second before is still within the last 1000 ms.
+    assert_eq!(peeks[0].window.packets[class::ALL], 4_029 / 2 + 1);
+    assert_eq!(peeks[0].hosts, 111);
+}
+
+#[test]
+fn idle_prefixes_are_forgotten_and_their_room_reused() {
+    let mut s = prefix_shard(1_000_000);
+    s.advance(40_000_000);
+    s.account(&Rec::new(
+        &rec([192, 0, 2, 1], proto::UDP, 0, 1, 100),
+        0,
+        false,
+    ));
+    s.advance(40_001_000);
+    // Past the idle time, at a second that sweeps, then another prefix
+    // takes the room.
+    let idle = Bounds::default().idle_s;
+    let sweep_at = 40_000 + idle + u64::from(PREFIX_SWEEP_S);
+    assert_eq!(sweep_at % u64::from(PREFIX_SWEEP_S), 0);
+    s.advance(sweep_at * 1000);
+    assert_eq!(s.prefix_ids.len(), 1, "not swept before its second ends");
+    s.advance(sweep_at * 1000 + 1000);
+    assert!(s.prefix_ids.is_empty());
+    s.account(&Rec::new(
+        &rec([198, 51, 100, 1], proto::UDP, 0, 2, 200),
+        0,
+        false,
+    ));
+    assert_eq!(s.prefix_runs.len(), 1, "the forgotten slot is reused");
+    let snap = s.advance(sweep_at * 1000 + 2000).unwrap();
+    assert_eq!(snap.prefixes.len(), 1);
+    assert_eq!(snap.prefixes[0].prefix, Addr::v4([198, 51, 100, 0]));
+    assert_eq!(snap.prefixes[0].hosts, 1);
+}
+
+#[test]
+fn forged_counts_saturate_and_never_panic() {
+    // An export may claim any count (IPFIX's are 64-bit): the host and its
+    // prefix saturate, the look and the second are still made.
+    let mut s = prefix_shard(1_000);
+    s.advance(50_000_000);
+    for h in 0..3u8 {
+        let mut r = rec([192, 0, 2, h], proto::UDP, 0, u64::MAX, u64::MAX);
+        r.sampling = u32::MAX;
+        s.account(&Rec::new(&r, 0, false));
+        s.account(&Rec::new(&r, 0, false));
+    }
+    s.advance(50_000_500);
+    assert_eq!(s.take_prefix_peeks().len(), 1);
+    let snap = s.advance(50_001_000).unwrap();
+    assert_eq!(snap.prefixes[0].inbound.packets[class::ALL], u32::MAX);
+    assert_eq!(snap.prefixes[0].inbound.bytes, 6 * MAX_RECORD_BYTES);
+    assert_eq!(snap.hosts[0].inbound.packets[class::ALL], u32::MAX);
+    s.account(&Rec::new(
+        &rec([192, 0, 2, 1], proto::UDP, 0, 1, 1),
+        0,
+        false,
+    ));
+    s.advance(50_001_500);
+    let peeks = s.take_prefix_peeks();
+    assert!(peeks[0].window.bytes >= 2 * MAX_RECORD_BYTES);
+}
+
+#[test]
+fn a_full_shard_makes_room_for_a_new_prefix_from_the_longest_idle() {
+    let mut s = prefix_shard(1_000_000);
+    s.advance(60_000_000);
+    // Every slot taken by a prefix seen once (as forged records would).
+    for i in 0..MAX_PREFIXES as u32 {
+        let a = (0x0a00_0000u32 + (i << 8)).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+    }
+    s.advance(60_001_000);
+    s.advance(60_002_000);
+    // Two seconds on, a real prefix gets room; the refused count stays 0.
+    for h in 0..50u8 {
+        s.account(&Rec::new(
+            &rec([192, 0, 2, h], proto::UDP, 0, 100, 10_000),
+            0,
+            false,
+        ));
+    }
+    assert_eq!(s.stats.prefixes_refused, 0);
+    assert_eq!(s.stats.prefixes_evicted, MAX_PREFIXES as u64 / 16);
+    let snap = s.advance(60_003_000).unwrap();
+    let p = snap
+        .prefixes
+        .iter()
+        .find(|p| p.prefix == Addr::v4([192, 0, 2, 0]))
+        .unwrap();
+    assert_eq!((p.hosts, p.inbound.packets[class::ALL]), (50, 5_000));
+}
+
+#[test]
+fn a_prefix_refused_room_is_counted_once_a_second_per_host() {
+    let mut s = prefix_shard(1_000_000);
+    s.advance(70_000_000);
+    for i in 0..MAX_PREFIXES as u32 {
+        let a = (0x0a00_0000u32 + (i << 8)).to_be_bytes();
+        s.account(&Rec::new(&rec(a, proto::UDP, 0, 1, 100), 0, false));
+    }
+    // All busy this second: nothing idle to forget, the new host waits.
+    for _ in 0..100 {
+        s.account(&Rec::new(
+            &rec([192, 0, 2, 1], proto::UDP, 0, 1, 100),
+            0,
+            false,
+        ));
+    }
+    assert_eq!(s.stats.prefixes_refused, 1);
 }

@@ -12,6 +12,11 @@
 //! store. Applying a config is the caller's business.
 
 mod reader;
+pub mod secrets;
+mod web;
+
+pub use secrets::Secret;
+pub use web::Web;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -100,8 +105,27 @@ pub struct Hostgroup {
     /// The hostgroup this one carves its prefixes out of, when they overlap.
     pub within: Option<String>,
     pub thresholds: Thresholds,
+    /// Limits for each prefix of the hostgroup as a whole (carpet bombing:
+    /// many hosts, each under its own limits); none without the table.
+    pub prefix_thresholds: Option<PrefixThresholds>,
     pub mitigation: HostgroupMitigation,
 }
+
+/// Per-prefix aggregates of a hostgroup (DET-6): traffic summed per prefix
+/// of these lengths, checked against these limits every second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixThresholds {
+    pub prefix_length_v4: u8,
+    pub prefix_length_v6: u8,
+    /// `None` in a field: not checked for prefixes.
+    pub limits: Thresholds,
+}
+
+/// Prefix aggregates per hostgroup at most (the hostgroup's prefixes cut
+/// into prefixes of the configured lengths): a /32 of IPv6 at /48, a /48
+/// at /64. Only prefixes with traffic take memory, and the shards and the
+/// detector bound those whatever the config says.
+pub const MAX_AGGREGATES: u64 = 1 << 20;
 
 /// Static per-second limits for each destination host of a hostgroup. `None`
 /// means the metric is not checked.
@@ -218,6 +242,10 @@ pub struct HostgroupMitigation {
     /// it (saying so), false refuses it and leaves the attack to the next
     /// level.
     pub unknown_collateral_ok: bool,
+    /// Whether an attack spread over a prefix (DET-6) may have the whole
+    /// prefix blackholed (RTBH). Off: a prefix's ladder skips RTBH, and
+    /// scrubbing diversion is its next level after FlowSpec.
+    pub prefix_rtbh: bool,
 }
 
 impl Default for HostgroupMitigation {
@@ -231,6 +259,7 @@ impl Default for HostgroupMitigation {
             max_collateral: 0.5,
             rollback_drop: Some(0.5),
             unknown_collateral_ok: true,
+            prefix_rtbh: false,
         }
     }
 }
@@ -266,6 +295,8 @@ pub struct Mitigation {
     /// How long levee may be down before `levee deadman` withdraws its
     /// routes.
     pub dead_man: Duration,
+    /// The longest TTL a manual mitigation (API, CLI) may ask for.
+    pub max_manual_ttl: Duration,
     /// Levels built from a classification (firewall, FlowSpec) act only on
     /// a verdict at least this sure (the lower bound of the named share's
     /// interval)…
@@ -356,15 +387,11 @@ pub struct Scrubbing {
     /// The provider's HTTP(S) endpoint: when set, diversion is requested
     /// there (POST, JSON) instead of announced over BGP.
     pub http_url: Option<String>,
-    /// Bearer token for the endpoint.
-    pub http_token: Option<String>,
+    /// Bearer token for the endpoint (a secret: never logged, audited as
+    /// a keyed hash).
+    pub http_token: Option<Secret>,
     /// How long a provider call may take.
     pub http_timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Web {
-    pub listen: SocketAddr,
 }
 
 /// Detection and accounting (DET-1…4, ACC-3, CLS-2).
@@ -493,6 +520,7 @@ impl Default for Config {
                 shortest_prefix_v6: 48,
                 reconcile_every: Duration::from_secs(30),
                 dead_man: Duration::from_secs(300),
+                max_manual_ttl: Duration::from_secs(86_400),
                 min_confidence: 0.7,
                 min_samples: 20,
                 evidence_wait: Duration::from_secs(10),
@@ -517,9 +545,7 @@ impl Default for Config {
                 http_token: None,
                 http_timeout: Duration::from_secs(10),
             },
-            web: Web {
-                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            },
+            web: Web::default(),
             detection: Detection::default(),
             retention: Retention {
                 metrics: Duration::from_secs(30 * 86_400),
@@ -811,6 +837,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             ("ttl", &mut m.ttl),
             ("reconcile_every", &mut m.reconcile_every),
             ("dead_man", &mut m.dead_man),
+            ("max_manual_ttl", &mut m.max_manual_ttl),
             ("evidence_wait", &mut m.evidence_wait),
         ] {
             if let Some(h) = t.duration(d, key) {
@@ -959,16 +986,19 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             if url.starts_with("http://") || url.starts_with("https://") {
                 sc.http_url = Some(url.to_owned());
             } else {
+                // The value is not repeated: it may carry credentials, and
+                // errors go to the log and the audit chain.
                 d.error(
                     u.span(),
-                    format!(
-                        "`http_url` in [scrubbing] must be an http:// or https:// URL, not `{url}`"
-                    ),
+                    "`http_url` in [scrubbing] must be an http:// or https:// URL (the value \
+                     is not repeated: it may hold credentials)",
                 );
             }
         }
         if let Some(tok) = t.string(d, "http_token") {
-            sc.http_token = Some(tok.into_inner());
+            if let Some(tok) = secrets::token(d, &tok, "`http_token` in [scrubbing]") {
+                sc.http_token = Some(tok);
+            }
         }
         if let Some(h) = t.duration(d, "http_timeout") {
             sc.http_timeout = h.into_inner();
@@ -991,12 +1021,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
     }
 
     if let Some(mut t) = top.table(d, "web", "[web]") {
-        if let Some(s) = t.string(d, "listen") {
-            if let Some(a) = socket_addr(d, &s, "`listen` in [web]") {
-                c.web.listen = a;
-                sockets.push((a, Some(s.span()), "[web] listen".to_owned()));
-            }
-        }
+        web::read(d, &mut t, &mut c.web, &mut sockets);
         t.finish(d);
     }
 
@@ -1169,6 +1194,8 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
     }
     let mut out: Vec<Hostgroup> = Vec::new();
     let mut within_spans: Vec<Option<Spanned<String>>> = Vec::new();
+    // Where each hostgroup's [hostgroup.prefix_thresholds] is, if it has one.
+    let mut aggregate_spans: Vec<Option<Range<usize>>> = Vec::new();
     let mut prefixes: Vec<Seen> = Vec::new();
 
     for (span, table) in groups {
@@ -1183,6 +1210,7 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
             prefixes: Vec::new(),
             within: None,
             thresholds: Thresholds::default(),
+            prefix_thresholds: None,
             mitigation: HostgroupMitigation::default(),
         };
         match name {
@@ -1256,6 +1284,81 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
             th.finish(d);
         }
 
+        if let Some(mut pt) = t.table(d, "prefix_thresholds", "[hostgroup.prefix_thresholds]") {
+            let mut p = PrefixThresholds {
+                prefix_length_v4: 24,
+                prefix_length_v6: 64,
+                limits: Thresholds {
+                    pps: None,
+                    bps: None,
+                    ..Thresholds::default()
+                },
+            };
+            for (key, slot, max) in [
+                ("prefix_length_v4", &mut p.prefix_length_v4, 31u64),
+                ("prefix_length_v6", &mut p.prefix_length_v6, 127),
+            ] {
+                if let Some(n) = pt.positive(d, key) {
+                    match u8::try_from(*n.get_ref()) {
+                        Ok(v) if u64::from(v) <= max => *slot = v,
+                        _ => d.error(
+                            n.span(),
+                            format!(
+                                "`{key}` in [hostgroup.prefix_thresholds] must be between 1 and {max} \
+                                 (a prefix of one address is a host: see [hostgroup.thresholds])"
+                            ),
+                        ),
+                    }
+                }
+            }
+            let lim = &mut p.limits;
+            for (key, slot) in [
+                ("pps", &mut lim.pps),
+                ("bps", &mut lim.bps),
+                ("flows", &mut lim.flows),
+                ("tcp_pps", &mut lim.tcp_pps),
+                ("tcp_syn_pps", &mut lim.tcp_syn_pps),
+                ("udp_pps", &mut lim.udp_pps),
+                ("icmp_pps", &mut lim.icmp_pps),
+                ("fragment_pps", &mut lim.fragment_pps),
+            ] {
+                if let Some(v) = pt.positive(d, key) {
+                    *slot = Some(v.into_inner());
+                }
+            }
+            // Bounded memory: the hostgroup's prefixes, cut to this length.
+            let aggregates: u64 = g
+                .prefixes
+                .iter()
+                .map(|n| {
+                    let len = if n.addr().is_ipv4() {
+                        p.prefix_length_v4
+                    } else {
+                        p.prefix_length_v6
+                    };
+                    let bits = u32::from(len.saturating_sub(n.prefix_len()));
+                    1u64.checked_shl(bits).unwrap_or(u64::MAX)
+                })
+                .fold(0u64, u64::saturating_add);
+            if aggregates > MAX_AGGREGATES {
+                if let Some(at) = pt
+                    .key_span("prefix_length_v4")
+                    .or(pt.key_span("prefix_length_v6"))
+                {
+                    d.error(
+                        at,
+                        format!(
+                            "these prefix lengths cut the hostgroup into {aggregates} prefixes; at most {MAX_AGGREGATES}"
+                        ),
+                    );
+                }
+            }
+            pt.finish(d);
+            g.prefix_thresholds = Some(p);
+            aggregate_spans.resize(out.len(), None);
+            aggregate_spans.push(t.key_span("prefix_thresholds"));
+        }
+
         if let Some(mut m) = t.table(d, "mitigation", "[hostgroup.mitigation]") {
             if let Some(list) = m.strings(d, "ladder") {
                 g.mitigation.ladder = ladder(d, &list);
@@ -1301,6 +1404,9 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
                         ),
                     ),
                 }
+            }
+            if let Some(b) = m.bool(d, "prefix_rtbh") {
+                g.mitigation.prefix_rtbh = b;
             }
             m.finish(d);
         }
@@ -1372,6 +1478,55 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
                 )
             };
             d.error(later.span.clone(), msg);
+        }
+    }
+
+    // A prefix aggregate is what a prefix rule's destination will be: it
+    // must lie within its hostgroup, and hold no other hostgroup's
+    // addresses (a rule for it would reach hosts another policy governs).
+    aggregate_spans.resize(out.len(), None);
+    for (gi, g) in out.iter().enumerate() {
+        let (Some(p), Some(at)) = (&g.prefix_thresholds, &aggregate_spans[gi]) else {
+            continue;
+        };
+        let len_of = |n: &IpNet| {
+            if n.addr().is_ipv4() {
+                ("prefix_length_v4", p.prefix_length_v4)
+            } else {
+                ("prefix_length_v6", p.prefix_length_v6)
+            }
+        };
+        for own in prefixes.iter().filter(|s| s.group == gi) {
+            let (key, len) = len_of(&own.net);
+            if len < own.net.prefix_len() {
+                d.error(
+                    at.clone(),
+                    format!(
+                        "`{key}` = {len} in hostgroup `{}` is shorter than its prefix {}: an aggregate \
+                         (and a rule for it) would reach past the hostgroup; use {} or more",
+                        g.name,
+                        own.net,
+                        own.net.prefix_len()
+                    ),
+                );
+                continue;
+            }
+            for other in prefixes.iter().filter(|s| s.group != gi) {
+                if other.net.prefix_len() > len && own.net.contains(&other.net) {
+                    d.error(
+                        at.clone(),
+                        format!(
+                            "`{key}` = {len} in hostgroup `{}` makes aggregates that hold {} of \
+                             hostgroup `{}`: a rule for the aggregate would reach its hosts; use {} \
+                             or more",
+                            g.name,
+                            other.net,
+                            out[other.group].name,
+                            other.net.prefix_len()
+                        ),
+                    );
+                }
+            }
         }
     }
     out

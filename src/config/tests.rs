@@ -224,6 +224,7 @@ fn the_documented_example_states_the_real_defaults() {
             ],
             within: None,
             thresholds: Thresholds::default(),
+            prefix_thresholds: None,
             mitigation: HostgroupMitigation::default(),
         }],
         ..Config::default()
@@ -236,6 +237,8 @@ fn the_documented_example_states_the_real_defaults() {
             Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => {
                 rest.split("  #").next().unwrap_or(rest)
             }
+            // A table documented as an example (`# [hostgroup.…]`).
+            Some(rest) if rest.starts_with("[hostgroup.") && rest.ends_with(']') => rest,
             _ => l,
         })
         .collect::<Vec<_>>()
@@ -314,4 +317,31 @@ fn flowspec_actions_are_read_whole() {
         l.config.hostgroups[0].mitigation.flowspec_action,
         levee_bgp::FlowAction::MarkDscp { dscp: 8 }
     );
+}
+
+#[test]
+fn prefix_aggregates_stay_inside_their_hostgroup_and_out_of_carve_outs() {
+    let pt =
+        |len: u8| format!("[hostgroup.prefix_thresholds]\nprefix_length_v4 = {len}\npps = 1000\n");
+    // A /24 cut at /24 is one aggregate: fine.
+    assert!(errors(&format!("{HG}{}", pt(24))).is_empty());
+    // Shorter than the hostgroup's own prefix: the rule reaches past it.
+    let e = errors(&format!("{HG}{}", pt(23)));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("shorter than its prefix 192.0.2.0/24"),
+        "{e:?}"
+    );
+    // A carve-out inside an aggregate: the rule would reach its hosts.
+    let carve = "[[hostgroup]]\nname = \"b\"\nwithin = \"a\"\nprefixes = [\"192.0.2.16/28\"]\n";
+    let e = errors(&format!("{HG}{}{carve}", pt(24)));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("hold 192.0.2.16/28 of hostgroup `b`") && e[0].contains("use 28 or more"),
+        "{e:?}"
+    );
+    assert!(errors(&format!("{HG}{}{carve}", pt(28))).is_empty());
+    // One address is a host, not a prefix.
+    let e = errors(&format!("{HG}{}", pt(32)));
+    assert!(e.len() == 1 && e[0].contains("between 1 and 31"), "{e:?}");
 }

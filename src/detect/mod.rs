@@ -29,6 +29,7 @@
 
 pub mod baseline;
 pub mod classify;
+pub mod prefix;
 mod timeline;
 
 use std::collections::{HashMap, VecDeque};
@@ -174,6 +175,41 @@ pub struct Incident {
     pub current: Current,
     /// The host's legitimate traffic before the attack.
     pub legit: Legit,
+    /// For an attack spread over a prefix (DET-6): the prefix, whose
+    /// network address is then `host`; none for one host's incident.
+    pub prefix: Option<ipnet::IpNet>,
+    /// Prefix incidents: the most destinations of the prefix hit in one
+    /// second, and the busiest of them with their share of its packets.
+    pub hosts_affected: u64,
+    pub top_hosts: Vec<HostShare>,
+    /// The incidents of the hosts inside a prefix incident, or of the
+    /// prefix around a host's, that ran at the same time.
+    pub linked: Vec<String>,
+}
+
+impl Incident {
+    /// `"host"` or `"prefix"`.
+    pub fn scope(&self) -> &'static str {
+        if self.prefix.is_some() {
+            "prefix"
+        } else {
+            "host"
+        }
+    }
+
+    /// What is attacked: the host's address, or the prefix.
+    pub fn target(&self) -> ipnet::IpNet {
+        self.prefix
+            .unwrap_or_else(|| ipnet::IpNet::from(self.host.ip()))
+    }
+}
+
+/// A destination of a prefix incident and its share of the prefix's
+/// packets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostShare {
+    pub host: String,
+    pub share: f64,
 }
 
 /// What happened, for the caller.
@@ -200,6 +236,8 @@ pub struct Settings {
     /// Seconds of history before a host's legitimate-traffic profile is
     /// judged by.
     pub legit_learning_s: u32,
+    /// Per hostgroup, its prefix aggregates (DET-6), if it has them.
+    pub prefixes: Vec<Option<prefix::PrefixSettings>>,
 }
 
 impl Settings {
@@ -227,6 +265,19 @@ impl Settings {
             idle_s: c.detection.host_idle.as_secs().max(1),
             legit_learning_s: u32::try_from(c.detection.legit_learning.as_secs())
                 .unwrap_or(u32::MAX),
+            prefixes: c
+                .hostgroups
+                .iter()
+                .map(|g| {
+                    g.prefix_thresholds
+                        .as_ref()
+                        .map(|p| prefix::PrefixSettings {
+                            len_v4: p.prefix_length_v4,
+                            len_v6: p.prefix_length_v6,
+                            limits: p.limits.clone(),
+                        })
+                })
+                .collect(),
         }
     }
 }
@@ -405,6 +456,8 @@ pub struct Detector {
     latest: u64,
     /// Hosts whose baseline was refused because `max_hosts` was reached.
     pub refused: u64,
+    /// Prefix aggregates and their incidents.
+    pfx: prefix::Prefixes,
 }
 
 impl std::fmt::Debug for Detector {
@@ -430,6 +483,7 @@ impl Detector {
             seq: 0,
             latest: 0,
             refused: 0,
+            pfx: prefix::Prefixes::default(),
         }
     }
 
@@ -449,8 +503,9 @@ impl Detector {
         self.s = s;
     }
 
+    /// The incidents running: hosts', then prefixes'.
     pub fn active(&self) -> impl Iterator<Item = &Incident> {
-        self.active.values()
+        self.active.values().chain(self.pfx.active.values())
     }
 
     pub fn take_events(&mut self) -> Vec<Event> {
@@ -563,6 +618,10 @@ impl Detector {
             details: Details::default(),
             current: Current::default(),
             legit: legit.at(started_ms / 1000, self.s.legit_learning_s),
+            prefix: None,
+            hosts_affected: 0,
+            top_hosts: Vec::new(),
+            linked: Vec::new(),
         };
         let mut window = Window::default();
         // The second before: the attack's ramp, the evidence there is.
@@ -686,11 +745,7 @@ impl Detector {
         self.start(t.addr, t.group, t.at_ms, t.at_ms, reason, legit);
     }
 
-    /// What is over for a host, if anything: the first static threshold,
-    /// else the baseline, whose estimate clears the limit by more than its
-    /// sampling noise — over the host's last second, or, when that is too
-    /// few samples to tell (sparse sampling), over its last 2, 4, 8, 16 or
-    /// 32 seconds (`history`, newest last; the last is this second).
+    /// What is over for a host, if anything (see [`judge`]).
     fn check(
         &self,
         h: &HostSecond,
@@ -698,108 +753,10 @@ impl Detector {
         base: Option<&Baseline>,
     ) -> Option<Reason> {
         let t = self.s.thresholds.get(usize::from(h.group))?;
-        let second = history.last().map_or(0, |(s, _)| *s);
-        type Get = fn(&Counters) -> u64;
-        let checks: [(&str, Get, Option<u64>, &'static str); 8] = [
-            ("pps", |c| u64::from(c.packets[class::ALL]), t.pps, "static"),
-            ("bps", |c| c.bytes * 8, t.bps, "static"),
-            ("flows", |c| u64::from(c.flows), t.flows, "static"),
-            (
-                "tcp_pps",
-                |c| u64::from(c.packets[class::TCP]),
-                t.tcp_pps,
-                "static",
-            ),
-            (
-                "tcp_syn_pps",
-                |c| u64::from(c.packets[class::TCP_SYN]),
-                t.tcp_syn_pps,
-                "static",
-            ),
-            (
-                "udp_pps",
-                |c| u64::from(c.packets[class::UDP]),
-                t.udp_pps,
-                "static",
-            ),
-            (
-                "icmp_pps",
-                |c| u64::from(c.packets[class::ICMP]),
-                t.icmp_pps,
-                "static",
-            ),
-            (
-                "fragment_pps",
-                |c| u64::from(c.packets[class::FRAGMENT]),
-                t.fragment_pps,
-                "static",
-            ),
-        ];
         let baseline = base
             .zip(self.s.baseline.as_ref())
             .and_then(|(b, p)| b.limits(p));
-        let dynamic: [(&str, Get, Option<u64>, &'static str); 2] = [
-            (
-                "pps",
-                |c| u64::from(c.packets[class::ALL]),
-                baseline.map(|l| l.0 as u64),
-                "baseline",
-            ),
-            (
-                "bps",
-                |c| c.bytes * 8,
-                baseline.map(|l| l.1 as u64),
-                "baseline",
-            ),
-        ];
-        for (metric, get, limit, kind) in checks.into_iter().chain(dynamic) {
-            let Some(limit) = limit else { continue };
-            for w in WINDOWS {
-                let mut n = 0usize;
-                let (mut v, mut all, mut samples) = (0u64, 0u64, 0u64);
-                for (_, c) in history.iter().rev().take_while(|(s, _)| *s + w > second) {
-                    n += 1;
-                    v += get(c);
-                    all += u64::from(c.packets[class::ALL]);
-                    // Without a count of what was seen, the counts are exact.
-                    samples += if c.samples == 0 {
-                        u64::from(c.packets[class::ALL])
-                    } else {
-                        u64::from(c.samples)
-                    };
-                }
-                if w > 1 && n <= 1 {
-                    break; // no more seconds to widen to
-                }
-                let value = v / w;
-                if value <= limit {
-                    continue;
-                }
-                // The samples behind this metric: its share of all of them
-                // (flows are records, counted exactly).
-                let (seen, per) = if metric == "flows" {
-                    (v as f64, 1.0)
-                } else {
-                    let share = if metric == "bps" {
-                        1.0
-                    } else {
-                        v as f64 / all.max(1) as f64
-                    };
-                    (samples as f64 * share, all as f64 / samples.max(1) as f64)
-                };
-                if crate::account::significant(value as f64, seen, per, limit as f64) {
-                    return Some(Reason {
-                        metric: metric.into(),
-                        value,
-                        limit,
-                        kind,
-                        window_s: w,
-                        samples: seen as u64,
-                    });
-                }
-            }
-        }
-        None
+        judge(t, history, baseline)
     }
 
     /// Whether any estimate of this second, noise or not, is over a limit:
@@ -808,22 +765,10 @@ impl Detector {
         let Some(t) = self.s.thresholds.get(usize::from(h.group)) else {
             return false;
         };
-        let c = &h.inbound;
-        let over = |v: u64, l: Option<u64>| l.is_some_and(|l| v > l);
         let baseline = base
             .zip(self.s.baseline.as_ref())
             .and_then(|(b, p)| b.limits(p));
-        over(u64::from(c.packets[class::ALL]), t.pps)
-            || over(c.bytes * 8, t.bps)
-            || over(u64::from(c.flows), t.flows)
-            || over(u64::from(c.packets[class::TCP]), t.tcp_pps)
-            || over(u64::from(c.packets[class::TCP_SYN]), t.tcp_syn_pps)
-            || over(u64::from(c.packets[class::UDP]), t.udp_pps)
-            || over(u64::from(c.packets[class::ICMP]), t.icmp_pps)
-            || over(u64::from(c.packets[class::FRAGMENT]), t.fragment_pps)
-            || baseline.is_some_and(|(p, b)| {
-                f64::from(c.packets[class::ALL]) > p || (c.bytes * 8) as f64 > b
-            })
+        near(t, &h.inbound, baseline)
     }
 
     /// The hosts of second `second` (from every shard).
@@ -831,7 +776,13 @@ impl Detector {
         let end_ms = (second + 1) * 1000;
         self.latest = self.latest.max(second);
         let mut last = HashMap::new();
+        // Hosts of hostgroups with prefix aggregates: those with an
+        // incident of their own are taken out of their prefix's second.
+        let mut in_prefixes = Vec::new();
         for mut h in hosts {
+            if let Some(key) = self.prefix_key(&h.addr, h.group) {
+                in_prefixes.push((h.addr, key, h.inbound));
+            }
             let base = self.hosts.get(&h.addr).map(|s| &s.baseline);
             // A host whose estimates come near a limit keeps its last
             // seconds, so sparse samples are judged over a longer window.
@@ -983,18 +934,158 @@ impl Detector {
             }
         }
         self.last = last;
+        for (addr, key, inbound) in in_prefixes {
+            if self.active.contains_key(&addr) {
+                let e = self.pfx.excluded.entry(key).or_default();
+                crate::account::add_counters(&mut e.0, &inbound);
+                e.1 += 1;
+                self.link_host(addr);
+            }
+        }
     }
 
     /// The input ended (replay): every incident ends as it stands.
     pub fn finish(&mut self) {
         self.windows.clear();
-        let mut all: Vec<Incident> = self.active.drain().map(|(_, i)| i).collect();
+        let mut all: Vec<Incident> = self
+            .active
+            .drain()
+            .map(|(_, i)| i)
+            .chain(self.pfx.active.drain().map(|(_, i)| i))
+            .collect();
         all.sort_by_key(|i| i.started_ms);
         for mut inc in all {
             inc.ended = true;
             self.events.push(Event::Ended(Box::new(inc)));
         }
     }
+}
+
+/// What is over, if anything: the first static threshold of `t`, else the
+/// baseline's limits (pps, bps), whose estimate clears the limit by more
+/// than its sampling noise — over the last second, or, when that is too
+/// few samples to tell (sparse sampling), over the last 2, 3, 4 … 32
+/// seconds ([`WINDOWS`]; `history` newest last, the last is this second).
+fn judge(
+    t: &Thresholds,
+    history: &[(u64, Counters)],
+    baseline: Option<(f64, f64)>,
+) -> Option<Reason> {
+    let second = history.last().map_or(0, |(s, _)| *s);
+    type Get = fn(&Counters) -> u64;
+    let checks: [(&str, Get, Option<u64>, &'static str); 8] = [
+        ("pps", |c| u64::from(c.packets[class::ALL]), t.pps, "static"),
+        ("bps", |c| c.bytes * 8, t.bps, "static"),
+        ("flows", |c| u64::from(c.flows), t.flows, "static"),
+        (
+            "tcp_pps",
+            |c| u64::from(c.packets[class::TCP]),
+            t.tcp_pps,
+            "static",
+        ),
+        (
+            "tcp_syn_pps",
+            |c| u64::from(c.packets[class::TCP_SYN]),
+            t.tcp_syn_pps,
+            "static",
+        ),
+        (
+            "udp_pps",
+            |c| u64::from(c.packets[class::UDP]),
+            t.udp_pps,
+            "static",
+        ),
+        (
+            "icmp_pps",
+            |c| u64::from(c.packets[class::ICMP]),
+            t.icmp_pps,
+            "static",
+        ),
+        (
+            "fragment_pps",
+            |c| u64::from(c.packets[class::FRAGMENT]),
+            t.fragment_pps,
+            "static",
+        ),
+    ];
+    let dynamic: [(&str, Get, Option<u64>, &'static str); 2] = [
+        (
+            "pps",
+            |c| u64::from(c.packets[class::ALL]),
+            baseline.map(|l| l.0 as u64),
+            "baseline",
+        ),
+        (
+            "bps",
+            |c| c.bytes * 8,
+            baseline.map(|l| l.1 as u64),
+            "baseline",
+        ),
+    ];
+    for (metric, get, limit, kind) in checks.into_iter().chain(dynamic) {
+        let Some(limit) = limit else { continue };
+        for w in WINDOWS {
+            let mut n = 0usize;
+            let (mut v, mut all, mut samples) = (0u64, 0u64, 0u64);
+            for (_, c) in history.iter().rev().take_while(|(s, _)| *s + w > second) {
+                n += 1;
+                v += get(c);
+                all += u64::from(c.packets[class::ALL]);
+                // Without a count of what was seen, the counts are exact.
+                samples += if c.samples == 0 {
+                    u64::from(c.packets[class::ALL])
+                } else {
+                    u64::from(c.samples)
+                };
+            }
+            if w > 1 && n <= 1 {
+                break; // no more seconds to widen to
+            }
+            let value = v / w;
+            if value <= limit {
+                continue;
+            }
+            // The samples behind this metric: its share of all of them
+            // (flows are records, counted exactly).
+            let (seen, per) = if metric == "flows" {
+                (v as f64, 1.0)
+            } else {
+                let share = if metric == "bps" {
+                    1.0
+                } else {
+                    v as f64 / all.max(1) as f64
+                };
+                (samples as f64 * share, all as f64 / samples.max(1) as f64)
+            };
+            if crate::account::significant(value as f64, seen, per, limit as f64) {
+                return Some(Reason {
+                    metric: metric.into(),
+                    value,
+                    limit,
+                    kind,
+                    window_s: w,
+                    samples: seen as u64,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Whether any estimate of a second, noise or not, is over a limit of `t`
+/// or of the baseline's.
+fn near(t: &Thresholds, c: &Counters, baseline: Option<(f64, f64)>) -> bool {
+    let over = |v: u64, l: Option<u64>| l.is_some_and(|l| v > l);
+    over(u64::from(c.packets[class::ALL]), t.pps)
+        || over(c.bytes * 8, t.bps)
+        || over(u64::from(c.flows), t.flows)
+        || over(u64::from(c.packets[class::TCP]), t.tcp_pps)
+        || over(u64::from(c.packets[class::TCP_SYN]), t.tcp_syn_pps)
+        || over(u64::from(c.packets[class::UDP]), t.udp_pps)
+        || over(u64::from(c.packets[class::ICMP]), t.icmp_pps)
+        || over(u64::from(c.packets[class::FRAGMENT]), t.fragment_pps)
+        || baseline
+            .is_some_and(|(p, b)| f64::from(c.packets[class::ALL]) > p || (c.bytes * 8) as f64 > b)
 }
 
 /// A host's second as details: its own when it had them, else what its

@@ -20,6 +20,7 @@ fn settings(pps: u64, trigger_seconds: u32, baseline: Option<Params>) -> Setting
         max_hosts: 1000,
         idle_s: 300,
         legit_learning_s: 30,
+        prefixes: vec![None],
     }
 }
 
@@ -418,4 +419,12 @@ fn an_attack_does_not_decay_the_hosts_normal_traffic_to_nothing() {
     let state = &d.hosts[&HOST];
     let tcp = state.legit.at(1_660, 30).pps[class::TCP];
     assert!(tcp > 150.0, "the profile before the attack is kept: {tcp}");
+}
+
+#[test]
+fn a_prefix_state_costs_what_the_docs_say() {
+    // docs/detection.md states the cost per prefix; hold it to the struct.
+    let state = std::mem::size_of::<prefix::State>() + std::mem::size_of::<prefix::Key>();
+    eprintln!("prefix state in the detector: {state} bytes");
+    assert!(state <= 200, "{state}");
 }

@@ -72,7 +72,7 @@ pub enum Action {
     /// A level that could not act for a host, and why (logged once per
     /// case and level).
     Refuse {
-        host: IpAddr,
+        target: IpNet,
         hostgroup: String,
         incident: Option<String>,
         level: Level,
@@ -80,7 +80,7 @@ pub enum Action {
     },
     /// A level waits for the evidence it needs (logged once per case).
     Wait {
-        host: IpAddr,
+        target: IpNet,
         hostgroup: String,
         incident: Option<String>,
         level: Level,
@@ -111,6 +111,9 @@ struct Case {
     /// The share of the attack's recent samples the host's FlowSpec and
     /// firewall rules match together (None without any).
     coverage: Option<f64>,
+    /// An operator withdrew what the case stood on: it is not put back
+    /// on its own (see [`Engine::reclaim`]).
+    left_by_operator: bool,
 }
 
 impl Case {
@@ -129,6 +132,7 @@ impl Case {
             waiting: false,
             refit: None,
             coverage: None,
+            left_by_operator: false,
         }
     }
 }
@@ -136,7 +140,7 @@ impl Case {
 /// The escalation engine.
 pub struct Engine {
     cfg: Arc<Config>,
-    cases: HashMap<IpAddr, Case>,
+    cases: HashMap<IpNet, Case>,
     active: Vec<Mitigation>,
     next_id: u64,
 }
@@ -176,7 +180,7 @@ impl Engine {
                     group.and_then(|g| g.mitigation.ladder.iter().position(|l| *l == m.level));
                 let case = self
                     .cases
-                    .entry(m.host)
+                    .entry(m.target())
                     .or_insert_with(|| Case::new(&m.hostgroup, m.incident.clone(), now_ms));
                 case.level = case.level.max(idx);
             }
@@ -196,7 +200,7 @@ impl Engine {
     /// An incident started or was updated (or ended): escalate as needed
     /// and renew the host's mitigations.
     pub fn incident(&mut self, inc: &Incident, now_ms: u64) -> Vec<Action> {
-        let host = inc.host.ip();
+        let host = inc.target();
         let Some(group) = self.group(&inc.hostgroup).cloned() else {
             return Vec::new();
         };
@@ -211,13 +215,14 @@ impl Engine {
         case.bps = bps;
         case.incident_state = Some(Box::new(inc.clone()));
         let ttl = self.cfg.mitigation.ttl.as_millis() as u64;
-        for m in self.active.iter_mut().filter(|m| m.protects(host)) {
+        for m in self.active.iter_mut().filter(|m| m.serves(host)) {
             if m.decided_by == AUTO {
                 m.expires_ms = m.expires_ms.max(now_ms + ttl);
             }
         }
         let mut out = self.rollback(host, &group, now_ms);
         if !inc.ended {
+            self.reclaim(host, &group);
             out.extend(self.refit(host, &group, now_ms));
             self.measure(host);
             out.extend(self.escalate(host, &group, now_ms));
@@ -229,7 +234,7 @@ impl Engine {
     /// Holds the host's FlowSpec and firewall rules in force, together,
     /// against the attack's recent samples: their coverage, on the case
     /// (for the ladder) and on each of them (for people).
-    fn measure(&mut self, host: IpAddr) {
+    fn measure(&mut self, host: IpNet) {
         let Some(details) = self
             .cases
             .get(&host)
@@ -241,10 +246,10 @@ impl Engine {
         let rules: Vec<FlowSpecRule> = self
             .active
             .iter()
-            .filter(|m| m.protects(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
+            .filter(|m| m.serves(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
             .filter_map(|m| match &m.route {
                 Route::FlowSpec(r) => Some(FlowSpecRule {
-                    dst: rules::host_net(host),
+                    dst: host,
                     ..r.clone()
                 }),
                 _ => None,
@@ -258,7 +263,7 @@ impl Engine {
         for m in self
             .active
             .iter_mut()
-            .filter(|m| m.protects(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
+            .filter(|m| m.serves(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
         {
             m.coverage = coverage;
         }
@@ -315,13 +320,13 @@ impl Engine {
     /// when they no longer fit: the new rules are announced first, then
     /// the old ones withdrawn (an aggregate that still protects another
     /// attacked host only lets this host go).
-    fn refit(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
+    fn refit(&mut self, host: IpNet, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
         for level in [Level::Firewall, Level::Flowspec] {
             let old: Vec<Mitigation> = self
                 .active
                 .iter()
-                .filter(|m| m.protects(host) && m.level == level && m.decided_by == AUTO)
+                .filter(|m| m.serves(host) && m.level == level && m.decided_by == AUTO)
                 .cloned()
                 .collect();
             if old.is_empty() {
@@ -373,7 +378,7 @@ impl Engine {
                 rs.into_iter()
                     .filter_map(|r| match r {
                         Route::FlowSpec(f) => Some(FlowSpecRule {
-                            dst: rules::host_net(host),
+                            dst: host,
                             ..f.clone()
                         }),
                         _ => None,
@@ -428,7 +433,19 @@ impl Engine {
             case.refit = None;
             let fresh: Vec<Route> = new.into_iter().filter(|r| !fits_old(r)).collect();
             if !fresh.is_empty() {
-                if let Err(why) = self.fits_replacing(level, &fresh, &old) {
+                // Only the old rules that really go make room: one kept
+                // (the same route) or staying for another attacked host
+                // (an aggregate) still counts.
+                let hold_down = self.cfg.mitigation.hold_down.as_millis() as u64;
+                let attacked = self.attacked_hosts(host, now_ms, hold_down);
+                let freed: Vec<Mitigation> = old
+                    .iter()
+                    .filter(|m| {
+                        !keys.contains(&m.key()) && !hand_over(&mut (*m).clone(), host, &attacked)
+                    })
+                    .cloned()
+                    .collect();
+                if let Err(why) = self.fits_replacing(level, &fresh, &freed) {
                     self.refuse(host, group, level, why, &mut out);
                     continue;
                 }
@@ -438,6 +455,8 @@ impl Engine {
                 cover_old * 100.0,
                 cover_new * 100.0
             );
+            let used = self.on_router(level);
+            let mut announces = Vec::new();
             for route in fresh {
                 let mut m = self.mitigation(host, group, level, route, now_ms);
                 m.reason = format!(
@@ -449,9 +468,10 @@ impl Engine {
                         .join(", ")
                 );
                 self.active.push(m.clone());
-                out.push(Action::Announce(m));
+                announces.push(Action::Announce(m));
             }
-            // Then the old rules that no longer fit go (make-before-break).
+            // Then the old rules that no longer fit go (make-before-break,
+            // unless the router's budget has no room for both at once).
             let keep: Vec<String> = old
                 .iter()
                 .filter(|m| keys.iter().any(|k| *k == m.key()))
@@ -462,7 +482,8 @@ impl Engine {
                 .filter(|m| !keep.contains(&m.id))
                 .map(|m| m.id.clone())
                 .collect();
-            out.extend(self.release(host, &gone, &why, now_ms));
+            let released = self.release(host, &gone, &why, now_ms);
+            out.extend(self.within_budget(level, used, announces, released));
         }
         out
     }
@@ -470,31 +491,13 @@ impl Engine {
     /// Lets `host` go from the mitigations `ids`: one that protects only it
     /// is withdrawn; an aggregate that still protects other attacked hosts
     /// stays for them.
-    fn release(&mut self, host: IpAddr, ids: &[String], why: &str, now_ms: u64) -> Vec<Action> {
+    fn release(&mut self, host: IpNet, ids: &[String], why: &str, now_ms: u64) -> Vec<Action> {
         let hold_down = self.cfg.mitigation.hold_down.as_millis() as u64;
-        let attacked: Vec<IpAddr> = self
-            .cases
-            .iter()
-            .filter(|(h, c)| **h != host && now_ms.saturating_sub(c.last_attack_ms) < hold_down)
-            .map(|(h, _)| *h)
-            .collect();
+        let attacked = self.attacked_hosts(host, now_ms, hold_down);
         let mut withdraw = Vec::new();
         for m in self.active.iter_mut().filter(|m| ids.contains(&m.id)) {
-            let others: Vec<IpAddr> = std::iter::once(m.host)
-                .chain(m.covers.iter().copied())
-                .filter(|h| *h != host && attacked.contains(h))
-                .collect();
-            match others.first() {
-                Some(&heir) => {
-                    m.covers.retain(|h| *h != host && *h != heir);
-                    if m.host != heir {
-                        let old = std::mem::replace(&mut m.host, heir);
-                        if old != host {
-                            m.covers.push(old);
-                        }
-                    }
-                }
-                None => withdraw.push(m.id.clone()),
+            if !hand_over(m, host, &attacked) {
+                withdraw.push(m.id.clone());
             }
         }
         self.take(|m| withdraw.contains(&m.id), why)
@@ -531,7 +534,7 @@ impl Engine {
     /// attack, the attack is not itself a non-SYN TCP flood, and the rule
     /// can match TCP. (Flow export taken before the filter never shows a
     /// fall, and then nothing is rolled back.)
-    fn rollback(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
+    fn rollback(&mut self, host: IpNet, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
         let Some(drop) = group.mitigation.rollback_drop else {
             return Vec::new();
         };
@@ -560,7 +563,7 @@ impl Engine {
             let Route::FlowSpec(r) = &m.route else {
                 continue;
             };
-            if !m.protects(host)
+            if !m.serves(host)
                 || m.decided_by != AUTO
                 || !(r.protocols.is_empty() || r.protocols.contains(&6))
                 || now_ms < m.created_ms + SETTLE_MS
@@ -586,8 +589,9 @@ impl Engine {
                     m.id.clone(),
                     m.level,
                     format!(
-                        "rolled back: established TCP to {host} fell to {now:.0} pps after the rule, \
+                        "rolled back: established TCP to {} fell to {now:.0} pps after the rule, \
                          from {before:.0} before the attack (rollback_drop {:.0}%)",
+                        super::shown(host),
                         drop * 100.0
                     ),
                 ));
@@ -613,7 +617,7 @@ impl Engine {
         out
     }
 
-    fn escalate(&mut self, host: IpAddr, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
+    fn escalate(&mut self, host: IpNet, group: &Hostgroup, now_ms: u64) -> Vec<Action> {
         let ladder = &group.mitigation.ladder;
         let dwell = self.cfg.mitigation.dwell.as_millis() as u64;
         let Some(case) = self.cases.get(&host) else {
@@ -647,13 +651,15 @@ impl Engine {
                     .as_deref()
                     .and_then(|i| i.timeline.last())
                     .map_or(0, |p| p.pps);
+                let limit = if super::is_host(host) {
+                    group.thresholds.pps
+                } else {
+                    group.prefix_thresholds.as_ref().and_then(|p| p.limits.pps)
+                };
                 let leaks = matches!(ladder[cur], Level::Flowspec | Level::Firewall)
                     && case.coverage.is_some_and(|c| {
                         c < rules::MIN_COVERAGE
-                            && group
-                                .thresholds
-                                .pps
-                                .is_some_and(|limit| (1.0 - c) * pps as f64 > limit as f64)
+                            && limit.is_some_and(|limit| (1.0 - c) * pps as f64 > limit as f64)
                     });
                 let persisted = now_ms.saturating_sub(case.level_since_ms) >= dwell;
                 if !(over_cap || leaks || persisted) || cur + 1 >= ladder.len() {
@@ -714,7 +720,48 @@ impl Engine {
                     continue;
                 }
             };
-            if let Err(why) = self.fits(level, &routes) {
+            // A route a wider rule in force already takes in (a prefix's,
+            // an aggregate's) needs none of its own: the host joins it
+            // (never a /32 per host across a prefix).
+            let (covered, routes): (Vec<Route>, Vec<Route>) = routes
+                .into_iter()
+                .partition(|r| self.wider(group, level, r).is_some());
+            if !covered.is_empty() {
+                for r in &covered {
+                    self.join(host, group, level, r);
+                }
+                if routes.is_empty() {
+                    self.reached(host, i, now_ms);
+                    return out;
+                }
+            }
+            // A prefix's rules take in the rules of hosts inside it: those
+            // go when they come, and make room for them in the budget.
+            let replaced: Vec<Mitigation> = if super::is_host(host) {
+                Vec::new()
+            } else {
+                self.active
+                    .iter()
+                    .filter(|o| {
+                        o.level == level
+                            && o.decided_by == AUTO
+                            && o.prefix.is_none()
+                            && o.hostgroup == group.name
+                            && o.shadow == self.shadow(group)
+                            && routes.iter().any(|r| match (r, &o.route) {
+                                (Route::FlowSpec(w), Route::FlowSpec(n)) => includes(w, n),
+                                _ => false,
+                            })
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let fit = if replaced.is_empty() {
+                self.fits(level, &routes)
+            } else {
+                self.fits_replacing(level, &routes, &replaced)
+            };
+            if let Err(why) = fit {
                 if level == Level::Flowspec && self.cfg.mitigation.aggregate_flowspec {
                     if let Some(actions) = self.aggregate(host, group, &routes, now_ms) {
                         out.extend(actions);
@@ -729,6 +776,8 @@ impl Engine {
                 continue;
             }
             let mut announced = false;
+            let used = self.on_router(level);
+            let mut fresh = Vec::new();
             for route in routes {
                 announced = true;
                 if self.active.iter().any(|m| m.key() == key(level, &route)) {
@@ -736,8 +785,22 @@ impl Engine {
                 }
                 let m = self.mitigation(host, group, level, route, now_ms);
                 self.active.push(m.clone());
-                out.push(Action::Announce(m));
+                fresh.push(Action::Announce(m));
             }
+            let gone = if replaced.is_empty() {
+                Vec::new()
+            } else {
+                let ids: Vec<&str> = fresh
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Announce(m) => Some(m.id.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let why = format!("covered by {} for {}", ids.join(", "), super::shown(host));
+                self.take(|o| replaced.iter().any(|r| r.id == o.id), &why)
+            };
+            out.extend(self.within_budget(level, used, fresh, gone));
             if announced {
                 self.reached(host, i, now_ms);
                 return out;
@@ -753,7 +816,7 @@ impl Engine {
     }
 
     /// The case of `host` is now at ladder index `i`.
-    fn reached(&mut self, host: IpAddr, i: usize, now_ms: u64) {
+    fn reached(&mut self, host: IpNet, i: usize, now_ms: u64) {
         if let Some(case) = self.cases.get_mut(&host) {
             case.level = Some(i);
             case.level_since_ms = now_ms;
@@ -763,7 +826,7 @@ impl Engine {
     /// Records that `level` waits for evidence for `host` (once per case).
     fn wait(
         &mut self,
-        host: IpAddr,
+        host: IpNet,
         group: &Hostgroup,
         level: Level,
         why: String,
@@ -775,7 +838,7 @@ impl Engine {
         if !case.waiting {
             case.waiting = true;
             out.push(Action::Wait {
-                host,
+                target: host,
                 hostgroup: group.name.clone(),
                 incident: case.incident.clone(),
                 level,
@@ -787,7 +850,7 @@ impl Engine {
     /// Records that `level` cannot act for `host` (once per case).
     fn refuse(
         &mut self,
-        host: IpAddr,
+        host: IpNet,
         group: &Hostgroup,
         level: Level,
         why: String,
@@ -799,7 +862,7 @@ impl Engine {
         if !case.refused.contains(&level) {
             case.refused.push(level);
             out.push(Action::Refuse {
-                host,
+                target: host,
                 hostgroup: group.name.clone(),
                 incident: case.incident.clone(),
                 level,
@@ -810,7 +873,7 @@ impl Engine {
 
     fn mitigation(
         &mut self,
-        host: IpAddr,
+        host: IpNet,
         group: &Hostgroup,
         level: Level,
         route: Route,
@@ -854,7 +917,7 @@ impl Engine {
                         v.samples,
                         rules::coverage(
                             [&FlowSpecRule {
-                                dst: rules::host_net(host),
+                                dst: host,
                                 ..r.clone()
                             }],
                             &inc.current.details
@@ -883,7 +946,7 @@ impl Engine {
         let incident = case.and_then(|c| c.incident.clone());
         Mitigation {
             id: self.id(now_ms),
-            host,
+            host: host.addr(),
             hostgroup: group.name.clone(),
             incident,
             level,
@@ -892,17 +955,18 @@ impl Engine {
             expires_ms: now_ms + self.cfg.mitigation.ttl.as_millis() as u64,
             decided_by: AUTO.to_owned(),
             reason,
-            shadow: self.cfg.mitigation.dry_run || group.mitigation.shadow,
+            shadow: self.shadow(group),
             covers: Vec::new(),
             http: self.provider(level),
             coverage: None,
+            prefix: (!super::is_host(host)).then_some(host),
         }
     }
 
     /// The routes a level would announce for a host, after the guards.
     fn candidates(
         &self,
-        host: IpAddr,
+        host: IpNet,
         group: &Hostgroup,
         level: Level,
     ) -> Result<Vec<Route>, String> {
@@ -957,9 +1021,14 @@ impl Engine {
                         group.mitigation.rtbh_min_bps
                     ));
                 }
-                vec![Route::Blackhole(rules::blackhole(host, &self.cfg)?)]
+                if !super::is_host(host) && !group.mitigation.prefix_rtbh {
+                    return Err(format!(
+                        "RTBH would blackhole all of {host}: a prefix is blackholed only where the hostgroup allows it (prefix_rtbh = true)"
+                    ));
+                }
+                vec![Route::Blackhole(rules::blackhole_of(host, &self.cfg)?)]
             }
-            Level::Scrubbing => vec![Route::Divert(rules::diversion(host, &self.cfg)?)],
+            Level::Scrubbing => vec![Route::Divert(rules::diversion_of(host, &self.cfg)?)],
         };
         for r in &routes {
             self.guard(r)?;
@@ -994,7 +1063,7 @@ impl Engine {
     /// smallest prefix covering both, when the guards allow that prefix.
     fn aggregate(
         &mut self,
-        host: IpAddr,
+        host: IpNet,
         group: &Hostgroup,
         routes: &[Route],
         now_ms: u64,
@@ -1013,6 +1082,8 @@ impl Engine {
             };
             if m.level != Level::Flowspec
                 || m.decided_by != AUTO
+                || m.prefix.is_some()
+                || !super::is_host(host)
                 || m.hostgroup != group.name
                 || m.shadow != (self.cfg.mitigation.dry_run || group.mitigation.shadow)
                 || old.dst.addr().is_ipv6() != new.dst.addr().is_ipv6()
@@ -1035,7 +1106,7 @@ impl Engine {
             let max = group.mitigation.max_collateral;
             let too_costly = std::iter::once(m.host)
                 .chain(m.covers.iter().copied())
-                .filter_map(|h| self.cases.get(&h)?.incident_state.as_deref())
+                .filter_map(|h| self.cases.get(&IpNet::from(h))?.incident_state.as_deref())
                 .any(|inc| rules::collateral(new, &inc.legit).is_some_and(|c| c > max));
             if too_costly {
                 continue;
@@ -1046,9 +1117,26 @@ impl Engine {
         }
         let (i, p) = best?;
         let old = self.active.remove(i);
+        // Other rules of the same shape inside the new prefix go as well:
+        // it takes them in, and their room in the budget is freed.
+        let shadow = old.shadow;
+        let (inside, keep): (Vec<Mitigation>, Vec<Mitigation>) =
+            std::mem::take(&mut self.active).into_iter().partition(|m| {
+                m.level == Level::Flowspec
+                    && m.decided_by == AUTO
+                    && m.prefix.is_none()
+                    && m.hostgroup == group.name
+                    && m.shadow == shadow
+                    && matches!(&m.route, Route::FlowSpec(r) if p.contains(&r.dst) && shape(r) == shape(new))
+            });
+        self.active = keep;
         let mut covers: Vec<IpAddr> = old.covers.clone();
         covers.push(old.host);
-        covers.retain(|h| *h != host);
+        for o in &inside {
+            covers.push(o.host);
+            covers.extend(o.covers.iter().copied());
+        }
+        covers.retain(|h| *h != host.addr());
         covers.sort();
         covers.dedup();
         let route = Route::FlowSpec(FlowSpecRule {
@@ -1063,14 +1151,18 @@ impl Engine {
         m.covers = covers;
         let why = format!("replaced by {} (aggregated into {p})", m.id);
         self.active.push(m.clone());
-        Some(vec![
-            Action::Announce(m),
-            Action::Withdraw {
-                m: old,
-                why,
+        // The budget is full: the old rules go first, so the router never
+        // holds more than its limit (the new one covers their hosts too).
+        let mut out: Vec<Action> = std::iter::once(old)
+            .chain(inside)
+            .map(|o| Action::Withdraw {
+                m: o,
+                why: why.clone(),
                 rollback: false,
-            },
-        ])
+            })
+            .collect();
+        out.push(Action::Announce(m));
+        Some(out)
     }
 
     /// The provider endpoint a level's mitigations are requested from.
@@ -1106,7 +1198,7 @@ impl Engine {
         let hold_down = self.cfg.mitigation.hold_down.as_millis() as u64;
         let dwell = self.cfg.mitigation.dwell.as_millis() as u64;
         let mut out = Vec::new();
-        let hosts: Vec<IpAddr> = self.cases.keys().copied().collect();
+        let hosts: Vec<IpNet> = self.cases.keys().copied().collect();
         for host in hosts {
             let Some(case) = self.cases.get(&host) else {
                 continue;
@@ -1123,7 +1215,7 @@ impl Engine {
             let top = self
                 .active
                 .iter()
-                .filter(|m| m.protects(host) && m.decided_by == AUTO)
+                .filter(|m| m.serves(host) && m.decided_by == AUTO)
                 .map(|m| m.level)
                 .max();
             match top {
@@ -1135,35 +1227,16 @@ impl Engine {
                     );
                     // An aggregate stays while another host it covers is
                     // still attacked; this host just leaves it.
-                    let attacked: Vec<IpAddr> = self
-                        .cases
-                        .iter()
-                        .filter(|(h, c)| {
-                            **h != host && now_ms.saturating_sub(c.last_attack_ms) < hold_down
-                        })
-                        .map(|(h, _)| *h)
-                        .collect();
+                    let attacked = self.attacked_hosts(host, now_ms, hold_down);
                     for m in self
                         .active
                         .iter_mut()
-                        .filter(|m| m.protects(host) && m.level == level && m.decided_by == AUTO)
+                        .filter(|m| m.serves(host) && m.level == level && m.decided_by == AUTO)
                     {
-                        let others: Vec<IpAddr> = std::iter::once(m.host)
-                            .chain(m.covers.iter().copied())
-                            .filter(|h| *h != host && attacked.contains(h))
-                            .collect();
-                        if let Some(&heir) = others.first() {
-                            m.covers.retain(|h| *h != host && *h != heir);
-                            if m.host != heir {
-                                let old = std::mem::replace(&mut m.host, heir);
-                                if old != host {
-                                    m.covers.push(old);
-                                }
-                            }
-                        }
+                        hand_over(m, host, &attacked);
                     }
                     out.extend(self.take(
-                        |m| m.protects(host) && m.level == level && m.decided_by == AUTO,
+                        |m| m.serves(host) && m.level == level && m.decided_by == AUTO,
                         &why,
                     ));
                     if let Some(case) = self.cases.get_mut(&host) {
@@ -1193,7 +1266,143 @@ impl Engine {
         for id in expired {
             out.extend(self.take(|m| m.id == id, "TTL expired"));
         }
+        // Cases still attacked that stood on what just went (a prefix's
+        // rule that stepped down, an aggregate, a route another case put
+        // up) are put back on their own now, not after a dwell.
+        let hosts: Vec<IpNet> = self
+            .cases
+            .iter()
+            .filter(|(_, c)| now_ms.saturating_sub(c.last_attack_ms) < hold_down)
+            .map(|(h, _)| *h)
+            .collect();
+        for host in hosts {
+            let Some(group) = self
+                .cases
+                .get(&host)
+                .and_then(|c| self.group(&c.hostgroup))
+                .cloned()
+            else {
+                continue;
+            };
+            if self.reclaim(host, &group) {
+                out.extend(self.escalate(host, &group, now_ms));
+                self.measure(host);
+            }
+        }
         out
+    }
+
+    /// When nothing in force stands for the case of `host` at the level it
+    /// reached (what it stood on was withdrawn for another case's sake),
+    /// sets it back one level with its dwell done, so the next escalation
+    /// puts the level back for it alone. Whether it did.
+    fn reclaim(&mut self, host: IpNet, group: &Hostgroup) -> bool {
+        let Some(case) = self.cases.get(&host) else {
+            return false;
+        };
+        let Some(cur) = case.level else {
+            return false;
+        };
+        let Some(&level) = group.mitigation.ladder.get(cur) else {
+            return false;
+        };
+        // A level rolled back (or refused) is not put back either.
+        if case.left_by_operator
+            || case.refused.contains(&level)
+            || self.active.iter().any(|m| {
+                m.level == level
+                    && (m.serves(host) || (m.hostgroup == case.hostgroup && holds(m, host)))
+            })
+        {
+            return false;
+        }
+        let case = self.cases.get_mut(&host).expect("looked up above");
+        case.level = cur.checked_sub(1);
+        case.level_since_ms = 0;
+        true
+    }
+
+    /// A rule in force at `level` (automatic, on the router) that takes
+    /// in all that `route` would match: a prefix's rule around a host's.
+    ///
+    /// Only a rule of the same hostgroup, on the router as this one would
+    /// be (a shadowed rule protects nobody), is relied on.
+    fn wider(&self, group: &Hostgroup, level: Level, route: &Route) -> Option<usize> {
+        let Route::FlowSpec(narrow) = route else {
+            return None;
+        };
+        self.active.iter().position(|m| {
+            m.level == level
+                && m.decided_by == AUTO
+                && m.hostgroup == group.name
+                && m.shadow == self.shadow(group)
+                && matches!(&m.route, Route::FlowSpec(w) if w.dst != narrow.dst && includes(w, narrow))
+        })
+    }
+
+    /// The case of `host` is served by the wider rule in force that takes
+    /// in `route`: an aggregate lists the host among those it covers (it
+    /// then stays while the host is attacked); a prefix's rule is the
+    /// prefix's own and is only relied on.
+    fn join(&mut self, host: IpNet, group: &Hostgroup, level: Level, route: &Route) {
+        let Some(i) = self.wider(group, level, route) else {
+            return;
+        };
+        let m = &mut self.active[i];
+        if m.prefix.is_none() && super::is_host(host) && !m.protects(host.addr()) {
+            m.covers.push(host.addr());
+        }
+    }
+
+    /// Whether the hostgroup's mitigations are only recorded, not put in
+    /// force.
+    fn shadow(&self, group: &Hostgroup) -> bool {
+        self.cfg.mitigation.dry_run || group.mitigation.shadow
+    }
+
+    /// Mitigations at `level` on the router now (shadowed ones are not).
+    fn on_router(&self, level: Level) -> usize {
+        self.active
+            .iter()
+            .filter(|m| m.level == level && !m.shadow)
+            .count()
+    }
+
+    /// New routes and the withdrawals they make due, in the order that
+    /// keeps the router within the level's budget: the new first
+    /// (make-before-break) when `used` plus them fits, else the old first
+    /// (a router over its limit may drop the session, and every rule
+    /// with it).
+    fn within_budget(
+        &self,
+        level: Level,
+        used: usize,
+        announces: Vec<Action>,
+        withdrawals: Vec<Action>,
+    ) -> Vec<Action> {
+        let new = announces
+            .iter()
+            .filter(|a| matches!(a, Action::Announce(m) if !m.shadow))
+            .count();
+        if used + new > self.budget(level) {
+            withdrawals.into_iter().chain(announces).collect()
+        } else {
+            announces.into_iter().chain(withdrawals).collect()
+        }
+    }
+
+    /// The hosts other than `t` whose attacks are not yet quiet for
+    /// `hold_down`.
+    fn attacked_hosts(&self, t: IpNet, now_ms: u64, hold_down: u64) -> Vec<IpAddr> {
+        self.cases
+            .iter()
+            .filter(|(h, c)| {
+                **h != t
+                    && super::is_host(**h)
+                    && now_ms.saturating_sub(c.last_attack_ms) < hold_down
+            })
+            .map(|(h, _)| h.addr())
+            .collect()
     }
 
     fn take(&mut self, pick: impl Fn(&Mitigation) -> bool, why: &str) -> Vec<Action> {
@@ -1301,6 +1510,7 @@ impl Engine {
             covers: Vec::new(),
             http: self.provider(level),
             coverage: None,
+            prefix: None,
         })
     }
 
@@ -1319,14 +1529,82 @@ impl Engine {
         }
         let out = self.take(|m| m.id == id, &format!("withdrawn by {actor}"));
         // A case whose mitigations an operator removed is not re-escalated
-        // to the same level at once: it starts over from its attack.
+        // to the same level at once: it starts over from its attack. The
+        // cases that stood on it (hosts inside a prefix's rule, hosts an
+        // aggregate covered) are not put back on their own either.
         if let Some(Action::Withdraw { m, .. }) = out.first() {
-            if let Some(case) = self.cases.get_mut(&m.host) {
-                case.level_since_ms = u64::MAX / 2;
+            for (t, case) in self.cases.iter_mut() {
+                if *t == m.target() || (case.hostgroup == m.hostgroup && holds(m, *t)) {
+                    case.level_since_ms = u64::MAX / 2;
+                    case.left_by_operator = true;
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// Whether `wide` matches every packet `narrow` does: a destination that
+/// contains `narrow`'s, the same source and action, and each constraint
+/// absent or taking in all `narrow`'s values (a host's rule for DNS
+/// responses is inside its prefix's rule for DNS and NTP responses).
+pub(super) fn includes(wide: &FlowSpecRule, narrow: &FlowSpecRule) -> bool {
+    // Every value `small` takes in, `big` does (an empty list takes in all).
+    let within = |small: &[levee_bgp::Range], big: &[levee_bgp::Range]| {
+        big.is_empty()
+            || (!small.is_empty()
+                && small
+                    .iter()
+                    .all(|s| big.iter().any(|b| b.lo <= s.lo && s.hi <= b.hi)))
+    };
+    let protocols = wide.protocols.is_empty()
+        || (!narrow.protocols.is_empty()
+            && narrow.protocols.iter().all(|p| wide.protocols.contains(p)));
+    // Bits `wide` wants set (or clear), `narrow` wants too.
+    let flags = match (wide.tcp_flags, narrow.tcp_flags) {
+        (None, _) => true,
+        (Some(w), Some(n)) => w.set & n.set == w.set && w.unset & n.unset == w.unset,
+        (Some(_), None) => false,
+    };
+    wide.dst.contains(&narrow.dst)
+        && wide.src == narrow.src
+        && wide.action == narrow.action
+        && protocols
+        && flags
+        && (wide.fragment.is_none() || wide.fragment == narrow.fragment)
+        && within(&narrow.src_ports, &wide.src_ports)
+        && within(&narrow.dst_ports, &wide.dst_ports)
+        && within(&narrow.icmp_types, &wide.icmp_types)
+        && within(&narrow.packet_lengths, &wide.packet_lengths)
+}
+
+/// Whether `m`'s route reaches all of `t` (a prefix's rule around a host).
+fn holds(m: &Mitigation, t: IpNet) -> bool {
+    m.route.prefix().contains(&t)
+}
+
+/// Lets the case of `t` go from `m`: an aggregate that still protects
+/// another attacked host (of `attacked`) becomes that host's, and `t`
+/// leaves its list. Whether `m` stays.
+fn hand_over(m: &mut Mitigation, t: IpNet, attacked: &[IpAddr]) -> bool {
+    if m.prefix.is_some() || !super::is_host(t) {
+        return false; // a prefix's mitigation is its own
+    }
+    let host = t.addr();
+    let heir = std::iter::once(m.host)
+        .chain(m.covers.iter().copied())
+        .find(|h| *h != host && attacked.contains(h));
+    let Some(heir) = heir else {
+        return false;
+    };
+    m.covers.retain(|h| *h != host && *h != heir);
+    if m.host != heir {
+        let old = std::mem::replace(&mut m.host, heir);
+        if old != host {
+            m.covers.push(old);
+        }
+    }
+    true
 }
 
 /// What a FlowSpec rule matches on, but for its destination and source:

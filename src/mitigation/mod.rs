@@ -25,6 +25,8 @@ mod tests;
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use levee_bgp::Route;
 use serde::{Deserialize, Serialize};
 
@@ -67,12 +69,53 @@ pub struct Mitigation {
     /// the attack goes on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// For an attack spread over a prefix (DET-6): the prefix it protects
+    /// (`host` is then its network address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
+}
+
+/// Whether `t` is one address (/32, /128).
+pub fn is_host(t: IpNet) -> bool {
+    t.prefix_len() == t.max_prefix_len()
+}
+
+/// A target as people read it: the address of a host, else the prefix.
+pub fn shown(t: IpNet) -> String {
+    if is_host(t) {
+        t.addr().to_string()
+    } else {
+        t.to_string()
+    }
 }
 
 impl Mitigation {
-    /// Whether it protects `host` (its own or one it covers).
+    /// Whether it protects `host` (its own or one it covers; a prefix's
+    /// mitigation protects the hosts inside it).
     pub fn protects(&self, host: IpAddr) -> bool {
-        self.host == host || self.covers.contains(&host)
+        self.host == host
+            || self.covers.contains(&host)
+            || self.prefix.is_some_and(|p| p.contains(&host))
+    }
+
+    /// What it was decided for: the host, or the prefix.
+    pub fn target(&self) -> IpNet {
+        self.prefix.unwrap_or_else(|| IpNet::from(self.host))
+    }
+
+    /// Whether it serves the case of `t` (a host's own or one it covers,
+    /// or the prefix's).
+    pub fn serves(&self, t: IpNet) -> bool {
+        self.target() == t || (is_host(t) && self.covers.contains(&t.addr()))
+    }
+
+    /// `"host"` or `"prefix"`.
+    pub fn scope(&self) -> &'static str {
+        if self.prefix.is_some() {
+            "prefix"
+        } else {
+            "host"
+        }
     }
 
     /// The adapter that carries it out: `nftables`, `gobgp` or `http`.
@@ -106,6 +149,7 @@ pub fn provider_request(m: &Mitigation, divert: bool) -> serde_json::Value {
         "action": if divert { "divert" } else { "undivert" },
         "prefix": m.route.prefix().to_string(),
         "host": m.host.to_string(),
+        "scope": m.scope(),
         "hostgroup": m.hostgroup,
         "incident": m.incident,
         "mitigation": m.id,

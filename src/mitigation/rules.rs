@@ -42,7 +42,8 @@ pub fn host_net(ip: IpAddr) -> IpNet {
 pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRule> {
     let host = inc.host.ip();
     let action = policy.flowspec_action;
-    let base = FlowSpecRule::to(host_net(host), action);
+    // The host, or all of the prefix an attack is spread over.
+    let base = FlowSpecRule::to(inc.target(), action);
     let now = &inc.current;
     let f = &now.features;
     let icmp = if host.is_ipv6() { 58 } else { 1 };
@@ -372,6 +373,13 @@ fn dominant_tcp_flags(kinds: &[&str]) -> Option<TcpFlags> {
 
 /// The RTBH route for a host, or why there is none.
 pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, String> {
+    blackhole_of(host_net(host), c)
+}
+
+/// The RTBH route for a host or a whole prefix (the engine allows a
+/// prefix only where the hostgroup's policy says so: `prefix_rtbh`).
+pub fn blackhole_of(target: IpNet, c: &Config) -> Result<BlackholeRoute, String> {
+    let host = target.addr();
     let next_hop = if host.is_ipv6() {
         c.bgp.next_hop6
     } else {
@@ -390,7 +398,7 @@ pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, String> {
         communities.push(Community::NO_EXPORT);
     }
     Ok(BlackholeRoute {
-        prefix: host_net(host),
+        prefix: target.trunc(),
         next_hop,
         communities,
     })
@@ -400,12 +408,20 @@ pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, String> {
 /// provider endpoint (`[scrubbing] http_url`) the diversion is requested
 /// there: the route only names the prefix (and the host as next hop).
 pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
+    diversion_of(host_net(host), c)
+}
+
+/// The scrubbing diversion for a host or a prefix: the configured
+/// more-specific around it, or the prefix itself when that is wider.
+pub fn diversion_of(target: IpNet, c: &Config) -> Result<Diversion, String> {
+    let host = target.addr();
+    let within = |len: u8| len.min(target.prefix_len());
     if c.scrubbing.http_url.is_some() {
-        let len = if host.is_ipv6() {
+        let len = within(if host.is_ipv6() {
             c.scrubbing.prefix_v6
         } else {
             c.scrubbing.prefix_v4
-        };
+        });
         return Ok(Diversion {
             prefix: IpNet::new(host, len).map_err(|e| e.to_string())?.trunc(),
             next_hop: host,
@@ -427,7 +443,9 @@ pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
         )
     };
     let next_hop = next_hop.ok_or("no next hop for diverted routes ([scrubbing] or [bgp])")?;
-    let prefix = IpNet::new(host, len).map_err(|e| e.to_string())?.trunc();
+    let prefix = IpNet::new(host, within(len))
+        .map_err(|e| e.to_string())?
+        .trunc();
     let mut communities = c.scrubbing.communities.clone();
     communities.sort();
     communities.dedup();

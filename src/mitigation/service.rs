@@ -13,6 +13,20 @@
 //! Every step goes to the mitigation log (store, MIT-9) and the audit
 //! chain. Sending is paced by `updates_per_second`. The connection to
 //! gobgpd is retried with backoff (1 s doubling to 30 s) and reported.
+//!
+//! What remote peers say (gobgpd's errors, a scrubbing provider's answer)
+//! is logged escaped (`?`: quoted, control characters as escapes), so it
+//! cannot forge log lines. The provider's URL is never logged, stored or
+//! audited with its credentials (`user:password@`, query values): the
+//! intent keeps it redacted, and the call takes the credentials from the
+//! running config's `[scrubbing] http_url` when the endpoint is the same.
+//!
+//! What remote peers say (gobgpd's errors, a scrubbing provider's answer)
+//! is logged escaped (`?`: quoted, control characters as escapes), so it
+//! cannot forge log lines. The provider's URL is never logged, stored or
+//! audited with its credentials (`user:password@`, query values): the
+//! intent keeps it redacted, and the call takes the credentials from the
+//! running config's `[scrubbing] http_url` when the endpoint is the same.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -151,7 +165,17 @@ fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result
     if let Some(t) = token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    let mut resp = req.send(body).map_err(|e| format!("{url}: {e}"))?;
+    let shown = crate::config::secrets::redact_url(url);
+    // What the provider may echo back: its token, and the URL's own
+    // credentials (password, query values, a token in the path).
+    let from_url = crate::config::secrets::url_secrets(url);
+    let secrets: Vec<&str> = token
+        .into_iter()
+        .chain(from_url.iter().map(String::as_str))
+        .collect();
+    let mut resp = req
+        .send(body)
+        .map_err(|e| crate::config::secrets::scrub(&format!("{shown}: {e}"), &secrets))?;
     let status = resp.status();
     let text = resp
         .body_mut()
@@ -160,10 +184,11 @@ fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result
         .read_to_string()
         .unwrap_or_default();
     let answer = format!("{} {}", status.as_u16(), text.trim());
+    let answer = crate::config::secrets::scrub(&answer, &secrets);
     if status.is_success() {
         Ok(answer)
     } else {
-        Err(format!("{url} answered {answer}"))
+        Err(format!("{shown} answered {answer}"))
     }
 }
 
@@ -259,7 +284,7 @@ impl Task {
                 gone = self.gone_rx.recv() => {
                     if let Some((generation, why)) = gone {
                         if generation == self.generation && self.speaker.is_some() {
-                            tracing::warn!(%why, "gobgpd went away; reconnecting and repairing");
+                            tracing::warn!(why = ?why, "gobgpd went away; reconnecting and repairing");
                             self.speaker = None;
                             self.shared.bgp_up.store(false, Ordering::Relaxed);
                             self.next_connect = Instant::now();
@@ -380,7 +405,7 @@ impl Task {
                 }
                 Err(e) => {
                     if self.backoff == Duration::from_secs(1) {
-                        tracing::warn!(error = %e, "gobgpd unreachable; retrying with backoff");
+                        tracing::warn!(error = ?e.to_string(), "gobgpd unreachable; retrying with backoff");
                     }
                     self.next_connect = Instant::now() + self.backoff;
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
@@ -398,7 +423,7 @@ impl Task {
 
     fn disconnected(&mut self, e: &levee_bgp::Error) {
         if matches!(e, levee_bgp::Error::Unavailable { .. }) && self.speaker.is_some() {
-            tracing::warn!(error = %e, "Lost gobgpd; reconnecting");
+            tracing::warn!(error = ?e.to_string(), "Lost gobgpd; reconnecting");
             self.speaker = None;
             self.shared.bgp_up.store(false, Ordering::Relaxed);
             self.next_connect = Instant::now();
@@ -427,7 +452,7 @@ impl Task {
             .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = &r {
             self.shared.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "Cannot write the firewall table");
+            tracing::error!(error = ?e.to_string(), "Cannot write the firewall table");
         }
         (script, r)
     }
@@ -476,7 +501,7 @@ impl Task {
                 });
                 self.put_log(&entry);
             }
-            Err(e) => tracing::error!(error = %e, "Cannot read the firewall table"),
+            Err(e) => tracing::error!(error = ?e.to_string(), "Cannot read the firewall table"),
         }
     }
 
@@ -510,7 +535,7 @@ impl Task {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "Cannot install the upstream policies in gobgpd");
+                tracing::error!(error = ?e.to_string(), "Cannot install the upstream policies in gobgpd");
                 self.disconnected(&e);
             }
         }
@@ -599,6 +624,7 @@ impl Task {
                 covers: Vec::new(),
                 http: None,
                 coverage: None,
+                prefix: None,
             };
             if dry_run {
                 self.log(
@@ -671,7 +697,14 @@ impl Task {
                     self.audit(&m, "mitigation.shadow", json!({ "would": "announce" }));
                 }
                 Action::Announce(m) => {
-                    let record = serde_json::to_vec(&m).unwrap_or_default();
+                    // The intent outlives config changes and is read by
+                    // the CLI: it keeps the endpoint, not its credentials.
+                    let mut stored = m.clone();
+                    stored.http = stored
+                        .http
+                        .as_deref()
+                        .map(crate::config::secrets::redact_url);
+                    let record = serde_json::to_vec(&stored).unwrap_or_default();
                     if let Err(e) = self.store.intent_put(&m.key(), &record) {
                         // Without a durable intent nothing is sent: a route
                         // levee could not account for after a crash would
@@ -732,60 +765,70 @@ impl Task {
                     self.log_result(&m, step, &why, r, false);
                 }
                 Action::Wait {
-                    host,
+                    target,
                     hostgroup,
                     incident,
                     level,
                     why,
                 } => {
-                    tracing::warn!(%host, %level, %why, "Mitigation waits for evidence");
-                    let entry = json!({
+                    let shown = super::shown(target);
+                    tracing::warn!(target = %shown, %level, %why, "Mitigation waits for evidence");
+                    let mut entry = json!({
                         "time": crate::report::rfc3339_ms(now_ms()),
                         "action": "wait",
-                        "host": host.to_string(),
+                        "host": host_of(target),
                         "hostgroup": hostgroup,
                         "incident": incident,
                         "level": level,
                         "adapter": adapter(level),
                         "reason": why,
                     });
+                    scope_fields(&mut entry, target);
                     self.put_log(&entry);
-                    let target = incident.clone().unwrap_or_else(|| host.to_string());
+                    let subject = incident.clone().unwrap_or_else(|| shown.clone());
+                    let mut details =
+                        json!({ "host": host_of(target), "level": level.as_str(), "why": why });
+                    scope_fields(&mut details, target);
                     if let Err(e) = self.audit.append(
                         Actor::System("escalator"),
                         "mitigation.wait",
-                        &target,
-                        json!({ "host": host.to_string(), "level": level.as_str(), "why": why }),
+                        &subject,
+                        details,
                     ) {
                         tracing::error!(error = %e, "Cannot audit the wait");
                     }
                 }
                 Action::Refuse {
-                    host,
+                    target,
                     hostgroup,
                     incident,
                     level,
                     why,
                 } => {
-                    tracing::warn!(%host, %level, %why, "Mitigation level skipped");
+                    let shown = super::shown(target);
+                    tracing::warn!(target = %shown, %level, %why, "Mitigation level skipped");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                    let entry = json!({
+                    let mut entry = json!({
                         "time": crate::report::rfc3339_ms(now_ms()),
                         "action": "refuse",
-                        "host": host.to_string(),
+                        "host": host_of(target),
                         "hostgroup": hostgroup,
                         "incident": incident,
                         "level": level,
                         "adapter": adapter(level),
                         "reason": why,
                     });
+                    scope_fields(&mut entry, target);
                     self.put_log(&entry);
-                    let target = incident.clone().unwrap_or_else(|| host.to_string());
+                    let subject = incident.clone().unwrap_or_else(|| shown.clone());
+                    let mut details =
+                        json!({ "host": host_of(target), "level": level.as_str(), "why": why });
+                    scope_fields(&mut details, target);
                     if let Err(e) = self.audit.append(
                         Actor::System("escalator"),
                         "mitigation.refuse",
-                        &target,
-                        json!({ "host": host.to_string(), "level": level.as_str(), "why": why }),
+                        &subject,
+                        details,
                     ) {
                         tracing::error!(error = %e, "Cannot audit the refusal");
                     }
@@ -812,7 +855,14 @@ impl Task {
             self.cfg.scrubbing.http_token.clone(),
             self.cfg.scrubbing.http_timeout,
         );
-        let (u, b) = (url.to_owned(), body.to_string());
+        // The credentials come from the running config when the endpoint
+        // is the one configured (intents keep it redacted).
+        let shown = crate::config::secrets::redact_url(url);
+        let u = match self.cfg.scrubbing.http_url.as_deref() {
+            Some(c) if crate::config::secrets::redact_url(c) == shown => c.to_owned(),
+            _ => url.to_owned(),
+        };
+        let b = body.to_string();
         let t = Instant::now();
         let r = tokio::task::spawn_blocking(move || post(&u, token.as_deref(), timeout, &b))
             .await
@@ -820,7 +870,7 @@ impl Task {
         tracing::info!(mitigation = %m.id, ms = t.elapsed().as_millis() as u64, ok = r.is_ok(), "Provider called");
         self.pending_http.retain(|(p, _)| p.id != m.id);
         let verb = audit_verb(divert);
-        let mut details = json!({ "why": why, "adapter": "http", "step": step, "url": url });
+        let mut details = json!({ "why": why, "adapter": "http", "step": step, "url": shown });
         match r {
             Ok(answer) => {
                 let sent = Sent {
@@ -832,7 +882,7 @@ impl Task {
             }
             Err(e) => {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(mitigation = %m.id, error = %e, "Scrubbing provider call failed; will retry");
+                tracing::error!(mitigation = %m.id, error = ?e, "Scrubbing provider call failed; will retry");
                 self.log(m, step, why, None, Some(&e));
                 details["error"] = json!(e);
                 self.pending_http.push((m.clone(), divert));
@@ -889,7 +939,7 @@ impl Task {
         let (sent, error) = match r {
             Some(Ok(sent)) => (Some(sent), None),
             Some(Err(e)) => {
-                tracing::error!(mitigation = %m.id, error = %e, "gobgpd did not take the update; reconciliation will retry");
+                tracing::error!(mitigation = %m.id, error = ?e.to_string(), "gobgpd did not take the update; reconciliation will retry");
                 (None, Some(e.to_string()))
             }
             None => (
@@ -918,7 +968,7 @@ impl Task {
         sent: Option<&Sent>,
         error: Option<&str>,
     ) {
-        let entry = json!({
+        let mut entry = json!({
             "time": crate::report::rfc3339_ms(now_ms()),
             "action": action,
             "mitigation": m.id,
@@ -937,6 +987,7 @@ impl Task {
             "reason": why,
             "shadow": m.shadow,
         });
+        scope_fields(&mut entry, m.target());
         self.put_log(&entry);
     }
 
@@ -955,6 +1006,7 @@ impl Task {
         details["route"] = json!(m.route.to_string());
         details["level"] = json!(m.level.as_str());
         details["host"] = json!(m.host.to_string());
+        scope_fields(&mut details, m.target());
         details["incident"] = json!(m.incident);
         details["expires"] = json!(crate::report::rfc3339_ms(m.expires_ms));
         let who = m.decided_by.as_str();
@@ -967,5 +1019,25 @@ impl Task {
         if let Err(e) = self.audit.append(actor, action, &m.id, details) {
             tracing::error!(mitigation = %m.id, error = %e, "Cannot audit the mitigation");
         }
+    }
+}
+
+/// The `host` of a log entry: the address, or null for a prefix.
+fn host_of(t: ipnet::IpNet) -> Value {
+    if super::is_host(t) {
+        json!(t.addr().to_string())
+    } else {
+        Value::Null
+    }
+}
+
+/// Adds `scope` (and `prefix`, for a prefix) to a log or audit entry.
+fn scope_fields(entry: &mut Value, t: ipnet::IpNet) {
+    if super::is_host(t) {
+        entry["scope"] = json!("host");
+    } else {
+        entry["scope"] = json!("prefix");
+        entry["prefix"] = json!(t.to_string());
+        entry["host"] = Value::Null;
     }
 }

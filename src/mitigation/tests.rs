@@ -25,6 +25,7 @@ fn config() -> Config {
             ],
             within: None,
             thresholds: Thresholds::default(),
+            prefix_thresholds: None,
             mitigation: HostgroupMitigation {
                 ladder: vec![Level::Flowspec, Level::Rtbh],
                 flowspec_max_bps: Some(5_000_000_000),
@@ -115,6 +116,10 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             })),
         },
         legit: crate::detect::Legit::default(),
+        prefix: None,
+        hosts_affected: 0,
+        top_hosts: vec![],
+        linked: vec![],
     }
 }
 
@@ -1046,4 +1051,155 @@ fn what_the_rules_let_through_moves_the_attack_up_at_once() {
     let got = announced(&e.incident(&inc, S));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].0, Level::Rtbh);
+}
+
+/// An incident of the whole 192.0.2.0/24, shaped as `incident` makes it.
+fn prefix_incident(family: Family, at: u64) -> Incident {
+    let mut inc = incident("192.0.2.0", family, None, 100_000_000, at);
+    inc.id = "inc-prefix".into();
+    inc.prefix = Some("192.0.2.0/24".parse().unwrap());
+    inc.hosts_affected = 200;
+    inc
+}
+
+fn flowspec_dsts(actions: &[Action]) -> Vec<String> {
+    announced(actions)
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            Route::FlowSpec(f) => Some(f.dst.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_host_whose_prefix_rule_ends_gets_its_own_rule_at_once() {
+    let mut e = Engine::new(Arc::new(config()));
+    let host = |at| incident("192.0.2.10", Family::SynFlood, None, 100_000_000, at);
+    assert_eq!(flowspec_dsts(&e.incident(&host(0), 0)), ["192.0.2.10/32"]);
+    // The prefix's rule takes the host's in.
+    let out = e.incident(&prefix_incident(Family::SynFlood, 1_000), 1_000);
+    assert_eq!(flowspec_dsts(&out), ["192.0.2.0/24"]);
+    assert_eq!(withdrawn(&out), [Level::Flowspec]);
+    assert_eq!(e.active().len(), 1);
+    // The spread ends; the host is still attacked. When the prefix's rule
+    // steps down, the host's own comes back in the same step.
+    for t in (2_000..=35_000).step_by(1_000) {
+        assert!(announced(&e.incident(&host(t), t)).is_empty());
+    }
+    let out = e.tick(35_000);
+    assert_eq!(withdrawn(&out), [Level::Flowspec]);
+    assert_eq!(flowspec_dsts(&out), ["192.0.2.10/32"]);
+    assert_eq!(e.active().len(), 1);
+    assert!(e.active()[0].prefix.is_none());
+}
+
+#[test]
+fn a_prefix_rule_an_operator_withdraws_is_not_put_back_host_by_host() {
+    let mut e = Engine::new(Arc::new(config()));
+    let host = |at| incident("192.0.2.10", Family::SynFlood, None, 100_000_000, at);
+    e.incident(&host(0), 0);
+    e.incident(&prefix_incident(Family::SynFlood, 1_000), 1_000);
+    let id = e.active()[0].id.clone();
+    e.withdraw(&id, "operator").unwrap();
+    assert!(e.active().is_empty());
+    for t in (2_000..=5_000).step_by(1_000) {
+        assert!(announced(&e.incident(&host(t), t)).is_empty());
+        assert!(announced(&e.tick(t)).is_empty());
+    }
+}
+
+#[test]
+fn a_host_rule_inside_its_prefix_rule_joins_it_and_another_groups_does_not() {
+    let mut c = config();
+    // 192.0.2.128/25 belongs to another customer, carved out.
+    let mut other = c.hostgroups[0].clone();
+    other.name = "other".into();
+    other.within = Some("customers".into());
+    other.prefixes = vec!["192.0.2.128/25".parse().unwrap()];
+    c.hostgroups.push(other);
+    let mut e = Engine::new(Arc::new(c));
+    // The prefix's rules for UDP from 53 and from 123; a host's for 53 is
+    // inside the first.
+    let mut p = prefix_incident(Family::Amplification, 0);
+    p.current.details = Arc::new(sampled(200, |i| {
+        seen(17, if i % 2 == 0 { 53 } else { 123 }, 0)
+    }));
+    p.current.features.protocols = vec![17];
+    p.current.verdict.vector = Some("dns".into());
+    p.current.verdict.components = vec![
+        component(Family::Amplification, Some("dns"), 0.5),
+        component(Family::Amplification, Some("ntp"), 0.5),
+    ];
+    p.current.verdict.parts = p.current.verdict.components.clone();
+    p.peak_bps = 10_000_000_000;
+    let out = e.incident(&p, 0);
+    assert_eq!(flowspec_dsts(&out), ["192.0.2.0/24", "192.0.2.0/24"]);
+    let mut h = incident(
+        "192.0.2.10",
+        Family::Amplification,
+        Some("dns"),
+        1_000_000,
+        1_000,
+    );
+    h.current.details = Arc::new(sampled(200, |_| seen(17, 53, 0)));
+    h.current.features.protocols = vec![17];
+    let out = e.incident(&h, 1_000);
+    assert!(announced(&out).is_empty(), "joined, not a /32: {out:?}");
+    // A host of the other hostgroup does not rely on the customer's rule.
+    let mut o = incident(
+        "192.0.2.200",
+        Family::Amplification,
+        Some("dns"),
+        1_000_000,
+        1_000,
+    );
+    o.hostgroup = "other".into();
+    o.group = 1;
+    o.current.details = Arc::new(sampled(200, |_| seen(17, 53, 0)));
+    o.current.features.protocols = vec![17];
+    let out = e.incident(&o, 1_000);
+    assert_eq!(flowspec_dsts(&out), ["192.0.2.200/32"]);
+}
+
+#[test]
+fn a_rule_includes_another_when_it_matches_every_packet_the_other_does() {
+    use super::engine::includes;
+    let rule = |dst: &str, protocols: Vec<u8>, src: &[u16], lengths: &[(u16, u16)]| FlowSpecRule {
+        protocols,
+        src_ports: src.iter().map(|&p| Range::one(p)).collect(),
+        packet_lengths: lengths.iter().map(|&(lo, hi)| Range { lo, hi }).collect(),
+        ..FlowSpecRule::to(dst.parse().unwrap(), FlowAction::Discard)
+    };
+    let prefix = rule("192.0.2.0/24", vec![17], &[53, 123], &[]);
+    // A host's DNS rule, of any lengths: inside.
+    assert!(includes(
+        &prefix,
+        &rule("192.0.2.10/32", vec![17], &[53], &[(90, 1500)])
+    ));
+    // A port the prefix's rule does not match, another protocol, a host
+    // outside, any source port: not inside.
+    assert!(!includes(
+        &prefix,
+        &rule("192.0.2.10/32", vec![17], &[53, 19], &[])
+    ));
+    assert!(!includes(
+        &prefix,
+        &rule("192.0.2.10/32", vec![6], &[53], &[])
+    ));
+    assert!(!includes(
+        &prefix,
+        &rule("192.0.3.10/32", vec![17], &[53], &[])
+    ));
+    assert!(!includes(
+        &prefix,
+        &rule("192.0.2.10/32", vec![17], &[], &[])
+    ));
+    // Flags: a rule for SYN without ACK takes in SYN without ACK or RST.
+    let flags = |set, unset| FlowSpecRule {
+        tcp_flags: Some(TcpFlags { set, unset }),
+        ..rule("192.0.2.0/24", vec![6], &[], &[])
+    };
+    assert!(includes(&flags(0x02, 0x10), &flags(0x02, 0x14)));
+    assert!(!includes(&flags(0x02, 0x14), &flags(0x02, 0x10)));
 }

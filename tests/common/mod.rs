@@ -78,6 +78,12 @@ impl Levee {
         Levee::start_with(c, config)
     }
 
+    /// Starts `command` (the levee binary, with whatever environment,
+    /// limits or umask the test sets on it) as `levee run` with `config`.
+    pub fn start_command(command: Command, config: &Path) -> Levee {
+        Levee::start_with(command, config)
+    }
+
     fn start_with(mut command: Command, config: &Path) -> Levee {
         let mut child = command
             .args(["run", "--config"])
@@ -339,4 +345,47 @@ impl Drop for Netns {
 pub fn run(args: &[&str]) {
     let s = Command::new(args[0]).args(&args[1..]).status().unwrap();
     assert!(s.success(), "{args:?}");
+}
+
+/// A TCP connection to `to` from the loopback address `from` (tests that
+/// play several clients use 127.0.0.0/8's many addresses).
+pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.bind(&SocketAddr::new(from, 0).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) on
+/// `s` and reads the answer.
+pub fn exchange(mut s: impl Read + Write, request: &str) -> Answer {
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET path` over the admin socket of `data_dir`.
+pub fn admin_get(data_dir: &Path, path: &str) -> Answer {
+    let s = std::os::unix::net::UnixStream::connect(data_dir.join("levee.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    exchange(
+        s,
+        &format!("GET {path} HTTP/1.1\r\nHost: levee\r\nConnection: close\r\n\r\n"),
+    )
 }

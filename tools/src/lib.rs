@@ -9,9 +9,11 @@
 //! watches every route the router receives; [`flowspec`] holds the
 //! router's FlowSpec rules against scenario packets (coverage); [`shapes`]
 //! makes attacks shaped to provoke a wrong rule, beside the traffic a
-//! rule must spare.
+//! rule must spare; [`carpet`] spreads attacks (and benign surges) over a
+//! prefix.
 
 pub mod attacks;
+pub mod carpet;
 pub mod export;
 pub mod flowspec;
 pub mod gobgpd;

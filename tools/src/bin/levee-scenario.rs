@@ -6,10 +6,13 @@
 //!     levee-scenario benign --out benign.pcap
 //!     levee-scenario syn_flood --target 192.0.2.10 --pps 100000 --seconds 5 --out syn.pcap
 //!     levee-scenario amplification-ntp --sources 500 --out ntp.pcap
+//!     levee-scenario carpet-amplification-dns --prefix 192.0.2.0/24 --hosts 254 --pps 120000 --out carpet.pcap
+//!     levee-scenario surge --prefix 192.0.2.0/24 --pps 60000 --out surge.pcap
 //!
 //! Attack names: syn_flood, syn_ack, ack_flood, rst_flood, udp_flood,
 //! icmp_flood, amplification-<dns|ntp|ssdp|memcached|cldap|chargen|snmp|wsd>,
-//! fragment_flood, protocol_flood-<gre|esp|ipip>.
+//! fragment_flood, protocol_flood-<gre|esp|ipip>; `carpet-` before any of
+//! them spreads it over `--hosts` addresses of `--prefix`.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -18,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use levee_collectors::encode::pcap::{udp_frame, PcapWriter, LINKTYPE_ETHERNET};
-use levee_tools::{attacks, export, scenario};
+use levee_tools::{attacks, carpet, export, scenario};
 
 #[derive(Parser)]
 #[command(about = "Write labelled traffic (raw packets or flow export) with its ground truth", long_about = None)]
@@ -51,6 +54,24 @@ struct Args {
     /// Cut raw packets at this many bytes (a mirror port's snap length).
     #[arg(long, default_value_t = 65_535)]
     snaplen: usize,
+    /// Carpet bombing and surges: the prefix (`192.0.2.0/24`,
+    /// `2001:db8:1::/64`).
+    #[arg(long, default_value = "192.0.2.0/24")]
+    prefix: String,
+    /// Carpet bombing and surges: how many of its addresses.
+    #[arg(long, default_value_t = 254)]
+    hosts: u32,
+}
+
+/// `--prefix`'s network and length.
+fn prefix(s: &str) -> anyhow::Result<(std::net::IpAddr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .context("--prefix: an address and a length, e.g. 192.0.2.0/24")?;
+    Ok((
+        a.parse().context("--prefix address")?,
+        l.parse().context("--prefix length")?,
+    ))
 }
 
 fn attack_family(name: &str) -> Option<attacks::Family> {
@@ -87,6 +108,38 @@ fn main() -> anyhow::Result<()> {
     let s = match a.name.as_str() {
         "mixed" => scenario::mixed(a.seed),
         "benign" => attacks::benign(a.target, "2001:db8::10".parse()?, a.seconds, a.seed),
+        "surge" => {
+            let (net, len) = prefix(&a.prefix)?;
+            let targets = carpet::addresses(net, len, a.hosts, a.seed);
+            carpet::surge(&targets, a.pps, 500_000, a.seconds, a.seed)
+        }
+        name if name.starts_with("carpet-") => {
+            let family = attack_family(&name[7..])
+                .with_context(|| format!("unknown scenario `{name}` (see --help)"))?;
+            let (net, len) = prefix(&a.prefix)?;
+            let targets = carpet::addresses(net, len, a.hosts, a.seed);
+            let sources = match a.sources.as_str() {
+                "spoofed" => attacks::Sources::Spoofed,
+                n => {
+                    attacks::Sources::Hosts(n.parse().context("--sources: `spoofed` or a number")?)
+                }
+            };
+            attacks::merge(vec![
+                carpet::spread(
+                    &attacks::Attack {
+                        family,
+                        target: targets[0],
+                        pps: a.pps,
+                        start_us: 500_000,
+                        duration_s: a.seconds,
+                        sources,
+                    },
+                    &targets,
+                    a.seed,
+                ),
+                carpet::web(&targets, 2_000, a.seconds + 1, a.seed),
+            ])
+        }
         name => {
             let family = attack_family(name)
                 .with_context(|| format!("unknown scenario `{name}` (see --help)"))?;
