@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use levee::account::{Bounds, Limit, PrefixLimit, Rec, Shard};
+use levee::accounting::{Bounds, Limit, PrefixLimit, Rec, Shard};
 use levee::hostgroups::Hostgroups;
 use levee::pipeline::{Engine, Routing};
 use levee_collectors::encode::samples;

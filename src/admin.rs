@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
 
-use crate::api::CreatedKey;
 use crate::apikeys::{self, ApiKey, Scope};
 use crate::audit::{Actor, AuditLog};
 use crate::store::{Store, StoreError};
+use crate::web::api::CreatedKey;
 
 /// How long a change waits for the store's lock (or for a starting levee
 /// to answer) before it gives up, naming the holder.
@@ -207,7 +207,7 @@ impl Admin {
         self.read(&format!("/api/v1/mitigations?log={log}"), |store| {
             // Shown as the API shows them: no URL credentials.
             let shown = |mut v: serde_json::Value| {
-                crate::api::redact_mitigation(&mut v, None);
+                crate::web::api::redact_mitigation(&mut v, None);
                 v
             };
             let active: Vec<serde_json::Value> = store

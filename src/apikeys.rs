@@ -134,7 +134,7 @@ impl AuthFailure {
 }
 
 fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_seconds(levee_collectors::clock::now()).to_string()
 }
 
 fn hash(secret: &str) -> String {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -433,7 +433,7 @@ fn start_heartbeat(data_dir: &Path) -> anyhow::Result<tokio::task::JoinHandle<()
         .with_context(|| format!("creating the heartbeat {}", path.display()))?;
     let pid = std::process::id();
     let beat = move || {
-        let now = SystemTime::now()
+        let now = levee_collectors::clock::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
@@ -564,7 +564,7 @@ async fn retention_loop(store: Arc<Store>, config: watch::Receiver<Arc<Loaded>>)
         let r = config.borrow().config.retention.clone();
         let store = store.clone();
         let pruned = tokio::task::spawn_blocking(move || {
-            let now = SystemTime::now()
+            let now = levee_collectors::clock::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             for (cf, keep) in [

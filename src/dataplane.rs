@@ -23,14 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use levee_collectors::listen::Sink;
 use levee_collectors::{Addr, FlowRecord};
 use serde_json::json;
 
-use crate::account::{
+use crate::accounting::{
     class, GroupSecond, HostSecond, Peek, PrefixPeek, Rec, Shard, ShardStats, Snapshot, Trigger,
 };
 use crate::audit::{Actor, AuditLog};
@@ -143,12 +143,7 @@ pub struct Dataplane {
     query_rx: Mutex<Option<Receiver<LegitQuery>>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
+use levee_collectors::clock::now_ms;
 
 impl Dataplane {
     /// The hostgroups of the running configuration.

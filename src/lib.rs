@@ -1,23 +1,31 @@
 //! levee: a flow collector appliance for border routers that detects DDoS
 //! attacks and mitigates them.
 //!
-//! The binary (`src/main.rs`) is a thin CLI over these modules:
+//! The binary (`src/main.rs`) is a thin CLI over these modules, from the
+//! traffic in to the routes out:
 //!
+//! - [`ingest`] — the collectors' threads; [`hostgroups`] — which hostgroup
+//!   an address is in;
+//! - [`accounting`] — per protected host (and prefix), what each second
+//!   brought; [`pipeline`], [`dataplane`] — the path from records to
+//!   decisions, on one thread (replay) or many (run); [`replay`] — `levee
+//!   replay`;
+//! - [`detect`] — thresholds, baselines, classification, incidents;
+//!   [`report`] — how an incident is shown;
+//! - [`mitigation`] — from incidents to routes, firewall rules and
+//!   diversions;
 //! - [`config`] — the TOML configuration, its defaults and validation;
 //! - [`store`] — the one RocksDB database and everything that touches it;
 //! - [`audit`] — the hash-chained audit log, its export and offline check;
 //! - [`app`] — `levee run`: start-up, signals, reload, shutdown;
-//! - [`api`], [`apikeys`] — the JSON API and its keys; [`admin`] — how the
-//!   CLI reaches a running levee;
-//! - [`ingest`] — the collectors' threads; [`metrics`] — `/metrics`;
-//! - [`web`] — the HTTP server (`/healthz`, `/metrics`);
+//! - [`web`] — the HTTP side: router, JSON API, `/metrics`; [`apikeys`] —
+//!   the API's keys; [`admin`] — how the CLI reaches a running levee;
 //! - [`logging`] — log output and its filter.
 //!
 //! ARCHITECTURE.md describes how they fit together and the invariants each keeps.
 
-pub mod account;
+pub mod accounting;
 pub mod admin;
-pub mod api;
 pub mod apikeys;
 pub mod app;
 pub mod audit;
@@ -27,7 +35,6 @@ pub mod detect;
 pub mod hostgroups;
 pub mod ingest;
 pub mod logging;
-pub mod metrics;
 pub mod mitigation;
 pub mod pipeline;
 pub mod replay;

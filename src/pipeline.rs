@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use levee_collectors::{Addr, FlowRecord};
 
-use crate::account::sketch::hash_addr;
-use crate::account::{Bounds, Limit, Rec, Shard, Snapshot};
+use crate::accounting::sketch::hash_addr;
+use crate::accounting::{Bounds, Limit, Rec, Shard, Snapshot};
 use crate::config::Config;
 use crate::detect::{Detector, Event, Settings};
 use crate::hostgroups::{GroupId, Hostgroups};
@@ -55,7 +55,7 @@ pub fn limits(c: &Config) -> Vec<Limit> {
             prefix: g
                 .prefix_thresholds
                 .as_ref()
-                .map(|p| crate::account::PrefixLimit {
+                .map(|p| crate::accounting::PrefixLimit {
                     len_v4: p.prefix_length_v4,
                     len_v6: p.prefix_length_v6,
                     pps: p.limits.pps,
@@ -79,8 +79,8 @@ pub fn bounds(c: &Config, shards: usize) -> Bounds {
 /// One second of every shard: its hosts and its prefix aggregates.
 pub struct Merged {
     pub second: u64,
-    pub hosts: Vec<crate::account::HostSecond>,
-    pub prefixes: Vec<crate::account::PrefixSecond>,
+    pub hosts: Vec<crate::accounting::HostSecond>,
+    pub prefixes: Vec<crate::accounting::PrefixSecond>,
 }
 
 /// Merges the shards' snapshots of one second.

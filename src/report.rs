@@ -42,7 +42,7 @@ fn peak_rate(i: &Incident) -> Value {
     let n = p.samples as f64;
     let per = p.pps as f64 / n;
     let rel = ((1.0 - 1.0 / per.max(1.0)) / n).sqrt();
-    let z = crate::account::Z;
+    let z = crate::accounting::Z;
     json!({
         "pps": p.pps,
         "samples": p.samples,

@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::bgp::Bed;
 use common::levee_bin;
@@ -292,12 +292,7 @@ impl Rng {
 
 // --- levee as a process -------------------------------------------------------
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use levee_collectors::clock::now_ms;
 
 /// The value of `key=value` in a log line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {

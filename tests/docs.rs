@@ -4,9 +4,9 @@
 //!   "Commands:" sections of `--help`) has a heading `` `levee SUB …` `` in
 //!   `docs/cli.md`, and every long flag its `--help` prints is named in
 //!   that heading's section (`--help` and `--version` anywhere in the page).
-//! - Every metric name `src/metrics.rs` emits is in `docs/metrics.md`.
-//! - Every operation of `src/openapi.json`, and every route `src/web.rs`
-//!   and `src/api.rs` declare, is in `docs/http-api.md` as `METHOD /path`.
+//! - Every metric name `src/web/metrics.rs` emits is in `docs/metrics.md`.
+//! - Every operation of `src/web/openapi.json`, and every route `src/web/mod.rs`
+//!   and `src/web/api.rs` declare, is in `docs/http-api.md` as `METHOD /path`.
 //!
 //! Failures name exactly what is missing, all at once.
 
@@ -15,10 +15,10 @@ use std::process::Command;
 const CLI_MD: &str = include_str!("../docs/cli.md");
 const METRICS_MD: &str = include_str!("../docs/metrics.md");
 const HTTP_MD: &str = include_str!("../docs/http-api.md");
-const METRICS_RS: &str = include_str!("../src/metrics.rs");
-const OPENAPI_JSON: &str = include_str!("../src/openapi.json");
-const WEB_RS: &str = include_str!("../src/web.rs");
-const API_RS: &str = include_str!("../src/api.rs");
+const METRICS_RS: &str = include_str!("../src/web/metrics.rs");
+const OPENAPI_JSON: &str = include_str!("../src/web/openapi.json");
+const WEB_RS: &str = include_str!("../src/web/mod.rs");
+const API_RS: &str = include_str!("../src/web/api.rs");
 
 /// Flags every command has; documented once for all.
 const UNIVERSAL_FLAGS: [&str; 2] = ["--help", "--version"];
@@ -215,7 +215,7 @@ fn help_parsing_finds_commands_and_flags() {
 
 // --- metrics ----------------------------------------------------------------
 
-/// The `levee_…` names in `src/metrics.rs`, but not crate paths
+/// The `levee_…` names in `src/web/metrics.rs`, but not crate paths
 /// (`levee_collectors::…`).
 fn metric_names() -> Vec<String> {
     let mut names: Vec<String> = METRICS_RS
@@ -245,7 +245,7 @@ fn every_metric_is_in_metrics_md() {
     for known in ["levee_datagrams_total", "levee_bgp_up", "levee_build_info"] {
         assert!(
             names.iter().any(|n| n == known),
-            "{known} not found in src/metrics.rs: {names:?}"
+            "{known} not found in src/web/metrics.rs: {names:?}"
         );
     }
     assert!(

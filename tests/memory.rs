@@ -1,7 +1,7 @@
 //! Memory per tracked host (goal ≤ 512 bytes, ACC-3): the heap a shard
 //! holds for its hosts, counted by a global allocator that tracks live
 //! bytes (this test binary only), plus its host tables (anonymous mappings
-//! that bypass the allocator, counted by `account::mapped_bytes`), divided
+//! that bypass the allocator, counted by `accounting::mapped_bytes`), divided
 //! by the hosts it tracks — at an ordinary fill, while a doubling moves
 //! hosts (both tables held, for the seconds that takes) and once it has
 //! (the emptiest table, the steady worst case). And `max_hosts` bounds it:
@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use levee::account::{mapped_bytes, Bounds, Limit, Rec, Shard};
+use levee::accounting::{mapped_bytes, Bounds, Limit, Rec, Shard};
 use levee_collectors::record::proto;
 use levee_collectors::{Addr, FlowRecord};
 

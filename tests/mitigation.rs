@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use levee_tools::attacks::{self, Attack, Family, Sources};
@@ -126,12 +126,7 @@ fn squash(text: &str) -> String {
         .join("\n")
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use levee_collectors::clock::now_ms;
 
 /// Waits until the router's RIB of `family` satisfies `f`; returns the
 /// wall-clock ms at which it first did.

@@ -12,6 +12,7 @@
 //! reused `Vec<FlowRecord>`, and errors are `Copy` values counted by kind.
 
 pub mod capture;
+pub mod clock;
 #[cfg(feature = "encode")]
 pub mod encode;
 pub mod error;

@@ -39,7 +39,7 @@
 
 use serde::Serialize;
 
-use crate::account::{class, tcpkind, Details};
+use crate::accounting::{class, tcpkind, Details};
 
 /// The least share that makes a family a component of the attack.
 pub const SIGNIFICANT: f64 = 0.2;
@@ -459,7 +459,7 @@ fn flags(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::sketch::hash_addr;
+    use crate::accounting::sketch::hash_addr;
     use levee_collectors::Addr;
 
     fn details(f: impl Fn(&mut Details)) -> Details {

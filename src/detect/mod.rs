@@ -38,7 +38,7 @@ use std::sync::Arc;
 use levee_collectors::Addr;
 use serde::Serialize;
 
-use crate::account::{class, tcpkind, Counters, Details, HostSecond, Peek, Trigger};
+use crate::accounting::{class, tcpkind, Counters, Details, HostSecond, Peek, Trigger};
 use crate::config::{Config, Thresholds};
 use crate::hostgroups::GroupId;
 use baseline::{Baseline, Params};
@@ -343,7 +343,7 @@ impl Legit {
     /// Weight of one second.
     const ALPHA: f32 = 1.0 / 120.0;
 
-    fn feed(&mut self, second: u64, c: &crate::account::Counters) {
+    fn feed(&mut self, second: u64, c: &crate::accounting::Counters) {
         let gap = if self.second == 0 {
             1
         } else {
@@ -937,7 +937,7 @@ impl Detector {
         for (addr, key, inbound) in in_prefixes {
             if self.active.contains_key(&addr) {
                 let e = self.pfx.excluded.entry(key).or_default();
-                crate::account::add_counters(&mut e.0, &inbound);
+                crate::accounting::add_counters(&mut e.0, &inbound);
                 e.1 += 1;
                 self.link_host(addr);
             }
@@ -1057,7 +1057,7 @@ fn judge(
                 };
                 (samples as f64 * share, all as f64 / samples.max(1) as f64)
             };
-            if crate::account::significant(value as f64, seen, per, limit as f64) {
+            if crate::accounting::significant(value as f64, seen, per, limit as f64) {
                 return Some(Reason {
                     metric: metric.into(),
                     value,

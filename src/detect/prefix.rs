@@ -3,9 +3,9 @@
 //! `[hostgroup.prefix_thresholds]`.
 //!
 //! The shards sum each hostgroup's traffic per prefix of the configured
-//! length ([`crate::account::PrefixSecond`], with details once a prefix is
+//! length ([`crate::accounting::PrefixSecond`], with details once a prefix is
 //! busy) and look at busy prefixes every 200 ms
-//! ([`crate::account::PrefixPeek`], a sliding second, as a host's
+//! ([`crate::accounting::PrefixPeek`], a sliding second, as a host's
 //! trigger). The detector adds the shards up and judges each prefix like a
 //! host: static thresholds (every class), its own EWMA baseline, the same
 //! significance test under sampling, `trigger_seconds`, `hold_down`, and
@@ -31,7 +31,7 @@ use super::{
     judge, near, refresh, rule_basis, Current, Detector, Event, Features, HostShare, Incident,
     Legit, Near, Point, Reason, Timeline, Window, WINDOWS,
 };
-use crate::account::{add_counters, class, Counters, Details, PrefixPeek, PrefixSecond};
+use crate::accounting::{add_counters, class, Counters, Details, PrefixPeek, PrefixSecond};
 use crate::config::Thresholds;
 use crate::detect::classify::Verdict;
 use crate::hostgroups::GroupId;
@@ -59,7 +59,7 @@ pub struct PrefixSettings {
 impl PrefixSettings {
     /// The prefix `a` falls in.
     pub fn of(&self, a: &Addr) -> (Addr, u8) {
-        let (k, len) = crate::account::PrefixLimit {
+        let (k, len) = crate::accounting::PrefixLimit {
             len_v4: self.len_v4,
             len_v6: self.len_v6,
             pps: None,

@@ -1,7 +1,7 @@
 //! The incident lifecycle and the baseline verdicts, on hand-made seconds.
 
 use super::*;
-use crate::account::{Counters, Outbound};
+use crate::accounting::{Counters, Outbound};
 
 const HOST: Addr = Addr::v4([192, 0, 2, 10]);
 

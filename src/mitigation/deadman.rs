@@ -37,7 +37,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use levee_bgp::Speaker;
 use serde_json::json;
@@ -100,7 +100,7 @@ pub async fn levee_answers(data_dir: &Path) -> bool {
 /// is no sign of life).
 pub fn heartbeat_age(data_dir: &Path) -> Option<Duration> {
     let (at_ms, pid) = crate::app::read_heartbeat(data_dir)?;
-    let now_ms = SystemTime::now()
+    let now_ms = levee_collectors::clock::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;

@@ -553,7 +553,7 @@ impl Engine {
         {
             return Vec::new();
         }
-        use crate::account::class;
+        use crate::accounting::class;
         let before = f64::from(inc.legit.pps[class::TCP] - inc.legit.pps[class::TCP_SYN]);
         if !inc.legit.learnt || before < ROLLBACK_FLOOR_PPS {
             return Vec::new();

@@ -214,7 +214,7 @@ pub const MIN_COVERAGE: f64 = 0.9;
 /// component's own samples: a SYN flood on port 80 beside a UDP flood to
 /// random ports must not put port 80 in the UDP rule. Never port 0 (what a
 /// record without its L4 header says).
-fn dst_ports(rule: &FlowSpecRule, d: &crate::account::Details) -> Vec<Range> {
+fn dst_ports(rule: &FlowSpecRule, d: &crate::accounting::Details) -> Vec<Range> {
     let mut counts: Vec<(u16, u64)> = Vec::new();
     let mut total = 0u64;
     for s in d.seen.items().iter().filter(|s| matches(rule, s)) {
@@ -264,7 +264,7 @@ const MIN_SIZED: usize = 20;
 fn with_lengths(
     family: Family,
     mut rule: FlowSpecRule,
-    d: &crate::account::Details,
+    d: &crate::accounting::Details,
 ) -> FlowSpecRule {
     if matches!(
         family,
@@ -462,7 +462,7 @@ pub fn diversion_of(target: IpNet, c: &Config) -> Result<Diversion, String> {
 /// bound; 0 for a host with no legitimate traffic on record; `None` —
 /// unknown — with too little history to judge by.
 pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> Option<f64> {
-    use crate::account::class;
+    use crate::accounting::class;
     let l = |c: usize| f64::from(legit.pps[c]);
     let total = l(class::ALL);
     if !legit.learnt {
@@ -495,7 +495,7 @@ pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> Option<f
 
 /// Whether `rule` matches a sampled record (of a packet to the rule's
 /// destination): the rule's semantics, component by component (RFC 8955).
-pub fn matches(rule: &FlowSpecRule, s: &crate::account::sketch::Seen) -> bool {
+pub fn matches(rule: &FlowSpecRule, s: &crate::accounting::sketch::Seen) -> bool {
     use levee_collectors::record::flags;
     let in_ranges = |ranges: &[Range], v: u16| ranges.iter().any(|r| r.lo <= v && v <= r.hi);
     if let Some(src) = rule.src {
@@ -547,7 +547,7 @@ pub fn matches(rule: &FlowSpecRule, s: &crate::account::sketch::Seen) -> bool {
 /// together match; None without samples.
 pub fn coverage<'a>(
     rules: impl IntoIterator<Item = &'a FlowSpecRule> + Clone,
-    details: &crate::account::Details,
+    details: &crate::accounting::Details,
 ) -> Option<f64> {
     details
         .seen

@@ -201,11 +201,7 @@ fn audit_verb(announce: bool) -> &'static str {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use levee_collectors::clock::now_ms;
 
 impl Task {
     fn new(

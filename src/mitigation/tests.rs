@@ -8,7 +8,7 @@ use levee_collectors::Addr;
 
 use super::engine::{Action, Engine};
 use super::rules;
-use crate::account::Details;
+use crate::accounting::Details;
 use crate::config::{Config, Hostgroup, HostgroupMitigation, Level, Thresholds};
 use crate::detect::classify::{Component, Family, Verdict};
 use crate::detect::{Current, Features, Incident, Point, Reason};
@@ -110,7 +110,7 @@ fn incident(host: &str, family: Family, vector: Option<&str>, bps: u64, at: u64)
             verdict,
             features,
             // SYNs to 443 of 40 to 60 bytes, as sampled.
-            details: Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+            details: Arc::new(sampled(100, |i| crate::accounting::sketch::Seen {
                 length: 40 + (i % 21) as u16,
                 ..seen(6, 40_000, 0x02)
             })),
@@ -506,7 +506,7 @@ fn the_firewall_level_is_skipped_when_off() {
 
 #[test]
 fn a_rule_that_would_drop_legitimate_traffic_is_not_used() {
-    use crate::account::class;
+    use crate::accounting::class;
     let mut c = config();
     c.hostgroups[0].mitigation.max_collateral = 0.3;
     let mut e = Engine::new(Arc::new(c));
@@ -619,7 +619,7 @@ fn rules_of_different_shapes_or_too_wide_a_prefix_are_not_aggregated() {
 
 #[test]
 fn a_rule_that_starves_established_sessions_is_rolled_back() {
-    use crate::account::class;
+    use crate::accounting::class;
     let run = |after_rule: u64| -> (Vec<Action>, Engine) {
         let mut e = Engine::new(Arc::new(config()));
         let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
@@ -704,7 +704,7 @@ fn an_attack_from_a_few_sources_gets_a_rule_per_source() {
 }
 
 /// Details whose sample holds `n` records made by `seen`.
-fn sampled(n: usize, seen: impl Fn(usize) -> crate::account::sketch::Seen) -> Details {
+fn sampled(n: usize, seen: impl Fn(usize) -> crate::accounting::sketch::Seen) -> Details {
     let mut d = Details::default();
     for i in 0..n {
         d.seen
@@ -715,8 +715,8 @@ fn sampled(n: usize, seen: impl Fn(usize) -> crate::account::sketch::Seen) -> De
     d
 }
 
-fn seen(protocol: u8, src_port: u16, flags: u8) -> crate::account::sketch::Seen {
-    crate::account::sketch::Seen {
+fn seen(protocol: u8, src_port: u16, flags: u8) -> crate::accounting::sketch::Seen {
+    crate::accounting::sketch::Seen {
         src: Addr::v4([203, 0, 113, 7]),
         weight: 100,
         src_port,
@@ -821,7 +821,7 @@ fn a_changed_attack_gets_its_new_rule_before_the_old_one_goes() {
     let mut syn = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 2 * S);
     syn.id = inc.id.clone();
     // To random ports.
-    syn.current.details = Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+    syn.current.details = Arc::new(sampled(100, |i| crate::accounting::sketch::Seen {
         dst_port: 1000 + i as u16,
         ..seen(6, 40_000, 0x02)
     }));
@@ -937,7 +937,7 @@ fn a_rule_is_not_churned_for_a_length_range_the_samples_draw_differently() {
     // The next seconds hold too few one-packet samples for a range: the
     // rule the evidence calls for has no lengths, and matches the attack
     // no better than the one in force.
-    inc.current.details = Arc::new(sampled(10, |i| crate::account::sketch::Seen {
+    inc.current.details = Arc::new(sampled(10, |i| crate::accounting::sketch::Seen {
         length: 40 + (i % 21) as u16,
         ..seen(6, 40_000, 0x02)
     }));
@@ -956,7 +956,7 @@ fn amplification_rules_let_the_hosts_own_small_replies_through() {
     // NTP monlist answers of 468 bytes, and the host's own NTP replies of
     // 76 bytes now and then.
     let mut inc = incident("192.0.2.10", Family::Amplification, Some("ntp"), 1, 0);
-    inc.current.details = Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+    inc.current.details = Arc::new(sampled(100, |i| crate::accounting::sketch::Seen {
         length: if i % 25 == 0 { 76 } else { 468 },
         ..seen(17, 123, 0)
     }));
@@ -965,13 +965,13 @@ fn amplification_rules_let_the_hosts_own_small_replies_through() {
     // the reflected answers, above them.
     assert_eq!(r[0].packet_lengths, vec![Range { lo: 445, hi: 65535 }]);
     // When they are a fifth, no floor is safe.
-    inc.current.details = Arc::new(sampled(100, |i| crate::account::sketch::Seen {
+    inc.current.details = Arc::new(sampled(100, |i| crate::accounting::sketch::Seen {
         length: if i % 5 == 0 { 76 } else { 468 },
         ..seen(17, 123, 0)
     }));
     let r = rules::flowspec(&inc, &HostgroupMitigation::default());
     assert_eq!(r[0].packet_lengths, vec![]);
-    inc.current.details = Arc::new(sampled(100, |_| crate::account::sketch::Seen {
+    inc.current.details = Arc::new(sampled(100, |_| crate::accounting::sketch::Seen {
         length: 468,
         ..seen(17, 123, 0)
     }));
@@ -1014,7 +1014,7 @@ fn rules_cover_the_attack_not_only_its_largest_part() {
     inc.current.features.icmp_types = vec![8];
     inc.current.details = Arc::new(sampled(200, |i| match i % 20 {
         0..=14 => seen(17, 123, 0),
-        15..=17 => crate::account::sketch::Seen {
+        15..=17 => crate::accounting::sketch::Seen {
             icmp_type: 8,
             ..seen(1, 0, 0)
         },

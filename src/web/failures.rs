@@ -91,7 +91,7 @@ impl AuthFailures {
             .unwrap_or_else(|e| e.into_inner())
             .entry(why.as_str())
             .or_insert(0) += 1;
-        let now = SystemTime::now();
+        let now = levee_collectors::clock::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut source = source.map_or_else(|| "local".to_owned(), |ip| ip.to_string());
         if !pending.contains_key(&source) && pending.len() >= MAX_SOURCES {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use levee_collectors::encode::packet::PacketSpec;
 use levee_tools::attacks::Family;
@@ -33,12 +33,7 @@ pub fn bed() -> Bed {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+pub use levee_collectors::clock::now_ms;
 
 /// Sends `exports` to `to` at the pace of their capture times; returns the
 /// wall-clock ms that capture time [`T0_US`] corresponds to.

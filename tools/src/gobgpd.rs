@@ -350,7 +350,7 @@ impl Gobgpd {
             let (changes, family) = (changes.clone(), (*family).to_owned());
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let at_ms = std::time::SystemTime::now()
+                    let at_ms = levee_collectors::clock::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64);
                     let Ok(serde_json::Value::Array(paths)) = serde_json::from_str(&line) else {

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use levee_collectors::{ErrorKind, Protocol};
 
-use crate::web::WebState;
+use super::state::{WebState, COMMIT, VERSION};
 
 /// Writes metric families and samples with escaped label values.
 struct Prom {
@@ -82,10 +82,7 @@ pub fn render(s: &WebState, store_size: u64) -> String {
     );
     p.sample(
         "levee_build_info",
-        &[
-            ("version", crate::web::VERSION),
-            ("commit", crate::web::COMMIT),
-        ],
+        &[("version", VERSION), ("commit", COMMIT)],
         1,
     );
     p.family(
@@ -270,7 +267,7 @@ pub fn render(s: &WebState, store_size: u64) -> String {
             "A hostgroup's packets in the last second, inbound by class (all, tcp, tcp_syn, udp, icmp, fragment, other) and outbound.",
         );
         for (name, g) in &groups {
-            for (class, n) in crate::account::class::NAMES.iter().zip(g.packets) {
+            for (class, n) in crate::accounting::class::NAMES.iter().zip(g.packets) {
                 p.sample(
                     "levee_hostgroup_packets_per_second",
                     &[("hostgroup", name), ("direction", "in"), ("class", class)],
@@ -590,7 +587,7 @@ fn http(p: &mut Prom, s: &WebState) {
         "Refused requests by reason: no or a malformed, unknown, wrong or revoked key (401), a key whose scope does not allow the request (forbidden, 403), a wrong /metrics token.",
     );
     let counts = s.auth_failures.counts();
-    for r in crate::web::Refusal::all() {
+    for r in super::failures::Refusal::all() {
         p.sample(
             "levee_auth_failures_total",
             &[("reason", r.as_str())],

@@ -1,5 +1,5 @@
 //! The HTTP side: the axum router — `/healthz`, `/metrics` and the JSON
-//! API under `/api/v1` (`crate::api`) — served on `[web] listen` (with
+//! API under `/api/v1` (`web::api`) — served on `[web] listen` (with
 //! `/metrics` on `[web] metrics_listen` when that is set) and, for the
 //! CLI, on the admin socket.
 //!
@@ -15,13 +15,14 @@
 //! other names get 421. `/metrics` needs `[web] metrics_token` (or an API
 //! key) when one is set.
 
+pub mod api;
 pub mod failures;
+pub mod metrics;
 pub mod serve;
+pub mod state;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,66 +30,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use tokio::sync::watch;
 
-use crate::api::Principal;
-use crate::audit::AuditLog;
-use crate::config::Loaded;
-use crate::ingest::Ingest;
-use crate::store::Store;
+use api::Principal;
 
 pub use failures::{AuthFailures, Refusal};
-
-/// Counters the control plane bumps and `/metrics` reports.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub config_reloads_ok: AtomicU64,
-    pub config_reloads_rejected: AtomicU64,
-    /// Requests refused for their Host header (421).
-    pub host_refused: AtomicU64,
-}
-
-/// What the handlers see.
-#[derive(Clone)]
-pub struct WebState {
-    pub started: Instant,
-    pub store: Arc<Store>,
-    pub audit: Arc<AuditLog>,
-    pub counters: Arc<Counters>,
-    /// The running collectors (absent in tests that start none).
-    pub ingest: Option<Arc<Ingest>>,
-    /// Accounting and detection (absent in tests that start none).
-    pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
-    /// The mitigation task (absent in tests that start none).
-    pub mitigation: Option<crate::mitigation::service::Handle>,
-    /// The running configuration (absent in tests that have none).
-    pub config: Option<watch::Receiver<Arc<Loaded>>>,
-    /// `[web]` as levee started with it (it takes effect at start only).
-    pub web: Arc<crate::config::Web>,
-    /// Failed authentications: counted, audited per source per minute.
-    pub auth_failures: Arc<AuthFailures>,
-    /// The connection gates of the listeners, for `/metrics`.
-    pub gates: Vec<Arc<serve::Gate>>,
-}
-
-impl WebState {
-    /// A state for `store` and `audit` with nothing else running (tests).
-    pub fn bare(store: Arc<Store>, audit: Arc<AuditLog>) -> WebState {
-        WebState {
-            started: Instant::now(),
-            store,
-            audit,
-            counters: Arc::default(),
-            ingest: None,
-            dataplane: None,
-            mitigation: None,
-            config: None,
-            web: Arc::default(),
-            auth_failures: Arc::default(),
-            gates: Vec::new(),
-        }
-    }
-}
+pub use state::{Counters, WebState, COMMIT, VERSION};
 
 /// The app for `[web] listen`: `/healthz`, the API and — unless `[web]
 /// metrics_listen` moves it there — `/metrics`.
@@ -97,7 +43,7 @@ pub fn router(state: WebState) -> Router {
     if state.web.metrics_listen.is_none() {
         r = r.route("/metrics", get(metrics));
     }
-    finish(r.nest("/api/v1", crate::api::routes(state.clone())), state)
+    finish(r.nest("/api/v1", api::routes(state.clone())), state)
 }
 
 /// The app for `[web] metrics_listen`: `/healthz` and `/metrics` only.
@@ -117,7 +63,7 @@ pub fn admin_router(state: WebState) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
-            .nest("/api/v1", crate::api::routes(state.clone())),
+            .nest("/api/v1", api::routes(state.clone())),
         state,
     )
     .layer(Extension(Principal::Local))
@@ -201,10 +147,6 @@ async fn healthz(State(s): State<WebState>) -> impl IntoResponse {
     )
 }
 
-/// The version and commit this binary was built from.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const COMMIT: &str = env!("LEVEE_GIT_COMMIT");
-
 /// Whether a `/metrics` request may read: always on the admin socket and
 /// when no token is set; otherwise with the token or a valid API key.
 async fn metrics_allowed(
@@ -275,7 +217,7 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&s, size),
+        metrics::render(&s, size),
     )
         .into_response()
 }

@@ -21,11 +21,12 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::account::class;
+use super::failures::Refusal;
+use super::state::WebState;
+use crate::accounting::class;
 use crate::apikeys::{self, KeyError, Scope};
 use crate::audit::Actor;
 use crate::store::{Cf, Subject};
-use crate::web::{Refusal, WebState};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -524,7 +525,7 @@ async fn history(
     subject: Subject,
     w: &Window,
 ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), ApiError> {
-    let now = std::time::SystemTime::now()
+    let now = levee_collectors::clock::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
@@ -774,7 +775,7 @@ fn manual_ttl(s: &WebState, ttl: Option<&str>) -> Result<std::time::Duration, Ap
             humantime::format_duration(max)
         )));
     }
-    let ends = std::time::SystemTime::now()
+    let ends = levee_collectors::clock::now()
         .checked_add(ttl)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .and_then(|d| u64::try_from(d.as_millis()).ok());

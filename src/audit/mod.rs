@@ -121,7 +121,7 @@ fn without_floats(v: Value) -> Value {
 }
 
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+    humantime::format_rfc3339_nanos(levee_collectors::clock::now()).to_string()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -418,7 +418,7 @@ pub fn spool(
 ) -> std::io::Result<std::path::PathBuf> {
     let dir = data_dir.join(SPOOL_DIR);
     std::fs::create_dir_all(&dir)?;
-    let now = SystemTime::now()
+    let now = levee_collectors::clock::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let id = format!(
@@ -992,5 +992,4 @@ fn check_chain(entries: &[(usize, Entry)], head: Option<&str>) -> Result<Verifie
 }
 
 #[cfg(test)]
-#[path = "audit_tests.rs"]
 mod tests;
