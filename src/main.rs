@@ -620,7 +620,7 @@ fn report_check(store: &Store) -> ExitCode {
             "audit chain: ok {} entries, head seq {} sha256 {}",
             v.entries, v.head_seq, v.head_hash
         ),
-        Err(e) if e == "the chain holds no entries" => println!("audit chain: empty"),
+        Err(audit::StoredChainError::Empty) => println!("audit chain: empty"),
         Err(e) => {
             damaged = true;
             println!("audit chain: BROKEN: {e}");

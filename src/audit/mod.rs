@@ -461,33 +461,58 @@ fn sync_dir(dir: &std::path::Path) {
     }
 }
 
+/// What is wrong with the chain as stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredChainError {
+    /// Nothing has been audited yet.
+    #[error("the chain holds no entries")]
+    Empty,
+    /// An entry cannot be read.
+    #[error(transparent)]
+    Unreadable(#[from] AuditError),
+    /// Entries are missing before `seq`.
+    #[error("seq {seq}: expected seq {expected} here (entries {expected}..{missing_to} missing)")]
+    Gap {
+        seq: u64,
+        expected: u64,
+        missing_to: u64,
+    },
+    /// The entry's content was changed after it was hashed.
+    #[error("seq {seq}: its content does not match its hash")]
+    Hash { seq: u64 },
+    /// The entry does not link to the one before it.
+    #[error("seq {seq}: does not link to the entry before it")]
+    Link { seq: u64 },
+}
+
 /// Checks the chain as stored, entry by entry (`levee store check`): seqs
 /// 1, 2, 3 … without gaps, each hash matching its entry, each `prev_hash`
 /// the hash before. Reads through a read-only store beside a running
 /// levee. The error names the first bad entry.
-pub fn verify_stored(store: &Store) -> Result<Verified, String> {
+pub fn verify_stored(store: &Store) -> Result<Verified, StoredChainError> {
     let mut expected = 1u64;
     let mut prev = GENESIS.to_owned();
     for item in store.audit_scan(0) {
-        let (seq, bytes) = item.map_err(|e| e.to_string())?;
-        let e = decode(seq, &bytes).map_err(|e| e.to_string())?;
+        let (seq, bytes) = item.map_err(AuditError::from)?;
+        let e = decode(seq, &bytes)?;
         if seq != expected || e.seq != seq {
-            return Err(format!(
-                "seq {seq}: expected seq {expected} here (entries {expected}..{} missing)",
-                seq.saturating_sub(1)
-            ));
+            return Err(StoredChainError::Gap {
+                seq,
+                expected,
+                missing_to: seq.saturating_sub(1),
+            });
         }
         if hash_of(&e) != e.hash {
-            return Err(format!("seq {seq}: its content does not match its hash"));
+            return Err(StoredChainError::Hash { seq });
         }
         if e.prev_hash != prev {
-            return Err(format!("seq {seq}: does not link to the entry before it"));
+            return Err(StoredChainError::Link { seq });
         }
         prev = e.hash;
         expected += 1;
     }
     if expected == 1 {
-        return Err("the chain holds no entries".to_owned());
+        return Err(StoredChainError::Empty);
     }
     Ok(Verified {
         entries: expected - 1,

@@ -1709,20 +1709,31 @@ fn ladder(d: &mut Diags, list: &[Spanned<String>]) -> Vec<Level> {
     out
 }
 
+/// Why levee could not keep its store in a directory (said after the
+/// directory's name).
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirProblem {
+    #[error("exists and is not a directory")]
+    NotADirectory,
+    #[error("cannot be created: {} is not a directory", .0.display())]
+    AncestorNotADirectory(PathBuf),
+    #[error("cannot be read: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("is not writable")]
+    NotWritable,
+    #[error("cannot be created: {} is not writable", .0.display())]
+    AncestorNotWritable(PathBuf),
+}
+
 /// Whether levee could keep its store in `dir`: an existing, writable
 /// directory, or a path whose nearest existing ancestor is one.
-fn check_data_dir(dir: &Path) -> Result<(), String> {
+fn check_data_dir(dir: &Path) -> Result<(), DataDirProblem> {
     let mut probe = dir;
     loop {
         match std::fs::metadata(probe) {
             Ok(m) if m.is_dir() => break,
-            Ok(_) if probe == dir => return Err("exists and is not a directory".to_owned()),
-            Ok(_) => {
-                return Err(format!(
-                    "cannot be created: {} is not a directory",
-                    probe.display()
-                ))
-            }
+            Ok(_) if probe == dir => return Err(DataDirProblem::NotADirectory),
+            Ok(_) => return Err(DataDirProblem::AncestorNotADirectory(probe.to_owned())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match probe.parent() {
                 Some(p) if !p.as_os_str().is_empty() => probe = p,
                 _ => {
@@ -1730,14 +1741,14 @@ fn check_data_dir(dir: &Path) -> Result<(), String> {
                     break;
                 }
             },
-            Err(e) => return Err(format!("cannot be read: {e}")),
+            Err(e) => return Err(DataDirProblem::Unreadable(e)),
         }
     }
     if !writable(probe) {
         return Err(if probe == dir {
-            "is not writable".to_owned()
+            DataDirProblem::NotWritable
         } else {
-            format!("cannot be created: {} is not writable", probe.display())
+            DataDirProblem::AncestorNotWritable(probe.to_owned())
         });
     }
     Ok(())

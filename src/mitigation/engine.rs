@@ -1008,7 +1008,7 @@ impl Engine {
                 }
                 if level == Level::Firewall {
                     for r in &rules {
-                        super::firewall::rule(r, "check")?;
+                        super::firewall::rule(r, "check").map_err(|e| e.to_string())?;
                     }
                 }
                 rules.into_iter().map(Route::FlowSpec).collect()
@@ -1026,9 +1026,13 @@ impl Engine {
                         "RTBH would blackhole all of {host}: a prefix is blackholed only where the hostgroup allows it (prefix_rtbh = true)"
                     ));
                 }
-                vec![Route::Blackhole(rules::blackhole_of(host, &self.cfg)?)]
+                vec![Route::Blackhole(
+                    rules::blackhole_of(host, &self.cfg).map_err(|e| e.to_string())?,
+                )]
             }
-            Level::Scrubbing => vec![Route::Divert(rules::diversion_of(host, &self.cfg)?)],
+            Level::Scrubbing => vec![Route::Divert(
+                rules::diversion_of(host, &self.cfg).map_err(|e| e.to_string())?,
+            )],
         };
         for r in &routes {
             self.guard(r)?;
@@ -1471,15 +1475,17 @@ impl Engine {
             Level::Flowspec | Level::Firewall => Route::FlowSpec(rule.unwrap_or_else(|| {
                 FlowSpecRule::to(rules::host_net(host), levee_bgp::FlowAction::Discard)
             })),
-            Level::Rtbh => {
-                Route::Blackhole(rules::blackhole(host, &self.cfg).map_err(Error::NotConfigured)?)
-            }
-            Level::Scrubbing => {
-                Route::Divert(rules::diversion(host, &self.cfg).map_err(Error::NotConfigured)?)
-            }
+            Level::Rtbh => Route::Blackhole(
+                rules::blackhole(host, &self.cfg)
+                    .map_err(|e| Error::NotConfigured(e.to_string()))?,
+            ),
+            Level::Scrubbing => Route::Divert(
+                rules::diversion(host, &self.cfg)
+                    .map_err(|e| Error::NotConfigured(e.to_string()))?,
+            ),
         };
         if let (Level::Firewall, Route::FlowSpec(r)) = (level, &route) {
-            super::firewall::rule(r, "check").map_err(Error::Invalid)?;
+            super::firewall::rule(r, "check").map_err(|e| Error::Invalid(e.to_string()))?;
         }
         if let Route::FlowSpec(r) = &route {
             if !r.dst.contains(&host) {

@@ -43,8 +43,25 @@ fn ranges(rs: &[Range], shift: u16) -> String {
     set(&items)
 }
 
+/// Why the local firewall could not take a rule or a ruleset.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// A FlowSpec redirect names a VRF, which the box itself has none of.
+    #[error("a VRF redirect has no meaning on the local firewall")]
+    Redirect,
+    /// A route that is not a FlowSpec rule was handed to the firewall.
+    #[error("{0} is not a firewall rule")]
+    NotARule(String),
+    /// `nft` could not be run or fed (not installed, no permission).
+    #[error("running nft: {0} (is nftables installed, and may levee use it?)")]
+    Run(#[source] std::io::Error),
+    /// `nft` ran and refused.
+    #[error("nft refused {what}: {stderr}")]
+    Refused { what: &'static str, stderr: String },
+}
+
 /// One rule's text (without the chain), or why nft cannot express it.
-pub fn rule(r: &FlowSpecRule, id: &str) -> Result<String, String> {
+pub fn rule(r: &FlowSpecRule, id: &str) -> Result<String, FirewallError> {
     let v6 = r.dst.addr().is_ipv6();
     let (ip, proto) = if v6 { ("ip6", "ip6") } else { ("ip", "ip") };
     let mut parts = vec![format!("{ip} daddr {}", r.dst)];
@@ -104,9 +121,7 @@ pub fn rule(r: &FlowSpecRule, id: &str) -> Result<String, String> {
             format!("limit rate over {bytes_per_second} bytes/second counter drop")
         }
         FlowAction::MarkDscp { dscp } => format!("counter {ip} dscp set {dscp}"),
-        FlowAction::Redirect { .. } => {
-            return Err("a VRF redirect has no meaning on the local firewall".into())
-        }
+        FlowAction::Redirect { .. } => return Err(FirewallError::Redirect),
     };
     Ok(format!(
         "{} {action} comment \"levee:{id}\"",
@@ -116,11 +131,11 @@ pub fn rule(r: &FlowSpecRule, id: &str) -> Result<String, String> {
 
 /// The whole script: the table replaced by one holding these mitigations
 /// (none: the table removed).
-pub fn script(ms: &[&Mitigation]) -> Result<String, String> {
+pub fn script(ms: &[&Mitigation]) -> Result<String, FirewallError> {
     let mut rules = Vec::new();
     for m in ms {
         let Route::FlowSpec(r) = &m.route else {
-            return Err(format!("{} is not a firewall rule", m.route));
+            return Err(FirewallError::NotARule(m.route.to_string()));
         };
         rules.push(rule(r, &m.id)?);
     }
@@ -142,45 +157,46 @@ pub fn script(ms: &[&Mitigation]) -> Result<String, String> {
 }
 
 /// Applies a script with `nft -f -` (one transaction).
-pub fn apply(script: &str) -> Result<(), String> {
+pub fn apply(script: &str) -> Result<(), FirewallError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running nft: {e} (is nftables installed?)"))?;
+        .map_err(FirewallError::Run)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(|e| format!("writing to nft: {e}"))?;
+            .map_err(FirewallError::Run)?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("running nft: {e}"))?;
+    let out = child.wait_with_output().map_err(FirewallError::Run)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "nft refused the ruleset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(FirewallError::Refused {
+            what: "the ruleset",
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
 /// The mitigation ids whose rules are in the table now (empty when there
 /// is no table).
-pub fn installed() -> Result<Vec<String>, String> {
+pub fn installed() -> Result<Vec<String>, FirewallError> {
     let out = Command::new("nft")
         .args(["list", "table", "inet", "levee"])
         .output()
-        .map_err(|e| format!("running nft: {e}"))?;
+        .map_err(FirewallError::Run)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("No such file or directory") {
             return Ok(Vec::new());
         }
-        return Err(format!("nft list: {}", err.trim()));
+        return Err(FirewallError::Refused {
+            what: "listing the table",
+            stderr: err.trim().to_owned(),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut ids: Vec<String> = text

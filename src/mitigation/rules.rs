@@ -371,27 +371,50 @@ fn dominant_tcp_flags(kinds: &[&str]) -> Option<TcpFlags> {
     })
 }
 
+/// Why a level has no route for a target as levee is configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// RTBH needs the next hop the routers discard to.
+    #[error("no [bgp] {key}: RTBH needs the next hop routers discard to")]
+    NoBlackholeNextHop { key: &'static str },
+    /// Scrubbing by BGP needs communities that steer the route.
+    #[error("no [scrubbing] communities: nothing would steer the route")]
+    NoCommunities,
+    /// Scrubbing by BGP needs a next hop for the diverted route.
+    #[error("no next hop for diverted routes ([scrubbing] or [bgp])")]
+    NoDivertNextHop,
+    /// A prefix length the address family cannot have.
+    #[error("prefix length {len} is too long for {addr}")]
+    Length { addr: IpAddr, len: u8 },
+}
+
+/// `addr/len`, truncated to its network.
+fn net(addr: IpAddr, len: u8) -> Result<IpNet, RouteError> {
+    IpNet::new(addr, len)
+        .map(|n| n.trunc())
+        .map_err(|_| RouteError::Length { addr, len })
+}
+
 /// The RTBH route for a host, or why there is none.
-pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, String> {
+pub fn blackhole(host: IpAddr, c: &Config) -> Result<BlackholeRoute, RouteError> {
     blackhole_of(host_net(host), c)
 }
 
 /// The RTBH route for a host or a whole prefix (the engine allows a
 /// prefix only where the hostgroup's policy says so: `prefix_rtbh`).
-pub fn blackhole_of(target: IpNet, c: &Config) -> Result<BlackholeRoute, String> {
+pub fn blackhole_of(target: IpNet, c: &Config) -> Result<BlackholeRoute, RouteError> {
     let host = target.addr();
     let next_hop = if host.is_ipv6() {
         c.bgp.next_hop6
     } else {
         c.bgp.next_hop
     }
-    .ok_or_else(|| {
-        let key = if host.is_ipv6() {
+    .ok_or(RouteError::NoBlackholeNextHop {
+        key: if host.is_ipv6() {
             "next_hop6"
         } else {
             "next_hop"
-        };
-        format!("no [bgp] {key}: RTBH needs the next hop routers discard to")
+        },
     })?;
     let mut communities = vec![c.bgp.blackhole_community];
     if c.bgp.blackhole_community != Community::NO_EXPORT {
@@ -407,13 +430,13 @@ pub fn blackhole_of(target: IpNet, c: &Config) -> Result<BlackholeRoute, String>
 /// The scrubbing diversion for a host, or why there is none. With a
 /// provider endpoint (`[scrubbing] http_url`) the diversion is requested
 /// there: the route only names the prefix (and the host as next hop).
-pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, String> {
+pub fn diversion(host: IpAddr, c: &Config) -> Result<Diversion, RouteError> {
     diversion_of(host_net(host), c)
 }
 
 /// The scrubbing diversion for a host or a prefix: the configured
 /// more-specific around it, or the prefix itself when that is wider.
-pub fn diversion_of(target: IpNet, c: &Config) -> Result<Diversion, String> {
+pub fn diversion_of(target: IpNet, c: &Config) -> Result<Diversion, RouteError> {
     let host = target.addr();
     let within = |len: u8| len.min(target.prefix_len());
     if c.scrubbing.http_url.is_some() {
@@ -423,13 +446,13 @@ pub fn diversion_of(target: IpNet, c: &Config) -> Result<Diversion, String> {
             c.scrubbing.prefix_v4
         });
         return Ok(Diversion {
-            prefix: IpNet::new(host, len).map_err(|e| e.to_string())?.trunc(),
+            prefix: net(host, len)?,
             next_hop: host,
             communities: Vec::new(),
         });
     }
     if c.scrubbing.communities.is_empty() {
-        return Err("no [scrubbing] communities: nothing would steer the route".into());
+        return Err(RouteError::NoCommunities);
     }
     let (next_hop, len) = if host.is_ipv6() {
         (
@@ -442,10 +465,8 @@ pub fn diversion_of(target: IpNet, c: &Config) -> Result<Diversion, String> {
             c.scrubbing.prefix_v4,
         )
     };
-    let next_hop = next_hop.ok_or("no next hop for diverted routes ([scrubbing] or [bgp])")?;
-    let prefix = IpNet::new(host, within(len))
-        .map_err(|e| e.to_string())?
-        .trunc();
+    let next_hop = next_hop.ok_or(RouteError::NoDivertNextHop)?;
+    let prefix = net(host, within(len))?;
     let mut communities = c.scrubbing.communities.clone();
     communities.sort();
     communities.dedup();

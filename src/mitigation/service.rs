@@ -34,10 +34,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use levee_bgp::{FlowSpecRule, Route, Sent, Speaker};
+use levee_collectors::clock::now_ms;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::{self, Action, Engine};
+use super::firewall::FirewallError;
 use super::{adapter, Error, Mitigation};
 use crate::audit::{Actor, AuditLog};
 use crate::config::{Config, Level, Loaded};
@@ -154,8 +156,26 @@ struct Task {
     gone_rx: mpsc::Receiver<(u64, String)>,
 }
 
+/// Why a scrubbing provider's call failed. The texts hold no credentials:
+/// the URL is shown without them, and errors and answers are scrubbed of
+/// the token and the URL's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No answer: the provider could not be reached, or timed out.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The provider answered with a status that is not success.
+    #[error("{url} answered {answer}")]
+    Refused { url: String, answer: String },
+}
+
 /// One POST of JSON; the answer's status and (the start of) its body.
-fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result<String, String> {
+fn post(
+    url: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    body: &str,
+) -> Result<String, ProviderError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -173,9 +193,12 @@ fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result
         .into_iter()
         .chain(from_url.iter().map(String::as_str))
         .collect();
-    let mut resp = req
-        .send(body)
-        .map_err(|e| crate::config::secrets::scrub(&format!("{shown}: {e}"), &secrets))?;
+    let mut resp = req.send(body).map_err(|e| {
+        ProviderError::Unreachable(crate::config::secrets::scrub(
+            &format!("{shown}: {e}"),
+            &secrets,
+        ))
+    })?;
     let status = resp.status();
     let text = resp
         .body_mut()
@@ -188,7 +211,7 @@ fn post(url: &str, token: Option<&str>, timeout: Duration, body: &str) -> Result
     if status.is_success() {
         Ok(answer)
     } else {
-        Err(format!("{shown} answered {answer}"))
+        Err(ProviderError::Refused { url: shown, answer })
     }
 }
 
@@ -200,8 +223,6 @@ fn audit_verb(announce: bool) -> &'static str {
         "mitigation.withdraw"
     }
 }
-
-use levee_collectors::clock::now_ms;
 
 impl Task {
     fn new(
@@ -436,7 +457,7 @@ impl Task {
 
     /// Writes the nftables table from the firewall mitigations in force.
     /// Returns the script and nft's verdict.
-    async fn firewall_sync(&mut self) -> (String, Result<(), String>) {
+    async fn firewall_sync(&mut self) -> (String, Result<(), FirewallError>) {
         let refs: Vec<&Mitigation> = self.firewall_in_force().collect();
         let script = match super::firewall::script(&refs) {
             Ok(s) => s,
@@ -445,7 +466,7 @@ impl Task {
         let s2 = script.clone();
         let r = tokio::task::spawn_blocking(move || super::firewall::apply(&s2))
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .unwrap_or_else(|e| Err(FirewallError::Run(std::io::Error::other(e))));
         if let Err(e) = &r {
             self.shared.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = ?e.to_string(), "Cannot write the firewall table");
@@ -466,7 +487,7 @@ impl Task {
         }
         let have = tokio::task::spawn_blocking(super::firewall::installed)
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .unwrap_or_else(|e| Err(FirewallError::Run(std::io::Error::other(e))));
         match have {
             Ok(have) if have == want => {}
             Ok(have) => {
@@ -493,7 +514,7 @@ impl Task {
                     "level": Level::Firewall,
                     "adapter": "nftables",
                     "reason": format!("table held {have:?}, intents say {want:?}"),
-                    "error": r.err(),
+                    "error": r.err().map(|e| e.to_string()),
                 });
                 self.put_log(&entry);
             }
@@ -862,7 +883,7 @@ impl Task {
         let t = Instant::now();
         let r = tokio::task::spawn_blocking(move || post(&u, token.as_deref(), timeout, &b))
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .unwrap_or_else(|e| Err(ProviderError::Unreachable(e.to_string())));
         tracing::info!(mitigation = %m.id, ms = t.elapsed().as_millis() as u64, ok = r.is_ok(), "Provider called");
         self.pending_http.retain(|(p, _)| p.id != m.id);
         let verb = audit_verb(divert);
@@ -877,6 +898,7 @@ impl Task {
                 details["response"] = json!(sent.response);
             }
             Err(e) => {
+                let e = e.to_string();
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(mitigation = %m.id, error = ?e, "Scrubbing provider call failed; will retry");
                 self.log(m, step, why, None, Some(&e));
@@ -904,7 +926,7 @@ impl Task {
         action: &str,
         why: &str,
         script: &str,
-        r: Result<(), String>,
+        r: Result<(), FirewallError>,
         announce: bool,
     ) {
         let verb = audit_verb(announce);
@@ -916,7 +938,8 @@ impl Task {
         match &r {
             Ok(()) => self.log(m, action, why, Some(&sent), None),
             Err(e) => {
-                self.log(m, action, why, None, Some(e));
+                let e = e.to_string();
+                self.log(m, action, why, None, Some(&e));
                 details["error"] = json!(e);
             }
         }

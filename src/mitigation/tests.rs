@@ -431,9 +431,10 @@ fn an_ipv6_host_gets_a_128_blackhole() {
     assert_eq!(b.next_hop, "100::1".parse::<std::net::IpAddr>().unwrap());
     let mut c = config();
     c.bgp.next_hop6 = None;
-    assert!(rules::blackhole("2001:db8::12".parse().unwrap(), &c)
-        .unwrap_err()
-        .contains("next_hop6"));
+    assert_eq!(
+        rules::blackhole("2001:db8::12".parse().unwrap(), &c).unwrap_err(),
+        rules::RouteError::NoBlackholeNextHop { key: "next_hop6" }
+    );
 }
 
 #[test]
