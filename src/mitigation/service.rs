@@ -589,7 +589,15 @@ impl Task {
                 // The config changed under it (a hostgroup or the never
                 // list): withdraw it rather than keep or repair it.
                 tracing::warn!(mitigation = %m.id, %why, "Intent no longer allowed; withdrawing it");
-                let _ = self.store.intent_delete(&m.key());
+                let key = m.key();
+                if let Err(e) = self.audit_with(
+                    m,
+                    "mitigation.intent",
+                    json!({ "intent": "withdraw", "why": why }),
+                    |b| b.intent_delete(&key),
+                ) {
+                    tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
+                }
                 if is_held && !dry_run {
                     let r = self.send(&m.route, false).await;
                     self.log_result(m, "reconcile_withdraw", &why, r, false);
@@ -722,7 +730,16 @@ impl Task {
                         .as_deref()
                         .map(crate::config::secrets::redact_url);
                     let record = serde_json::to_vec(&stored).unwrap_or_default();
-                    if let Err(e) = self.store.intent_put(&m.key(), &record) {
+                    // The intent and its audit entry in one write: no route
+                    // is decided on without its record.
+                    let key = m.key();
+                    let decided = self.audit_with(
+                        &m,
+                        "mitigation.intent",
+                        json!({ "intent": "announce", "why": m.reason }),
+                        |b| b.intent_put(&key, &record),
+                    );
+                    if let Err(e) = decided {
                         // Without a durable intent nothing is sent: a route
                         // levee could not account for after a crash would
                         // be an orphan.
@@ -730,6 +747,7 @@ impl Task {
                         self.log(&m, "fail", "intent not stored", None, Some(&e.to_string()));
                         continue;
                     }
+                    crate::store::crash::point("intent.put", &|| key.clone());
                     tracing::warn!(mitigation = %m.id, level = %m.level, route = %m.route, reason = %m.reason, "Announcing");
                     if let Some(url) = m.http.clone() {
                         self.shared.announced.fetch_add(1, Ordering::Relaxed);
@@ -761,9 +779,20 @@ impl Task {
                 }
                 Action::Withdraw { m, why, rollback } => {
                     let step = if rollback { "rollback" } else { "withdraw" };
-                    if let Err(e) = self.store.intent_delete(&m.key()) {
+                    let key = m.key();
+                    let decided = self.audit_with(
+                        &m,
+                        "mitigation.intent",
+                        json!({ "intent": step, "why": why }),
+                        |b| b.intent_delete(&key),
+                    );
+                    if let Err(e) = decided {
+                        // The route goes all the same (a withdrawal is the
+                        // safe side); the restore after a crash would put
+                        // it back and the next step withdraw it again.
                         tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
                     }
+                    crate::store::crash::point("intent.delete", &|| key.clone());
                     tracing::warn!(mitigation = %m.id, route = %m.route, %why, "Withdrawing");
                     if let Some(url) = m.http.clone() {
                         self.shared.withdrawn.fetch_add(1, Ordering::Relaxed);
@@ -1021,7 +1050,21 @@ impl Task {
         }
     }
 
-    fn audit(&self, m: &Mitigation, action: &str, mut details: Value) {
+    fn audit(&self, m: &Mitigation, action: &str, details: Value) {
+        if let Err(e) = self.audit_with(m, action, details, |_| {}) {
+            tracing::error!(mitigation = %m.id, error = %e, "Cannot audit the mitigation");
+        }
+    }
+
+    /// Audits `action` on `m` with `change` to the store in the same
+    /// write: both or neither.
+    fn audit_with(
+        &self,
+        m: &Mitigation,
+        action: &str,
+        mut details: Value,
+        change: impl FnOnce(&mut crate::store::Batch<'_>),
+    ) -> Result<(), crate::audit::AuditError> {
         details["route"] = json!(m.route.to_string());
         details["level"] = json!(m.level.as_str());
         details["host"] = json!(m.host.to_string());
@@ -1035,9 +1078,9 @@ impl Task {
             Some(("system", c)) => Actor::System(c),
             _ => Actor::System("escalator"),
         };
-        if let Err(e) = self.audit.append(actor, action, &m.id, details) {
-            tracing::error!(mitigation = %m.id, error = %e, "Cannot audit the mitigation");
-        }
+        self.audit
+            .append_with(actor, action, &m.id, details, change)
+            .map(|_| ())
     }
 }
 

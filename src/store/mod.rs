@@ -444,13 +444,15 @@ impl Batch<'_> {
             .put_cf(self.store.cf(Cf::ApiKeys), id.as_bytes(), record);
     }
 
-    /// A mitigation intent (see [`Store::intent_put`]).
+    /// Records a route levee means to have announced: written before the
+    /// route is sent (MIT-10), always in the batch of its audit entry
+    /// (there is no way to write an intent without one).
     pub fn intent_put(&mut self, route_key: &str, record: &[u8]) {
         let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
         self.b.put_cf(self.store.cf(Cf::Mitigations), key, record);
     }
 
-    /// Removes a mitigation intent (see [`Store::intent_delete`]).
+    /// Forgets an intent, in the batch of its audit entry.
     pub fn intent_delete(&mut self, route_key: &str) {
         let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
         self.b.delete_cf(self.store.cf(Cf::Mitigations), key);
@@ -1140,32 +1142,6 @@ impl Store {
     }
 
     // ---- mitigations: intents (`i/` ‖ route key) and the log (`l/` ‖ ms ‖ seq)
-
-    /// Records a route levee means to have announced; durable on return,
-    /// and written before the route is sent (MIT-10).
-    pub fn intent_put(&self, route_key: &str, record: &[u8]) -> Result<()> {
-        let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
-        self.db.put_cf_opt(
-            self.cf(Cf::Mitigations),
-            key,
-            record,
-            &Self::write_options(Durability::Sync),
-        )?;
-        crash::point("intent.put", &|| route_key.to_owned());
-        Ok(())
-    }
-
-    /// Forgets an intent; durable on return.
-    pub fn intent_delete(&self, route_key: &str) -> Result<()> {
-        let key = [b"i/".as_slice(), route_key.as_bytes()].concat();
-        self.db.delete_cf_opt(
-            self.cf(Cf::Mitigations),
-            key,
-            &Self::write_options(Durability::Sync),
-        )?;
-        crash::point("intent.delete", &|| route_key.to_owned());
-        Ok(())
-    }
 
     /// Every intent: (route key, record).
     pub fn intents(&self) -> Result<Vec<(String, Vec<u8>)>> {

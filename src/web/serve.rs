@@ -15,7 +15,8 @@
 //!   `tower_http::timeout`, applied by the caller to the app).
 //!
 //! and a [`Gate`] bounds the connections of a listener: at most
-//! `max_per_client` from one address (more are closed at once), at most
+//! `max_per_client` from one address (an IPv6 client by its /64; more
+//! are closed at once), at most
 //! `max_connections` in all. When all are taken, a new connection takes
 //! the place of the one that has waited longest without a request in
 //! progress — an idle keep-alive, a head not yet complete, a response not
@@ -160,6 +161,7 @@ impl Gate {
     /// A place for a connection from `client`, making room if it must;
     /// `None` when it is to be closed at once.
     fn admit(self: &Arc<Gate>, client: Option<IpAddr>) -> Option<Admitted> {
+        let client = client.map(client_of);
         let mut held = self.lock();
         if let Some(ip) = client {
             if held.per_client.get(&ip).copied().unwrap_or(0) >= self.limits.max_per_client {
@@ -320,9 +322,38 @@ pub async fn serve<L: Listen>(
     graceful.shutdown().await;
 }
 
+/// Whom a connection counts against for the per-client cap: an IPv4
+/// address, or an IPv6 address's /64 (one host holds a whole /64 and
+/// may send from any address of it).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let gate = Gate::new("test", limits(10, 2));
+        let at = |a: &str| gate.admit(Some(a.parse().unwrap()));
+        let _a = at("2001:db8:1:2::1").unwrap();
+        let _b = at("2001:db8:1:2:ffff::9").unwrap();
+        assert!(at("2001:db8:1:2::abcd").is_none(), "the same /64");
+        let _c = at("2001:db8:1:3::1").unwrap();
+        // A v4-mapped address is its IPv4 address.
+        let _d = at("::ffff:192.0.2.1").unwrap();
+        let _e = at("192.0.2.1").unwrap();
+        assert!(at("192.0.2.1").is_none());
+    }
 
     fn limits(max: usize, per: usize) -> Limits {
         Limits {
