@@ -173,7 +173,8 @@ impl Signals {
 /// [`AUDIT_HEAD_EVERY`] and at shutdown.
 fn log_audit_head(audit: &AuditLog) {
     let (seq, hash) = audit.head();
-    tracing::info!(seq, sha256 = %hash, "Audit head");
+    // Always logged, whatever [log] level says (see `logging`).
+    tracing::info!(target: "levee::audit_head", seq, sha256 = %hash, "Audit head");
 }
 
 /// How often the audit head is logged.
