@@ -361,6 +361,11 @@ pub struct Upstream {
     /// The FlowSpec rules it accepts at most. levee's one speaker sends
     /// every rule to every FlowSpec peer, so the smallest budget applies.
     pub max_flowspec: Option<usize>,
+    /// Whether it takes IPv6 FlowSpec (RFC 8956). When one upstream does
+    /// not, an IPv6 attack skips the FlowSpec level for the next one: a
+    /// rule that only some upstreams apply leaves the attack coming in
+    /// through the others.
+    pub flowspec_ipv6: bool,
 }
 
 /// The local firewall level (nftables table `inet levee`).
@@ -943,6 +948,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
             let max_flowspec = u
                 .positive(d, "max_flowspec")
                 .map(|n| usize::try_from(n.into_inner()).unwrap_or(usize::MAX));
+            let flowspec_ipv6 = u.bool(d, "flowspec_ipv6").unwrap_or(true);
             u.finish(d);
             match (name, neighbor) {
                 (Some(name), Some(neighbor)) => c.bgp.upstreams.push(Upstream {
@@ -950,6 +956,7 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
                     neighbor,
                     blackhole_community,
                     max_flowspec,
+                    flowspec_ipv6,
                 }),
                 (None, _) if !table.contains_key("name") => {
                     d.error(span, "[[bgp.upstream]] needs a `name`")

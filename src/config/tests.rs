@@ -345,3 +345,16 @@ fn prefix_aggregates_stay_inside_their_hostgroup_and_out_of_carve_outs() {
     let e = errors(&format!("{HG}{}", pt(32)));
     assert!(e.len() == 1 && e[0].contains("between 1 and 31"), "{e:?}");
 }
+
+#[test]
+fn an_upstream_says_whether_it_takes_ipv6_flowspec() {
+    let up = "[[bgp.upstream]]\nname = \"transit-a\"\nneighbor = \"198.51.100.1\"\n";
+    let l = parse(Path::new("t.toml"), &format!("[bgp]\n{up}")).unwrap();
+    assert!(l.config.bgp.upstreams[0].flowspec_ipv6, "true by default");
+    let l = parse(
+        Path::new("t.toml"),
+        &format!("[bgp]\n{up}flowspec_ipv6 = false\n"),
+    )
+    .unwrap();
+    assert!(!l.config.bgp.upstreams[0].flowspec_ipv6);
+}

@@ -675,6 +675,12 @@ impl Engine {
             if level == Level::Rtbh && self.cases.get(&host).is_some_and(|c| c.bps == 0) {
                 continue;
             }
+            if level == Level::Flowspec {
+                if let Some(why) = self.no_ipv6_flowspec(host) {
+                    self.refuse(host, group, level, why, &mut out);
+                    continue;
+                }
+            }
             // Levels built from the classification wait for evidence.
             let classified_level =
                 level == Level::Flowspec || (level == Level::Firewall && self.cfg.firewall.enabled);
@@ -1192,6 +1198,20 @@ impl Engine {
         }
     }
 
+    /// Why an IPv6 target gets no FlowSpec rule: an upstream that takes
+    /// none (a rule only some upstreams apply lets the attack in through
+    /// the others).
+    fn no_ipv6_flowspec(&self, target: IpNet) -> Option<String> {
+        if !target.addr().is_ipv6() {
+            return None;
+        }
+        let u = self.cfg.bgp.upstreams.iter().find(|u| !u.flowspec_ipv6)?;
+        Some(format!(
+            "upstream {} takes no IPv6 FlowSpec (flowspec_ipv6 = false): the next level instead",
+            u.name
+        ))
+    }
+
     /// Refuses routes no operator would want levee to announce.
     pub fn guard(&self, r: &Route) -> Result<(), String> {
         guard(&self.cfg, r)
@@ -1470,6 +1490,11 @@ impl Engine {
             return Err(Error::NotConfigured(
                 "the firewall level is off ([firewall] enabled = false)".into(),
             ));
+        }
+        if level == Level::Flowspec {
+            if let Some(why) = self.no_ipv6_flowspec(rules::host_net(host)) {
+                return Err(Error::NotConfigured(why));
+            }
         }
         let route = match level {
             Level::Flowspec | Level::Firewall => Route::FlowSpec(rule.unwrap_or_else(|| {

@@ -1204,3 +1204,41 @@ fn a_rule_includes_another_when_it_matches_every_packet_the_other_does() {
     assert!(includes(&flags(0x02, 0x10), &flags(0x02, 0x14)));
     assert!(!includes(&flags(0x02, 0x14), &flags(0x02, 0x10)));
 }
+
+#[test]
+fn an_upstream_without_ipv6_flowspec_sends_ipv6_attacks_to_the_next_level() {
+    let mut c = config();
+    c.bgp.upstreams.push(crate::config::Upstream {
+        name: "transit-a".into(),
+        neighbor: "198.51.100.1".parse().unwrap(),
+        blackhole_community: None,
+        max_flowspec: None,
+        flowspec_ipv6: false,
+    });
+    let mut e = Engine::new(Arc::new(c));
+    // IPv6: no FlowSpec rule, refused and said why; RTBH instead.
+    let inc = incident("2001:db8::10", Family::SynFlood, None, 2_000_000_000, 0);
+    let out = e.incident(&inc, 0);
+    let refusal = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Refuse { level, why, .. } if *level == Level::Flowspec => Some(why.clone()),
+            _ => None,
+        })
+        .expect("FlowSpec refused");
+    assert!(
+        refusal.contains("transit-a takes no IPv6 FlowSpec"),
+        "{refusal}"
+    );
+    assert_eq!(
+        announced(&out).iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        [Level::Rtbh]
+    );
+    // IPv4 still gets its rule.
+    let inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+    let out = e.incident(&inc, 0);
+    assert_eq!(
+        announced(&out).iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        [Level::Flowspec]
+    );
+}
