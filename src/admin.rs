@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
 
 use crate::apikeys::{self, ApiKey, Scope};
@@ -48,9 +47,37 @@ pub enum Admin {
     Offline { socket: PathBuf, data_dir: PathBuf },
 }
 
+/// Why a command could not read or change what it asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// levee (or the store) refused it, saying why.
+    #[error("{0}")]
+    Refused(String),
+    /// The request went to levee but its answer was cut off.
+    #[error("the change may or may not have been made; look before trying again")]
+    MaybeMade(#[source] RequestError),
+    /// levee did not answer and the store could not be read.
+    #[error("opening the store")]
+    ReadStore(#[source] StoreError),
+    /// levee did not answer and the store could not be opened to write.
+    #[error("opening the store (levee does not answer on its admin socket)")]
+    WriteStore(#[source] StoreError),
+    /// What only a running levee can do.
+    #[error("levee is not running; {0}")]
+    NotRunning(&'static str),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Key(#[from] apikeys::KeyError),
+}
+
 /// Why a request over the admin socket failed.
 #[derive(Debug, thiserror::Error)]
-enum RequestError {
+pub enum RequestError {
     /// Nothing was sent: no levee listens.
     #[error("connecting to {socket}: {source}")]
     Connect {
@@ -76,7 +103,7 @@ fn answers(socket: &Path) -> bool {
 impl Admin {
     /// Picks the socket when a levee answers on it, the store otherwise.
     /// Opens nothing yet.
-    pub fn connect(data_dir: &Path) -> anyhow::Result<Admin> {
+    pub fn connect(data_dir: &Path) -> Result<Admin, AdminError> {
         let socket = crate::app::admin_socket_path(data_dir);
         let data_dir = data_dir.to_owned();
         Ok(if answers(&socket) {
@@ -102,17 +129,17 @@ impl Admin {
     fn read<T: DeserializeOwned>(
         &self,
         path: &str,
-        offline: impl FnOnce(&Store) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
+        offline: impl FnOnce(&Store) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
         if let Admin::Socket { socket, .. } = self {
             match request(socket, "GET", path, None) {
                 Ok(v) => return Ok(v),
-                Err(RequestError::Refused(msg)) => bail!("{msg}"),
+                Err(RequestError::Refused(msg)) => return Err(AdminError::Refused(msg)),
                 // levee went away: what it would have said is in the store.
                 Err(RequestError::Connect { .. } | RequestError::Cut { .. }) => {}
             }
         }
-        let store = Store::open_read_only(self.data_dir()).context("opening the store")?;
+        let store = Store::open_read_only(self.data_dir()).map_err(AdminError::ReadStore)?;
         offline(&store)
     }
 
@@ -125,8 +152,8 @@ impl Admin {
         method: &str,
         path: &str,
         body: Option<&serde_json::Value>,
-        offline: impl FnOnce(&Store, &AuditLog) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
+        offline: impl FnOnce(&Store, &AuditLog) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
         let (socket, data_dir) = match self {
             Admin::Socket { socket, data_dir } | Admin::Offline { socket, data_dir } => {
                 (socket, data_dir)
@@ -140,12 +167,8 @@ impl Admin {
                     // It stopped before we asked: nothing was sent, so the
                     // change can still be made in the store.
                     Err(RequestError::Connect { .. }) => {}
-                    Err(e @ RequestError::Cut { .. }) => {
-                        return Err(anyhow::Error::new(e).context(
-                            "the change may or may not have been made; look before trying again",
-                        ))
-                    }
-                    Err(RequestError::Refused(msg)) => bail!("{msg}"),
+                    Err(e @ RequestError::Cut { .. }) => return Err(AdminError::MaybeMade(e)),
+                    Err(RequestError::Refused(msg)) => return Err(AdminError::Refused(msg)),
                 }
             }
             match Store::open(data_dir) {
@@ -159,22 +182,18 @@ impl Admin {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(StoreError::Locked { path, holder, .. }) => {
-                    return Err(anyhow::Error::new(StoreError::Locked {
+                    return Err(AdminError::WriteStore(StoreError::Locked {
                         path,
                         holder,
                         waited: Some(start.elapsed()),
-                    })
-                    .context("opening the store (levee does not answer on its admin socket)"))
+                    }))
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context("opening the store (levee does not answer on its admin socket)"))
-                }
+                Err(e) => return Err(AdminError::WriteStore(e)),
             }
         }
     }
 
-    pub fn create_key(&self, name: &str, scope: Scope) -> anyhow::Result<CreatedKey> {
+    pub fn create_key(&self, name: &str, scope: Scope) -> Result<CreatedKey, AdminError> {
         self.change(
             "POST",
             "/api/v1/apikeys",
@@ -186,11 +205,11 @@ impl Admin {
         )
     }
 
-    pub fn list_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+    pub fn list_keys(&self) -> Result<Vec<ApiKey>, AdminError> {
         self.read("/api/v1/apikeys", |store| Ok(apikeys::list(store)?))
     }
 
-    pub fn revoke_key(&self, id: &str) -> anyhow::Result<ApiKey> {
+    pub fn revoke_key(&self, id: &str) -> Result<ApiKey, AdminError> {
         self.change(
             "DELETE",
             &format!("/api/v1/apikeys/{id}"),
@@ -203,7 +222,7 @@ impl Admin {
 impl Admin {
     /// The mitigations in force and the newest log entries. With levee
     /// not answering: the intents it will restore, and the stored log.
-    pub fn mitigations(&self, log: usize) -> anyhow::Result<serde_json::Value> {
+    pub fn mitigations(&self, log: usize) -> Result<serde_json::Value, AdminError> {
         self.read(&format!("/api/v1/mitigations?log={log}"), |store| {
             // Shown as the API shows them: no URL credentials.
             let shown = |mut v: serde_json::Value| {
@@ -227,19 +246,19 @@ impl Admin {
     }
 
     /// Announces a mitigation by hand; levee must be running.
-    pub fn announce(&self, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    pub fn announce(&self, body: &serde_json::Value) -> Result<serde_json::Value, AdminError> {
         match self {
             Admin::Socket { socket, .. } => {
                 Ok(request(socket, "POST", "/api/v1/mitigations", Some(body))?)
             }
-            Admin::Offline { .. } => {
-                bail!("levee is not running; mitigations are announced by the running levee")
-            }
+            Admin::Offline { .. } => Err(AdminError::NotRunning(
+                "mitigations are announced by the running levee",
+            )),
         }
     }
 
     /// Withdraws a mitigation by id; levee must be running.
-    pub fn withdraw(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+    pub fn withdraw(&self, id: &str) -> Result<serde_json::Value, AdminError> {
         match self {
             Admin::Socket { socket, .. } => Ok(request(
                 socket,
@@ -247,19 +266,19 @@ impl Admin {
                 &format!("/api/v1/mitigations/{id}"),
                 None,
             )?),
-            Admin::Offline { .. } => {
-                bail!("levee is not running; its routes are withdrawn by the running levee (or by gobgpd's dead-man when levee stays down)")
-            }
+            Admin::Offline { .. } => Err(AdminError::NotRunning(
+                "its routes are withdrawn by the running levee (or by gobgpd's dead-man when levee stays down)",
+            )),
         }
     }
 
     /// `GET path` from the running levee, as JSON (`None` when levee does
     /// not answer).
-    pub fn get(&self, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    pub fn get(&self, path: &str) -> Result<Option<serde_json::Value>, AdminError> {
         match self {
             Admin::Socket { socket, .. } => match request(socket, "GET", path, None) {
                 Ok(v) => Ok(Some(v)),
-                Err(RequestError::Refused(msg)) => bail!("{msg}"),
+                Err(RequestError::Refused(msg)) => Err(AdminError::Refused(msg)),
                 Err(_) => Ok(None),
             },
             Admin::Offline { .. } => Ok(None),

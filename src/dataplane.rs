@@ -127,6 +127,17 @@ type LegitQuery = (Addr, tokio::sync::oneshot::Sender<Option<Legit>>);
 /// Questions waiting for the detector thread.
 const QUERIES: usize = 64;
 
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `start` was called twice.
+    #[error("the data plane is started already")]
+    Started,
+    /// The operating system would not start a thread.
+    #[error("starting a data-plane thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// The running data plane.
 pub struct Dataplane {
     routing: Arc<ArcSwap<Routing>>,
@@ -220,7 +231,7 @@ impl Dataplane {
         store: Arc<Store>,
         audit: Arc<AuditLog>,
         mitigation: Option<crate::mitigation::service::Handle>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), StartError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         let stats: Vec<Arc<Mutex<ShardStats>>> = (0..self.shards).map(|_| Arc::default()).collect();
@@ -231,7 +242,8 @@ impl Dataplane {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("levee-shard-{i}"))
-                    .spawn(move || shard_loop(i, shard, consumers, tx, stop, stat))?,
+                    .spawn(move || shard_loop(i, shard, consumers, tx, stop, stat))
+                    .map_err(StartError::Thread)?,
             );
         }
         drop(tx);
@@ -254,13 +266,14 @@ impl Dataplane {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .ok_or_else(|| anyhow::anyhow!("the data plane is started already"))?;
+            .ok_or(StartError::Started)?;
         threads.push(
             std::thread::Builder::new()
                 .name("levee-detect".into())
                 .spawn(move || {
                     detector_loop(detector, rx, shards, outcomes, settings, stats, queries)
-                })?,
+                })
+                .map_err(StartError::Thread)?,
         );
         Ok(())
     }

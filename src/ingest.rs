@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use anyhow::Context as _;
 use levee_collectors::capture::LiveCapture;
 use levee_collectors::exporter::Counters;
 use levee_collectors::listen::{self, Admission, CapturePublished, Exporters, Published, Sink};
@@ -47,6 +46,31 @@ pub struct Ingest {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Why the collectors could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A listen address could not be bound (in use, not on this box, a
+    /// privileged port).
+    #[error("binding the {kind} collector to {addr}: {source}")]
+    Bind {
+        kind: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An interface could not be captured on (no such interface, no
+    /// CAP_NET_RAW, a filter libpcap refuses).
+    #[error("capturing on {interface}: {source}")]
+    Capture {
+        interface: String,
+        #[source]
+        source: levee_collectors::capture::CaptureError,
+    },
+    /// The operating system would not start a thread.
+    #[error("starting a collector thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 impl Ingest {
     /// Binds every listen address (`receivers` sockets each) and starts a
     /// thread per socket, each with a sink from `sinks` (the data plane's
@@ -55,7 +79,7 @@ impl Ingest {
         cfg: &Collectors,
         trust_any_exporter: bool,
         sinks: &mut dyn FnMut() -> Box<dyn Sink + Send>,
-    ) -> anyhow::Result<Ingest> {
+    ) -> Result<Ingest, IngestError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut ingest = Ingest {
             listeners: Vec::new(),
@@ -91,8 +115,11 @@ impl Ingest {
                 let mut bound = *addr;
                 for i in 0..cfg.receivers.max(1) {
                     // Port 0: the first socket picks the port, the others join it.
-                    let rx = Receiver::bind(bound, opts)
-                        .with_context(|| format!("binding the {kind} collector to {addr}"))?;
+                    let rx = Receiver::bind(bound, opts).map_err(|source| IngestError::Bind {
+                        kind,
+                        addr: *addr,
+                        source,
+                    })?;
                     bound = rx.local_addr();
                     if i == 0 {
                         tracing::info!(kind, addr = %bound, receive_buffer = rx.receive_buffer(), "Collector listening");
@@ -109,7 +136,7 @@ impl Ingest {
                     let handle = std::thread::Builder::new()
                         .name(format!("levee-rx-{kind}-{i}"))
                         .spawn(move || listen::run(rx, exporters, &mut *sink, &published, &stop))
-                        .context("starting a receive thread")?;
+                        .map_err(IngestError::Thread)?;
                     ingest
                         .threads
                         .lock()
@@ -126,7 +153,10 @@ impl Ingest {
                 cfg.receive_buffer,
                 200,
             )
-            .with_context(|| format!("capturing on {iface}"))?;
+            .map_err(|source| IngestError::Capture {
+                interface: iface.clone(),
+                source,
+            })?;
             tracing::info!(interface = %iface, filter = %cfg.pcap.filter, "Capturing");
             let published = Arc::new(CapturePublished::default());
             ingest.captures.push(Capture {
@@ -138,7 +168,7 @@ impl Ingest {
             let handle = std::thread::Builder::new()
                 .name(format!("levee-cap-{iface}"))
                 .spawn(move || listen::run_capture(cap, &mut *sink, &published, &stop))
-                .context("starting a capture thread")?;
+                .map_err(IngestError::Thread)?;
             ingest
                 .threads
                 .lock()

@@ -407,7 +407,8 @@ fn deadman(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 _ = int.recv() => {}
             }
         };
-        levee::mitigation::deadman::run(&loaded.config, stop).await
+        levee::mitigation::deadman::run(&loaded.config, stop).await;
+        anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

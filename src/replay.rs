@@ -13,7 +13,6 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use levee_collectors::capture::{captured, PcapFile};
 use levee_collectors::exporter::Exporter;
 use levee_collectors::{packet, Addr, Datagram};
@@ -57,13 +56,24 @@ fn write_event(out: &mut dyn Write, e: &Event, format: Format) -> std::io::Resul
     }
 }
 
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// An input capture could not be opened or read.
+    #[error(transparent)]
+    Input(#[from] levee_collectors::capture::CaptureError),
+    /// The output could not be written (a closed pipe, a full disk).
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
 pub fn replay(
     config: &Config,
     inputs: &[PathBuf],
     format: Format,
     summary: bool,
     out: &mut dyn Write,
-) -> anyhow::Result<Summary> {
+) -> Result<Summary, ReplayError> {
     let ports: HashSet<u16> = config
         .collector
         .sflow
@@ -127,14 +137,14 @@ pub fn replay(
             }
             for e in engine.take_events() {
                 s.incidents += u64::from(matches!(e, Event::Ended(_)));
-                write_event(out, &e, format).context("writing the output")?;
+                write_event(out, &e, format).map_err(ReplayError::Output)?;
             }
         }
     }
     engine.finish();
     for e in engine.take_events() {
         s.incidents += u64::from(matches!(e, Event::Ended(_)));
-        write_event(out, &e, format).context("writing the output")?;
+        write_event(out, &e, format).map_err(ReplayError::Output)?;
     }
     // Decode errors counted inside datagrams (stepped over) too.
     s.decode_errors += exporters

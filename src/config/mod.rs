@@ -183,15 +183,18 @@ impl Level {
     }
 }
 
+/// A level name that is none of levee's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown level `{0}`; levels are firewall, flowspec, rtbh, scrubbing")]
+pub struct UnknownLevel(pub String);
+
 impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Level, String> {
+    type Err = UnknownLevel;
+    fn from_str(s: &str) -> Result<Level, UnknownLevel> {
         Level::ALL
             .into_iter()
             .find(|l| l.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown level `{s}`; levels are firewall, flowspec, rtbh, scrubbing")
-            })
+            .ok_or_else(|| UnknownLevel(s.to_owned()))
     }
 }
 

@@ -132,8 +132,9 @@ pub async fn look(data_dir: &Path) -> Seen {
     }
 }
 
-/// Runs the watchdog until `stop` resolves.
-pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the watchdog until `stop` resolves. It never gives up: gobgpd
+/// unreachable or levee's store busy are retried.
+pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let dead_man = cfg.mitigation.dead_man;
     tracing::info!(
@@ -150,7 +151,7 @@ pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) -> a
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => return,
             _ = tick.tick() => {}
         }
         let seen = look(&cfg.data_dir).await;
@@ -208,7 +209,7 @@ pub async fn run(cfg: &Config, stop: impl std::future::Future<Output = ()>) -> a
 /// Withdraws every API-originated route of gobgpd inside the protected
 /// hostgroups; returns how many. Withdraws nothing when levee answers
 /// again by the time the routes are listed.
-pub async fn withdraw_all(cfg: &Config) -> anyhow::Result<usize> {
+pub async fn withdraw_all(cfg: &Config) -> Result<usize, levee_bgp::Error> {
     let mut speaker = Speaker::connect(cfg.bgp.gobgp_grpc).await?;
     let (routes, _) = speaker.local_routes().await?;
     if look(&cfg.data_dir).await.alive() {

@@ -445,7 +445,10 @@ impl Engine {
                     })
                     .cloned()
                     .collect();
-                if let Err(why) = self.fits_replacing(level, &fresh, &freed) {
+                if let Err(why) = self
+                    .fits_replacing(level, &fresh, &freed)
+                    .map_err(|e| e.to_string())
+                {
                     self.refuse(host, group, level, why, &mut out);
                     continue;
                 }
@@ -509,7 +512,7 @@ impl Engine {
         level: Level,
         routes: &[Route],
         replaced: &[Mitigation],
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let budget = self.budget(level);
         let used = self
             .active
@@ -517,10 +520,12 @@ impl Engine {
             .filter(|m| m.level == level && !m.shadow && !replaced.iter().any(|r| r.id == m.id))
             .count();
         if used + routes.len() > budget {
-            return Err(format!(
-                "{level} budget full: {used} in force, {} more would pass max_{level} = {budget}",
-                routes.len()
-            ));
+            return Err(Refusal::BudgetFull {
+                level,
+                used,
+                more: routes.len(),
+                budget,
+            });
         }
         Ok(())
     }
@@ -766,7 +771,8 @@ impl Engine {
                 self.fits(level, &routes)
             } else {
                 self.fits_replacing(level, &routes, &replaced)
-            };
+            }
+            .map_err(|e| e.to_string());
             if let Err(why) = fit {
                 if level == Level::Flowspec && self.cfg.mitigation.aggregate_flowspec {
                     if let Some(actions) = self.aggregate(host, group, &routes, now_ms) {
@@ -1041,13 +1047,13 @@ impl Engine {
             )],
         };
         for r in &routes {
-            self.guard(r)?;
+            self.guard(r).map_err(|e| e.to_string())?;
         }
         Ok(routes)
     }
 
     /// Whether `routes` fit the level's budget.
-    fn fits(&self, level: Level, routes: &[Route]) -> Result<(), String> {
+    fn fits(&self, level: Level, routes: &[Route]) -> Result<(), Refusal> {
         let budget = self.budget(level);
         // Shadowed mitigations are not on the router: they use no budget.
         let used = self
@@ -1060,9 +1066,12 @@ impl Engine {
             .filter(|r| !self.active.iter().any(|m| m.key() == key(level, r)))
             .count();
         if used + new > budget {
-            return Err(format!(
-                "{level} budget full: {used} in force, {new} more would pass max_{level} = {budget}"
-            ));
+            return Err(Refusal::BudgetFull {
+                level,
+                used,
+                more: new,
+                budget,
+            });
         }
         Ok(())
     }
@@ -1213,7 +1222,7 @@ impl Engine {
     }
 
     /// Refuses routes no operator would want levee to announce.
-    pub fn guard(&self, r: &Route) -> Result<(), String> {
+    pub fn guard(&self, r: &Route) -> Result<(), Refusal> {
         guard(&self.cfg, r)
     }
 
@@ -1520,12 +1529,13 @@ impl Engine {
                 )));
             }
         }
-        self.guard(&route).map_err(Error::Guard)?;
+        self.guard(&route)
+            .map_err(|e| Error::Guard(e.to_string()))?;
         if self.active.iter().any(|m| m.key() == key(level, &route)) {
             return Err(Error::AlreadyInForce(route.to_string()));
         }
         self.fits(level, std::slice::from_ref(&route))
-            .map_err(Error::Guard)?;
+            .map_err(|e| Error::Guard(e.to_string()))?;
         Ok(Mitigation {
             id: String::new(),
             host,
@@ -1714,8 +1724,30 @@ fn untrusted(inc: &Incident, cfg: &Config) -> Option<String> {
     })
 }
 
+/// Why a route may not be announced, whatever asks for it (MIT-6), or
+/// why the level has no room for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} is a default route")]
+    DefaultRoute(IpNet),
+    #[error("{prefix} is shorter than /{shortest} (shortest_prefix)")]
+    TooShort { prefix: IpNet, shortest: u8 },
+    #[error("{prefix} touches {listed}, on the never-mitigate list")]
+    Never { prefix: IpNet, listed: IpNet },
+    #[error("{0} is not inside a protected hostgroup")]
+    NotProtected(IpNet),
+    /// The router holds `budget` rules of the level at most.
+    #[error("{level} budget full: {used} in force, {more} more would pass max_{level} = {budget}")]
+    BudgetFull {
+        level: Level,
+        used: usize,
+        more: usize,
+        budget: usize,
+    },
+}
+
 /// The guards every route passes before it is announced (MIT-6).
-pub fn guard(cfg: &Config, r: &Route) -> Result<(), String> {
+pub fn guard(cfg: &Config, r: &Route) -> Result<(), Refusal> {
     let p = r.prefix();
     let shortest = if p.addr().is_ipv6() {
         cfg.mitigation.shortest_prefix_v6
@@ -1723,10 +1755,13 @@ pub fn guard(cfg: &Config, r: &Route) -> Result<(), String> {
         cfg.mitigation.shortest_prefix_v4
     };
     if p.prefix_len() == 0 {
-        return Err(format!("{p} is a default route"));
+        return Err(Refusal::DefaultRoute(p));
     }
     if p.prefix_len() < shortest {
-        return Err(format!("{p} is shorter than /{shortest} (shortest_prefix)"));
+        return Err(Refusal::TooShort {
+            prefix: p,
+            shortest,
+        });
     }
     if let Some(n) = cfg
         .mitigation
@@ -1734,10 +1769,13 @@ pub fn guard(cfg: &Config, r: &Route) -> Result<(), String> {
         .iter()
         .find(|n| n.contains(&p) || p.contains(*n))
     {
-        return Err(format!("{p} touches {n}, on the never-mitigate list"));
+        return Err(Refusal::Never {
+            prefix: p,
+            listed: *n,
+        });
     }
     if !cfg.protects(&p) {
-        return Err(format!("{p} is not inside a protected hostgroup"));
+        return Err(Refusal::NotProtected(p));
     }
     Ok(())
 }

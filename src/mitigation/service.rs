@@ -585,7 +585,7 @@ impl Task {
         let dry_run = self.cfg.mitigation.dry_run;
         for m in &intents {
             let is_held = held.iter().any(|r| r.same_announcement(&m.route));
-            if let Err(why) = engine::guard(&self.cfg, &m.route) {
+            if let Err(why) = engine::guard(&self.cfg, &m.route).map_err(|e| e.to_string()) {
                 // The config changed under it (a hostgroup or the never
                 // list): withdraw it rather than keep or repair it.
                 tracing::warn!(mitigation = %m.id, %why, "Intent no longer allowed; withdrawing it");

@@ -341,16 +341,19 @@ fn guards_refuse_and_say_why() {
         "198.51.100.1/32".parse().unwrap(),
         "192.0.2.254".parse().unwrap(),
     ));
-    assert!(super::engine::guard(&cfg, &outside)
-        .unwrap_err()
-        .contains("not inside a protected hostgroup"));
+    assert_eq!(
+        super::engine::guard(&cfg, &outside).unwrap_err(),
+        super::engine::Refusal::NotProtected("198.51.100.1/32".parse().unwrap())
+    );
     let short = Route::Blackhole(levee_bgp::BlackholeRoute::rfc7999(
         "192.0.0.0/16".parse().unwrap(),
         "192.0.2.254".parse().unwrap(),
     ));
-    assert!(super::engine::guard(&cfg, &short)
-        .unwrap_err()
-        .contains("shorter than /24"));
+    let refused = super::engine::guard(&cfg, &short).unwrap_err();
+    assert!(
+        refused.to_string().contains("shorter than /24"),
+        "{refused}"
+    );
 }
 
 #[test]
