@@ -581,18 +581,21 @@ impl Detector {
         format!("{at_ms:013x}{:03x}", self.seq & 0xfff)
     }
 
-    fn start(
+    /// A new incident of `host` (or of `prefix`, whose network address
+    /// `host` then is), before anything is known of it but why it began.
+    #[allow(clippy::too_many_arguments)]
+    fn fresh_incident(
         &mut self,
         host: Addr,
         group: GroupId,
+        prefix: Option<ipnet::IpNet>,
         started_ms: u64,
         detected_ms: u64,
         reason: Reason,
         legit: Legit,
-    ) {
-        let id = self.new_id(started_ms);
-        let inc = Incident {
-            id,
+    ) -> Incident {
+        Incident {
+            id: self.new_id(started_ms),
             host,
             hostgroup: self
                 .s
@@ -618,11 +621,23 @@ impl Detector {
             details: Details::default(),
             current: Current::default(),
             legit: legit.at(started_ms / 1000, self.s.legit_learning_s),
-            prefix: None,
+            prefix,
             hosts_affected: 0,
             top_hosts: Vec::new(),
             linked: Vec::new(),
-        };
+        }
+    }
+
+    fn start(
+        &mut self,
+        host: Addr,
+        group: GroupId,
+        started_ms: u64,
+        detected_ms: u64,
+        reason: Reason,
+        legit: Legit,
+    ) {
+        let inc = self.fresh_incident(host, group, None, started_ms, detected_ms, reason, legit);
         let mut window = Window::default();
         // The second before: the attack's ramp, the evidence there is.
         if let Some((second, d)) = self.last.remove(&host) {

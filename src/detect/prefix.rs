@@ -28,12 +28,11 @@ use levee_collectors::Addr;
 
 use super::baseline::Baseline;
 use super::{
-    judge, near, refresh, rule_basis, Current, Detector, Event, Features, HostShare, Incident,
-    Legit, Near, Point, Reason, Timeline, Window, WINDOWS,
+    judge, near, refresh, rule_basis, Detector, Event, HostShare, Incident, Legit, Near, Point,
+    Reason, Window, WINDOWS,
 };
 use crate::accounting::{add_counters, class, Counters, Details, PrefixPeek, PrefixSecond};
 use crate::config::Thresholds;
-use crate::detect::classify::Verdict;
 use crate::hostgroups::GroupId;
 
 /// A prefix: its hostgroup, network address and length.
@@ -163,38 +162,7 @@ impl Detector {
     ) -> Incident {
         let (group, addr, len) = key;
         let prefix = ipnet::IpNet::new(addr.ip(), len).ok();
-        Incident {
-            id: self.new_id(started_ms),
-            host: addr,
-            hostgroup: self
-                .s
-                .groups
-                .get(usize::from(group))
-                .cloned()
-                .unwrap_or_default(),
-            group,
-            started_ms,
-            detected_ms,
-            last_over_ms: detected_ms,
-            ended: false,
-            peak_pps: 0,
-            peak_bps: 0,
-            reason,
-            verdict: Verdict::none(),
-            severity: "low",
-            features: Features::default(),
-            top_src_ports: Vec::new(),
-            top_dst_ports: Vec::new(),
-            protocol: String::new(),
-            timeline: Timeline::default(),
-            details: Details::default(),
-            current: Current::default(),
-            legit: legit.at(started_ms / 1000, self.s.legit_learning_s),
-            prefix,
-            hosts_affected: 0,
-            top_hosts: Vec::new(),
-            linked: Vec::new(),
-        }
+        self.fresh_incident(addr, group, prefix, started_ms, detected_ms, reason, legit)
     }
 
     /// Starts a prefix's incident, with the second before as its ramp.

@@ -817,32 +817,8 @@ impl Task {
                     level,
                     why,
                 } => {
-                    let shown = super::shown(target);
-                    tracing::warn!(target = %shown, %level, %why, "Mitigation waits for evidence");
-                    let mut entry = json!({
-                        "time": crate::report::rfc3339_ms(now_ms()),
-                        "action": "wait",
-                        "host": host_of(target),
-                        "hostgroup": hostgroup,
-                        "incident": incident,
-                        "level": level,
-                        "adapter": adapter(level),
-                        "reason": why,
-                    });
-                    scope_fields(&mut entry, target);
-                    self.put_log(&entry);
-                    let subject = incident.clone().unwrap_or_else(|| shown.clone());
-                    let mut details =
-                        json!({ "host": host_of(target), "level": level.as_str(), "why": why });
-                    scope_fields(&mut details, target);
-                    if let Err(e) = self.audit.append(
-                        Actor::System("escalator"),
-                        "mitigation.wait",
-                        &subject,
-                        details,
-                    ) {
-                        tracing::error!(error = %e, "Cannot audit the wait");
-                    }
+                    tracing::warn!(target = %super::shown(target), %level, %why, "Mitigation waits for evidence");
+                    self.record_skip("wait", target, &hostgroup, incident, level, &why);
                 }
                 Action::Refuse {
                     target,
@@ -851,33 +827,9 @@ impl Task {
                     level,
                     why,
                 } => {
-                    let shown = super::shown(target);
-                    tracing::warn!(target = %shown, %level, %why, "Mitigation level skipped");
+                    tracing::warn!(target = %super::shown(target), %level, %why, "Mitigation level skipped");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                    let mut entry = json!({
-                        "time": crate::report::rfc3339_ms(now_ms()),
-                        "action": "refuse",
-                        "host": host_of(target),
-                        "hostgroup": hostgroup,
-                        "incident": incident,
-                        "level": level,
-                        "adapter": adapter(level),
-                        "reason": why,
-                    });
-                    scope_fields(&mut entry, target);
-                    self.put_log(&entry);
-                    let subject = incident.clone().unwrap_or_else(|| shown.clone());
-                    let mut details =
-                        json!({ "host": host_of(target), "level": level.as_str(), "why": why });
-                    scope_fields(&mut details, target);
-                    if let Err(e) = self.audit.append(
-                        Actor::System("escalator"),
-                        "mitigation.refuse",
-                        &subject,
-                        details,
-                    ) {
-                        tracing::error!(error = %e, "Cannot audit the refusal");
-                    }
+                    self.record_skip("refuse", target, &hostgroup, incident, level, &why);
                 }
             }
         }
@@ -1047,6 +999,42 @@ impl Task {
             .mitigation_log_put(now_ms(), self.log_seq, &bytes)
         {
             tracing::error!(error = %e, "Cannot write the mitigation log");
+        }
+    }
+
+    /// Logs and audits a level that waits (`wait`) or is skipped
+    /// (`refuse`) for `target`, and why.
+    fn record_skip(
+        &mut self,
+        action: &str,
+        target: ipnet::IpNet,
+        hostgroup: &str,
+        incident: Option<String>,
+        level: Level,
+        why: &str,
+    ) {
+        let mut entry = json!({
+            "time": crate::report::rfc3339_ms(now_ms()),
+            "action": action,
+            "host": host_of(target),
+            "hostgroup": hostgroup,
+            "incident": incident,
+            "level": level,
+            "adapter": adapter(level),
+            "reason": why,
+        });
+        scope_fields(&mut entry, target);
+        self.put_log(&entry);
+        let subject = incident.unwrap_or_else(|| super::shown(target));
+        let mut details = json!({ "host": host_of(target), "level": level.as_str(), "why": why });
+        scope_fields(&mut details, target);
+        if let Err(e) = self.audit.append(
+            Actor::System("escalator"),
+            &format!("mitigation.{action}"),
+            &subject,
+            details,
+        ) {
+            tracing::error!(error = %e, action, "Cannot audit the skipped level");
         }
     }
 
