@@ -375,6 +375,21 @@ fn restore_baselines(store: &Store, detector: &mut Detector) {
         }
         Err(e) => tracing::error!(error = %e, "Cannot read baselines; relearning"),
     }
+    match store.prefix_baselines() {
+        Ok(rows) => {
+            let saved: Vec<(Addr, crate::detect::prefix::SavedPrefix)> = rows
+                .into_iter()
+                .filter_map(|(addr, _, bytes)| {
+                    serde_json::from_slice(&bytes).ok().map(|s| (Addr(addr), s))
+                })
+                .collect();
+            let (n, kept) = (saved.len(), detector.restore_prefixes(saved));
+            if n > 0 {
+                tracing::info!(prefixes = kept, saved = n, "Prefix baselines restored");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "Cannot read prefix baselines; relearning"),
+    }
 }
 
 fn detector_loop(
@@ -774,7 +789,11 @@ impl Outcomes {
             .saved()
             .map(|(a, s)| (a.0, serde_json::to_vec(&s).unwrap_or_default()))
             .collect();
-        if let Err(e) = self.store.baselines_replace(&rows) {
+        let prefixes: Vec<crate::store::PrefixRow> = detector
+            .saved_prefixes()
+            .map(|(a, s)| (a.0, s.len, serde_json::to_vec(&s).unwrap_or_default()))
+            .collect();
+        if let Err(e) = self.store.baselines_replace(&rows, &prefixes) {
             tracing::error!(error = %e, "Cannot save baselines");
         }
     }

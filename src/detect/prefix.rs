@@ -35,6 +35,16 @@ use crate::accounting::{add_counters, class, Counters, Details, PrefixPeek, Pref
 use crate::config::Thresholds;
 use crate::hostgroups::GroupId;
 
+/// A prefix's baseline as saved across a restart.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedPrefix {
+    /// The hostgroup's name.
+    pub group: String,
+    pub len: u8,
+    #[serde(flatten)]
+    pub baseline: Baseline,
+}
+
 /// A prefix: its hostgroup, network address and length.
 pub(super) type Key = (GroupId, Addr, u8);
 
@@ -540,6 +550,54 @@ impl Detector {
     /// Prefixes with state.
     pub fn prefixes(&self) -> usize {
         self.pfx.states.len()
+    }
+
+    /// What to save of prefixes across a restart: each learnt baseline,
+    /// with its hostgroup by name (ids change with the config).
+    pub fn saved_prefixes(&self) -> impl Iterator<Item = (Addr, SavedPrefix)> + '_ {
+        self.pfx
+            .states
+            .iter()
+            .filter(|(_, st)| st.baseline.seconds > 0)
+            .filter_map(|((group, addr, len), st)| {
+                Some((
+                    *addr,
+                    SavedPrefix {
+                        group: self.s.groups.get(usize::from(*group))?.clone(),
+                        len: *len,
+                        baseline: st.baseline,
+                    },
+                ))
+            })
+    }
+
+    /// Takes back saved prefix baselines: those whose hostgroup still sums
+    /// its traffic per prefix of the same length, the most recent first,
+    /// up to three quarters of the state table. How many came back.
+    pub fn restore_prefixes(&mut self, mut saved: Vec<(Addr, SavedPrefix)>) -> usize {
+        saved.sort_by_key(|(_, s)| std::cmp::Reverse(s.baseline.last));
+        let room = (MAX_STATES / 4 * 3).saturating_sub(self.pfx.states.len());
+        let mut n = 0;
+        for (addr, s) in saved {
+            if n >= room {
+                break;
+            }
+            let Some(group) = self.s.groups.iter().position(|g| *g == s.group) else {
+                continue;
+            };
+            let Ok(group) = GroupId::try_from(group) else {
+                continue;
+            };
+            // Still a prefix of this group, of the same length.
+            if self.prefix_key(&addr, group) != Some((group, addr, s.len)) {
+                continue;
+            }
+            let st = self.pfx.states.entry((group, addr, s.len)).or_default();
+            st.baseline = s.baseline;
+            st.seen = s.baseline.last;
+            n += 1;
+        }
+        n
     }
 
     /// Prefixes refused state (the table was full).

@@ -428,3 +428,66 @@ fn a_prefix_state_costs_what_the_docs_say() {
     eprintln!("prefix state in the detector: {state} bytes");
     assert!(state <= 200, "{state}");
 }
+
+#[test]
+fn prefix_baselines_come_back_after_a_restart_where_they_still_fit() {
+    let p = Params {
+        alpha: 1.0 / 60.0,
+        long_alpha: 1.0 / 86_400.0,
+        learning_s: 120,
+        sigma: 4.0,
+        floor_pps: 1000.0,
+        floor_bps: 1.0,
+    };
+    let with_len = |len_v4: u8| {
+        let mut s = settings(10_000_000, 1, Some(p));
+        s.prefixes = vec![Some(prefix::PrefixSettings {
+            len_v4,
+            len_v6: 64,
+            limits: Thresholds::default(),
+        })];
+        s
+    };
+    let mut d = Detector::new(with_len(24));
+    let net = Addr::v4([192, 0, 2, 0]);
+    for s in 0..200u64 {
+        let mut inbound = Counters::default();
+        inbound.packets[class::ALL] = 5_000;
+        inbound.packets[class::UDP] = 5_000;
+        inbound.bytes = 2_500_000;
+        d.on_prefixes(
+            s,
+            vec![crate::accounting::PrefixSecond {
+                prefix: net,
+                len: 24,
+                group: 0,
+                inbound,
+                hosts: 100,
+                top_hosts: Vec::new(),
+                details: None,
+            }],
+        );
+    }
+    let saved: Vec<_> = d.saved_prefixes().collect();
+    assert_eq!(saved.len(), 1);
+    assert_eq!((saved[0].0, saved[0].1.len), (net, 24));
+    assert_eq!(saved[0].1.group, "customers");
+    assert!(saved[0].1.baseline.seconds >= 199);
+    // Through the store's JSON, into a detector with the same config.
+    let bytes = serde_json::to_vec(&saved[0].1).unwrap();
+    let back: prefix::SavedPrefix = serde_json::from_slice(&bytes).unwrap();
+    let mut fresh = Detector::new(with_len(24));
+    assert_eq!(fresh.restore_prefixes(vec![(net, back.clone())]), 1);
+    assert_eq!(fresh.saved_prefixes().next().unwrap().1, back);
+    // A config that now sums per /26, or a hostgroup renamed: relearnt.
+    assert_eq!(
+        Detector::new(with_len(26)).restore_prefixes(vec![(net, back.clone())]),
+        0
+    );
+    let mut renamed = back;
+    renamed.group = "others".into();
+    assert_eq!(
+        Detector::new(with_len(24)).restore_prefixes(vec![(net, renamed)]),
+        0
+    );
+}

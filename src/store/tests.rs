@@ -624,3 +624,22 @@ fn identities_delete_both_ways() {
     assert_eq!(s.identity_record("u-1").unwrap(), None);
     assert!(!s.identity_delete("alice").unwrap());
 }
+
+#[test]
+fn prefix_baselines_sit_beside_host_baselines_and_go_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let host = [7u8; 16];
+    let prefix = [9u8; 16];
+    s.baselines_replace(&[(host, b"h".to_vec())], &[(prefix, 24, b"p".to_vec())])
+        .unwrap();
+    assert_eq!(s.baselines().unwrap(), vec![(host, b"h".to_vec())]);
+    assert_eq!(
+        s.prefix_baselines().unwrap(),
+        vec![(prefix, 24, b"p".to_vec())]
+    );
+    // A replacement without it forgets it.
+    s.baselines_replace(&[(host, b"h2".to_vec())], &[]).unwrap();
+    assert!(s.prefix_baselines().unwrap().is_empty());
+    assert_eq!(s.baselines().unwrap().len(), 1);
+}
