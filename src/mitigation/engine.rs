@@ -1090,11 +1090,7 @@ impl Engine {
         let [Route::FlowSpec(new)] = routes else {
             return None;
         };
-        let shape = |r: &FlowSpecRule| FlowSpecRule {
-            dst: IpNet::from(IpAddr::from([0u8; 4])),
-            ..r.clone()
-        };
-        let mut best: Option<(usize, IpNet)> = None;
+        let mut best: Option<(usize, IpNet, FlowSpecRule)> = None;
         for (i, m) in self.active.iter().enumerate() {
             let Route::FlowSpec(old) = &m.route else {
                 continue;
@@ -1106,16 +1102,19 @@ impl Engine {
                 || m.hostgroup != group.name
                 || m.shadow != (self.cfg.mitigation.dry_run || group.mitigation.shadow)
                 || old.dst.addr().is_ipv6() != new.dst.addr().is_ipv6()
-                || shape(old) != shape(new)
             {
                 continue;
             }
+            // The same attack's signature; port lists and lengths merged.
+            let Some(merged) = merge_rules(old, new) else {
+                continue;
+            };
             let Some(p) = supernet(old.dst, new.dst) else {
                 continue;
             };
             let candidate = Route::FlowSpec(FlowSpecRule {
                 dst: p,
-                ..new.clone()
+                ..merged.clone()
             });
             if guard(&self.cfg, &candidate).is_err() {
                 continue;
@@ -1126,28 +1125,51 @@ impl Engine {
             let too_costly = std::iter::once(m.host)
                 .chain(m.covers.iter().copied())
                 .filter_map(|h| self.cases.get(&IpNet::from(h))?.incident_state.as_deref())
-                .any(|inc| rules::collateral(new, &inc.legit).is_some_and(|c| c > max));
+                .chain(
+                    self.cases
+                        .get(&host)
+                        .and_then(|c| c.incident_state.as_deref()),
+                )
+                .any(|inc| rules::collateral(&merged, &inc.legit).is_some_and(|c| c > max));
             if too_costly {
                 continue;
             }
-            if best.is_none_or(|(_, b)| p.prefix_len() > b.prefix_len()) {
-                best = Some((i, p));
+            if best
+                .as_ref()
+                .is_none_or(|(_, b, _)| p.prefix_len() > b.prefix_len())
+            {
+                best = Some((i, p, merged));
             }
         }
-        let (i, p) = best?;
+        let (i, p, mut merged) = best?;
         let old = self.active.remove(i);
         // Other rules of the same shape inside the new prefix go as well:
         // it takes them in, and their room in the budget is freed.
         let shadow = old.shadow;
-        let (inside, keep): (Vec<Mitigation>, Vec<Mitigation>) =
-            std::mem::take(&mut self.active).into_iter().partition(|m| {
-                m.level == Level::Flowspec
-                    && m.decided_by == AUTO
-                    && m.prefix.is_none()
-                    && m.hostgroup == group.name
-                    && m.shadow == shadow
-                    && matches!(&m.route, Route::FlowSpec(r) if p.contains(&r.dst) && shape(r) == shape(new))
-            });
+        let mut inside = Vec::new();
+        let mut keep = Vec::new();
+        for m in std::mem::take(&mut self.active) {
+            let joined = match &m.route {
+                Route::FlowSpec(r)
+                    if m.level == Level::Flowspec
+                        && m.decided_by == AUTO
+                        && m.prefix.is_none()
+                        && m.hostgroup == group.name
+                        && m.shadow == shadow
+                        && p.contains(&r.dst) =>
+                {
+                    merge_rules(&merged, r)
+                }
+                _ => None,
+            };
+            match joined {
+                Some(j) => {
+                    merged = j;
+                    inside.push(m);
+                }
+                None => keep.push(m),
+            }
+        }
         self.active = keep;
         let mut covers: Vec<IpAddr> = old.covers.clone();
         covers.push(old.host);
@@ -1158,10 +1180,7 @@ impl Engine {
         covers.retain(|h| *h != host.addr());
         covers.sort();
         covers.dedup();
-        let route = Route::FlowSpec(FlowSpecRule {
-            dst: p,
-            ..new.clone()
-        });
+        let route = Route::FlowSpec(FlowSpecRule { dst: p, ..merged });
         let mut m = self.mitigation(host, group, Level::Flowspec, route, now_ms);
         m.reason = format!(
             "{}; aggregated with {} into {p} to fit max_flowspec = {}",
@@ -1778,6 +1797,57 @@ pub fn guard(cfg: &Config, r: &Route) -> Result<(), Refusal> {
         return Err(Refusal::NotProtected(p));
     }
     Ok(())
+}
+
+/// Port and length lists a merged rule may hold at most (routers take
+/// long FlowSpec component lists badly, and a long list is a sign the
+/// rules are not one attack).
+const MAX_MERGED_RANGES: usize = 8;
+
+/// One rule matching what `a` and `b` both match, for two hosts under one
+/// attack (the destination is `a`'s; the caller widens it): the same
+/// protocols, flags, fragments, ICMP types, source and action, with port
+/// lists and length ranges joined. None when they differ otherwise, when
+/// one list constrains and the other does not (joining would drop the
+/// constraint for both), or when a joined list would pass
+/// [`MAX_MERGED_RANGES`].
+pub(super) fn merge_rules(a: &FlowSpecRule, b: &FlowSpecRule) -> Option<FlowSpecRule> {
+    let sorted = |v: &[u8]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    if sorted(&a.protocols) != sorted(&b.protocols)
+        || a.tcp_flags != b.tcp_flags
+        || a.fragment != b.fragment
+        || a.icmp_types != b.icmp_types
+        || a.src != b.src
+        || a.action != b.action
+    {
+        return None;
+    }
+    let join = |x: &[levee_bgp::Range], y: &[levee_bgp::Range]| -> Option<Vec<levee_bgp::Range>> {
+        if x.is_empty() != y.is_empty() {
+            return None;
+        }
+        let mut all: Vec<levee_bgp::Range> = x.iter().chain(y).copied().collect();
+        all.sort_by_key(|r| (r.lo, r.hi));
+        let mut out: Vec<levee_bgp::Range> = Vec::new();
+        for r in all {
+            match out.last_mut() {
+                Some(l) if u32::from(r.lo) <= u32::from(l.hi) + 1 => l.hi = l.hi.max(r.hi),
+                _ => out.push(r),
+            }
+        }
+        (out.len() <= MAX_MERGED_RANGES).then_some(out)
+    };
+    Some(FlowSpecRule {
+        src_ports: join(&a.src_ports, &b.src_ports)?,
+        dst_ports: join(&a.dst_ports, &b.dst_ports)?,
+        packet_lengths: join(&a.packet_lengths, &b.packet_lengths)?,
+        ..a.clone()
+    })
 }
 
 /// The smallest prefix covering both `a` and `b` (of one family).

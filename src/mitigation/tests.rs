@@ -1245,3 +1245,58 @@ fn an_upstream_without_ipv6_flowspec_sends_ipv6_attacks_to_the_next_level() {
         [Level::Flowspec]
     );
 }
+
+#[test]
+fn a_full_budget_merges_the_port_lists_of_one_attack_on_two_hosts() {
+    let mut c = config();
+    c.mitigation.max_flowspec = 1;
+    let mut e = Engine::new(Arc::new(c));
+    let amp = |host: &str, vector: &str, port: u16| {
+        let mut i = incident(host, Family::Amplification, Some(vector), 100_000_000, 0);
+        i.current.features.protocols = vec![17];
+        i.current.details = Arc::new(sampled(200, |_| seen(17, port, 0)));
+        i
+    };
+    assert_eq!(
+        announced(&e.incident(&amp("192.0.2.10", "dns", 53), 0)).len(),
+        1
+    );
+    // NTP on the next host: the same signature but for the source port.
+    let a = e.incident(&amp("192.0.2.11", "ntp", 123), 0);
+    let got = announced(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    let Route::FlowSpec(r) = &got[0].1 else {
+        panic!("{got:?}")
+    };
+    assert_eq!(r.dst, "192.0.2.10/31".parse().unwrap());
+    assert_eq!(r.protocols, vec![17]);
+    assert_eq!(r.src_ports, vec![Range::one(53), Range::one(123)]);
+    assert_eq!(e.active().len(), 1, "within the budget");
+    assert!(e.active()[0].protects("192.0.2.10".parse().unwrap()));
+    // Another attack's rule (TCP SYN) is not merged into it.
+    let a = e.incident(
+        &incident("192.0.2.12", Family::SynFlood, None, 100_000_000, 0),
+        0,
+    );
+    assert!(announced(&a).is_empty(), "{a:?}");
+    assert_eq!(e.active().len(), 1);
+}
+
+#[test]
+fn a_list_is_joined_only_with_a_list() {
+    use super::engine::merge_rules;
+    let rule = |src: &[u16], lengths: &[(u16, u16)]| FlowSpecRule {
+        protocols: vec![17],
+        src_ports: src.iter().map(|&p| Range::one(p)).collect(),
+        packet_lengths: lengths.iter().map(|&(lo, hi)| Range { lo, hi }).collect(),
+        ..FlowSpecRule::to("192.0.2.10/32".parse().unwrap(), FlowAction::Discard)
+    };
+    let m = merge_rules(&rule(&[53], &[(90, 468)]), &rule(&[123, 53], &[(400, 500)])).unwrap();
+    assert_eq!(m.src_ports, vec![Range::one(53), Range::one(123)]);
+    assert_eq!(m.packet_lengths, vec![Range { lo: 90, hi: 500 }]);
+    // Any source port beside one: joining would drop the constraint.
+    assert!(merge_rules(&rule(&[53], &[]), &rule(&[], &[])).is_none());
+    // Too long a list.
+    let many: Vec<u16> = (1..=9).map(|i| i * 100).collect();
+    assert!(merge_rules(&rule(&many[..5], &[]), &rule(&many[5..], &[])).is_none());
+}
