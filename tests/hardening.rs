@@ -1170,3 +1170,32 @@ fn the_audit_head_is_logged_and_an_unanchored_check_says_what_it_cannot_see() {
             .success()
     );
 }
+
+/// A head trickled a byte at a time (slowloris) keeps a read in progress,
+/// so only the head's own deadline can end it: `header_read_timeout`
+/// closes it while `request_timeout` (far longer) has not run out.
+#[test]
+fn a_head_trickled_byte_by_byte_is_cut_at_the_header_read_timeout() {
+    let (_dir, config) = setup(
+        "",
+        "header_read_timeout = \"1s\"\nrequest_timeout = \"30s\"\n",
+    );
+    let levee = Levee::start(&config);
+    let mut s = TcpStream::connect(levee.web).unwrap();
+    let start = Instant::now();
+    let mut cut = None;
+    for b in HALF.iter().cycle().take(200) {
+        if s.write_all(&[*b]).is_err() || closed(&s) {
+            cut = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cut = cut.expect("a trickled head is never cut");
+    assert!(
+        cut >= Duration::from_millis(900) && cut < Duration::from_secs(5),
+        "cut after {cut:?}"
+    );
+    // A whole request right after is still answered.
+    assert_eq!(http_get(levee.web, "/healthz").0, 200);
+}
