@@ -775,14 +775,18 @@ fn manual_ttl(s: &WebState, ttl: Option<&str>) -> Result<std::time::Duration, Ap
             humantime::format_duration(max)
         )));
     }
-    let ends = levee_collectors::clock::now()
-        .checked_add(ttl)
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_millis()).ok());
-    if ends.is_none() {
+    if ends_ms(levee_collectors::clock::now(), ttl).is_none() {
         return Err(bad("ttl ends at a time levee cannot count to".to_owned()));
     }
     Ok(ttl)
+}
+
+/// When a mitigation of `ttl` made at `now` expires, as Unix ms — `None`
+/// past what a `u64` of milliseconds (or the clock) can count to.
+fn ends_ms(now: std::time::SystemTime, ttl: std::time::Duration) -> Option<u64> {
+    now.checked_add(ttl)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
 }
 
 /// A component's values, sorted and without repeats, or a 422 when there
@@ -1037,5 +1041,23 @@ pub fn redact_mitigation(v: &mut serde_json::Value, token: Option<&str>) {
                 *t = crate::config::secrets::scrub(t, &secrets);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_ttl_ends_only_where_milliseconds_can_count() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            super::ends_ms(now, Duration::from_secs(3600)),
+            Some(1_800_003_600_000)
+        );
+        // A billion years: past u64 milliseconds (~584 million years).
+        let eon = Duration::from_secs(1_000_000_000 * 365 * 86_400);
+        assert_eq!(super::ends_ms(now, eon), None);
+        assert_eq!(super::ends_ms(now, Duration::MAX), None);
     }
 }
