@@ -269,7 +269,15 @@ impl Detector {
                 details.get_or_insert_with(Box::default).merge(d);
             }
         }
-        // The busiest hosts with an incident of their own are theirs.
+        // The busiest hosts with an incident of their own are theirs. A
+        // host incident inside the prefix that the looks do not name (not
+        // among a shard's busiest) cannot be taken out here: no prefix
+        // incident starts from these looks then, the second's sum (which
+        // takes every such host out whole) decides.
+        let unnamed = self
+            .active
+            .keys()
+            .any(|a| self.prefix_key(a, key.0) == Some(key) && !top.iter().any(|(t, _)| t == a));
         let all = u64::from(window.packets[class::ALL]);
         let theirs: u64 = top
             .iter()
@@ -309,7 +317,9 @@ impl Detector {
             }
             return;
         }
-        if self.s.trigger_seconds > 1 || !spread(hosts, &top, u64::from(window.packets[class::ALL]))
+        if unnamed
+            || self.s.trigger_seconds > 1
+            || !spread(hosts, &top, u64::from(window.packets[class::ALL]))
         {
             return;
         }

@@ -491,3 +491,65 @@ fn prefix_baselines_come_back_after_a_restart_where_they_still_fit() {
         0
     );
 }
+
+#[test]
+fn many_host_incidents_inside_a_prefix_are_not_its_incident_in_looks_or_seconds() {
+    let mut s = settings(1_000, 1, None);
+    s.prefixes = vec![Some(prefix::PrefixSettings {
+        len_v4: 24,
+        len_v6: 64,
+        limits: Thresholds {
+            pps: Some(10_000),
+            bps: None,
+            ..Thresholds::default()
+        },
+    })];
+    let mut d = Detector::new(s);
+    let hosts: Vec<Addr> = (1..=20u8).map(|i| Addr::v4([192, 0, 2, i])).collect();
+    // Twenty hosts flooded at twice their limit: twenty host incidents.
+    d.on_second(100, hosts.iter().map(|h| second(*h, 2_000)).collect());
+    assert_eq!(started(&d.take_events()).len(), 20);
+    let net = Addr::v4([192, 0, 2, 0]);
+    let mut window = Counters::default();
+    window.packets[class::ALL] = 45_000;
+    window.packets[class::UDP] = 45_000;
+    window.bytes = 22_500_000;
+    window.samples = 45_000;
+    // A look that names only eight of them (a shard's busiest): the rest
+    // of their traffic must not start the prefix's incident.
+    d.on_prefix_peeks(
+        0,
+        vec![crate::accounting::PrefixPeek {
+            prefix: net,
+            len: 24,
+            group: 0,
+            at_ms: 101_300,
+            second: 101,
+            window,
+            hosts: 60,
+            top_hosts: hosts[..8].iter().map(|h| (*h, 2_000)).collect(),
+            details: None,
+        }],
+    );
+    assert!(started(&d.take_events()).is_empty());
+    // Nor the second's sum, which takes every one of them out whole.
+    d.on_second(101, hosts.iter().map(|h| second(*h, 2_000)).collect());
+    d.on_prefixes(
+        101,
+        vec![crate::accounting::PrefixSecond {
+            prefix: net,
+            len: 24,
+            group: 0,
+            inbound: window,
+            hosts: 60,
+            top_hosts: hosts[..8].iter().map(|h| (*h, 2_000)).collect(),
+            details: None,
+        }],
+    );
+    let ev = d.take_events();
+    assert!(
+        started(&ev).iter().all(|i| i.prefix.is_none()),
+        "{:?}",
+        started(&ev)
+    );
+}
