@@ -134,7 +134,7 @@ pub enum StartError {
     #[error("the data plane is started already")]
     Started,
     /// The operating system would not start a thread.
-    #[error("starting a data-plane thread: {0}")]
+    #[error("starting a data-plane thread")]
     Thread(#[source] std::io::Error),
 }
 

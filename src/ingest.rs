@@ -51,7 +51,7 @@ pub struct Ingest {
 pub enum IngestError {
     /// A listen address could not be bound (in use, not on this box, a
     /// privileged port).
-    #[error("binding the {kind} collector to {addr}: {source}")]
+    #[error("binding the {kind} collector to {addr}")]
     Bind {
         kind: &'static str,
         addr: std::net::SocketAddr,
@@ -60,14 +60,14 @@ pub enum IngestError {
     },
     /// An interface could not be captured on (no such interface, no
     /// CAP_NET_RAW, a filter libpcap refuses).
-    #[error("capturing on {interface}: {source}")]
+    #[error("capturing on {interface}")]
     Capture {
         interface: String,
         #[source]
         source: levee_collectors::capture::CaptureError,
     },
     /// The operating system would not start a thread.
-    #[error("starting a collector thread: {0}")]
+    #[error("starting a collector thread")]
     Thread(#[source] std::io::Error),
 }
 

@@ -63,7 +63,7 @@ pub enum ReplayError {
     #[error(transparent)]
     Input(#[from] levee_collectors::capture::CaptureError),
     /// The output could not be written (a closed pipe, a full disk).
-    #[error("writing the output: {0}")]
+    #[error("writing the output")]
     Output(#[from] std::io::Error),
 }
 

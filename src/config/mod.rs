@@ -1728,7 +1728,7 @@ pub enum DataDirProblem {
     #[error("cannot be created: {} is not a directory", .0.display())]
     AncestorNotADirectory(PathBuf),
     #[error("cannot be read: {0}")]
-    Unreadable(#[source] std::io::Error),
+    Unreadable(std::io::Error),
     #[error("is not writable")]
     NotWritable,
     #[error("cannot be created: {} is not writable", .0.display())]

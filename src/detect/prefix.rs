@@ -52,6 +52,8 @@ pub(super) type Key = (GroupId, Addr, u8);
 pub const ONE_HOST: f64 = 0.9;
 /// Prefixes with state (baseline, profile) at most, over all hostgroups.
 const MAX_STATES: usize = 262_144;
+/// Host incidents a look scans at most for ones inside its prefix.
+const UNNAMED_SCAN: usize = 1024;
 /// Looks older than this (ms) no longer count towards a prefix's sum.
 const PEEK_STALE_MS: u64 = 500;
 /// Busiest destinations shown per prefix incident.
@@ -274,10 +276,12 @@ impl Detector {
         // among a shard's busiest) cannot be taken out here: no prefix
         // incident starts from these looks then, the second's sum (which
         // takes every such host out whole) decides.
-        let unnamed = self
-            .active
-            .keys()
-            .any(|a| self.prefix_key(a, key.0) == Some(key) && !top.iter().any(|(t, _)| t == a));
+        // (Past UNNAMED_SCAN host incidents the scan would cost too much
+        // five times a second per busy prefix: the looks then wait.)
+        let unnamed = self.active.len() > UNNAMED_SCAN
+            || self.active.keys().any(|a| {
+                self.prefix_key(a, key.0) == Some(key) && !top.iter().any(|(t, _)| t == a)
+            });
         let all = u64::from(window.packets[class::ALL]);
         let theirs: u64 = top
             .iter()

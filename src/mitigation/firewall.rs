@@ -54,7 +54,7 @@ pub enum FirewallError {
     NotARule(String),
     /// `nft` could not be run or fed (not installed, no permission).
     #[error("running nft: {0} (is nftables installed, and may levee use it?)")]
-    Run(#[source] std::io::Error),
+    Run(std::io::Error),
     /// `nft` ran and refused.
     #[error("nft refused {what}: {stderr}")]
     Refused { what: &'static str, stderr: String },

@@ -788,8 +788,9 @@ impl Task {
                     );
                     if let Err(e) = decided {
                         // The route goes all the same (a withdrawal is the
-                        // safe side); the restore after a crash would put
-                        // it back and the next step withdraw it again.
+                        // safe side), but the intent stays: reconciliation
+                        // will put the route back until a restart (a known
+                        // gap: a store that cannot write).
                         tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
                     }
                     crate::store::crash::point("intent.delete", &|| key.clone());
