@@ -29,7 +29,7 @@ use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::carpet;
 use levee_tools::export;
 use levee_tools::flowspec::Rule;
-use levee_tools::gobgpd::{Change, Gobgpd};
+use levee_tools::gobgpd::Change;
 use levee_tools::scenario::{Scenario, T0_US};
 
 fn start_levee(bed: &Bed, extra: &str) -> Levee {
@@ -232,39 +232,12 @@ fn carpet_bombing_gets_one_rule_on_the_prefix_and_no_blackhole() {
 
 #[test]
 fn carpet_bombing_seen_on_a_mirror_port_gets_one_rule_on_the_prefix() {
-    let ns = Netns::new("levee-carpet");
-    ns.ip(&[
-        "link", "add", "mirror0", "type", "veth", "peer", "name", "mirror1",
-    ]);
-    ns.ip(&["link", "set", "mirror0", "up"]);
-    ns.ip(&["link", "set", "mirror1", "up"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (s, r) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
-    let router = Gobgpd::router_in(&ns.0, dir.path(), r, s).unwrap();
-    let speaker = Gobgpd::speaker_in(&ns.0, dir.path(), s, r).unwrap();
-    router.wait_established(Duration::from_secs(30)).unwrap();
-    let config = dir.path().join("levee.toml");
-    let text = format!(
+    let bed = mirror_bed(
+        "levee-carpet",
         "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\"]\n\
-         [hostgroup.prefix_thresholds]\npps = 20000\n\
-         [hostgroup.mitigation]\nladder = [\"flowspec\"]\n\
-         [detection]\nhold_down = \"2s\"\n\
-         [mitigation]\nhold_down = \"3s\"\ndwell = \"60s\"\n\
-         [bgp]\ngobgp_grpc = \"{}\"\n\
-         [collector.pcap]\ninterfaces = [\"mirror1\"]\n",
-        speaker.grpc()
+         [hostgroup.prefix_thresholds]\npps = 20000\n",
     );
-    std::fs::write(&config, test_config(&dir.path().join("data"), &text)).unwrap();
-    let levee = Levee::start_in_netns(&ns.0, &config);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !levee
-        .log()
-        .iter()
-        .any(|l| l.contains("Connected to gobgpd"))
-    {
-        assert!(Instant::now() < deadline, "levee never reached gobgpd");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (ns, dir, router) = (&bed.ns, &bed.dir, &bed.router);
     let watch = router.watch(&["ipv4-flowspec", "ipv4"]).unwrap();
 
     // SSDP reflection over every host of the /24: 40 kpps in all, about
@@ -352,7 +325,7 @@ fn carpet_bombing_seen_on_a_mirror_port_gets_one_rule_on_the_prefix() {
     for c in changes.iter().filter(|c| !c.is_flowspec() && !c.withdrawal) {
         failures.push(format!("a unicast route reached the router: {}", c.nlri));
     }
-    drop(levee);
+    drop(bed);
     assert!(
         failures.is_empty(),
         "{} problems:\n{}",

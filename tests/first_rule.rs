@@ -26,7 +26,6 @@ use levee_collectors::encode::packet::PacketSpec;
 use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::export;
 use levee_tools::flowspec::Rule;
-use levee_tools::gobgpd::Gobgpd;
 use levee_tools::scenario::{Scenario, T0_US};
 
 /// A 5,000 pps limit, FlowSpec as the only level: whatever reaches the
@@ -235,39 +234,12 @@ fn a_verdict_that_changes_mid_attack_replaces_the_rule_without_a_gap() {
 /// plays the scenario onto the other end of a veth pair at its own pace.
 #[test]
 fn the_first_rule_from_a_mirror_port_matches_the_attack() {
-    let ns = Netns::new("levee-mirror");
-    ns.ip(&[
-        "link", "add", "mirror0", "type", "veth", "peer", "name", "mirror1",
-    ]);
-    ns.ip(&["link", "set", "mirror0", "up"]);
-    ns.ip(&["link", "set", "mirror1", "up"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (s, r) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
-    let router = Gobgpd::router_in(&ns.0, dir.path(), r, s).unwrap();
-    let speaker = Gobgpd::speaker_in(&ns.0, dir.path(), s, r).unwrap();
-    router.wait_established(Duration::from_secs(30)).unwrap();
-    let config = dir.path().join("levee.toml");
-    let text = format!(
+    let bed = mirror_bed(
+        "levee-mirror",
         "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
-         [hostgroup.thresholds]\npps = 5000\n\
-         [hostgroup.mitigation]\nladder = [\"flowspec\"]\n\
-         [detection]\nhold_down = \"2s\"\n\
-         [mitigation]\nhold_down = \"3s\"\ndwell = \"60s\"\n\
-         [bgp]\ngobgp_grpc = \"{}\"\n\
-         [collector.pcap]\ninterfaces = [\"mirror1\"]\n",
-        speaker.grpc()
+         [hostgroup.thresholds]\npps = 5000\n",
     );
-    std::fs::write(&config, test_config(&dir.path().join("data"), &text)).unwrap();
-    let levee = Levee::start_in_netns(&ns.0, &config);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !levee
-        .log()
-        .iter()
-        .any(|l| l.contains("Connected to gobgpd"))
-    {
-        assert!(Instant::now() < deadline, "levee never reached gobgpd");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (ns, dir, router) = (&bed.ns, &bed.dir, &bed.router);
     let watch = router.watch(&["ipv4-flowspec", "ipv6-flowspec"]).unwrap();
 
     // One family after another, twice the limit, each played by a
@@ -328,7 +300,7 @@ fn the_first_rule_from_a_mirror_port_matches_the_attack() {
     std::thread::sleep(Duration::from_secs(1));
     let changes = watch.changes();
     let failures = judge(&cases, &changes, 0, "mirror port");
-    drop(levee);
+    drop(bed);
     assert!(
         failures.is_empty(),
         "{} problems:\n{}",

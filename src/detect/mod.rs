@@ -313,6 +313,29 @@ pub struct SavedLegit {
 /// Hosts without state of their own that are over a threshold, counted at
 /// most (when the state table is full of busier hosts).
 const MAX_STATELESS_OVER: usize = 65_536;
+/// Learns from a second over no limit (of a host or a prefix): the
+/// legitimate-traffic profile only below half the pps limit (nearer, it
+/// may be an attack's ramp), the baseline from every such second.
+fn learn_quiet(
+    legit: &mut Legit,
+    baseline: &mut Baseline,
+    second: u64,
+    counters: &Counters,
+    pps_limit: Option<u64>,
+    params: Option<&Params>,
+) {
+    let pps = u64::from(counters.packets[class::ALL]);
+    let bps = counters.bytes.saturating_mul(8);
+    if pps < pps_limit.map_or(u64::MAX, |p| p / 2) {
+        legit.feed(second, counters);
+    } else {
+        legit.skip(second);
+    }
+    if let Some(p) = params {
+        baseline.feed(second, pps as f64, bps as f64, p);
+    }
+}
+
 /// How often idle hosts' state is swept (seconds).
 const SWEEP_EVERY_S: u64 = 10;
 
@@ -914,21 +937,19 @@ impl Detector {
                 }
                 None => {
                     state.over = 0;
-                    // Not a ramp towards the threshold: legitimate traffic.
-                    let half = self
+                    let limit = self
                         .s
                         .thresholds
                         .get(usize::from(h.group))
-                        .and_then(|t| t.pps)
-                        .map_or(u64::MAX, |p| p / 2);
-                    if pps < half {
-                        state.legit.feed(second, &h.inbound);
-                    } else {
-                        state.legit.skip(second);
-                    }
-                    if let Some(p) = &self.s.baseline {
-                        state.baseline.feed(second, pps as f64, bps as f64, p);
-                    }
+                        .and_then(|t| t.pps);
+                    learn_quiet(
+                        &mut state.legit,
+                        &mut state.baseline,
+                        second,
+                        &h.inbound,
+                        limit,
+                        self.s.baseline.as_ref(),
+                    );
                 }
             }
         }

@@ -28,8 +28,8 @@ use levee_collectors::Addr;
 
 use super::baseline::Baseline;
 use super::{
-    judge, near, refresh, rule_basis, Detector, Event, HostShare, Incident, Legit, Near, Point,
-    Reason, Window, WINDOWS,
+    judge, learn_quiet, near, refresh, rule_basis, Detector, Event, HostShare, Incident, Legit,
+    Near, Point, Reason, Window, WINDOWS,
 };
 use crate::accounting::{add_counters, class, Counters, Details, PrefixPeek, PrefixSecond};
 use crate::config::Thresholds;
@@ -482,15 +482,14 @@ impl Detector {
                 }
                 None => {
                     state.over = 0;
-                    let half = limits.pps.map_or(u64::MAX, |p| p / 2);
-                    if pps < half {
-                        state.legit.feed(second, &c);
-                    } else {
-                        state.legit.skip(second);
-                    }
-                    if let Some(p) = &self.s.baseline {
-                        state.baseline.feed(second, pps as f64, bps as f64, p);
-                    }
+                    learn_quiet(
+                        &mut state.legit,
+                        &mut state.baseline,
+                        second,
+                        &c,
+                        limits.pps,
+                        self.s.baseline.as_ref(),
+                    );
                 }
             }
         }

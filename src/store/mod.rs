@@ -513,16 +513,8 @@ impl Store {
         let path = db_path(data_dir);
         let cfs = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
         #[allow(clippy::disallowed_methods)] // the store is what opens RocksDB
-        let db = Db::open_cf_descriptors(&options(), &path, cfs).map_err(|e| {
-            match classify(&e.into_string(), Some(&path)) {
-                StoreError::Locked { .. } => StoreError::Locked {
-                    path: data_dir.to_owned(),
-                    holder: lock_holder(data_dir),
-                    waited: None,
-                },
-                other => other,
-            }
-        })?;
+        let db = Db::open_cf_descriptors(&options(), &path, cfs)
+            .map_err(|e| rocks_error(e, data_dir, &path))?;
         let store = Store {
             db,
             data_dir: data_dir.to_owned(),
@@ -1377,14 +1369,7 @@ pub fn repair(data_dir: &Path) -> Result<PathBuf> {
         path: copy.clone(),
         source,
     })?;
-    Db::repair(&options(), &path).map_err(|e| match classify(&e.into_string(), Some(&path)) {
-        StoreError::Locked { .. } => StoreError::Locked {
-            path: data_dir.to_owned(),
-            holder: lock_holder(data_dir),
-            waited: None,
-        },
-        other => other,
-    })?;
+    Db::repair(&options(), &path).map_err(|e| rocks_error(e, data_dir, &path))?;
     // A column family whose every table was set aside is gone from the
     // rebuilt MANIFEST; opening for writing makes it again (empty), and
     // records the schema version if `meta` went with it.
@@ -1420,6 +1405,19 @@ impl Drop for Store {
         if !self.read_only {
             let _ = std::fs::remove_file(self.data_dir.join(PID_FILE));
         }
+    }
+}
+
+/// What RocksDB said when opening or repairing the database at `db`,
+/// classified by its status; a lock names the process that holds it.
+fn rocks_error(e: rocksdb::Error, data_dir: &Path, db: &Path) -> StoreError {
+    match classify(&e.into_string(), Some(db)) {
+        StoreError::Locked { .. } => StoreError::Locked {
+            path: data_dir.to_owned(),
+            holder: lock_holder(data_dir),
+            waited: None,
+        },
+        other => other,
     }
 }
 

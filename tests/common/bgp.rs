@@ -157,3 +157,56 @@ pub fn v4(d: u8) -> IpAddr {
 pub fn v6(d: u16) -> IpAddr {
     IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, d))
 }
+
+/// A mirror port in a network namespace of the test's own: a veth pair
+/// (levee captures on `mirror1`; tcpreplay plays onto `mirror0`), both
+/// gobgpds inside, and levee started there, connected to its gobgpd.
+/// Fields drop in order: levee first, then the peers, the files, the
+/// namespace.
+pub struct MirrorBed {
+    pub levee: super::Levee,
+    pub router: Gobgpd,
+    pub speaker: Gobgpd,
+    pub dir: tempfile::TempDir,
+    pub ns: super::Netns,
+}
+
+/// Starts a [`MirrorBed`] in namespace `<name>-<pid>`; `hostgroup` is the
+/// config's `[[hostgroup]]` name, prefixes and limits, to which the bed
+/// adds a FlowSpec-only ladder, short hold-downs, the gobgpd and the
+/// capture on `mirror1`.
+pub fn mirror_bed(name: &str, hostgroup: &str) -> MirrorBed {
+    let ns = super::Netns::new(name);
+    ns.ip(&[
+        "link", "add", "mirror0", "type", "veth", "peer", "name", "mirror1",
+    ]);
+    ns.ip(&["link", "set", "mirror0", "up"]);
+    ns.ip(&["link", "set", "mirror1", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (s, r) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let router = Gobgpd::router_in(&ns.0, dir.path(), r, s).unwrap();
+    let speaker = Gobgpd::speaker_in(&ns.0, dir.path(), s, r).unwrap();
+    router.wait_established(Duration::from_secs(30)).unwrap();
+    let config = dir.path().join("levee.toml");
+    let text = format!(
+        "{hostgroup}\
+         [hostgroup.mitigation]\nladder = [\"flowspec\"]\n\
+         [detection]\nhold_down = \"2s\"\n\
+         [mitigation]\nhold_down = \"3s\"\ndwell = \"60s\"\n\
+         [bgp]\ngobgp_grpc = \"{}\"\n\
+         [collector.pcap]\ninterfaces = [\"mirror1\"]\n",
+        speaker.grpc()
+    );
+    std::fs::write(&config, super::test_config(&dir.path().join("data"), &text)).unwrap();
+    let levee = super::Levee::start_in_netns(&ns.0, &config);
+    levee.wait_for("levee to reach gobgpd", |l| {
+        l.log().iter().any(|x| x.contains("Connected to gobgpd"))
+    });
+    MirrorBed {
+        levee,
+        router,
+        speaker,
+        dir,
+        ns,
+    }
+}
