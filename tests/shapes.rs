@@ -20,10 +20,15 @@ fn start_levee(bed: &Bed, extra: &str) -> Levee {
 }
 
 fn start_levee_with(bed: &Bed, extra: &str, detection: &str) -> Levee {
+    start_levee_over(bed, extra, detection, 5000)
+}
+
+/// As [`start_levee_with`], with the hostgroup's static pps limit.
+fn start_levee_over(bed: &Bed, extra: &str, detection: &str, pps: u64) -> Levee {
     let config = bed.dir.path().join("levee.toml");
     let text = format!(
         "{extra}\n[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
-         [hostgroup.thresholds]\npps = 5000\n\
+         [hostgroup.thresholds]\npps = {pps}\n\
          [hostgroup.mitigation]\nladder = [\"flowspec\", \"rtbh\"]\nrtbh_min_bps = 1000000\n\
          [detection]\nhold_down = \"2s\"\n{detection}\n\
          [bgp]\ngobgp_grpc = \"{}\"\nnext_hop = \"192.0.2.254\"\nnext_hop6 = \"100::1\"\n",
@@ -472,5 +477,136 @@ fn a_flood_in_persistent_flows_reads_at_its_rate() {
     assert!(
         (9..=12).contains(&timeout),
         "{timeout} s (maxlife 10 s, expired on its next check)"
+    );
+}
+
+/// Baselines an attacker shapes, judged by `levee run` alone (the static
+/// limit out of reach): two hosts learnt for a minute at about 2,000 pps
+/// of web traffic, with a 2 s window and a 5 min ceiling (time compressed:
+/// an hour's window and a day's ceiling, as deployed, scale alike).
+/// One gets a UDP flood ramped up by 100 pps a second — slow enough for
+/// the window's average to follow, so only the ceiling sees it. The other
+/// is pumped for 30 s with bursts at 80 % of its limit every other second
+/// (its limit computed as levee computes it), then flooded at 4,500 pps —
+/// far under the limit the pumping makes of an unclipped average, over
+/// the one levee keeps. Both must be detected, the pumped one only when
+/// flooded.
+#[test]
+fn baselines_can_be_neither_ramped_nor_pumped() {
+    use levee::detect::baseline::{Baseline, Params};
+    use levee_tools::scenario::Rng;
+    use levee_tools::shapes;
+    const RATE: u64 = 10;
+    let (learn, pump, flood) = (60usize, 30usize, 10usize);
+    let total = learn + pump + flood;
+    let bed = bed();
+    let levee = start_levee_over(
+        &bed,
+        "[collector]\nallowed_exporters = [\"127.0.0.1/32\"]\n",
+        "[detection.baseline]\nwindow = \"2s\"\nceiling_window = \"300s\"\n\
+         learning = \"10s\"\nsigma = 4\nfloor_pps = 500\n",
+        1_000_000,
+    );
+    let mut rng = Rng::new(11);
+    let mut noisy = || 2000 + rng.range(0, 401) - 200;
+    let (ramped, pumped) = (v4(151), v4(152));
+    // The ramp: from the end of learning, 100 pps more each second.
+    let base_a: Vec<u64> = (0..total).map(|_| noisy()).collect();
+    let extra_a: Vec<u64> = (0..total)
+        .map(|s| s.saturating_sub(learn) as u64 * 100)
+        .collect();
+    // The pump, following levee's own baseline second by second.
+    let p = Params {
+        alpha: 1.0 / 2.0,
+        long_alpha: 1.0 / 300.0,
+        learning_s: 10,
+        sigma: 4.0,
+        floor_pps: 500.0,
+        floor_bps: 50e6,
+    };
+    let mut shadow = Baseline::default();
+    let base_b: Vec<u64> = (0..total).map(|_| noisy()).collect();
+    let mut extra_b = vec![0u64; total];
+    for s in 0..total {
+        let limit = shadow.limits(&p).map_or(0.0, |l| l.0);
+        if s >= learn + pump {
+            extra_b[s] = 4_500 - base_b[s];
+        } else if s >= learn && (s - learn) % 2 == 0 {
+            extra_b[s] = (0.8 * limit) as u64 - base_b[s].min((0.8 * limit) as u64);
+        }
+        let pps = base_b[s] + extra_b[s];
+        if s < learn + pump {
+            shadow.feed(s as u64, pps as f64, pps as f64 * 2000.0, &p);
+        }
+    }
+    let pumped_limit = shadow.limits(&p).map_or(0.0, |l| l.0);
+    assert!(
+        pumped_limit < 4_000.0,
+        "the pumping lifted the limit to {pumped_limit:.0} pps"
+    );
+    // sFlow 1:10 whose packets are the samples: each second's rate exact.
+    let per = |v: &[u64]| v.iter().map(|n| n / RATE).collect::<Vec<_>>();
+    let a = shapes::paced(ramped, &per(&base_a), &per(&extra_a), 1);
+    let b = shapes::paced(pumped, &per(&base_b), &per(&extra_b), 2);
+    let all = attacks::merge(vec![a.scenario(), b.scenario()]);
+    let exports = export::sflow_presampled(
+        &all,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        RATE as u32,
+        3,
+        20_000,
+    );
+    // Seconds of the schedule on levee's seconds: start on a whole one.
+    let wall = now_ms;
+    std::thread::sleep(Duration::from_millis(1000 - wall() % 1000 + 20));
+    let token = api_key(&bed.dir.path().join("levee.toml"), "test", "read");
+    let (wall_t0, sender) = send_at_pace(exports, levee.collector("sflow"));
+    // Note when each host's incident first shows.
+    let mut first_seen: std::collections::HashMap<IpAddr, u64> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(total as u64 + 5);
+    while Instant::now() < deadline {
+        let r = http(
+            levee.web,
+            "GET",
+            "/api/v1/incidents?limit=50",
+            Some(&token),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        for i in list.as_array().into_iter().flatten() {
+            let Some(host) = i["host"].as_str().and_then(|h| h.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            assert_eq!(
+                i["reason"]["kind"], "baseline",
+                "judged by baselines only: {i}"
+            );
+            first_seen.entry(host).or_insert_with(wall);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    sender.join().unwrap();
+    drop(levee);
+    let at = |h: IpAddr| {
+        first_seen
+            .get(&h)
+            .map(|ms| (*ms as f64 - wall_t0 as f64) / 1000.0)
+    };
+    eprintln!(
+        "ramp detected at {:?} s (ramp from {learn} s), pumped host at {:?} s (flood from {} s; limit after pumping {pumped_limit:.0} pps)",
+        at(ramped),
+        at(pumped),
+        learn + pump
+    );
+    let ramp_at = at(ramped).expect("the ramp was never detected");
+    assert!(
+        ramp_at > learn as f64 && ramp_at < (learn + pump + flood) as f64,
+        "ramp detected at {ramp_at} s"
+    );
+    let pump_at = at(pumped).expect("the flood after the pumping was never detected");
+    assert!(
+        pump_at > (learn + pump) as f64,
+        "the pumping itself was taken for an attack at {pump_at} s"
     );
 }

@@ -245,6 +245,10 @@ pub struct HostgroupMitigation {
     /// it (saying so), false refuses it and leaves the attack to the next
     /// level.
     pub unknown_collateral_ok: bool,
+    /// What rollback does with a rule that matches no TCP, whose harm a
+    /// fall in established TCP can only hint at: false keeps it (its
+    /// rollback is shown "unknown"), true withdraws it on such a fall.
+    pub rollback_unknown_withdraw: bool,
     /// Whether an attack spread over a prefix (DET-6) may have the whole
     /// prefix blackholed (RTBH). Off: a prefix's ladder skips RTBH, and
     /// scrubbing diversion is its next level after FlowSpec.
@@ -262,6 +266,7 @@ impl Default for HostgroupMitigation {
             max_collateral: 0.5,
             rollback_drop: Some(0.5),
             unknown_collateral_ok: true,
+            rollback_unknown_withdraw: false,
             prefix_rtbh: false,
         }
     }
@@ -1411,6 +1416,18 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
                         v.span(),
                         format!(
                             "`unknown_collateral` in [hostgroup.mitigation] is \"accept\" or \"refuse\", not {other:?}"
+                        ),
+                    ),
+                }
+            }
+            if let Some(v) = m.string(d, "rollback_unknown") {
+                match v.get_ref().as_str() {
+                    "keep" => g.mitigation.rollback_unknown_withdraw = false,
+                    "withdraw" => g.mitigation.rollback_unknown_withdraw = true,
+                    other => d.error(
+                        v.span(),
+                        format!(
+                            "`rollback_unknown` in [hostgroup.mitigation] is \"keep\" or \"withdraw\", not {other:?}"
                         ),
                     ),
                 }

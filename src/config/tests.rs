@@ -36,6 +36,11 @@ fn broken_configs_give_exact_positions_and_messages() {
             &["1:2: unknown key `webb`; did you mean `web`?"],
         ),
         (
+            "a rollback policy that is neither",
+            format!("{HG}[hostgroup.mitigation]\nrollback_unknown = \"drop\"\n"),
+            &["5:20: `rollback_unknown` in [hostgroup.mitigation] is \"keep\" or \"withdraw\", not \"drop\""],
+        ),
+        (
             "a next hop of the wrong family",
             "[bgp]\nnext_hop = \"100::1\"\nnext_hop6 = \"192.0.2.1\"\n".to_owned(),
             &[

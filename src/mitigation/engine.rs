@@ -550,19 +550,7 @@ impl Engine {
         else {
             return Vec::new();
         };
-        if inc
-            .verdict
-            .components
-            .iter()
-            .any(|c| c.family == crate::detect::classify::Family::TcpFlood)
-        {
-            return Vec::new();
-        }
-        use crate::accounting::class;
-        let before = f64::from(inc.legit.pps[class::TCP] - inc.legit.pps[class::TCP_SYN]);
-        if !inc.legit.learnt || before < ROLLBACK_FLOOR_PPS {
-            return Vec::new();
-        }
+        let before = established_before(inc);
         let mut victims = Vec::new();
         for m in &self.active {
             let Route::FlowSpec(r) = &m.route else {
@@ -570,8 +558,8 @@ impl Engine {
             };
             if !m.serves(host)
                 || m.decided_by != AUTO
-                || !(r.protocols.is_empty() || r.protocols.contains(&6))
                 || now_ms < m.created_ms + SETTLE_MS
+                || matches!(watch(r, inc, group), Watch::Unknown(_))
             {
                 continue;
             }
@@ -595,9 +583,14 @@ impl Engine {
                     m.level,
                     format!(
                         "rolled back: established TCP to {} fell to {now:.0} pps after the rule, \
-                         from {before:.0} before the attack (rollback_drop {:.0}%)",
+                         from {before:.0} before the attack (rollback_drop {:.0}%{})",
                         super::shown(host),
-                        drop * 100.0
+                        drop * 100.0,
+                        if matches_tcp(r) {
+                            ""
+                        } else {
+                            "; the rule matches no TCP, laid to it by rollback_unknown = \"withdraw\""
+                        }
                     ),
                 ));
             }
@@ -956,6 +949,12 @@ impl Engine {
             None => "restored".to_owned(),
         };
         let incident = case.and_then(|c| c.incident.clone());
+        let watch = match (&route, case.and_then(|c| c.incident_state.as_deref())) {
+            (Route::FlowSpec(r), Some(inc)) => Some(match watch(r, inc, group) {
+                Watch::Direct(why) | Watch::Indirect(why) | Watch::Unknown(why) => why,
+            }),
+            _ => None,
+        };
         Mitigation {
             id: self.id(now_ms),
             host: host.addr(),
@@ -972,6 +971,7 @@ impl Engine {
             http: self.provider(level),
             coverage: None,
             prefix: (!super::is_host(host)).then_some(host),
+            rollback: watch,
         }
     }
 
@@ -1571,6 +1571,7 @@ impl Engine {
             http: self.provider(level),
             coverage: None,
             prefix: None,
+            rollback: None,
         })
     }
 
@@ -1859,4 +1860,83 @@ fn supernet(a: IpNet, b: IpNet) -> Option<IpNet> {
         .rev()
         .filter_map(|len| IpNet::new(a.addr(), len).ok().map(|n| n.trunc()))
         .find(|n| n.contains(&b))
+}
+
+/// How levee watches one FlowSpec or firewall rule for harm to the host's
+/// legitimate traffic (MIT-7); each carries the sentence the mitigation
+/// shows.
+enum Watch {
+    /// A fall in the host's established TCP after the rule is laid to it:
+    /// the rule can match TCP.
+    Direct(String),
+    /// The rule matches no TCP, but a fall in the host's established TCP
+    /// is laid to it all the same (`rollback_unknown = "withdraw"`): a rule
+    /// on DNS answers or ICMP hurts the host's TCP through its resolution
+    /// or path-MTU discovery.
+    Indirect(String),
+    /// Nothing levee sees tells whether the rule hurts; it stays.
+    Unknown(String),
+}
+
+fn matches_tcp(r: &FlowSpecRule) -> bool {
+    r.protocols.is_empty() || r.protocols.contains(&6)
+}
+
+/// The host's established TCP (inbound TCP other than bare SYNs) before
+/// the attack, packets/s.
+fn established_before(inc: &Incident) -> f64 {
+    use crate::accounting::class;
+    f64::from((inc.legit.pps[class::TCP] - inc.legit.pps[class::TCP_SYN]).max(0.0))
+}
+
+/// How `r`, acting against `inc`, is watched for rollback.
+fn watch(r: &FlowSpecRule, inc: &Incident, group: &Hostgroup) -> Watch {
+    let Some(drop) = group.mitigation.rollback_drop else {
+        return Watch::Unknown("none: rollback is off (rollback_drop = 1)".to_owned());
+    };
+    if !inc.legit.learnt {
+        return Watch::Unknown(
+            "unknown: the host's normal traffic is not learnt yet, so a fall has nothing to be \
+             measured against"
+                .to_owned(),
+        );
+    }
+    if inc
+        .verdict
+        .components
+        .iter()
+        .any(|c| c.family == crate::detect::classify::Family::TcpFlood)
+    {
+        return Watch::Unknown(
+            "unknown: the attack is a TCP flood whose packets look like established TCP".to_owned(),
+        );
+    }
+    let before = established_before(inc);
+    if before < ROLLBACK_FLOOR_PPS {
+        return Watch::Unknown(format!(
+            "unknown: the host had {before:.0} pps of established TCP before the attack, \
+             under the {ROLLBACK_FLOOR_PPS:.0} pps a fall is judged from"
+        ));
+    }
+    if matches_tcp(r) {
+        return Watch::Direct(format!(
+            "watched: withdrawn if the host's established TCP ({before:.0} pps before the \
+             attack) falls more than {:.0}% after it",
+            drop * 100.0
+        ));
+    }
+    if group.mitigation.rollback_unknown_withdraw {
+        Watch::Indirect(format!(
+            "watched indirectly: the rule matches no TCP, but a fall of more than {:.0}% in the \
+             host's established TCP ({before:.0} pps before the attack) withdraws it \
+             (rollback_unknown = \"withdraw\")",
+            drop * 100.0
+        ))
+    } else {
+        Watch::Unknown(
+            "unknown: the rule matches no TCP, so a fall in the host's established TCP cannot be \
+             laid to it; kept (rollback_unknown = \"keep\")"
+                .to_owned(),
+        )
+    }
 }

@@ -73,6 +73,10 @@ pub struct Mitigation {
     /// (`host` is then its network address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<IpNet>,
+    /// FlowSpec and firewall (MIT-7): how levee watches the rule for harm
+    /// to the host's legitimate traffic, or why it cannot ("unknown: …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// Whether `t` is one address (/32, /128).

@@ -649,6 +649,7 @@ impl Task {
                 covers: Vec::new(),
                 http: None,
                 coverage: None,
+                rollback: None,
                 prefix: None,
             };
             if dry_run {

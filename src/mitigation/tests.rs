@@ -674,6 +674,126 @@ fn a_rule_that_starves_established_sessions_is_rolled_back() {
 }
 
 #[test]
+fn a_rule_that_matches_no_tcp_is_watched_as_the_policy_says() {
+    use crate::accounting::class;
+    // A DNS reflection: the rule matches UDP from port 53 only. Established
+    // TCP collapses from 190 to 20 pps after it (the host cannot resolve,
+    // say), but nothing ties the fall to that rule.
+    let run = |withdraw: bool| -> (Vec<Action>, Engine) {
+        let mut c = config();
+        c.hostgroups[0].mitigation.rollback_unknown_withdraw = withdraw;
+        let mut e = Engine::new(Arc::new(c));
+        let mut inc = incident(
+            "192.0.2.10",
+            Family::Amplification,
+            Some("dns"),
+            100_000_000,
+            0,
+        );
+        inc.current.features.protocols = vec![17];
+        inc.current.details = Arc::new(sampled(100, |_| crate::accounting::sketch::Seen {
+            length: 1400,
+            ..seen(17, 53, 0)
+        }));
+        inc.legit.learnt = true;
+        inc.legit.pps[class::ALL] = 300.0;
+        inc.legit.pps[class::TCP] = 200.0;
+        inc.legit.pps[class::TCP_SYN] = 10.0;
+        inc.timeline.clear();
+        let mut all = Vec::new();
+        for t in 0..=20u64 {
+            inc.last_over_ms = t * S;
+            inc.timeline.push(Point {
+                second: t,
+                pps: 12_500,
+                bps: 100_000_000,
+                est_tcp: if t >= 2 { 20 } else { 190 },
+                samples: 0,
+            });
+            all.extend(e.incident(&inc, t * S));
+        }
+        (all, e)
+    };
+    let rolled = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Withdraw { rollback: true, .. }))
+            .count()
+    };
+    // "keep" (the default): the rule stays, and says it is not watched.
+    let (actions, e) = run(false);
+    assert_eq!(rolled(&actions), 0, "{actions:?}");
+    let m = e
+        .active()
+        .iter()
+        .find(|m| m.level == Level::Flowspec)
+        .expect("the rule stays")
+        .clone();
+    let Route::FlowSpec(r) = &m.route else {
+        unreachable!()
+    };
+    assert_eq!(r.protocols, vec![17]);
+    let watch = m.rollback.as_deref().unwrap_or_default();
+    assert!(
+        watch.starts_with("unknown: the rule matches no TCP") && watch.contains("\"keep\""),
+        "{watch}"
+    );
+    // "withdraw": the same fall withdraws it, and says on what grounds.
+    let (actions, e) = run(true);
+    let Some(Action::Withdraw { why, m, .. }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::Withdraw { rollback: true, .. }))
+    else {
+        panic!("rolled back: {actions:?}")
+    };
+    assert!(why.contains("matches no TCP"), "{why}");
+    assert!(
+        m.rollback
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("watched indirectly"),
+        "{:?}",
+        m.rollback
+    );
+    assert!(e.active().iter().all(|m| m.level != Level::Flowspec));
+}
+
+#[test]
+fn every_rule_says_how_it_is_watched() {
+    use crate::accounting::class;
+    let mut e = Engine::new(Arc::new(config()));
+    let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+    let first = |e: &mut Engine, inc: &Incident| -> String {
+        e.incident(inc, 0);
+        let m = e
+            .active()
+            .iter()
+            .find(|m| m.level == Level::Flowspec)
+            .cloned();
+        m.and_then(|m| m.rollback).expect("a FlowSpec rule says")
+    };
+    // Nothing learnt: unknown, and why.
+    assert!(first(&mut e, &inc).starts_with("unknown: the host's normal traffic is not learnt"));
+    // Learnt, with established TCP: watched.
+    let mut e = Engine::new(Arc::new(config()));
+    inc.legit.learnt = true;
+    inc.legit.pps[class::ALL] = 300.0;
+    inc.legit.pps[class::TCP] = 200.0;
+    inc.legit.pps[class::TCP_SYN] = 10.0;
+    let w = first(&mut e, &inc);
+    assert!(w.starts_with("watched:") && w.contains("190 pps"), "{w}");
+    // A host with next to no established TCP: unknown, said.
+    let mut e = Engine::new(Arc::new(config()));
+    inc.legit.pps[class::TCP] = 14.0;
+    let w = first(&mut e, &inc);
+    assert!(w.starts_with("unknown: the host had 4 pps"), "{w}");
+    // Rollback off: said.
+    let mut c = config();
+    c.hostgroups[0].mitigation.rollback_drop = None;
+    let mut e = Engine::new(Arc::new(c));
+    assert!(first(&mut e, &inc).starts_with("none: rollback is off"));
+}
+
+#[test]
 fn an_attack_from_a_few_sources_gets_a_rule_per_source() {
     let mut inc = incident("192.0.2.10", Family::UdpFlood, None, 1, 0);
     inc.current.features.protocols = vec![17];

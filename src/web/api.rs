@@ -385,6 +385,7 @@ fn acting_on(s: &WebState, v: &mut serde_json::Value) {
             "level": m.level,
             "route": m.route.to_string(),
             "shadow": m.shadow,
+            "rollback": m.rollback,
         })).collect::<Vec<_>>(),
     });
 }

@@ -310,3 +310,60 @@ pub fn long_ipv6_chain(target: IpAddr, start_us: u64, seconds: u64, seed: u64) -
         ruleable: false,
     }
 }
+
+/// A host's own traffic second by second — web clients, `base[s]`
+/// packets in second `s` — with a UDP flood of `extra[s]` packets on top:
+/// the shapes of an attacker who ramps a flood slowly under a baseline,
+/// or pumps it with bursts just under its limit before the attack. The
+/// schedule is the caller's (a pumping schedule follows the baseline it
+/// pumps). Packets are evenly spread over each second.
+pub fn paced(target: IpAddr, base: &[u64], extra: &[u64], seed: u64) -> Shaped {
+    let mut rng = Rng::new(seed);
+    let v6 = target.is_ipv6();
+    let clients: Vec<(IpAddr, u8)> = (0..300)
+        .map(|_| (source(&mut rng, v6), path_ttl(&mut rng)))
+        .collect();
+    let spread = |rng: &mut Rng, s: usize, n: u64, make: &mut dyn FnMut(&mut Rng) -> PacketSpec| {
+        let gap = 1_000_000 / n.max(1);
+        (0..n)
+            .map(|i| Packet {
+                time_us: T0_US + s as u64 * 1_000_000 + i * gap + rng.range(0, gap.max(1)),
+                spec: make(rng),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut legit = Vec::new();
+    let mut attack = Vec::new();
+    for (s, &n) in base.iter().enumerate() {
+        legit.extend(spread(&mut rng, s, n, &mut |r| {
+            let (c, ttl) = clients[r.range(0, clients.len() as u64) as usize];
+            let flags = *r.pick(&[0x02u8, 0x10, 0x18, 0x10]);
+            PacketSpec {
+                tcp_flags: flags,
+                ttl,
+                ip_len: if flags == 0x18 { 600 } else { 60 },
+                ..PacketSpec::tcp(c, target, r.range(1024, 65_000) as u16, 443)
+            }
+        }));
+    }
+    for (s, &n) in extra.iter().enumerate() {
+        attack.extend(spread(&mut rng, s, n, &mut |r| PacketSpec {
+            ttl: 57,
+            ..PacketSpec::udp(
+                source(r, v6),
+                target,
+                r.range(1024, 65_535) as u16,
+                r.range(1, 65_535) as u16,
+                512,
+            )
+        }));
+    }
+    Shaped {
+        name: "paced",
+        target,
+        attack,
+        legit,
+        legit_allowed: 0.0,
+        ruleable: true,
+    }
+}
