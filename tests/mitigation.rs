@@ -816,3 +816,72 @@ fn a_rule_after_which_the_hosts_sessions_vanish_is_rolled_back() {
     );
     drop(traffic);
 }
+
+/// A withdrawal whose intent the store fails to delete still withdraws
+/// the route — and it stays withdrawn: reconciliation deletes the intent
+/// again (with its audit entry) instead of announcing the route back.
+#[test]
+fn a_withdrawal_the_store_could_not_record_is_not_undone() {
+    let bed = bed();
+    let config = config(&bed, "[mitigation]\nreconcile_every = \"1s\"\n");
+    // The second intent entry (the withdrawal's) cannot be written.
+    let mut failing = std::process::Command::new(levee_bin());
+    failing.env("LEVEE_TEST_FAIL_AT", "audit.append:mitigation.intent#2");
+    let levee = Levee::start_command(failing, &config);
+    let token = api_key(&config, "ops", "write");
+    wait_for_gobgpd(&levee);
+    announce(
+        &levee,
+        &token,
+        "{\"host\": \"192.0.2.10\", \"level\": \"rtbh\", \"ttl\": \"10m\"}",
+    );
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        rib.contains("192.0.2.10/32")
+    });
+    let id = in_force(&levee, &token, "rtbh")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = http(
+        levee.web,
+        "DELETE",
+        &format!("/api/v1/mitigations/{id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    levee.wait_for("the failed deletion", |l| {
+        l.log()
+            .iter()
+            .any(|x| x.contains("Cannot delete the intent"))
+    });
+    // Several reconciliations later the route is still gone, and the
+    // intent with it.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let rib = squash(&bed.router.rib("ipv4").unwrap());
+        assert!(!rib.contains("192.0.2.10/32"), "announced back: {rib}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        levee
+            .log()
+            .iter()
+            .any(|x| x.contains("Deleted a withdrawn mitigation's intent")),
+        "{:?}",
+        levee.log()
+    );
+    let out = cli(&["mitigation", "list", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no intent left");
+    drop(levee);
+    let (audit, _) = export(&config, "jsonl");
+    let withdrawals = audit
+        .lines()
+        .filter(|l| l.contains("mitigation.intent") && l.contains("could not be deleted"))
+        .count();
+    assert_eq!(withdrawals, 1, "{audit}");
+}

@@ -583,8 +583,36 @@ impl Task {
             }
         };
         let dry_run = self.cfg.mitigation.dry_run;
+        // The engine holds what is in force (it took every intent back at
+        // start-up): an intent it does not hold was withdrawn, and only its
+        // deletion failed. Delete it again; never announce it back.
+        let live: std::collections::HashSet<String> =
+            self.engine.active().iter().map(Mitigation::key).collect();
         for m in &intents {
             let is_held = held.iter().any(|r| r.same_announcement(&m.route));
+            if !live.contains(&m.key()) {
+                let why = "withdrawn earlier, when its intent could not be deleted";
+                let key = m.key();
+                match self.audit_with(
+                    m,
+                    "mitigation.intent",
+                    json!({ "intent": "withdraw", "why": why }),
+                    |b| b.intent_delete(&key),
+                ) {
+                    Ok(()) => {
+                        tracing::warn!(mitigation = %m.id, "Deleted a withdrawn mitigation's intent")
+                    }
+                    Err(e) => {
+                        tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent (again)");
+                    }
+                }
+                if is_held && !dry_run {
+                    let r = self.send(&m.route, false).await;
+                    self.shared.repaired.fetch_add(1, Ordering::Relaxed);
+                    self.log_result(m, "reconcile_withdraw", why, r, false);
+                }
+                continue;
+            }
             if let Err(why) = engine::guard(&self.cfg, &m.route).map_err(|e| e.to_string()) {
                 // The config changed under it (a hostgroup or the never
                 // list): withdraw it rather than keep or repair it.
@@ -789,10 +817,10 @@ impl Task {
                     );
                     if let Err(e) = decided {
                         // The route goes all the same (a withdrawal is the
-                        // safe side), but the intent stays: reconciliation
-                        // will put the route back until a restart (a known
-                        // gap: a store that cannot write).
-                        tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent");
+                        // safe side); the intent stays until reconciliation
+                        // deletes it again (the engine no longer holds it,
+                        // so it is never announced back).
+                        tracing::error!(mitigation = %m.id, error = %e, "Cannot delete the intent; reconciliation will");
                     }
                     crate::store::crash::point("intent.delete", &|| key.clone());
                     tracing::warn!(mitigation = %m.id, route = %m.route, %why, "Withdrawing");
