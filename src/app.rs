@@ -111,7 +111,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             Actor::System("config"),
             "config.load",
             &config_path.display().to_string(),
-            json!({ "sha256": loaded.sha256, "hostgroups": loaded.config.hostgroups.len() }),
+            {
+                let mut d = loaded.identity(&|v| audit.secret_mac(v));
+                d["hostgroups"] = json!(loaded.config.hostgroups.len());
+                d
+            },
         )
         .context("auditing the config load")?;
     audit
@@ -533,6 +537,7 @@ fn reload(path: &Path, current: &Loaded, audit: &AuditLog, counters: &Counters) 
             // is recorded as changed, with a keyed hash, never its value
             // (config::secrets).
             let recorded = diff.redacted(&|v| audit.secret_mac(v));
+            let id = next.identity(&|v| audit.secret_mac(v));
             let secrets: Vec<&String> = diff
                 .added
                 .keys()
@@ -545,7 +550,8 @@ fn reload(path: &Path, current: &Loaded, audit: &AuditLog, counters: &Counters) 
                 "config.reload",
                 &target,
                 json!({
-                    "sha256": next.sha256,
+                    "sha256": id["sha256"],
+                    "hmac_sha256": id["hmac_sha256"],
                     "diff": recorded,
                     "restart_required": restart,
                     "secrets_changed": secrets,

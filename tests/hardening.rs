@@ -466,6 +466,8 @@ fn a_reload_of_secrets_leaves_them_nowhere_to_be_read() {
         "tok-AAAA-1111",
         "metrics-token-AAAA-1111",
     );
+    use sha2::Digest;
+    let first_plain = hex::encode(sha2::Sha256::digest(std::fs::read(&config).unwrap()));
     let mut levee = Levee::start(&config);
     let (_, admin) = key(&config, "owner", "admin");
     let (_, write) = key(&config, "ops", "write");
@@ -581,6 +583,10 @@ fn a_reload_of_secrets_leaves_them_nowhere_to_be_read() {
     assert_eq!(view.status, 200, "{}", view.body);
     let v: Value = serde_json::from_str(&view.body).unwrap();
     assert_eq!(v["settings"]["scrubbing.http_token"], "<secret>");
+    // A file holding secrets is named by a keyed hash only: a plain one
+    // would let a reader test guesses of the token offline.
+    assert_eq!(v["sha256"], Value::Null, "{v}");
+    assert_eq!(v["hmac_sha256"].as_str().map(str::len), Some(32), "{v}");
     assert_eq!(v["settings"]["web.metrics_token"], "<secret>");
     assert!(v["settings"]["scrubbing.http_url"]
         .as_str()
@@ -626,8 +632,13 @@ fn a_reload_of_secrets_leaves_them_nowhere_to_be_read() {
             ));
         }
     }
+    let plain = hex::encode(sha2::Sha256::digest(std::fs::read(&config).unwrap()));
     for (what, text) in &texts {
-        for s in secrets {
+        for s in secrets
+            .iter()
+            .copied()
+            .chain([plain.as_str(), first_plain.as_str()])
+        {
             assert!(!text.contains(s), "{what} holds the secret {s}");
         }
     }

@@ -583,6 +583,18 @@ pub struct Loaded {
     pub flat: BTreeMap<String, String>,
 }
 
+impl Loaded {
+    /// What identifies the file where others may read it (the audit
+    /// chain, the API): `sha256` of its bytes unless it holds a secret
+    /// (then `null`, as a plain hash would let guesses of the secret be
+    /// tested offline), and always `hmac_sha256`, keyed by `mac` (the
+    /// store's key of secret hashes).
+    pub fn identity(&self, mac: &dyn Fn(&str) -> String) -> serde_json::Value {
+        let plain = (!secrets::holds_secrets(&self.flat)).then(|| self.sha256.clone());
+        serde_json::json!({ "sha256": plain, "hmac_sha256": mac(&self.sha256) })
+    }
+}
+
 /// One error with its position (1-based line and column, in characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

@@ -266,6 +266,15 @@ impl Diff {
     }
 }
 
+/// Whether a loaded file holds a secret: a secret key set, or a URL with
+/// credentials. A plain hash of such a file's bytes, beside its settings
+/// shown redacted, would let whoever reads both test guesses of the secret
+/// offline; only a keyed one may be shown.
+pub fn holds_secrets(flat: &std::collections::BTreeMap<String, String>) -> bool {
+    flat.iter()
+        .any(|(k, v)| is_secret(k) || (is_url(k) && url_has_credentials(v.trim_matches('"'))))
+}
+
 /// Every setting of a loaded file, secrets redacted (no hash): the
 /// configuration as the API shows it.
 pub fn view(flat: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
