@@ -1210,3 +1210,49 @@ fn a_head_trickled_byte_by_byte_is_cut_at_the_header_read_timeout() {
     // A whole request right after is still answered.
     assert_eq!(http_get(levee.web, "/healthz").0, 200);
 }
+
+/// A soft open-files limit below the hard one (the distribution's 1024
+/// under a unit's larger hard limit) is raised at start, and RocksDB keeps
+/// its tables to a quarter of it (at most 512).
+#[test]
+fn the_open_files_limit_is_raised_and_rocksdb_kept_within_it() {
+    let (dir, config) = setup("", "");
+    let mut c = Command::new(levee_bin());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 1600,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let levee = Levee::start_command(c, &config);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", levee.pid())).unwrap();
+    let open = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(&open[3..5], ["1600", "1600"], "{limits}");
+    let log = levee.log().join("\n");
+    assert!(
+        log.contains("open_files=1600") && log.contains("rocksdb_max_open_files=400"),
+        "{log}"
+    );
+    // The store was opened so: RocksDB's own record of its options.
+    let options: String = walk(&dir.path().join("data"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-"))
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(options.contains("max_open_files=400"), "{options}");
+}
