@@ -1213,7 +1213,8 @@ fn a_head_trickled_byte_by_byte_is_cut_at_the_header_read_timeout() {
 
 /// A soft open-files limit below the hard one (the distribution's 1024
 /// under a unit's larger hard limit) is raised at start, and RocksDB keeps
-/// its tables to a quarter of it (at most 512).
+/// its tables to a quarter of it (at most 512). The store's lock holder is
+/// known without `/proc`.
 #[test]
 fn the_open_files_limit_is_raised_and_rocksdb_kept_within_it() {
     let (dir, config) = setup("", "");
@@ -1255,4 +1256,13 @@ fn the_open_files_limit_is_raised_and_rocksdb_kept_within_it() {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     assert!(options.contains("max_open_files=400"), "{options}");
+    // Who holds the store, asked of the kernel (what the dead-man checks
+    // a heartbeat's writer by, with no need of /proc).
+    let data = dir.path().join("data");
+    assert_eq!(
+        levee::store::lock_owner_pid(&data),
+        Some(levee.pid() as u32)
+    );
+    drop(levee);
+    assert_eq!(levee::store::lock_owner_pid(&data), None);
 }

@@ -20,7 +20,9 @@
 //! heartbeat (`data_dir/levee.heartbeat`, rewritten every second by the
 //! running levee from its control plane): a heartbeat at most
 //! [`HEARTBEAT_FRESH`] old, written by the levee that holds the store's
-//! lock, is a levee alive, whatever the socket says. Only a levee that
+//! lock (asked of the kernel with `fcntl(F_GETLK)`, so a hidden `/proc`
+//! does not make a busy levee look dead), is a levee alive, whatever the
+//! socket says. Only a levee that
 //! neither answers nor beats is down; a killed levee stops beating at
 //! once (its lock goes with it).
 //!
@@ -109,6 +111,11 @@ pub fn heartbeat_age(data_dir: &Path) -> Option<Duration> {
     let age = Duration::from_millis(now_ms.abs_diff(at_ms));
     if age > HEARTBEAT_FRESH {
         return None;
+    }
+    // Its writer must hold the store's lock now: asked of the kernel
+    // first (no `/proc` needed), else named from `/proc`.
+    if let Some(owner) = crate::store::lock_owner_pid(data_dir).filter(|&p| p != 0) {
+        return (owner == pid).then_some(age);
     }
     let holder = crate::store::lock_holder(data_dir);
     (holder.role == crate::store::Role::Levee && holder.pid == Some(pid)).then_some(age)

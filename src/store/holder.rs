@@ -203,6 +203,29 @@ pub(super) fn locked_message(path: &Path, holder: &Holder, waited: Option<Durati
     }
 }
 
+/// The pid of the process holding the store's lock, asked of the kernel
+/// (`fcntl(F_GETLK)` on `db/LOCK`), with no need of `/proc` (which a
+/// hardened unit may hide). `None` when nobody holds it or the file
+/// cannot be opened; `Some(0)` for a holder in another pid namespace.
+pub fn lock_owner_pid(data_dir: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let lock = db_path(data_dir).join("LOCK");
+    // Opened for writing, as a write lock is what is asked about (this
+    // process holds no lock on it, so closing it releases nothing).
+    let f = std::fs::OpenOptions::new().write(true).open(lock).ok()?;
+    // SAFETY: flock is plain data; fcntl(F_GETLK) fills it in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    // SAFETY: a valid fd and a valid flock for the call to fill.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) } != 0 {
+        return None;
+    }
+    (fl.l_type != libc::F_UNLCK as libc::c_short).then(|| u32::try_from(fl.l_pid).unwrap_or(0))
+}
+
 /// Names the process that holds `data_dir`'s lock: the owner of the fcntl
 /// lock on `db/LOCK` in `/proc/locks` (alive by definition), else the pid
 /// file's pid if that process is alive.

@@ -1398,7 +1398,7 @@ mod holder;
 #[cfg(test)]
 use holder::named_files;
 use holder::{classify, locked_message, write_pid_file};
-pub use holder::{lock_holder, Holder, Role};
+pub use holder::{lock_holder, lock_owner_pid, Holder, Role};
 
 impl Drop for Store {
     fn drop(&mut self) {
