@@ -112,9 +112,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             "config.load",
             &config_path.display().to_string(),
             {
-                let mut d = loaded.identity(&|v| audit.secret_mac(v));
-                d["hostgroups"] = json!(loaded.config.hostgroups.len());
-                d
+                let id = loaded.identity(&|v| audit.secret_mac(v));
+                json!({
+                    "sha256": id.sha256,
+                    "hmac_sha256": id.hmac_sha256,
+                    "hostgroups": loaded.config.hostgroups.len(),
+                })
             },
         )
         .context("auditing the config load")?;
@@ -550,8 +553,8 @@ fn reload(path: &Path, current: &Loaded, audit: &AuditLog, counters: &Counters) 
                 "config.reload",
                 &target,
                 json!({
-                    "sha256": id["sha256"],
-                    "hmac_sha256": id["hmac_sha256"],
+                    "sha256": id.sha256,
+                    "hmac_sha256": id.hmac_sha256,
                     "diff": recorded,
                     "restart_required": restart,
                     "secrets_changed": secrets,

@@ -99,8 +99,9 @@ enum Msg {
 /// What the API and `/metrics` read, refreshed by the detector thread.
 #[derive(Debug, Default)]
 pub struct Live {
-    /// Active incidents as the API shows them.
-    pub active: Mutex<Vec<serde_json::Value>>,
+    /// Incidents in progress (the API reads them from the store, where
+    /// each is written as it changes).
+    pub incidents_active: AtomicU64,
     /// The busiest hosts of the last second: (address, hostgroup, pps, bps).
     pub top: Mutex<Vec<(Addr, String, u64, u64)>>,
     /// Every hostgroup's totals in the last second.
@@ -502,8 +503,9 @@ fn run_second(detector: &mut Detector, out: &mut Outcomes, m: Merged, now: u64) 
     out.record_second(m.second, &m.hosts);
     judge(detector, m);
     out.handle(detector.take_events(), None, now);
-    let active: Vec<serde_json::Value> = detector.active().map(incident_json).collect();
-    *out.live.active.lock().unwrap_or_else(|e| e.into_inner()) = active;
+    out.live
+        .incidents_active
+        .store(detector.active().count() as u64, Ordering::Relaxed);
 }
 
 /// A minute's rollup of one host or hostgroup.

@@ -358,21 +358,30 @@ impl fmt::Display for Community {
     }
 }
 
+/// Why a text is not a community.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCommunity {
+    #[error("community `{0}` is not ASN:VALUE")]
+    NotAsnValue(String),
+    #[error("community `{text}`: `{part}` is not a 16-bit number")]
+    NotU16 { text: String, part: String },
+}
+
 impl std::str::FromStr for Community {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Community, String> {
+    type Err = BadCommunity;
+    fn from_str(s: &str) -> Result<Community, BadCommunity> {
         let (a, v) = s
             .split_once(':')
-            .ok_or_else(|| format!("community `{s}` is not ASN:VALUE"))?;
-        let a: u16 = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("community `{s}`: `{a}` is not a 16-bit number"))?;
-        let v: u16 = v
-            .trim()
-            .parse()
-            .map_err(|_| format!("community `{s}`: `{v}` is not a 16-bit number"))?;
-        Ok(Community::new(a, v))
+            .ok_or_else(|| BadCommunity::NotAsnValue(s.to_owned()))?;
+        let half = |part: &str| {
+            part.trim()
+                .parse::<u16>()
+                .map_err(|_| BadCommunity::NotU16 {
+                    text: s.to_owned(),
+                    part: part.to_owned(),
+                })
+        };
+        Ok(Community::new(half(a)?, half(v)?))
     }
 }
 

@@ -583,15 +583,25 @@ pub struct Loaded {
     pub flat: BTreeMap<String, String>,
 }
 
+/// What names a loaded file where others may read it (the audit chain,
+/// the API).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// SHA-256 of its bytes — `None` when it holds a secret, as a plain
+    /// hash beside its redacted settings would let guesses of the secret
+    /// be tested offline.
+    pub sha256: Option<String>,
+    /// A keyed hash of it (under the store's key of secret hashes).
+    pub hmac_sha256: String,
+}
+
 impl Loaded {
-    /// What identifies the file where others may read it (the audit
-    /// chain, the API): `sha256` of its bytes unless it holds a secret
-    /// (then `null`, as a plain hash would let guesses of the secret be
-    /// tested offline), and always `hmac_sha256`, keyed by `mac` (the
-    /// store's key of secret hashes).
-    pub fn identity(&self, mac: &dyn Fn(&str) -> String) -> serde_json::Value {
-        let plain = (!secrets::holds_secrets(&self.flat)).then(|| self.sha256.clone());
-        serde_json::json!({ "sha256": plain, "hmac_sha256": mac(&self.sha256) })
+    /// Its [`Identity`], keyed by `mac`.
+    pub fn identity(&self, mac: &dyn Fn(&str) -> String) -> Identity {
+        Identity {
+            sha256: (!secrets::holds_secrets(&self.flat)).then(|| self.sha256.clone()),
+            hmac_sha256: mac(&self.sha256),
+        }
     }
 }
 
@@ -1705,7 +1715,7 @@ fn community(d: &mut Diags, s: &Spanned<String>) -> Option<levee_bgp::Community>
     match s.get_ref().parse() {
         Ok(c) => Some(c),
         Err(e) => {
-            d.error(s.span(), e);
+            d.error(s.span(), e.to_string());
             None
         }
     }

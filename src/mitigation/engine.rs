@@ -274,26 +274,32 @@ impl Engine {
 
     /// Whether the attack's recent evidence is enough to build rules from,
     /// or why not.
-    fn evidence(&self, inc: &Incident) -> Result<(), String> {
+    fn evidence(&self, inc: &Incident) -> Result<(), ShortOfEvidence> {
         let v = &inc.current.verdict;
         let m = &self.cfg.mitigation;
         if !v.classified() {
-            return Err(format!(
-                "unclassified: {}",
-                v.why.as_deref().unwrap_or("no family stands out")
+            return Err(ShortOfEvidence::Unclassified(
+                v.why
+                    .as_deref()
+                    .unwrap_or("no family stands out")
+                    .to_owned(),
             ));
         }
         if v.samples < m.min_samples {
-            return Err(format!(
-                "{} {} from {} sampled records; min_samples is {}",
-                v.family, v.confidence, v.samples, m.min_samples
-            ));
+            return Err(ShortOfEvidence::FewSamples {
+                family: v.family.to_string(),
+                confidence: v.confidence,
+                samples: v.samples,
+                min: m.min_samples,
+            });
         }
         if v.confidence < m.min_confidence {
-            return Err(format!(
-                "{} at confidence {:.2} from {} sampled records; min_confidence is {:.2}",
-                v.family, v.confidence, v.samples, m.min_confidence
-            ));
+            return Err(ShortOfEvidence::LowConfidence {
+                family: v.family.to_string(),
+                confidence: v.confidence,
+                samples: v.samples,
+                min: m.min_confidence,
+            });
         }
         // Each rule is drawn from its own part of the samples (its ports,
         // its lengths): every component needs enough of them, or its rule
@@ -304,13 +310,11 @@ impl Engine {
             .iter()
             .find(|c| c.share * items < rules::MIN_COMPONENT_SAMPLES as f64)
         {
-            return Err(format!(
-                "{} is {:.0}% of {} samples held for rules: fewer than {} to draw its rule from",
-                c.family.as_str(),
-                c.share * 100.0,
-                items,
-                rules::MIN_COMPONENT_SAMPLES
-            ));
+            return Err(ShortOfEvidence::ThinComponent {
+                family: c.family.as_str(),
+                share: c.share,
+                held: items as usize,
+            });
         }
         Ok(())
     }
@@ -1763,6 +1767,42 @@ pub enum Refusal {
         used: usize,
         more: usize,
         budget: usize,
+    },
+}
+
+/// Why the evidence is not yet enough to build rules from (MIT-1): the
+/// level waits, or passes to the next, saying this.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShortOfEvidence {
+    #[error("unclassified: {0}")]
+    Unclassified(String),
+    #[error("{family} {confidence} from {samples} sampled records; min_samples is {min}")]
+    FewSamples {
+        family: String,
+        confidence: f64,
+        samples: u64,
+        min: u64,
+    },
+    #[error(
+        "{family} at confidence {confidence:.2} from {samples} sampled records; min_confidence is {min:.2}"
+    )]
+    LowConfidence {
+        family: String,
+        confidence: f64,
+        samples: u64,
+        min: f64,
+    },
+    /// One family of the verdict has too few of the samples held for
+    /// rules to draw its rule from.
+    #[error(
+        "{family} is {:.0}% of {held} samples held for rules: fewer than {} to draw its rule from",
+        share * 100.0,
+        rules::MIN_COMPONENT_SAMPLES
+    )]
+    ThinComponent {
+        family: &'static str,
+        share: f64,
+        held: usize,
     },
 }
 

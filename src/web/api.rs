@@ -1013,8 +1013,8 @@ async fn config_view(
     let id = loaded.identity(&|v| s.audit.secret_mac(v));
     Ok(Json(serde_json::json!({
         "path": loaded.path,
-        "sha256": id["sha256"],
-        "hmac_sha256": id["hmac_sha256"],
+        "sha256": id.sha256,
+        "hmac_sha256": id.hmac_sha256,
         "settings": settings,
         "secret_keys": crate::config::secrets::SECRET_KEYS,
         "url_keys": crate::config::secrets::URL_KEYS,

@@ -152,7 +152,7 @@ pub fn render(s: &WebState, store_size: u64) -> String {
         p.sample(
             "levee_incidents_active",
             &[],
-            live.active.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            live.incidents_active.load(Ordering::Relaxed),
         );
         p.family("levee_incidents_total", "counter", "Incidents started.");
         p.sample(
