@@ -42,6 +42,9 @@ pub struct Ingest {
     /// Whether flow export may move routes (an allow-list, or
     /// `trust_any_exporter`); local capture always may.
     pub exporters_trusted: bool,
+    /// Whether flow export from any source, listed or not, may move
+    /// routes (`trust_any_exporter`): said at start and on `/healthz`.
+    pub any_exporter_trusted: bool,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -85,6 +88,7 @@ impl Ingest {
             listeners: Vec::new(),
             captures: Vec::new(),
             exporters_trusted: !cfg.allowed_exporters.is_empty() || trust_any_exporter,
+            any_exporter_trusted: trust_any_exporter,
             stop: stop.clone(),
             threads: Mutex::new(Vec::new()),
         };
@@ -105,6 +109,13 @@ impl Ingest {
                 "No exporter is trusted to move routes: without [collector] allowed_exporters, \
                  levee detects and alerts on flow export but mitigates only on local capture \
                  (set [mitigation] trust_any_exporter = true to trust every source)"
+            );
+        }
+        if exports && trust_any_exporter {
+            tracing::warn!(
+                "[mitigation] trust_any_exporter = true: flow export from any source, listed or \
+                 not, may move routes — one forged datagram can announce a rule; prefer \
+                 [collector] allowed_exporters"
             );
         }
         for (kind, addrs) in [

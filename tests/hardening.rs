@@ -1120,15 +1120,15 @@ fn manual_announcements_are_bounded() {
             "ttl",
         ),
         (
-            r#"{"host": "192.0.2.10", "level": "flowspec", "dst_ports": [1, 2, 3, 4, 5]}"#,
-            "dst_ports: 5 values",
+            r#"{"host": "192.0.2.10", "level": "flowspec", "dst_ports": [1, 2, 3, 4, 5, 6, 7, 8, 9]}"#,
+            "dst_ports: 9 values",
         ),
         (
-            r#"{"host": "192.0.2.10", "level": "flowspec", "src_ports": [1, 2, 3, 4, 5, 6]}"#,
+            r#"{"host": "192.0.2.10", "level": "flowspec", "src_ports": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}"#,
             "src_ports",
         ),
         (
-            r#"{"host": "192.0.2.10", "level": "flowspec", "protocols": [1, 6, 17, 47, 50]}"#,
+            r#"{"host": "192.0.2.10", "level": "flowspec", "protocols": [1, 6, 17, 47, 50, 51, 58, 89, 132]}"#,
             "protocols",
         ),
     ] {

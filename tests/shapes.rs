@@ -159,6 +159,56 @@ fn a_forged_exporter_moves_no_route() {
         "no blackhole: {rules:?}"
     );
     drop(levee);
+
+    // trust_any_exporter: the operator's choice, said at start and on
+    // /healthz — and then an unlisted source does move routes.
+    let opted_in: IpAddr = "192.0.2.67".parse().unwrap();
+    let levee = start_levee(&bed, "[mitigation]\ntrust_any_exporter = true\n");
+    let (_, health) = levee.get("/healthz");
+    assert!(
+        health.contains("flow export from any source may move routes"),
+        "{health}"
+    );
+    assert!(
+        levee
+            .log()
+            .iter()
+            .any(|l| l.contains("trust_any_exporter = true: flow export from any source")),
+        "{:?}",
+        levee.log()
+    );
+    let attack = attacks::attack(
+        &Attack {
+            family: Family::Amplification(123),
+            target: opted_in,
+            pps: 20_000,
+            start_us: 0,
+            duration_s: 4,
+            sources: Sources::Hosts(100),
+        },
+        6,
+    );
+    let exports = export::sflow(&attack, IpAddr::V4(Ipv4Addr::LOCALHOST), 100, 3, 1_000_000);
+    let payloads: Vec<Vec<u8>> = exports.into_iter().map(|e| e.payload).collect();
+    send_from(
+        "127.0.0.9:0",
+        levee.collector("sflow"),
+        &payloads,
+        Duration::from_millis(4),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !watch
+        .changes()
+        .iter()
+        .any(|c| c.is_flowspec() && !c.withdrawal && c.nlri.to_string().contains("192.0.2.67/32"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "with trust_any_exporter, the unlisted source's attack was not mitigated"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(levee);
 }
 
 /// Every shape on a host of its own at once, sFlow 1:100 at the capture's

@@ -553,3 +553,36 @@ fn many_host_incidents_inside_a_prefix_are_not_its_incident_in_looks_or_seconds(
         started(&ev)
     );
 }
+
+#[test]
+fn the_hosts_normal_traffic_comes_back_after_a_restart() {
+    let web = |pps| {
+        let mut h = second(HOST, pps);
+        h.inbound.packets[class::UDP] = 0;
+        h.inbound.packets[class::TCP] = pps;
+        h
+    };
+    let mut d = Detector::new(settings(10_000, 1, None));
+    for t in 0..60 {
+        d.on_second(1_000 + t, vec![web(200)]);
+    }
+    // Saved as the store saves it (JSON), taken back by a new detector.
+    let saved: Vec<(Addr, Saved)> = d
+        .saved()
+        .map(|(a, s)| {
+            let bytes = serde_json::to_vec(&s).unwrap();
+            (*a, serde_json::from_slice(&bytes).unwrap())
+        })
+        .collect();
+    assert!(saved.iter().all(|(_, s)| s.legit.is_some()));
+    let mut fresh = Detector::new(settings(10_000, 1, None));
+    assert_eq!(fresh.restore(saved), 1);
+    // An attack right after the restart carries the profile from before
+    // it, learnt: rules are judged against it at once.
+    fresh.on_second(1_061, vec![second(HOST, 50_000)]);
+    let ev = fresh.take_events();
+    let inc = started(&ev)[0];
+    assert!(inc.legit.learnt, "{:?}", inc.legit);
+    let tcp = inc.legit.pps[class::TCP];
+    assert!((150.0..=210.0).contains(&tcp), "{tcp}");
+}

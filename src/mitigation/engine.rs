@@ -1124,8 +1124,12 @@ impl Engine {
                 continue;
             }
             // The wider rule reaches every host it covers: each attacked
-            // one's normal traffic must bear it, not only this host's.
+            // one's normal traffic must bear it, not only this host's; an
+            // unknown one is as `unknown_collateral` says. (Hosts of the
+            // prefix that are not attacked are not judged here: the rule
+            // matches only the attack's signature on their traffic.)
             let max = group.mitigation.max_collateral;
+            let unknown_ok = group.mitigation.unknown_collateral_ok;
             let too_costly = std::iter::once(m.host)
                 .chain(m.covers.iter().copied())
                 .filter_map(|h| self.cases.get(&IpNet::from(h))?.incident_state.as_deref())
@@ -1134,7 +1138,10 @@ impl Engine {
                         .get(&host)
                         .and_then(|c| c.incident_state.as_deref()),
                 )
-                .any(|inc| rules::collateral(&merged, &inc.legit).is_some_and(|c| c > max));
+                .any(|inc| match rules::collateral(&merged, &inc.legit) {
+                    Some(c) => c > max,
+                    None => !unknown_ok,
+                });
             if too_costly {
                 continue;
             }
@@ -1840,10 +1847,9 @@ pub fn guard(cfg: &Config, r: &Route) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Port and length lists a merged rule may hold at most (routers take
-/// long FlowSpec component lists badly, and a long list is a sign the
-/// rules are not one attack).
-const MAX_MERGED_RANGES: usize = 8;
+/// Port and length lists a merged rule may hold at most: what any rule
+/// may ([`rules::MAX_VALUES`]).
+const MAX_MERGED_RANGES: usize = rules::MAX_VALUES;
 
 /// One rule matching what `a` and `b` both match, for two hosts under one
 /// attack (the destination is `a`'s; the caller widens it): the same

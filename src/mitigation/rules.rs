@@ -29,6 +29,13 @@ const AMPLIFIED: u32 = 400;
 const LENGTH_MARGIN: u32 = 16;
 /// At most this many destination ports are matched; more match all.
 const MAX_PORTS: usize = 4;
+/// Values (ports, ICMP types, length ranges) one component of any rule
+/// levee draws lists at most — automatic, merged or manual: routers take
+/// long component lists badly (each value is a term every router
+/// evaluates), and a longer list is a sign the rule is not one attack.
+/// What a capped list leaves out is left to the coverage loop (another
+/// rule, or the next level).
+pub const MAX_VALUES: usize = 8;
 
 /// The host route of an address (/32, /128).
 pub fn host_net(ip: IpAddr) -> IpNet {
@@ -106,8 +113,14 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                 ..base.clone()
             },
             Family::Amplification => {
-                // Every reflected service, not only the heaviest.
-                let mut ports: Vec<Range> = c.services.iter().map(|s| Range::one(s.port)).collect();
+                // Every reflected service, not only the heaviest (the
+                // heaviest MAX_VALUES of them).
+                let mut ports: Vec<Range> = c
+                    .services
+                    .iter()
+                    .take(MAX_VALUES)
+                    .map(|s| Range::one(s.port))
+                    .collect();
                 if ports.is_empty() {
                     if let Some(v) = c.vector.as_deref() {
                         ports.extend(
@@ -142,6 +155,7 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
                     .icmp_types
                     .iter()
                     .filter(|t| **t != pmtud)
+                    .take(MAX_VALUES)
                     .map(|t| Range::one(u16::from(*t)))
                     .collect();
                 types.sort();

@@ -1076,6 +1076,37 @@ fn a_rule_is_not_churned_for_a_length_range_the_samples_draw_differently() {
 }
 
 #[test]
+fn no_rule_lists_more_values_than_any_rule_may() {
+    use crate::detect::classify::{Service, REFLECTORS};
+    // Ten reflected services: the heaviest eight make the rule; the rest
+    // are left to the coverage loop.
+    let mut inc = incident("192.0.2.10", Family::Amplification, Some("dns"), 1, 0);
+    inc.current.features.protocols = vec![17];
+    inc.current.verdict.components[0].services = REFLECTORS
+        .iter()
+        .take(10)
+        .enumerate()
+        .map(|(i, (port, name))| Service {
+            name,
+            port: *port,
+            share: 0.1 - i as f64 * 0.005,
+        })
+        .collect();
+    inc.current.verdict.parts = inc.current.verdict.components.clone();
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    assert_eq!(r[0].src_ports.len(), rules::MAX_VALUES, "{:?}", r[0]);
+    let heaviest: Vec<Range> = {
+        let mut v: Vec<Range> = REFLECTORS[..8]
+            .iter()
+            .map(|(p, _)| Range::one(*p))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(r[0].src_ports, heaviest);
+}
+
+#[test]
 fn amplification_rules_let_the_hosts_own_small_replies_through() {
     // NTP monlist answers of 468 bytes, and the host's own NTP replies of
     // 76 bytes now and then.

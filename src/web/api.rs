@@ -742,11 +742,11 @@ struct Announce {
 }
 
 /// Values per FlowSpec component (protocols, source ports, destination
-/// ports) a manual rule may list at most: the bound automatic rules keep
-/// (`mitigation::rules`: at most four ports matched, more match all). A
-/// component with more values is not a rule levee would draw, and each
-/// value is a term every router must evaluate.
-pub const MAX_COMPONENT_VALUES: usize = 4;
+/// ports) a manual rule may list at most: the bound every rule levee
+/// draws keeps ([`crate::mitigation::rules::MAX_VALUES`]). A component
+/// with more values is not a rule levee would draw, and each value is a
+/// term every router must evaluate.
+pub const MAX_COMPONENT_VALUES: usize = crate::mitigation::rules::MAX_VALUES;
 
 /// The shortest TTL a manual mitigation may have.
 const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -139,6 +139,10 @@ async fn healthz(State(s): State<WebState>) -> impl IntoResponse {
              not trusted to move routes (set [collector] allowed_exporters or \
              [mitigation] trust_any_exporter)\n"
         }
+        Some(i) if i.any_exporter_trusted && !i.listeners.is_empty() => {
+            "mitigation: flow export from any source may move routes \
+             ([mitigation] trust_any_exporter = true): a forged datagram can announce a rule\n"
+        }
         _ => "",
     };
     (
