@@ -228,7 +228,7 @@ fn rules_fit_the_attack_whatever_its_shape() {
     );
     let watch = bed
         .router
-        .watch(&["ipv4-flowspec", "ipv6-flowspec"])
+        .watch(&["ipv4-flowspec", "ipv6-flowspec", "ipv4", "ipv6"])
         .unwrap();
     let (start, secs) = (1_000_000, 8);
     let shaped = vec![
@@ -244,11 +244,16 @@ fn rules_fit_the_attack_whatever_its_shape() {
     let (wall_t0, sender) = send_at_pace(exports, levee.collector("sflow"));
     sender.join().unwrap();
     let changes = watch.changes();
+    // What the incidents say of the rules acting on them: their coverage.
+    let token = api_key(&levee.config, "ops", "read");
+    let r = http(levee.web, "GET", "/api/v1/incidents", Some(&token), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let incidents: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     drop(levee);
 
     let mut failures = Vec::new();
     eprintln!(
-        "shape                                        rules  attack matched  legitimate matched"
+        "shape                                        rules  attack matched  legitimate matched  blackholed"
     );
     for s in &shaped {
         let attack: Vec<_> = s.attack.iter().map(|p| p.spec).collect();
@@ -278,13 +283,36 @@ fn rules_fit_the_attack_whatever_its_shape() {
             }
         }
         let (a, l) = (coverage(&held, &attack), coverage(&held, &legit));
+        // A blackhole drops the host's legitimate traffic whole: a shape a
+        // rule describes must never come to one.
+        let host_route = format!("\"{}/", s.target);
+        let blackholed = changes
+            .iter()
+            .any(|c| !c.is_flowspec() && !c.withdrawal && c.nlri.to_string().contains(&host_route));
         eprintln!(
-            "{:44} {:5}  {:13.1}%  {:17.1}%",
+            "{:44} {:5}  {:13.1}%  {:17.1}%  {}",
             s.name,
             held.len(),
             a * 100.0,
-            l * 100.0
+            l * 100.0,
+            if blackholed { "yes" } else { "no" }
         );
+        if s.ruleable && blackholed {
+            failures.push(format!("{}: blackholed though a rule describes it", s.name));
+        }
+        let shown = incidents
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["host"] == s.target.to_string())
+            .filter_map(|i| i["mitigation"]["coverage"].as_f64())
+            .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
+        if s.ruleable && shown.is_none_or(|c| c < 0.9) {
+            failures.push(format!(
+                "{}: the incident shows a coverage of {shown:?} for the rules acting on it",
+                s.name
+            ));
+        }
         if s.ruleable && a < 0.9 {
             failures.push(format!(
                 "{}: the rules at the end match {:.1}% of the attack: {:?}",
@@ -396,6 +424,47 @@ fn a_spray_of_addresses_does_not_blind_levee_to_the_next_victim() {
     drop(levee);
 }
 
+/// `scenario` as softflowd exports it (NetFlow v5, flows expired after
+/// `maxlife` seconds): each datagram with its export time in capture time
+/// (µs), in the order sent.
+fn softflowd(
+    scenario: &levee_tools::scenario::Scenario,
+    dir: &std::path::Path,
+    maxlife: u32,
+) -> Vec<(u64, Vec<u8>)> {
+    let pcap = dir.join(format!("{}.pcap", scenario.name));
+    scenario.write_pcap_snap(&pcap, 128).unwrap();
+    // softflowd reads the capture and exports to a socket of ours.
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let status = std::process::Command::new("softflowd")
+        .args(["-r", pcap.to_str().unwrap(), "-n"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-v", "5", "-a", "-A", "milli", "-c", "none", "-d", "-t"])
+        .arg(format!("maxlife={maxlife}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("softflowd runs (scripts/install-deps --test installs it)");
+    assert!(status.success());
+    let mut datagrams: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 65_536];
+    while let Ok(n) = rx.recv(&mut buf) {
+        let d = &buf[..n];
+        // NetFlow v5 header: export time in unix_secs and unix_nsecs.
+        let secs = u32::from_be_bytes([d[8], d[9], d[10], d[11]]) as u64;
+        let nsecs = u32::from_be_bytes([d[12], d[13], d[14], d[15]]) as u64;
+        datagrams.push((secs * 1_000_000 + nsecs / 1000, d.to_vec()));
+    }
+    assert!(
+        datagrams.len() >= 3,
+        "softflowd exported {} datagrams",
+        datagrams.len()
+    );
+    datagrams
+}
+
 /// A flood carried in persistent 5-tuples (as Mirai's udpplain sends it),
 /// exported by a real exporter — softflowd, NetFlow v5, a 10 s active
 /// timeout — whose datagrams reach `levee run` at the pace softflowd sent
@@ -425,46 +494,7 @@ fn a_flood_in_persistent_flows_reads_at_its_rate() {
         name: "persistent".into(),
         packets,
     };
-    let pcap = dir.path().join("persistent.pcap");
-    flood.write_pcap_snap(&pcap, 128).unwrap();
-    // softflowd reads the capture and exports to a socket of ours.
-    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let port = rx.local_addr().unwrap().port();
-    let status = std::process::Command::new("softflowd")
-        .args(["-r", pcap.to_str().unwrap(), "-n"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "-v",
-            "5",
-            "-a",
-            "-A",
-            "milli",
-            "-c",
-            "none",
-            "-d",
-            "-t",
-            "maxlife=10",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("softflowd runs (scripts/install-deps --test installs it)");
-    assert!(status.success());
-    let mut datagrams: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut buf = [0u8; 65_536];
-    while let Ok(n) = rx.recv(&mut buf) {
-        let d = &buf[..n];
-        // NetFlow v5 header: export time in unix_secs and unix_nsecs.
-        let secs = u32::from_be_bytes([d[8], d[9], d[10], d[11]]) as u64;
-        let nsecs = u32::from_be_bytes([d[12], d[13], d[14], d[15]]) as u64;
-        datagrams.push((secs * 1_000_000 + nsecs / 1000, d.to_vec()));
-    }
-    assert!(
-        datagrams.len() >= 3,
-        "softflowd exported {} datagrams",
-        datagrams.len()
-    );
+    let datagrams = softflowd(&flood, dir.path(), 10);
     let first = datagrams.iter().map(|d| d.0).min().unwrap();
     let records: usize = datagrams.iter().map(|d| usize::from(d.1[3])).sum();
     eprintln!(
@@ -659,4 +689,100 @@ fn baselines_can_be_neither_ramped_nor_pumped() {
         pump_at > (learn + pump) as f64,
         "the pumping itself was taken for an attack at {pump_at} s"
     );
+}
+
+/// Flows alternating 64- and 1400-byte packets, exported by a real flow
+/// exporter (softflowd, NetFlow v5): each record says only the average
+/// (732 bytes), no packet's length. The rule the router gets must still
+/// match the attack — no length taken from an average — and spare the
+/// host's web traffic.
+#[test]
+fn flow_exports_averages_never_make_a_length_match() {
+    use levee_collectors::encode::packet::PacketSpec;
+    use levee_tools::flowspec::coverage;
+    use levee_tools::scenario::{Packet, Scenario, T0_US};
+    use levee_tools::shapes;
+    let dir = tempfile::tempdir().unwrap();
+    let victim: IpAddr = "192.0.2.78".parse().unwrap();
+    // Ten flows of 2,000 pps each for 8 s, sizes alternating.
+    let mut attack = Vec::new();
+    for f in 0..10u64 {
+        let src = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 30 + f as u8));
+        for i in 0..8 * 2000u64 {
+            attack.push(Packet {
+                time_us: T0_US + 1_000_000 + i * 500 + f * 37,
+                spec: PacketSpec {
+                    ttl: 57,
+                    ..PacketSpec::udp(
+                        src,
+                        victim,
+                        40_000 + f as u16,
+                        27_015,
+                        if i % 2 == 0 { 64 } else { 1400 },
+                    )
+                },
+            });
+        }
+    }
+    let legit = shapes::paced(victim, &[300; 11], &[0; 11], 8).legit;
+    let mut packets: Vec<Packet> = attack.iter().chain(&legit).copied().collect();
+    packets.sort_by_key(|p| p.time_us);
+    let scenario = Scenario {
+        name: "alternating-flows".into(),
+        packets,
+    };
+    let datagrams = softflowd(&scenario, dir.path(), 2);
+
+    let bed = bed();
+    let levee = start_levee(
+        &bed,
+        "[collector]\nallowed_exporters = [\"127.0.0.1/32\"]\n",
+    );
+    let watch = bed.router.watch(&["ipv4-flowspec", "ipv4"]).unwrap();
+    let netflow = levee.collector("netflow");
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let first = datagrams.iter().map(|d| d.0).min().unwrap();
+    let start = Instant::now();
+    for (at, d) in &datagrams {
+        let due = Duration::from_micros(at - first);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        tx.send_to(d, netflow).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let changes = watch.changes();
+    drop(levee);
+    let routes = routes_for(&changes, victim);
+    assert!(
+        changes.iter().all(|c| c.is_flowspec()),
+        "no blackhole: {changes:?}"
+    );
+    let rules: Vec<_> = routes
+        .iter()
+        .filter(|(_, add, _)| *add)
+        .map(|(_, _, r)| r.clone())
+        .collect();
+    assert!(!rules.is_empty(), "the flood got a rule");
+    for r in &rules {
+        assert!(
+            r.components
+                .iter()
+                .all(|(k, _)| *k != levee_tools::flowspec::kind::PACKET_LENGTH),
+            "a length from an average: {}",
+            r.text
+        );
+    }
+    let attack: Vec<PacketSpec> = attack.iter().map(|p| p.spec).collect();
+    let legit: Vec<PacketSpec> = legit.iter().map(|p| p.spec).collect();
+    let (a, l) = (coverage(&rules, &attack), coverage(&rules, &legit));
+    eprintln!(
+        "alternating sizes over NetFlow: {} rule(s), {:.1}% of the attack and {:.1}% of the web traffic matched: {:?}",
+        rules.len(),
+        a * 100.0,
+        l * 100.0,
+        rules.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    assert!(a >= 0.9, "{a}");
+    assert!(l <= 0.01, "{l}");
 }
