@@ -801,6 +801,196 @@ impl Outcomes {
     }
 }
 
+impl Dataplane {
+    /// Writes the data plane's metrics: ring drops, incidents, detection
+    /// delay, hosts and prefixes tracked, hostgroups' last second.
+    pub fn write_metrics(&self, p: &mut crate::exposition::Prom) {
+        let (dp, live) = (self, &self.live);
+        p.family(
+            "levee_ring_drops_total",
+            "counter",
+            "Records dropped because a shard ring was full.",
+        );
+        p.sample(
+            "levee_ring_drops_total",
+            &[],
+            dp.ring_drops.load(Ordering::Relaxed),
+        );
+        p.family("levee_incidents_active", "gauge", "Incidents in progress.");
+        p.sample(
+            "levee_incidents_active",
+            &[],
+            live.incidents_active.load(Ordering::Relaxed),
+        );
+        p.family("levee_incidents_total", "counter", "Incidents started.");
+        p.sample(
+            "levee_incidents_total",
+            &[],
+            live.incidents_started.load(Ordering::Relaxed),
+        );
+        p.summary(
+            "levee_detection_delay_seconds",
+            "From the record that crossed a threshold to its incident being recorded.",
+            &live.delay,
+            1e3,
+            3,
+        );
+        p.family(
+            "levee_hosts_tracked",
+            "gauge",
+            "Protected hosts with traffic being accounted.",
+        );
+        p.sample(
+            "levee_hosts_tracked",
+            &[],
+            live.hosts.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_detailed",
+            "gauge",
+            "Hosts with detailed statistics (busy enough to classify).",
+        );
+        p.sample(
+            "levee_hosts_detailed",
+            &[],
+            live.detailed.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_refused_total",
+            "counter",
+            "Records for new hosts refused because max_hosts was reached.",
+        );
+        p.sample(
+            "levee_hosts_refused_total",
+            &[],
+            live.refused.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_evicted_total",
+            "counter",
+            "Hosts forgotten after host_idle without traffic.",
+        );
+        p.sample(
+            "levee_hosts_evicted_total",
+            &[],
+            live.evicted.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_hosts_details_refused_total",
+            "counter",
+            "Host-seconds busy enough for detailed statistics that found max_detailed reached.",
+        );
+        p.sample(
+            "levee_hosts_details_refused_total",
+            &[],
+            live.details_refused.load(Ordering::Relaxed),
+        );
+        p.family(
+        "levee_hosts_details_replaced_total",
+        "counter",
+        "Detailed statistics taken from a far quieter host for a busier one when max_detailed was reached.",
+    );
+        p.sample(
+            "levee_hosts_details_replaced_total",
+            &[],
+            live.details_replaced.load(Ordering::Relaxed),
+        );
+        for (name, kind, help, value) in [
+        (
+            "levee_prefixes_tracked",
+            "gauge",
+            "Prefix aggregates with recent traffic being accounted ([hostgroup.prefix_thresholds]).",
+            &live.prefixes,
+        ),
+        (
+            "levee_prefixes_refused_total",
+            "counter",
+            "Host-seconds left out of their prefix aggregate: the shard held as many aggregates as it may, none idle.",
+            &live.prefixes_refused,
+        ),
+        (
+            "levee_prefixes_evicted_total",
+            "counter",
+            "Idle prefix aggregates forgotten early to make room for a new one.",
+            &live.prefixes_evicted,
+        ),
+        (
+            "levee_prefix_details_replaced_total",
+            "counter",
+            "Detailed statistics taken from a far quieter prefix for a busier one when the pool was full.",
+            &live.prefix_details_replaced,
+        ),
+    ] {
+        p.family(name, kind, help);
+        p.sample(name, &[], value.load(Ordering::Relaxed));
+    }
+        let groups = live
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        p.family(
+        "levee_hostgroup_packets_per_second",
+        "gauge",
+        "A hostgroup's packets in the last second, inbound by class (all, tcp, tcp_syn, udp, icmp, fragment, other) and outbound.",
+    );
+        for (name, g) in &groups {
+            for (class, n) in crate::accounting::class::NAMES.iter().zip(g.packets) {
+                p.sample(
+                    "levee_hostgroup_packets_per_second",
+                    &[("hostgroup", name), ("direction", "in"), ("class", class)],
+                    n,
+                );
+            }
+            p.sample(
+                "levee_hostgroup_packets_per_second",
+                &[("hostgroup", name), ("direction", "out"), ("class", "all")],
+                g.out_packets,
+            );
+        }
+        p.family(
+            "levee_hostgroup_bits_per_second",
+            "gauge",
+            "A hostgroup's IP-layer bits in the last second.",
+        );
+        for (name, g) in &groups {
+            for (dir, bytes) in [("in", g.bytes), ("out", g.out_bytes)] {
+                p.sample(
+                    "levee_hostgroup_bits_per_second",
+                    &[("hostgroup", name), ("direction", dir)],
+                    bytes * 8,
+                );
+            }
+        }
+        p.family(
+        "levee_hostgroup_flows_per_second",
+        "gauge",
+        "Flow records (sFlow samples, packets of a capture) for a hostgroup in the last second.",
+    );
+        for (name, g) in &groups {
+            for (dir, flows) in [("in", g.flows), ("out", g.out_flows)] {
+                p.sample(
+                    "levee_hostgroup_flows_per_second",
+                    &[("hostgroup", name), ("direction", dir)],
+                    flows,
+                );
+            }
+        }
+        p.family(
+            "levee_hostgroup_hosts_active",
+            "gauge",
+            "Hosts of a hostgroup with traffic in the last second.",
+        );
+        for (name, g) in &groups {
+            p.sample(
+                "levee_hostgroup_hosts_active",
+                &[("hostgroup", name)],
+                g.hosts,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A running incident rewrites only its last minute; its start and

@@ -214,3 +214,211 @@ impl Ingest {
         all
     }
 }
+
+impl Ingest {
+    /// Writes the collectors' metrics: exporters, datagrams, records and
+    /// decode errors by protocol, captures, sockets.
+    pub fn write_metrics(&self, p: &mut crate::exposition::Prom) {
+        use levee_collectors::{ErrorKind, Protocol};
+        let ingest = self;
+
+        let exporters = ingest.exporters();
+        let mut errors = [[0u64; ErrorKind::COUNT]; Protocol::COUNT];
+        p.family(
+            "levee_datagrams_total",
+            "counter",
+            "Flow-export datagrams received, by protocol and exporter.",
+        );
+        for (ip, c) in &exporters {
+            let ip = ip.to_string();
+            for proto in Protocol::ALL {
+                let n = c.datagrams[proto.index()];
+                if n > 0 {
+                    p.sample(
+                        "levee_datagrams_total",
+                        &[("protocol", proto.as_str()), ("exporter", &ip)],
+                        n,
+                    );
+                }
+            }
+            for (row, other) in errors.iter_mut().zip(&c.errors) {
+                for (a, b) in row.iter_mut().zip(other) {
+                    *a += b;
+                }
+            }
+        }
+        for c in &ingest.captures {
+            let n = c.published.frames.load(Ordering::Relaxed);
+            p.sample(
+                "levee_datagrams_total",
+                &[("protocol", "pcap"), ("exporter", &c.interface)],
+                n,
+            );
+            errors[Protocol::Pcap.index()][ErrorKind::BadPacket.index()] +=
+                c.published.bad_packets.load(Ordering::Relaxed);
+        }
+        p.family(
+            "levee_records_total",
+            "counter",
+            "Flow records decoded (sFlow: flow samples; pcap: packets), by protocol and exporter.",
+        );
+        for c in &ingest.captures {
+            let n = c.published.records.load(Ordering::Relaxed);
+            p.sample(
+                "levee_records_total",
+                &[("protocol", "pcap"), ("exporter", &c.interface)],
+                n,
+            );
+        }
+        for (ip, c) in &exporters {
+            let ip = ip.to_string();
+            for proto in Protocol::ALL {
+                let n = c.records[proto.index()];
+                if n > 0 {
+                    p.sample(
+                        "levee_records_total",
+                        &[("protocol", proto.as_str()), ("exporter", &ip)],
+                        n,
+                    );
+                }
+            }
+        }
+        p.family(
+            "levee_decode_errors_total",
+            "counter",
+            "Decode errors by protocol and kind.",
+        );
+        for proto in Protocol::ALL {
+            for kind in ErrorKind::ALL {
+                let n = errors[proto.index()][kind.index()];
+                if n > 0 {
+                    p.sample(
+                        "levee_decode_errors_total",
+                        &[("protocol", proto.as_str()), ("kind", kind.as_str())],
+                        n,
+                    );
+                }
+            }
+        }
+        for (name, help, get) in [
+        (
+            "levee_template_misses_total",
+            "Data sets whose template was unknown, by exporter.",
+            (|c| c.template_misses) as fn(&levee_collectors::exporter::Counters) -> u64,
+        ),
+        (
+            "levee_sequence_lost_total",
+            "Loss told by sequence numbers, by exporter (sFlow and NetFlow v9: datagrams; NetFlow v5: flows; IPFIX: records).",
+            |c| c.lost,
+        ),
+        (
+            "levee_exporter_clock_skew_total",
+            "Records placed at their arrival because the exporter's header and flow times disagree, by exporter.",
+            |c| c.clock_skew,
+        ),
+        (
+            "levee_exporter_drops_total",
+            "Packets the exporter reports it could not sample (sFlow drops), by exporter.",
+            |c| c.exporter_drops,
+        ),
+    ] {
+        p.family(name, "counter", help);
+        for (ip, c) in &exporters {
+            p.sample(name, &[("exporter", &ip.to_string())], get(c));
+        }
+    }
+        p.family(
+        "levee_exporter_longest_flow_seconds",
+        "gauge",
+        "The longest flow an exporter's records reported: about its active timeout, which bounds how late an attack carried in long flows is seen.",
+    );
+        for (ip, c) in &exporters {
+            if c.longest_flow_s > 0 {
+                p.sample(
+                    "levee_exporter_longest_flow_seconds",
+                    &[("exporter", &ip.to_string())],
+                    u64::from(c.longest_flow_s),
+                );
+            }
+        }
+        p.family(
+            "levee_socket_drops_total",
+            "counter",
+            "Datagrams the kernel dropped on levee's sockets (receive buffer full).",
+        );
+        for l in &ingest.listeners {
+            p.sample(
+                "levee_socket_drops_total",
+                &[("listener", &format!("{}/{}", l.kind, l.addr))],
+                l.published.socket_drops.load(Ordering::Relaxed),
+            );
+        }
+        for c in &ingest.captures {
+            p.sample(
+                "levee_socket_drops_total",
+                &[("listener", &format!("pcap/{}", c.interface))],
+                c.published.kernel_drops.load(Ordering::Relaxed),
+            );
+        }
+        p.family(
+            "levee_capture_interface_drops_total",
+            "counter",
+            "Packets the capture interface or its driver dropped.",
+        );
+        for c in &ingest.captures {
+            p.sample(
+                "levee_capture_interface_drops_total",
+                &[("interface", &c.interface)],
+                c.published.interface_drops.load(Ordering::Relaxed),
+            );
+        }
+        p.family(
+            "levee_exporter_refused_total",
+            "counter",
+            "Datagrams refused: source not allowed, or the exporter limit reached.",
+        );
+        let sum = |f: fn(&levee_collectors::listen::Published) -> u64| -> u64 {
+            ingest.listeners.iter().map(|l| f(&l.published)).sum()
+        };
+        p.sample(
+            "levee_exporter_refused_total",
+            &[("reason", "not_allowed")],
+            sum(|p| p.refused_not_allowed.load(Ordering::Relaxed)),
+        );
+        p.sample(
+            "levee_exporter_refused_total",
+            &[("reason", "limit")],
+            sum(|p| p.refused_limit.load(Ordering::Relaxed)),
+        );
+        p.family(
+            "levee_exporters_evicted_total",
+            "counter",
+            "Exporters silent for exporter_idle forgotten to make room for a new source.",
+        );
+        p.sample(
+            "levee_exporters_evicted_total",
+            &[],
+            sum(|p| p.evicted.load(Ordering::Relaxed)),
+        );
+        p.family(
+            "levee_records_refused_total",
+            "counter",
+            "Flow records dropped before accounting: a sampling rate above max_sampling_rate.",
+        );
+        p.sample(
+            "levee_records_refused_total",
+            &[("reason", "sampling")],
+            sum(|p| p.implausible_sampling.load(Ordering::Relaxed)),
+        );
+        p.family(
+            "levee_datagrams_truncated_total",
+            "counter",
+            "Datagrams larger than a receive slot (64 KiB), cut before decoding.",
+        );
+        p.sample(
+            "levee_datagrams_truncated_total",
+            &[],
+            sum(|p| p.truncated.load(Ordering::Relaxed)),
+        );
+    }
+}

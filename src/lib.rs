@@ -18,7 +18,8 @@
 //! - [`store`] — the one RocksDB database and everything that touches it;
 //! - [`audit`] — the hash-chained audit log, its export and offline check;
 //! - [`app`] — `levee run`: start-up, signals, reload, shutdown;
-//! - [`web`] — the HTTP side: router, JSON API, `/metrics`; [`apikeys`] —
+//! - [`web`] — the HTTP side: router, JSON API, `/metrics` (each
+//!   subsystem writes its own metrics with [`exposition`]); [`apikeys`] —
 //!   the API's keys; [`admin`] — how the CLI reaches a running levee;
 //! - [`logging`] — log output and its filter.
 //!
@@ -32,6 +33,7 @@ pub mod audit;
 pub mod config;
 pub mod dataplane;
 pub mod detect;
+pub mod exposition;
 pub mod hostgroups;
 pub mod ingest;
 pub mod logging;

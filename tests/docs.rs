@@ -15,7 +15,14 @@ use std::process::Command;
 const CLI_MD: &str = include_str!("../docs/cli.md");
 const METRICS_MD: &str = include_str!("../docs/metrics.md");
 const HTTP_MD: &str = include_str!("../docs/http-api.md");
-const METRICS_RS: &str = include_str!("../src/web/metrics.rs");
+/// Every file that writes metrics: `/metrics` itself and each subsystem's
+/// `write_metrics`.
+const METRICS_RS: &str = concat!(
+    include_str!("../src/web/metrics.rs"),
+    include_str!("../src/dataplane.rs"),
+    include_str!("../src/ingest.rs"),
+    include_str!("../src/mitigation/service.rs"),
+);
 const OPENAPI_JSON: &str = include_str!("../src/web/openapi.json");
 const WEB_RS: &str = include_str!("../src/web/mod.rs");
 const API_RS: &str = include_str!("../src/web/api.rs");
@@ -215,8 +222,8 @@ fn help_parsing_finds_commands_and_flags() {
 
 // --- metrics ----------------------------------------------------------------
 
-/// The `levee_…` names in `src/web/metrics.rs`, but not crate paths
-/// (`levee_collectors::…`).
+/// The `levee_…` names in the files that write metrics, but not crate
+/// paths (`levee_collectors::…`).
 fn metric_names() -> Vec<String> {
     let mut names: Vec<String> = METRICS_RS
         .match_indices("levee_")

@@ -1121,3 +1121,105 @@ fn scope_fields(entry: &mut Value, t: ipnet::IpNet) {
         entry["host"] = Value::Null;
     }
 }
+
+impl Shared {
+    /// Writes the mitigation task's metrics: the gobgpd session, what is in
+    /// force by level, announcements, withdrawals, refusals, repairs, the
+    /// round trip to gobgpd.
+    pub fn write_metrics(&self, p: &mut crate::exposition::Prom) {
+        let m = self;
+
+        use crate::config::Level;
+        p.family(
+            "levee_bgp_up",
+            "gauge",
+            "1 while levee is connected to its gobgpd.",
+        );
+        p.sample(
+            "levee_bgp_up",
+            &[],
+            u64::from(m.bgp_up.load(Ordering::Relaxed)),
+        );
+        p.family(
+            "levee_mitigations_active",
+            "gauge",
+            "Mitigations in force, by level (shadowed ones under shadow=\"true\").",
+        );
+        let active = m.active.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for level in Level::ALL {
+            for shadow in [false, true] {
+                let n = active
+                    .iter()
+                    .filter(|a| a.level == level && a.shadow == shadow)
+                    .count();
+                p.sample(
+                    "levee_mitigations_active",
+                    &[("level", level.as_str()), ("shadow", &shadow.to_string())],
+                    n,
+                );
+            }
+        }
+        p.family(
+            "levee_mitigation_updates_total",
+            "counter",
+            "Announcements and withdrawals levee decided (sent, shadowed or failed).",
+        );
+        p.sample(
+            "levee_mitigation_updates_total",
+            &[("action", "announce")],
+            m.announced.load(Ordering::Relaxed),
+        );
+        p.sample(
+            "levee_mitigation_updates_total",
+            &[("action", "withdraw")],
+            m.withdrawn.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_mitigation_failures_total",
+            "counter",
+            "Updates gobgpd refused or could not be sent (reconciliation retries them).",
+        );
+        p.sample(
+            "levee_mitigation_failures_total",
+            &[],
+            m.failed.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_mitigation_refusals_total",
+            "counter",
+            "Levels skipped for a host: guards, budgets, nothing to announce.",
+        );
+        p.sample(
+            "levee_mitigation_refusals_total",
+            &[],
+            m.refused.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_mitigation_repairs_total",
+            "counter",
+            "Routes reconciliation announced again or withdrawn as orphans.",
+        );
+        p.sample(
+            "levee_mitigation_repairs_total",
+            &[],
+            m.repaired.load(Ordering::Relaxed),
+        );
+        p.family(
+            "levee_mitigation_events_dropped_total",
+            "counter",
+            "Incident updates lost because the mitigation queue was full.",
+        );
+        p.sample(
+            "levee_mitigation_events_dropped_total",
+            &[],
+            m.dropped.load(Ordering::Relaxed),
+        );
+        p.summary(
+            "levee_bgp_round_trip_seconds",
+            "Time gobgpd took to answer an announcement or withdrawal.",
+            &m.round_trip,
+            1e6,
+            6,
+        );
+    }
+}
