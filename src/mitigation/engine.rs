@@ -155,10 +155,37 @@ impl Engine {
         }
     }
 
-    /// A new configuration: policies, guards and budgets apply from now on;
-    /// what is announced stays until the engine would change it anyway.
-    pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+    /// A new configuration: policies, guards and budgets apply from now
+    /// on. What is in force and the new configuration no longer allows — a
+    /// route its guards refuse (the never list, a hostgroup gone or
+    /// narrowed, a longer shortest prefix), an IPv6 FlowSpec rule when an
+    /// upstream now takes none — is withdrawn, and an automatic one's level
+    /// is not used again for its attack (which moves on up the ladder).
+    /// The rest stays until the engine would change it anyway.
+    pub fn reconfigure(&mut self, cfg: Arc<Config>) -> Vec<Action> {
         self.cfg = cfg;
+        let mut gone = Vec::new();
+        for m in &self.active {
+            let why = match guard(&self.cfg, &m.route) {
+                Err(r) => Some(r.to_string()),
+                Ok(()) if m.level == Level::Flowspec => self.no_ipv6_flowspec(m.target()),
+                Ok(()) => None,
+            };
+            if let Some(why) = why {
+                gone.push((m.id.clone(), m.level, m.target(), m.decided_by == AUTO, why));
+            }
+        }
+        let mut out = Vec::new();
+        for (id, level, target, auto, why) in gone {
+            let why = format!("the configuration no longer allows it: {why}");
+            out.extend(self.take(|m| m.id == id, &why));
+            if let Some(case) = self.cases.get_mut(&target).filter(|_| auto) {
+                if !case.refused.contains(&level) {
+                    case.refused.push(level);
+                }
+            }
+        }
+        out
     }
 
     /// The mitigations in force (announced, or shadowed), oldest first.

@@ -318,7 +318,8 @@ impl Task {
                             self.policy_dirty = true;
                         }
                         self.cfg = next;
-                        self.engine.reconfigure(self.cfg.clone());
+                        let actions = self.engine.reconfigure(self.cfg.clone());
+                        self.apply(actions).await;
                     }
                     let actions = self.engine.tick(now_ms());
                     self.apply(actions).await;

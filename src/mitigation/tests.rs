@@ -1451,3 +1451,53 @@ fn a_list_is_joined_only_with_a_list() {
     let many: Vec<u16> = (1..=9).map(|i| i * 100).collect();
     assert!(merge_rules(&rule(&many[..5], &[]), &rule(&many[5..], &[])).is_none());
 }
+
+#[test]
+fn a_reload_withdraws_what_the_new_configuration_no_longer_allows() {
+    let c = config();
+    let mut e = Engine::new(Arc::new(c.clone()));
+    // An IPv6 and an IPv4 attack, each with its FlowSpec rule in force
+    // (under RTBH's minimum rate: FlowSpec is their level).
+    let v6 = incident("2001:db8::10", Family::SynFlood, None, 100_000_000, 0);
+    let v4 = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+    e.incident(&v6, 0);
+    e.incident(&v4, 0);
+    assert_eq!(e.active().len(), 2);
+    // Nothing changed that matters: nothing goes.
+    assert!(e.reconfigure(Arc::new(c.clone())).is_empty());
+    // An upstream that takes no IPv6 FlowSpec, and 192.0.2.10 on the never
+    // list: both rules go, saying why.
+    let mut next = c.clone();
+    next.bgp.upstreams.push(crate::config::Upstream {
+        name: "transit-a".into(),
+        neighbor: "198.51.100.1".parse().unwrap(),
+        blackhole_community: None,
+        max_flowspec: None,
+        flowspec_ipv6: false,
+    });
+    next.mitigation.never = vec!["192.0.2.10/32".parse().unwrap()];
+    let out = e.reconfigure(Arc::new(next));
+    let whys: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Withdraw { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(whys.len(), 2, "{out:?}");
+    assert!(
+        whys.iter().any(|w| w.contains("takes no IPv6 FlowSpec")),
+        "{whys:?}"
+    );
+    assert!(
+        whys.iter().any(|w| w.contains("never-mitigate")),
+        "{whys:?}"
+    );
+    assert!(e.active().is_empty());
+    // The IPv6 attack goes on: FlowSpec is not used again for it.
+    let out = e.incident(&v6, 20 * S);
+    assert!(
+        announced(&out).iter().all(|(l, _)| *l != Level::Flowspec),
+        "{out:?}"
+    );
+}
