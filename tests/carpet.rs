@@ -14,64 +14,20 @@
 //!   baseline has learnt raises nothing, while one four times as large
 //!   does (so the baseline is judging).
 
+mod common;
+use common::replay::{config, incidents, write_exports};
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
 
 use levee::config;
-use levee::replay::{self, Format};
 use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::carpet;
-use levee_tools::export::{self, Export};
+use levee_tools::export::{self};
 use levee_tools::scenario::Scenario;
 use serde_json::Value;
 
 const PREFIX_LIMITS: &str = "[hostgroup.prefix_thresholds]\nprefix_length_v4 = 24\n\
                              prefix_length_v6 = 64\npps = 50000\nbps = 500000000\n";
-
-fn config(extra: &str) -> config::Config {
-    let text = format!(
-        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n{extra}\n\
-         [collector.sflow]\nlisten = [\"0.0.0.0:6343\"]\n"
-    );
-    config::parse(Path::new("test.toml"), &text)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config
-}
-
-fn write_exports(exports: &[Export], dir: &Path) -> PathBuf {
-    let path = dir.join("input.pcap");
-    let agent = Ipv4Addr::new(10, 0, 0, 1);
-    let f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut w = levee_collectors::encode::pcap::PcapWriter::new(
-        f,
-        levee_collectors::encode::pcap::LINKTYPE_ETHERNET,
-        65_535,
-    )
-    .unwrap();
-    for e in exports {
-        let frame = levee_collectors::encode::pcap::udp_frame(
-            agent,
-            50_000,
-            Ipv4Addr::new(127, 0, 0, 1),
-            6343,
-            &e.payload,
-        );
-        w.write(e.time_us, &frame, frame.len()).unwrap();
-    }
-    std::io::Write::flush(&mut w.into_inner()).unwrap();
-    path
-}
-
-fn incidents(c: &config::Config, path: PathBuf) -> Vec<Value> {
-    let mut out = Vec::new();
-    replay::replay(c, &[path], Format::Json, false, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &Value| v["type"] == "incident")
-        .collect()
-}
 
 /// The scenario's incidents, from its raw packets and from its sFlow
 /// export at 1:100.

@@ -7,12 +7,13 @@
 //! default settings an attack is detected within a second of its first
 //! packet.
 
+mod common;
+use common::replay::{config, lines, write_exports};
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use levee::config;
-use levee::replay::{self, Format};
-use levee_collectors::encode::pcap::{udp_frame, PcapWriter, LINKTYPE_ETHERNET};
 use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::export;
 use levee_tools::scenario::{Scenario, T0_US};
@@ -20,16 +21,6 @@ use serde_json::Value;
 
 const V4: &str = "192.0.2.10";
 const V6: &str = "2001:db8::10";
-
-fn config(extra: &str) -> config::Config {
-    let text = format!(
-        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n{extra}\n\
-         [collector.sflow]\nlisten = [\"0.0.0.0:6343\"]\n"
-    );
-    config::parse(Path::new("test.toml"), &text)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config
-}
 
 /// The family tests' config: a 2,000 pps limit.
 fn low() -> config::Config {
@@ -51,13 +42,7 @@ fn write(s: &Scenario, input: Input, dir: &Path) -> PathBuf {
         Input::Pcap => s.write_pcap_snap(&path, 128).unwrap(),
         Input::Sflow(rate) => {
             let agent = Ipv4Addr::new(10, 0, 0, 1);
-            let f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-            let mut w = PcapWriter::new(f, LINKTYPE_ETHERNET, 65_535).unwrap();
-            for e in export::sflow(s, agent.into(), rate, 9, 100_000) {
-                let frame = udp_frame(agent, 50_000, Ipv4Addr::new(127, 0, 0, 1), 6343, &e.payload);
-                w.write(e.time_us, &frame, frame.len()).unwrap();
-            }
-            std::io::Write::flush(&mut w.into_inner()).unwrap();
+            return write_exports(&export::sflow(s, agent.into(), rate, 9, 100_000), dir);
         }
     }
     path
@@ -67,13 +52,7 @@ fn write(s: &Scenario, input: Input, dir: &Path) -> PathBuf {
 fn run(c: &config::Config, s: &Scenario, input: Input) -> (Vec<Value>, Value) {
     let dir = tempfile::tempdir().unwrap();
     let path = write(s, input, dir.path());
-    let mut out = Vec::new();
-    replay::replay(c, &[path], Format::Json, true, &mut out).unwrap();
-    let lines: Vec<Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = lines(c, path, true);
     let (summary, incidents): (Vec<Value>, Vec<Value>) =
         lines.into_iter().partition(|v| v["type"] == "summary");
     (incidents, summary.into_iter().next().unwrap())

@@ -10,30 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bgp::{bed, Bed};
 use common::*;
 use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::export;
-use levee_tools::gobgpd::{loopback_pair, Gobgpd};
 use serde_json::Value;
-
-struct Bed {
-    dir: tempfile::TempDir,
-    speaker: Gobgpd,
-    router: Gobgpd,
-}
-
-fn bed() -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let (s, r) = loopback_pair();
-    let router = Gobgpd::router(dir.path(), r, s).unwrap();
-    let speaker = Gobgpd::speaker(dir.path(), s, r).unwrap();
-    router.wait_established(Duration::from_secs(30)).unwrap();
-    Bed {
-        dir,
-        speaker,
-        router,
-    }
-}
 
 fn config(bed: &Bed, extra: &str) -> std::path::PathBuf {
     let config = bed.dir.path().join("levee.toml");

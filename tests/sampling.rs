@@ -9,12 +9,12 @@
 //! - Every attack at four times the threshold is detected within the bound
 //!   docs/detection.md gives for its rate, and named right.
 
+mod common;
+use common::replay::{config, incidents, write_exports};
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
 
 use levee::config;
-use levee::replay::{self, Format};
-use levee_collectors::encode::pcap::{udp_frame, PcapWriter, LINKTYPE_ETHERNET};
 use levee_tools::attacks::{self, Attack, Family, Sources};
 use levee_tools::export::{self, Export};
 use levee_tools::scenario::{Scenario, T0_US};
@@ -23,40 +23,9 @@ use serde_json::Value;
 const V4: &str = "192.0.2.10";
 const V6: &str = "2001:db8::10";
 
-fn config(extra: &str) -> config::Config {
-    let text = format!(
-        "[[hostgroup]]\nname = \"customers\"\nprefixes = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n{extra}\n\
-         [collector.sflow]\nlisten = [\"0.0.0.0:6343\"]\n"
-    );
-    config::parse(Path::new("test.toml"), &text)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config
-}
-
-fn write(exports: &[Export], dir: &Path) -> PathBuf {
-    let path = dir.join("input.pcap");
-    let agent = Ipv4Addr::new(10, 0, 0, 1);
-    let f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut w = PcapWriter::new(f, LINKTYPE_ETHERNET, 65_535).unwrap();
-    for e in exports {
-        let frame = udp_frame(agent, 50_000, Ipv4Addr::new(127, 0, 0, 1), 6343, &e.payload);
-        w.write(e.time_us, &frame, frame.len()).unwrap();
-    }
-    std::io::Write::flush(&mut w.into_inner()).unwrap();
-    path
-}
-
 fn replay(c: &config::Config, exports: &[Export]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(exports, dir.path());
-    let mut out = Vec::new();
-    replay::replay(c, &[path], Format::Json, false, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &Value| v["type"] == "incident")
-        .collect()
+    incidents(c, write_exports(exports, dir.path()))
 }
 
 fn agent() -> IpAddr {
