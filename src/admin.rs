@@ -312,21 +312,14 @@ fn request<T: DeserializeOwned>(
     .map_err(cut)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(cut)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    if status == 0 {
-        // The connection closed before an answer: levee went away.
+    let Some(Answer { status, body, .. }) = Answer::read(&raw) else {
+        // The connection closed before a whole answer: levee went away.
         return Err(cut(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
-            "the connection closed before an answer",
+            "the connection closed before a whole answer",
         )));
-    }
-    // axum answers with a length, not chunks, for these small JSON bodies.
+    };
+    let payload = body.as_str();
     if !(200..300).contains(&status) {
         let msg = serde_json::from_str::<serde_json::Value>(payload)
             .ok()
@@ -336,4 +329,84 @@ fn request<T: DeserializeOwned>(
     }
     serde_json::from_str(payload)
         .map_err(|e| RequestError::Refused(format!("reading levee's answer ({e}): {payload}")))
+}
+
+/// An HTTP/1.1 answer read to the end of a `Connection: close` exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The status line and the headers.
+    pub head: String,
+    /// The body, de-chunked when it came in chunks.
+    pub body: String,
+}
+
+impl Answer {
+    /// Reads `raw` (everything the server sent): `None` when it holds no
+    /// status line, or a chunked body cut short.
+    pub fn read(raw: &[u8]) -> Option<Answer> {
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let rest = &raw[split + 4..];
+        let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+        let chunked = head.lines().skip(1).any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("transfer-encoding")
+                    && v.to_ascii_lowercase().contains("chunked")
+            })
+        });
+        let body = if chunked {
+            dechunk(rest)?
+        } else {
+            rest.to_vec()
+        };
+        Some(Answer {
+            status,
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// A chunked body (RFC 9112 §7.1) as one: `None` when cut short.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&rest[..line]).ok()?;
+        let size = size.split(';').next()?.trim();
+        let n = usize::from_str_radix(size, 16).ok()?;
+        rest = &rest[line + 2..];
+        if n == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..n)?);
+        rest = rest.get(n + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::Answer;
+
+    #[test]
+    fn answers_are_read_whole_with_a_length_or_in_chunks() {
+        let plain = Answer::read(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((plain.status, plain.body.as_str()), (200, "{}"));
+        let chunked = Answer::read(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n5;x=y\r\n: 1}\n\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (chunked.status, chunked.body.as_str()),
+            (404, "{\"a\": 1}\n")
+        );
+        // Cut short: no answer to trust.
+        assert!(
+            Answer::read(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nabc")
+                .is_none()
+        );
+        assert!(Answer::read(b"").is_none());
+        assert!(Answer::read(b"garbage\r\n\r\n").is_none());
+    }
 }

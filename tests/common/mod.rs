@@ -244,12 +244,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
-/// An HTTP answer: status, head (status line and headers) and body.
-pub struct Answer {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
+/// An HTTP answer: status, head (status line and headers) and body
+/// (de-chunked) — read by levee's own admin-socket client.
+pub use levee::admin::Answer;
 
 /// One HTTP/1.1 request with an optional bearer token and JSON body.
 pub fn http(
@@ -259,31 +256,31 @@ pub fn http(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> Answer {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    try_http(addr, method, path, bearer, body).expect("levee answers")
+}
+
+/// [`http`], `None` when levee is not there to answer (or the answer is
+/// cut off).
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> Option<Answer> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     let auth = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let body = body.unwrap_or("");
-    write!(
+    try_exchange(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
     )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Answer {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
 }
 
 /// `levee audit export` of the store behind `config`; returns stdout and the
@@ -362,23 +359,21 @@ pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<T
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) on
-/// `s` and reads the answer.
-pub fn exchange(mut s: impl Read + Write, request: &str) -> Answer {
-    s.write_all(request.as_bytes()).unwrap();
+/// `s` and reads the answer; status 0 when none came.
+pub fn exchange(s: impl Read + Write, request: &str) -> Answer {
+    try_exchange(s, request).unwrap_or(Answer {
+        status: 0,
+        head: String::new(),
+        body: String::new(),
+    })
+}
+
+/// [`exchange`], `None` when no whole answer came.
+pub fn try_exchange(mut s: impl Read + Write, request: &str) -> Option<Answer> {
+    s.write_all(request.as_bytes()).ok()?;
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Answer {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
+    Answer::read(&raw)
 }
 
 /// `GET path` over the admin socket of `data_dir`.
