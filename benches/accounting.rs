@@ -19,7 +19,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use levee::accounting::{Bounds, Limit, PrefixLimit, Rec, Shard};
 use levee::hostgroups::Hostgroups;
-use levee::pipeline::{Engine, Routing};
+use levee::pipeline::{Inline, Routing};
 use levee_collectors::encode::samples;
 use levee_collectors::exporter::Exporter;
 use levee_collectors::record::proto;
@@ -169,7 +169,7 @@ fn replay(c: &mut Criterion) {
         b.iter_batched_ref(
             || {
                 (
-                    Engine::new(&cfg, false),
+                    Inline::new(&cfg, false),
                     Exporter::default(),
                     Vec::with_capacity(64),
                     1_700_000_000_000u64,

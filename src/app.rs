@@ -32,7 +32,7 @@ use crate::dataplane::Dataplane;
 use crate::ingest::Ingest;
 use crate::logging::{self, LogHandle};
 use crate::store::{Cf, Store};
-use crate::web::{self, Counters, WebState};
+use crate::web::{self, ControlCounters, WebState};
 
 /// How long shutdown waits for HTTP requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -235,7 +235,7 @@ async fn control_plane(
     log: LogHandle,
     mut signals: Signals,
 ) -> anyhow::Result<()> {
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(ControlCounters::default());
     let listen = loaded.config.web.listen;
     let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
 
@@ -491,7 +491,12 @@ fn needs_restart(path: &str) -> bool {
 
 /// Loads the file again; returns the new config when it is valid. Every
 /// outcome is logged and audited.
-fn reload(path: &Path, current: &Loaded, audit: &AuditLog, counters: &Counters) -> Option<Loaded> {
+fn reload(
+    path: &Path,
+    current: &Loaded,
+    audit: &AuditLog,
+    counters: &ControlCounters,
+) -> Option<Loaded> {
     let target = path.display().to_string();
     match config::load(path) {
         Err(errors) => {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use levee_collectors::capture::LiveCapture;
-use levee_collectors::exporter::Counters;
+use levee_collectors::exporter::ExporterCounts;
 use levee_collectors::listen::{self, Admission, CapturePublished, Exporters, Published, Sink};
 use levee_collectors::receiver::{self, Receiver};
 
@@ -199,8 +199,8 @@ impl Ingest {
     }
 
     /// Counters per exporter, summed over the receivers that saw it.
-    pub fn exporters(&self) -> BTreeMap<IpAddr, Counters> {
-        let mut all: BTreeMap<IpAddr, Counters> = BTreeMap::new();
+    pub fn exporters(&self) -> BTreeMap<IpAddr, ExporterCounts> {
+        let mut all: BTreeMap<IpAddr, ExporterCounts> = BTreeMap::new();
         for l in &self.listeners {
             let map = l
                 .published
@@ -304,7 +304,7 @@ impl Ingest {
         (
             "levee_template_misses_total",
             "Data sets whose template was unknown, by exporter.",
-            (|c| c.template_misses) as fn(&levee_collectors::exporter::Counters) -> u64,
+            (|c| c.template_misses) as fn(&levee_collectors::exporter::ExporterCounts) -> u64,
         ),
         (
             "levee_sequence_lost_total",

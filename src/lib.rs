@@ -20,16 +20,17 @@
 //! - [`app`] — `levee run`: start-up, signals, reload, shutdown;
 //! - [`web`] — the HTTP side: router, JSON API, `/metrics` (each
 //!   subsystem writes its own metrics with [`exposition`]); [`apikeys`] —
-//!   the API's keys; [`admin`] — how the CLI reaches a running levee;
+//!   the API's keys; [`cli_backend`] — how the CLI reaches a running levee
+//!   (its admin socket) or, when none answers, the store;
 //! - [`logging`] — log output and its filter.
 //!
 //! ARCHITECTURE.md describes how they fit together and the invariants each keeps.
 
 pub mod accounting;
-pub mod admin;
 pub mod apikeys;
 pub mod app;
 pub mod audit;
+pub mod cli_backend;
 pub mod config;
 pub mod dataplane;
 pub mod detect;

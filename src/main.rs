@@ -354,7 +354,7 @@ fn apikey(cmd: ApikeyCmd) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_or_report(&path) else {
         return Ok(ExitCode::from(2));
     };
-    let admin = levee::admin::Admin::connect(&loaded.config.data_dir)?;
+    let admin = levee::cli_backend::Admin::connect(&loaded.config.data_dir)?;
     match cmd {
         ApikeyCmd::Add { name, scope, .. } => {
             let k = admin.create_key(&name, scope)?;
@@ -422,7 +422,7 @@ fn mitigation(cmd: MitigationCmd) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_or_report(&path) else {
         return Ok(ExitCode::from(2));
     };
-    let admin = levee::admin::Admin::connect(&loaded.config.data_dir)?;
+    let admin = levee::cli_backend::Admin::connect(&loaded.config.data_dir)?;
     match cmd {
         MitigationCmd::List { log, json, .. } => {
             let v = admin.mitigations(log)?;
@@ -505,7 +505,7 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     let data_dir = &loaded.config.data_dir;
-    let admin = levee::admin::Admin::connect(data_dir)?;
+    let admin = levee::cli_backend::Admin::connect(data_dir)?;
     let live = admin.get("/api/v1/mitigations?log=0")?;
     let holder = levee::store::lock_holder(data_dir);
     let levee_state = match (&live, holder.pid, holder.role) {

@@ -2,7 +2,7 @@
 //!
 //! [`Routing`] decides where a record is accounted: for its destination
 //! when that is a protected host (inbound), for its source when that is one
-//! (outbound), on the shard its address hashes to. [`Engine`] is the whole
+//! (outbound), on the shard its address hashes to. [`Inline`] is the whole
 //! path on one thread with a clock taken from its input — what `replay`
 //! runs; `run` runs the same `Shard` and `Detector` on threads with rings
 //! between them (`crate::dataplane`).
@@ -113,7 +113,7 @@ pub struct Totals {
 }
 
 /// The whole path on one thread, its clock taken from the input.
-pub struct Engine {
+pub struct Inline {
     routing: Routing,
     shards: Vec<Shard>,
     detector: Detector,
@@ -122,10 +122,10 @@ pub struct Engine {
     now_ms: u64,
 }
 
-impl Engine {
-    pub fn new(c: &Config, keep_totals: bool) -> Engine {
+impl Inline {
+    pub fn new(c: &Config, keep_totals: bool) -> Inline {
         let shards = 1;
-        Engine {
+        Inline {
             routing: Routing {
                 groups: Arc::new(Hostgroups::new(&c.hostgroups)),
                 shards,

@@ -19,7 +19,7 @@ use levee_collectors::{packet, Addr, Datagram};
 
 use crate::config::Config;
 use crate::detect::Event;
-use crate::pipeline::Engine;
+use crate::pipeline::Inline;
 use crate::report::{incident_json, incident_text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,7 +82,7 @@ pub fn replay(
         .chain(&config.collector.netflow.listen)
         .map(|a| a.port())
         .collect();
-    let mut engine = Engine::new(config, summary);
+    let mut engine = Inline::new(config, summary);
     let mut exporters: HashMap<IpAddr, Exporter> = HashMap::new();
     let mut records = Vec::with_capacity(4096);
     let mut s = Summary::default();

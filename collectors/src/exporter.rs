@@ -12,7 +12,7 @@ use crate::{netflow5, sflow, Datagram, Tally};
 
 /// Totals since the exporter was first seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
+pub struct ExporterCounts {
     pub datagrams: [u64; Protocol::COUNT],
     pub records: [u64; Protocol::COUNT],
     /// Decode errors by protocol and kind (fatal ones and stepped-over ones).
@@ -31,9 +31,9 @@ pub struct Counters {
     pub longest_flow_s: u16,
 }
 
-impl Counters {
+impl ExporterCounts {
     /// Adds another set of totals (the same exporter seen by another receiver).
-    pub fn add(&mut self, c: &Counters) {
+    pub fn add(&mut self, c: &ExporterCounts) {
         for (a, b) in self.datagrams.iter_mut().zip(c.datagrams) {
             *a += b;
         }
@@ -133,13 +133,13 @@ impl Exporter {
     }
 
     /// Totals since the exporter was first seen.
-    pub fn counters(&self) -> Counters {
-        let mut c = Counters {
+    pub fn counters(&self) -> ExporterCounts {
+        let mut c = ExporterCounts {
             datagrams: self.datagrams,
             errors: self.fatal,
             last_seen_ms: self.last_seen_ms,
             longest_flow_s: self.longest_flow_s,
-            ..Counters::default()
+            ..ExporterCounts::default()
         };
         for (p, t) in self.tallies.iter().enumerate() {
             c.records[p] = t.records;

@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 
 use ipnet::IpNet;
 
-use crate::exporter::{Counters, Exporter};
+use crate::exporter::{Exporter, ExporterCounts};
 use crate::receiver::Receiver;
 use crate::record::{flags, FlowRecord};
 use crate::Datagram;
@@ -76,7 +76,7 @@ impl Admission {
 #[derive(Debug, Default)]
 pub struct Published {
     /// Per exporter, as of the last publish.
-    pub exporters: Mutex<HashMap<IpAddr, Counters>>,
+    pub exporters: Mutex<HashMap<IpAddr, ExporterCounts>>,
     /// Datagrams the kernel dropped on this socket (its `sk_drops`).
     pub socket_drops: AtomicU64,
     /// Datagrams from sources outside the allow-list.

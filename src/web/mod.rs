@@ -34,7 +34,7 @@ use axum::{Extension, Router};
 use api::Principal;
 
 pub use failures::{AuthFailures, Refusal};
-pub use state::{Counters, WebState, COMMIT, VERSION};
+pub use state::{ControlCounters, WebState, COMMIT, VERSION};
 
 /// The app for `[web] listen`: `/healthz`, the API and — unless `[web]
 /// metrics_listen` moves it there — `/metrics`.

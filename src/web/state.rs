@@ -18,7 +18,7 @@ use crate::store::Store;
 
 /// Counters the control plane bumps and `/metrics` reports.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub struct ControlCounters {
     pub config_reloads_ok: AtomicU64,
     pub config_reloads_rejected: AtomicU64,
     /// Requests refused for their Host header (421).
@@ -31,7 +31,7 @@ pub struct WebState {
     pub started: Instant,
     pub store: Arc<Store>,
     pub audit: Arc<AuditLog>,
-    pub counters: Arc<Counters>,
+    pub counters: Arc<ControlCounters>,
     /// The running collectors (absent in tests that start none).
     pub ingest: Option<Arc<Ingest>>,
     /// Accounting and detection (absent in tests that start none).

@@ -246,7 +246,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// An HTTP answer: status, head (status line and headers) and body
 /// (de-chunked) — read by levee's own admin-socket client.
-pub use levee::admin::Answer;
+pub use levee::cli_backend::Answer;
 
 /// One HTTP/1.1 request with an optional bearer token and JSON body.
 pub fn http(
