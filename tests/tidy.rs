@@ -144,3 +144,27 @@ fn the_code_map_names_every_source_file() {
         missing.join("\n  ")
     );
 }
+
+/// gobgpd's generated types stay inside `levee-bgp`, in its conversions
+/// and its RPCs: everything else speaks `levee_bgp::model`.
+#[test]
+fn generated_gobgp_types_stay_in_two_files() {
+    let allowed = ["bgp/src/gobgp.rs", "bgp/src/client.rs", "tests/tidy.rs"];
+    let mut leaks = Vec::new();
+    for dir in CRATES.iter().map(|(d, _)| *d).chain(OTHERS) {
+        for f in rust_files(&root().join(dir)) {
+            let rel = relative(&f);
+            if allowed.contains(&rel.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            if text.contains("apipb") {
+                leaks.push(rel);
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "generated gobgp types (apipb) named outside {allowed:?}: {leaks:?}"
+    );
+}
