@@ -275,6 +275,7 @@ impl Settings {
                             len_v4: p.prefix_length_v4,
                             len_v6: p.prefix_length_v6,
                             limits: p.limits.clone(),
+                            networks: g.prefixes.clone(),
                         })
                 })
                 .collect(),

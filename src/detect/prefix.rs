@@ -65,6 +65,9 @@ pub struct PrefixSettings {
     pub len_v4: u8,
     pub len_v6: u8,
     pub limits: Thresholds,
+    /// The hostgroup's networks: a saved prefix outside them (the
+    /// hostgroup narrowed since) is not taken back.
+    pub networks: Vec<ipnet::IpNet>,
 }
 
 impl PrefixSettings {
@@ -601,8 +604,22 @@ impl Detector {
             let Ok(group) = GroupId::try_from(group) else {
                 continue;
             };
-            // Still a prefix of this group, of the same length.
+            // Still a prefix of this group, of the same length, inside its
+            // networks.
             if self.prefix_key(&addr, group) != Some((group, addr, s.len)) {
+                continue;
+            }
+            let inside = self
+                .s
+                .prefixes
+                .get(usize::from(group))
+                .and_then(Option::as_ref)
+                .is_some_and(|p| {
+                    p.networks
+                        .iter()
+                        .any(|n| n.prefix_len() <= s.len && n.contains(&addr.ip()))
+                });
+            if !inside {
                 continue;
             }
             let st = self.pfx.states.entry((group, addr, s.len)).or_default();

@@ -445,6 +445,7 @@ fn prefix_baselines_come_back_after_a_restart_where_they_still_fit() {
             len_v4,
             len_v6: 64,
             limits: Thresholds::default(),
+            networks: vec!["192.0.2.0/24".parse().unwrap()],
         })];
         s
     };
@@ -484,10 +485,20 @@ fn prefix_baselines_come_back_after_a_restart_where_they_still_fit() {
         Detector::new(with_len(26)).restore_prefixes(vec![(net, back.clone())]),
         0
     );
-    let mut renamed = back;
+    let mut renamed = back.clone();
     renamed.group = "others".into();
     assert_eq!(
         Detector::new(with_len(24)).restore_prefixes(vec![(net, renamed)]),
+        0
+    );
+    // The hostgroup narrowed to another network: that prefix is no longer
+    // its own.
+    let mut narrowed = with_len(24);
+    if let Some(p) = narrowed.prefixes[0].as_mut() {
+        p.networks = vec!["198.51.100.0/24".parse().unwrap()];
+    }
+    assert_eq!(
+        Detector::new(narrowed).restore_prefixes(vec![(net, back)]),
         0
     );
 }
@@ -503,6 +514,7 @@ fn many_host_incidents_inside_a_prefix_are_not_its_incident_in_looks_or_seconds(
             bps: None,
             ..Thresholds::default()
         },
+        networks: vec!["192.0.2.0/24".parse().unwrap()],
     })];
     let mut d = Detector::new(s);
     let hosts: Vec<Addr> = (1..=20u8).map(|i| Addr::v4([192, 0, 2, i])).collect();
