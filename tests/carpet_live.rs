@@ -441,3 +441,73 @@ fn mask(a: IpAddr, len: u8) -> IpAddr {
 fn in_prefix(a: IpAddr, (net, len): (IpAddr, u8)) -> bool {
     a.is_ipv6() == net.is_ipv6() && mask(a, len) == net
 }
+
+/// A reflection spread over one quarter of a protected /24 (each host
+/// under its own threshold, the /24 over its): the router gets the rule on
+/// that quarter — the /26 — not on the whole /24, whose other hosts keep
+/// every packet; and no blackhole.
+#[test]
+fn a_spread_over_part_of_the_prefix_gets_its_rule_on_that_part() {
+    let bed = bed();
+    let levee = start_levee(
+        &bed,
+        "[hostgroup.prefix_thresholds]\nprefix_length_v4 = 24\nprefix_length_v6 = 64\n\
+         pps = 30000\nbps = 300000000\n\
+         [hostgroup.mitigation]\nladder = [\"flowspec\"]\n",
+    );
+    let watch = bed.router.watch(&["ipv4-flowspec", "ipv4"]).unwrap();
+    let part = carpet::addresses("192.0.2.64".parse().unwrap(), 26, 60, 5);
+    let everyone = carpet::addresses("192.0.2.0".parse().unwrap(), 24, 254, 6);
+    let attack = carpet::spread(
+        &Attack {
+            family: Family::Amplification(53),
+            target: part[0],
+            pps: 60_000,
+            start_us: 1_000_000,
+            duration_s: 6,
+            sources: Sources::Hosts(400),
+        },
+        &part,
+        7,
+    );
+    let legit = carpet::web(&everyone, 1_000, 8, 8);
+    let all = attacks::merge(vec![attack.clone(), legit.clone()]);
+    let exports = export::sflow(&all, IpAddr::V4(Ipv4Addr::LOCALHOST), 100, 9, 1_000_000);
+    let (_, sender) = send_at_pace(exports, levee.collector("sflow"));
+    sender.join().unwrap();
+    let changes = watch.changes();
+    drop(levee);
+    let announced: Vec<Rule> = flowspec(&changes)
+        .into_iter()
+        .filter(|(_, add, _)| *add)
+        .map(|(_, _, r)| r)
+        .collect();
+    let first = announced.first().expect("a rule reached the router");
+    let attack: Vec<PacketSpec> = attack.packets.iter().map(|p| p.spec).collect();
+    let legit: Vec<PacketSpec> = legit.packets.iter().map(|p| p.spec).collect();
+    eprintln!(
+        "a spread over 192.0.2.64/26: {} rule(s), the first matching {:.1}% of the attack: {}",
+        announced.len(),
+        first.share(&attack) * 100.0,
+        first.text
+    );
+    assert_eq!(
+        first.dst,
+        Some(("192.0.2.64".parse().unwrap(), 26)),
+        "{}",
+        first.text
+    );
+    assert!(first.share(&attack) >= 0.9, "{}", first.text);
+    assert_eq!(first.share(&legit), 0.0, "{}", first.text);
+    assert!(
+        announced
+            .iter()
+            .all(|r| r.dst.is_some_and(|(_, l)| l >= 26)),
+        "never the whole /24: {:?}",
+        announced.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    assert!(
+        changes.iter().all(|c| c.is_flowspec()),
+        "no blackhole: {changes:?}"
+    );
+}

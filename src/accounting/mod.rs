@@ -442,6 +442,7 @@ impl Details {
         self.seen.offer(
             Seen {
                 src: r.src,
+                dst_low: u64::from_be_bytes(r.dst.0[8..].try_into().unwrap_or_default()),
                 weight: packets,
                 src_port: r.src_port,
                 dst_port: r.dst_port,

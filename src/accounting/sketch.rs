@@ -178,6 +178,9 @@ impl<K: Copy + PartialEq + Default, const N: usize> SpaceSaving<K, N> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Seen {
     pub src: Addr,
+    /// The destination's low 64 bits (an IPv4 address whole, an IPv6
+    /// interface id): where in a prefix the record went. 0: not known.
+    pub dst_low: u64,
     /// Estimated packets the record stands for.
     pub weight: u64,
     pub src_port: u16,

@@ -275,10 +275,9 @@ impl Engine {
             .iter()
             .filter(|m| m.serves(host) && matches!(m.level, Level::Flowspec | Level::Firewall))
             .filter_map(|m| match &m.route {
-                Route::FlowSpec(r) => Some(FlowSpecRule {
-                    dst: host,
-                    ..r.clone()
-                }),
+                // Its own destination: the records held are the target's,
+                // and a part of a prefix matches only those sent there.
+                Route::FlowSpec(r) => Some(r.clone()),
                 _ => None,
             })
             .collect();
@@ -405,13 +404,12 @@ impl Engine {
                 continue;
             }
             let details = &*details;
+            // Each rule with its own destination: an aggregate covers the
+            // host, a part of a prefix only the records that went there.
             let rules_of = |rs: Vec<&Route>| -> Vec<FlowSpecRule> {
                 rs.into_iter()
                     .filter_map(|r| match r {
-                        Route::FlowSpec(f) => Some(FlowSpecRule {
-                            dst: host,
-                            ..f.clone()
-                        }),
+                        Route::FlowSpec(f) => Some(f.clone()),
                         _ => None,
                     })
                     .collect()
@@ -943,38 +941,32 @@ impl Engine {
                     _ => String::new(),
                 };
                 let v = &inc.current.verdict;
-                let what =
-                    match (&route, v.classified()) {
-                        (Route::FlowSpec(r), true) => format!(
+                let what = match (&route, v.classified()) {
+                    (Route::FlowSpec(r), true) => format!(
                         "{}{} (confidence {:.2} from {} samples; the rule matches {:.0}% of them)",
                         v.family,
-                        v.vector.as_deref().map(|x| format!("/{x}")).unwrap_or_default(),
+                        v.vector
+                            .as_deref()
+                            .map(|x| format!("/{x}"))
+                            .unwrap_or_default(),
                         v.confidence,
                         v.samples,
-                        rules::coverage(
-                            [&FlowSpecRule {
-                                dst: host,
-                                ..r.clone()
-                            }],
-                            &inc.current.details
-                        )
-                        .unwrap_or(0.0)
-                            * 100.0
+                        rules::coverage([r], &inc.current.details).unwrap_or(0.0) * 100.0
                     ),
-                        (_, true) => format!(
-                            "{}{} (confidence {:.2})",
-                            v.family,
-                            v.vector
-                                .as_deref()
-                                .map(|x| format!("/{x}"))
-                                .unwrap_or_default(),
-                            v.confidence
-                        ),
-                        (_, false) => format!(
-                            "unclassified ({})",
-                            v.why.as_deref().unwrap_or("no family stands out")
-                        ),
-                    };
+                    (_, true) => format!(
+                        "{}{} (confidence {:.2})",
+                        v.family,
+                        v.vector
+                            .as_deref()
+                            .map(|x| format!("/{x}"))
+                            .unwrap_or_default(),
+                        v.confidence
+                    ),
+                    (_, false) => format!(
+                        "unclassified ({})",
+                        v.why.as_deref().unwrap_or("no family stands out")
+                    ),
+                };
                 format!("incident {}: {what} at {rate}{from}{cost}", inc.id)
             }
             None => "restored".to_owned(),

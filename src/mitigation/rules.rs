@@ -203,7 +203,7 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
         }
     }
     // From a few sources: a rule per source, matching only them.
-    match few_sources(inc) {
+    let out: Vec<FlowSpecRule> = match few_sources(inc) {
         Some(sources) => out
             .into_iter()
             .flat_map(|r| {
@@ -214,8 +214,140 @@ pub fn flowspec(inc: &Incident, policy: &HostgroupMitigation) -> Vec<FlowSpecRul
             })
             .collect(),
         None => out,
+    };
+    // On part of a prefix: the rules on that part only.
+    match cover(inc.target(), &out, &now.details) {
+        Some(blocks) => out
+            .into_iter()
+            .flat_map(|r| {
+                blocks.iter().map(move |b| FlowSpecRule {
+                    dst: *b,
+                    ..r.clone()
+                })
+            })
+            .collect(),
+        None => out,
     }
 }
+
+/// Whether a record whose destination's low 64 bits are `low` (0: not
+/// known) falls in `dst`. The records held are all to the incident's
+/// target, so what the low bits cannot tell (an IPv6 prefix of /64 or
+/// shorter) is taken to match.
+fn dst_in(dst: IpNet, low: u64) -> bool {
+    if low == 0 {
+        return true;
+    }
+    match dst {
+        IpNet::V4(n) => n.contains(&std::net::Ipv4Addr::from(low as u32)),
+        IpNet::V6(n) => {
+            let len = n.prefix_len();
+            if len <= 64 {
+                return true;
+            }
+            let net = u128::from(n.network()) as u64;
+            let mask = u64::MAX << (128 - u32::from(len));
+            low & mask == net & mask
+        }
+    }
+}
+
+/// The sub-prefixes of a prefix incident's target that cover every
+/// destination its rules' samples went to, when they are at most
+/// [`MAX_COVER`] and together at most a quarter of the prefix's addresses:
+/// an attack on part of a prefix gets rules on that part, sparing the
+/// legitimate traffic of the rest (taken as spread over the prefix). None
+/// — the whole prefix — when the attack covers more, when the samples are
+/// too few to say where it goes ([`MIN_COVER_SAMPLES`]), or for an IPv6
+/// prefix of /64 or shorter (the records keep a destination's low 64 bits).
+pub fn cover(
+    target: IpNet,
+    rules: &[FlowSpecRule],
+    d: &crate::accounting::Details,
+) -> Option<Vec<IpNet>> {
+    if super::is_host(target) {
+        return None;
+    }
+    // Destinations as bits below the prefix, in a `width`-bit space.
+    let (width, fixed) = match target {
+        IpNet::V4(n) => (32u32, u32::from(n.prefix_len())),
+        IpNet::V6(n) if n.prefix_len() > 64 => (64, u32::from(n.prefix_len()) - 64),
+        IpNet::V6(_) => return None,
+    };
+    let keys: Vec<u64> = d
+        .seen
+        .items()
+        .iter()
+        .filter(|s| s.dst_low != 0 && rules.iter().any(|r| matches(r, s)))
+        .map(|s| {
+            if width == 32 {
+                s.dst_low & 0xffff_ffff
+            } else {
+                s.dst_low
+            }
+        })
+        .collect();
+    if keys.len() < MIN_COVER_SAMPLES {
+        return None;
+    }
+    // The longest block (prefix length in the space) holding all of `ks`.
+    let common = |ks: &[u64]| -> u32 {
+        let first = ks[0];
+        let differ = ks.iter().fold(0u64, |acc, k| acc | (k ^ first));
+        (differ.leading_zeros() - (64 - width)).min(width)
+    };
+    let block = |k: u64, len: u32| -> IpNet {
+        let keep = if len == 0 {
+            0
+        } else {
+            u64::MAX << (width - len)
+        } & (u64::MAX >> (64 - width));
+        let k = k & keep;
+        match target {
+            IpNet::V4(_) => {
+                IpNet::V4(ipnet::Ipv4Net::new((k as u32).into(), len as u8).unwrap_or_default())
+            }
+            IpNet::V6(n) => {
+                let high = u128::from(n.network()) & !u128::from(u64::MAX);
+                let addr = std::net::Ipv6Addr::from(high | u128::from(k));
+                IpNet::V6(ipnet::Ipv6Net::new(addr, (64 + len) as u8).unwrap_or_default())
+            }
+        }
+    };
+    let quarter = fixed + 2;
+    if quarter > width {
+        return None;
+    }
+    let whole = common(&keys);
+    if whole >= quarter {
+        return Some(vec![block(keys[0], whole)]);
+    }
+    // By quarter of the prefix: each quarter's keys in their own block.
+    let mut blocks = Vec::new();
+    let mut span = 0u128;
+    for q in 0..4u64 {
+        let part: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|k| (k >> (width - quarter)) & 3 == q)
+            .collect();
+        if part.is_empty() {
+            continue;
+        }
+        let len = common(&part);
+        span += 1u128 << (width - len);
+        blocks.push(block(part[0], len));
+    }
+    let quarter_span = 1u128 << (width - quarter);
+    (blocks.len() <= MAX_COVER && span <= quarter_span).then_some(blocks)
+}
+
+/// Sub-prefixes a prefix's rules are split over at most (each is a rule
+/// at the router).
+pub const MAX_COVER: usize = 4;
+
+/// Sampled records a cover is drawn from, at least.
+pub const MIN_COVER_SAMPLES: usize = 30;
 
 /// The share of an attack's sampled packets rules should match: rules are
 /// added for the families present until they do; below it, what the rules
@@ -533,6 +665,9 @@ pub fn collateral(rule: &FlowSpecRule, legit: &crate::detect::Legit) -> Option<f
 pub fn matches(rule: &FlowSpecRule, s: &crate::accounting::sketch::Seen) -> bool {
     use levee_collectors::record::flags;
     let in_ranges = |ranges: &[Range], v: u16| ranges.iter().any(|r| r.lo <= v && v <= r.hi);
+    if !dst_in(rule.dst, s.dst_low) {
+        return false;
+    }
     if let Some(src) = rule.src {
         if !src.contains(&s.src.ip()) {
             return false;

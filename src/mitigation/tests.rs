@@ -842,6 +842,7 @@ fn sampled(n: usize, seen: impl Fn(usize) -> crate::accounting::sketch::Seen) ->
 fn seen(protocol: u8, src_port: u16, flags: u8) -> crate::accounting::sketch::Seen {
     crate::accounting::sketch::Seen {
         src: Addr::v4([203, 0, 113, 7]),
+        dst_low: 0,
         weight: 100,
         src_port,
         dst_port: 443,
@@ -1499,5 +1500,68 @@ fn a_reload_withdraws_what_the_new_configuration_no_longer_allows() {
     assert!(
         announced(&out).iter().all(|(l, _)| *l != Level::Flowspec),
         "{out:?}"
+    );
+}
+
+#[test]
+fn an_attack_on_part_of_a_prefix_gets_rules_on_that_part() {
+    use crate::accounting::sketch::Seen;
+    // DNS answers sampled to the hosts `hosts(i)` of 192.0.2.0/24.
+    let spread = |hosts: &dyn Fn(usize) -> u8| {
+        let mut inc = prefix_incident(Family::Amplification, 0);
+        inc.current.verdict.components[0].vector = Some("dns".into());
+        inc.current.features.protocols = vec![17];
+        inc.current.details = Arc::new(sampled(200, |i| Seen {
+            dst_low: u64::from(u32::from(std::net::Ipv4Addr::new(192, 0, 2, hosts(i))))
+                | 0xffff_0000_0000,
+            length: 1400,
+            ..seen(17, 53, 0)
+        }));
+        inc.current.verdict.parts = inc.current.verdict.components.clone();
+        inc
+    };
+    let dsts = |inc: &Incident| -> Vec<String> {
+        rules::flowspec(inc, &HostgroupMitigation::default())
+            .iter()
+            .map(|r| r.dst.to_string())
+            .collect()
+    };
+    // All in 192.0.2.64/26: one rule there, not on the /24.
+    let part = spread(&|i| 64 + (i % 64) as u8);
+    assert_eq!(dsts(&part), ["192.0.2.64/26"]);
+    // Two small clusters in two quarters: a rule on each.
+    let two = spread(&|i| {
+        if i % 2 == 0 {
+            8 + (i % 8) as u8
+        } else {
+            200 + (i % 4) as u8
+        }
+    });
+    assert_eq!(dsts(&two), ["192.0.2.8/29", "192.0.2.200/30"]);
+    // Over the whole prefix: the prefix.
+    let all = spread(&|i| (i * 7 % 256) as u8);
+    assert_eq!(dsts(&all), ["192.0.2.0/24"]);
+    // The rules cover what they were drawn from.
+    let r = rules::flowspec(&two, &HostgroupMitigation::default());
+    assert_eq!(rules::coverage(r.iter(), &two.current.details), Some(1.0));
+    // The attack moves to another quarter: the engine's rules follow it,
+    // the new one announced before the old one goes.
+    let mut e = Engine::new(Arc::new(config()));
+    assert_eq!(flowspec_dsts(&e.incident(&part, 0)), ["192.0.2.64/26"]);
+    let mut moved = spread(&|i| 128 + (i % 64) as u8);
+    moved.last_over_ms = 20 * S;
+    let out = e.incident(&moved, 20 * S);
+    assert_eq!(flowspec_dsts(&out), ["192.0.2.128/26"], "{out:?}");
+    let first_withdrawal = out
+        .iter()
+        .position(|a| matches!(a, Action::Withdraw { .. }))
+        .expect("the old part's rule goes");
+    let announcement = out
+        .iter()
+        .position(|a| matches!(a, Action::Announce(_)))
+        .unwrap();
+    assert!(
+        announcement < first_withdrawal,
+        "make before break: {out:?}"
     );
 }
