@@ -111,6 +111,19 @@ fn dns_reflection_over_a_whole_slash_24_is_one_prefix_incident() {
     ]);
     for (how, found) in replay_both(&c, &s) {
         one_prefix_incident(how, &found, "192.0.2.0/24", "dns", 200);
+        // Within the detection budget of a second and a half of the
+        // attack's start (in capture time: the replay is exact).
+        let detected = humantime::parse_rfc3339(found[0]["detected_at"].as_str().unwrap())
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let after_ms = (detected - (levee_tools::scenario::T0_US + 1_300_000)) / 1000;
+        eprintln!("{how}: detected {after_ms} ms after the attack began");
+        assert!(
+            after_ms <= 1_500,
+            "{how}: detected {after_ms} ms after the attack began"
+        );
     }
     // Without prefix thresholds levee judges single hosts only, and each
     // is far under its limit: this is what the prefix limits are for.
@@ -239,4 +252,67 @@ fn a_prefix_wide_surge_its_baseline_has_learnt_raises_nothing() {
         "a fill four times the prefix's level: {:#?}",
         summary(&found)
     );
+}
+
+/// A carpet over the /24 and, during it, a flood on one of its hosts (over
+/// that host's own limit): two incidents — the prefix's and the host's —
+/// each naming the other in `linked`, not one merged into the other.
+#[test]
+fn a_host_flood_during_a_carpet_is_its_own_incident_linked_to_the_prefixs() {
+    let c = config(PREFIX_LIMITS);
+    let targets = carpet::addresses("192.0.2.0".parse().unwrap(), 24, 254, 7);
+    let victim: IpAddr = "192.0.2.77".parse().unwrap();
+    let s = attacks::merge(vec![
+        carpet::spread(
+            &Attack {
+                family: Family::Amplification(53),
+                target: targets[0],
+                pps: 120_000,
+                start_us: 1_000_000,
+                duration_s: 8,
+                sources: Sources::Hosts(500),
+            },
+            &targets,
+            71,
+        ),
+        attacks::attack(
+            &Attack {
+                family: Family::UdpFlood,
+                target: victim,
+                pps: 90_000,
+                start_us: 3_000_000,
+                duration_s: 4,
+                sources: Sources::Spoofed,
+            },
+            72,
+        ),
+        carpet::web(&targets, 2_000, 11, 73),
+    ]);
+    for (how, found) in replay_both(&c, &s) {
+        let scopes = summary(&found);
+        let prefix: Vec<&Value> = found.iter().filter(|i| i["scope"] == "prefix").collect();
+        let host: Vec<&Value> = found
+            .iter()
+            .filter(|i| i["scope"] == "host" && i["host"] == "192.0.2.77")
+            .collect();
+        assert_eq!((prefix.len(), host.len()), (1, 1), "{how}: {scopes:#?}");
+        let (p, h) = (prefix[0], host[0]);
+        assert_eq!(p["prefix"], "192.0.2.0/24", "{how}");
+        assert_eq!(h["family"], "udp_flood", "{how}");
+        let names = |i: &Value, id: &Value| {
+            i["linked"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x == id))
+        };
+        assert!(
+            names(p, &h["id"]),
+            "{how}: the prefix's links {}",
+            p["linked"]
+        );
+        assert!(
+            names(h, &p["id"]),
+            "{how}: the host's links {}",
+            h["linked"]
+        );
+    }
 }

@@ -76,6 +76,8 @@ fn wait_empty(bed: &Bed) -> bool {
 
 struct Carpet {
     name: &'static str,
+    /// The reflected service's port.
+    service: u64,
     prefix: (IpAddr, u8),
     attack: Vec<PacketSpec>,
     legit: Vec<PacketSpec>,
@@ -134,6 +136,10 @@ fn carpet_bombing_gets_one_rule_on_the_prefix_and_no_blackhole() {
         let len = if hosts[0].is_ipv6() { 64 } else { 24 };
         cases.push(Carpet {
             name,
+            service: match family {
+                Family::Amplification(port) => u64::from(port),
+                _ => 0,
+            },
             prefix: (mask(hosts[0], len), len),
             attack: attack.packets.iter().map(|p| p.spec).collect(),
             legit: legit.packets.iter().map(|p| p.spec).collect(),
@@ -146,6 +152,16 @@ fn carpet_bombing_gets_one_rule_on_the_prefix_and_no_blackhole() {
     let exports = export::sflow(&all, IpAddr::V4(Ipv4Addr::LOCALHOST), 100, 7, 1_000_000);
     let (wall_t0, sender) = send_at_pace(exports, levee.collector("sflow"));
     sender.join().unwrap();
+    // What the API, the mitigation log and the audit chain say of them.
+    let token = api_key(&levee.config, "ops", "read");
+    let get = |path: &str| -> serde_json::Value {
+        let r = http(levee.web, "GET", path, Some(&token), None);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    let incidents = get("/api/v1/incidents");
+    let mitigations = get("/api/v1/mitigations?log=1000");
+    let audit = get("/api/v1/audit?limit=1000");
     let emptied = wait_empty(&bed);
     let changes = watch.changes();
     let routes = flowspec(&changes);
@@ -176,6 +192,64 @@ fn carpet_bombing_gets_one_rule_on_the_prefix_and_no_blackhole() {
             failures.push(format!(
                 "{}: the first rule is not on the prefix: {}",
                 c.name, first.text
+            ));
+        }
+        // The attack's signature: UDP from the reflected service's port.
+        let values = |kind: u8| -> Vec<u64> {
+            first
+                .components
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .flat_map(|(_, terms)| terms.iter().map(|t| t.value))
+                .collect()
+        };
+        if values(levee_tools::flowspec::kind::PROTOCOL) != [17]
+            || values(levee_tools::flowspec::kind::SRC_PORT) != [c.service]
+        {
+            failures.push(format!(
+                "{}: the first rule is not UDP from port {}: {}",
+                c.name, c.service, first.text
+            ));
+        }
+        // One rule for the prefix at a time, never one per host.
+        let mut held: Vec<&Rule> = Vec::new();
+        let mut most = 0;
+        for (_, add, r) in &ours {
+            held.retain(|h| h.text != r.text);
+            if *add {
+                held.push(r);
+            }
+            most = most.max(held.len());
+        }
+        if most > 1 {
+            failures.push(format!("{}: {most} rules for the prefix at once", c.name));
+        }
+        // Its scope and prefix, wherever it shows.
+        let prefix = format!("{}/{}", c.prefix.0, c.prefix.1);
+        let is_ours =
+            |v: &serde_json::Value| v["scope"] == "prefix" && v["prefix"] == prefix.as_str();
+        if !incidents.as_array().unwrap().iter().any(is_ours) {
+            failures.push(format!("{}: no prefix incident in the API", c.name));
+        }
+        if !mitigations["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| is_ours(e) && e["action"] == "announce" && e["host"].is_null())
+        {
+            failures.push(format!(
+                "{}: no announcement with its scope in the mitigation log",
+                c.name
+            ));
+        }
+        if !audit["entries"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "mitigation.intent"
+                && e["details"]["intent"] == "announce"
+                && is_ours(&e["details"])
+        }) {
+            failures.push(format!(
+                "{}: no announcement with its scope in the audit chain",
+                c.name
             ));
         }
         if cover < 0.9 || legit > 0.05 {

@@ -362,6 +362,22 @@ fn an_upstream_says_whether_it_takes_ipv6_flowspec() {
     )
     .unwrap();
     assert!(!l.config.bgp.upstreams[0].flowspec_ipv6);
+    // Its own FlowSpec budget.
+    let l = parse(
+        Path::new("t.toml"),
+        &format!("[bgp]\n{up}max_flowspec = 10\n"),
+    )
+    .unwrap();
+    assert_eq!(l.config.bgp.upstreams[0].max_flowspec, Some(10));
+    assert_eq!(
+        parse(Path::new("t.toml"), &format!("[bgp]\n{up}"))
+            .unwrap()
+            .config
+            .bgp
+            .upstreams[0]
+            .max_flowspec,
+        None
+    );
 }
 
 #[test]

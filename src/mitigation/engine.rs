@@ -1213,8 +1213,11 @@ impl Engine {
         let route = Route::FlowSpec(FlowSpecRule { dst: p, ..merged });
         let mut m = self.mitigation(host, group, Level::Flowspec, route, now_ms);
         m.reason = format!(
-            "{}; aggregated with {} into {p} to fit max_flowspec = {}",
-            m.reason, old.route, self.cfg.mitigation.max_flowspec
+            "{}; aggregated with {} into {p} to fit the FlowSpec budget of {} (the smallest \
+             of [mitigation] max_flowspec and the upstreams')",
+            m.reason,
+            old.route,
+            self.budget(Level::Flowspec)
         );
         m.covers = covers;
         let why = format!("replaced by {} (aggregated into {p})", m.id);

@@ -259,7 +259,7 @@ fn dst_in(dst: IpNet, low: u64) -> bool {
 /// legitimate traffic of the rest (taken as spread over the prefix). None
 /// — the whole prefix — when the attack covers more, when the samples are
 /// too few to say where it goes ([`MIN_COVER_SAMPLES`]), or for an IPv6
-/// prefix of /64 or shorter (the records keep a destination's low 64 bits).
+/// prefix shorter than /64 (the records keep a destination's low 64 bits).
 pub fn cover(
     target: IpNet,
     rules: &[FlowSpecRule],
@@ -271,7 +271,7 @@ pub fn cover(
     // Destinations as bits below the prefix, in a `width`-bit space.
     let (width, fixed) = match target {
         IpNet::V4(n) => (32u32, u32::from(n.prefix_len())),
-        IpNet::V6(n) if n.prefix_len() > 64 => (64, u32::from(n.prefix_len()) - 64),
+        IpNet::V6(n) if n.prefix_len() >= 64 => (64, u32::from(n.prefix_len()) - 64),
         IpNet::V6(_) => return None,
     };
     let keys: Vec<u64> = d

@@ -1565,3 +1565,131 @@ fn an_attack_on_part_of_a_prefix_gets_rules_on_that_part() {
         "make before break: {out:?}"
     );
 }
+
+#[test]
+fn an_attack_on_part_of_an_ipv6_slash_64_gets_rules_on_that_part() {
+    use crate::accounting::sketch::Seen;
+    let mut inc = incident(
+        "2001:db8:0:7::",
+        Family::Amplification,
+        Some("ntp"),
+        100_000_000,
+        0,
+    );
+    inc.id = "inc-prefix6".into();
+    inc.prefix = Some("2001:db8:0:7::/64".parse().unwrap());
+    inc.current.features.protocols = vec![17];
+    // Interface ids 0x1000..0x10ff only.
+    inc.current.details = Arc::new(sampled(256, |i| Seen {
+        dst_low: 0x1000 + (i % 256) as u64,
+        length: 468,
+        ..seen(17, 123, 0)
+    }));
+    inc.current.verdict.parts = inc.current.verdict.components.clone();
+    let r = rules::flowspec(&inc, &HostgroupMitigation::default());
+    assert_eq!(r[0].dst.to_string(), "2001:db8:0:7::1000/120");
+    assert_eq!(rules::coverage(r.iter(), &inc.current.details), Some(1.0));
+}
+
+#[test]
+fn the_smallest_upstream_budget_is_the_routers_and_merging_says_so() {
+    // levee's own budget is roomy; an upstream takes one rule at most.
+    let mut c = config();
+    c.mitigation.max_flowspec = 100;
+    c.bgp.upstreams.push(crate::config::Upstream {
+        name: "transit-a".into(),
+        neighbor: "198.51.100.1".parse().unwrap(),
+        blackhole_community: None,
+        max_flowspec: Some(1),
+        flowspec_ipv6: true,
+    });
+    let mut e = Engine::new(Arc::new(c));
+    let syn = |host: &str| incident(host, Family::SynFlood, None, 100_000_000, 0);
+    e.incident(&syn("192.0.2.10"), 0);
+    let out = e.incident(&syn("192.0.2.11"), 0);
+    assert_eq!(flowspec_dsts(&out), ["192.0.2.10/31"], "{out:?}");
+    assert_eq!(e.active().len(), 1, "never more than the upstream takes");
+    let Some(Action::Announce(m)) = out.iter().find(|a| matches!(a, Action::Announce(_))) else {
+        unreachable!()
+    };
+    assert!(
+        m.reason.contains("aggregated with")
+            && m.reason.contains("to fit the FlowSpec budget of 1 "),
+        "{}",
+        m.reason
+    );
+}
+
+#[test]
+fn a_prefixs_ladder_keeps_the_guards_and_its_own_policy() {
+    use crate::accounting::class;
+    let refused = |out: &[Action], level: Level, text: &str| {
+        out.iter().any(|a| {
+            matches!(a, Action::Refuse { level: l, why, .. } if *l == level && why.contains(text))
+        })
+    };
+    // Its own normal traffic is mostly UDP: a UDP rule on the prefix
+    // would drop it, and is refused by the collateral guard.
+    let mut c = config();
+    c.hostgroups[0].mitigation.max_collateral = 0.3;
+    c.hostgroups[0].mitigation.ladder = vec![Level::Flowspec];
+    let mut e = Engine::new(Arc::new(c));
+    let mut inc = prefix_incident(Family::UdpFlood, 0);
+    inc.current.features.protocols = vec![17];
+    inc.legit.learnt = true;
+    inc.legit.pps[class::ALL] = 1000.0;
+    inc.legit.pps[class::UDP] = 900.0;
+    let out = e.incident(&inc, 0);
+    assert!(announced(&out).is_empty(), "{out:?}");
+    assert!(
+        refused(&out, Level::Flowspec, "legitimate packets"),
+        "{out:?}"
+    );
+    // A host of the prefix on the never list: nothing on the prefix.
+    let mut c = config();
+    c.mitigation.never = vec!["192.0.2.5/32".parse().unwrap()];
+    let mut e = Engine::new(Arc::new(c));
+    let out = e.incident(&prefix_incident(Family::SynFlood, 0), 0);
+    assert!(announced(&out).is_empty(), "{out:?}");
+    assert!(refused(&out, Level::Flowspec, "never-mitigate"), "{out:?}");
+    // RTBH of the whole prefix only when the hostgroup says so.
+    let rtbh_only = |prefix_rtbh: bool| {
+        let mut c = config();
+        c.hostgroups[0].mitigation.ladder = vec![Level::Rtbh];
+        c.hostgroups[0].mitigation.rtbh_min_bps = 1;
+        c.hostgroups[0].mitigation.prefix_rtbh = prefix_rtbh;
+        let mut e = Engine::new(Arc::new(c));
+        e.incident(&prefix_incident(Family::SynFlood, 0), 0)
+    };
+    let out = rtbh_only(false);
+    assert!(announced(&out).is_empty(), "{out:?}");
+    assert!(refused(&out, Level::Rtbh, "prefix_rtbh"), "{out:?}");
+    let out = rtbh_only(true);
+    assert_eq!(
+        announced(&out),
+        [(
+            Level::Rtbh,
+            Route::Blackhole(levee_bgp::BlackholeRoute {
+                prefix: "192.0.2.0/24".parse().unwrap(),
+                next_hop: "192.0.2.254".parse().unwrap(),
+                communities: vec![
+                    levee_bgp::Community::BLACKHOLE,
+                    levee_bgp::Community::NO_EXPORT
+                ],
+            })
+        )],
+        "{out:?}"
+    );
+    // Scrubbing diverts the prefix.
+    let mut c = config();
+    c.hostgroups[0].mitigation.ladder = vec![Level::Scrubbing];
+    c.scrubbing.communities = vec![levee_bgp::Community::new(65000, 666)];
+    let mut e = Engine::new(Arc::new(c));
+    let out = e.incident(&prefix_incident(Family::SynFlood, 0), 0);
+    let got = announced(&out);
+    assert_eq!(got.len(), 1, "{out:?}");
+    let (Level::Scrubbing, Route::Divert(d)) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(d.prefix.to_string(), "192.0.2.0/24");
+}
