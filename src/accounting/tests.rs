@@ -970,3 +970,10 @@ fn a_prefix_refused_room_is_counted_once_a_second_per_host() {
     }
     assert_eq!(s.stats.prefixes_refused, 1);
 }
+
+#[test]
+fn a_sampled_record_costs_what_the_docs_say() {
+    // ARCHITECTURE.md: 48 bytes a record, 256 a reservoir (12 KiB).
+    assert_eq!(std::mem::size_of::<super::sketch::Seen>(), 48);
+    assert_eq!(super::sketch::RESERVOIR, 256);
+}
