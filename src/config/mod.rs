@@ -908,17 +908,15 @@ fn read_config(d: &mut Diags, root: &DeTable<'_>, checks: Checks) -> Config {
         if let Some(n) = t.positive(d, "min_samples") {
             m.min_samples = n.into_inner();
         }
-        if let Some(s) = t.string(d, "without_evidence") {
-            match s.get_ref().as_str() {
-                "wait" => m.without_evidence = WithoutEvidence::Wait,
-                "next_level" => m.without_evidence = WithoutEvidence::NextLevel,
-                other => d.error(
-                    s.span(),
-                    format!(
-                        "`without_evidence` in [mitigation] is \"wait\" or \"next_level\", not {other:?}"
-                    ),
-                ),
-            }
+        if let Some(w) = t.choice(
+            d,
+            "without_evidence",
+            &[
+                ("wait", WithoutEvidence::Wait),
+                ("next_level", WithoutEvidence::NextLevel),
+            ],
+        ) {
+            m.without_evidence = w;
         }
         for (key, slot, max) in [
             ("shortest_prefix_v4", &mut m.shortest_prefix_v4, 32),
@@ -1430,29 +1428,19 @@ fn read_hostgroups(d: &mut Diags, groups: Vec<(Range<usize>, &DeTable<'_>)>) -> 
                     );
                 }
             }
-            if let Some(v) = m.string(d, "unknown_collateral") {
-                match v.get_ref().as_str() {
-                    "accept" => g.mitigation.unknown_collateral_ok = true,
-                    "refuse" => g.mitigation.unknown_collateral_ok = false,
-                    other => d.error(
-                        v.span(),
-                        format!(
-                            "`unknown_collateral` in [hostgroup.mitigation] is \"accept\" or \"refuse\", not {other:?}"
-                        ),
-                    ),
-                }
+            if let Some(ok) = m.choice(
+                d,
+                "unknown_collateral",
+                &[("accept", true), ("refuse", false)],
+            ) {
+                g.mitigation.unknown_collateral_ok = ok;
             }
-            if let Some(v) = m.string(d, "rollback_unknown") {
-                match v.get_ref().as_str() {
-                    "keep" => g.mitigation.rollback_unknown_withdraw = false,
-                    "withdraw" => g.mitigation.rollback_unknown_withdraw = true,
-                    other => d.error(
-                        v.span(),
-                        format!(
-                            "`rollback_unknown` in [hostgroup.mitigation] is \"keep\" or \"withdraw\", not {other:?}"
-                        ),
-                    ),
-                }
+            if let Some(w) = m.choice(
+                d,
+                "rollback_unknown",
+                &[("keep", false), ("withdraw", true)],
+            ) {
+                g.mitigation.rollback_unknown_withdraw = w;
             }
             if let Some(b) = m.bool(d, "prefix_rtbh") {
                 g.mitigation.prefix_rtbh = b;

@@ -140,6 +140,31 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
+    /// One of a few words (`"keep"` or `"withdraw"`), as its value; any
+    /// other string is an error naming them.
+    pub fn choice<T: Copy>(
+        &mut self,
+        d: &mut Diags,
+        key: &'static str,
+        words: &[(&str, T)],
+    ) -> Option<T> {
+        let s = self.string(d, key)?;
+        if let Some((_, v)) = words.iter().find(|(w, _)| *w == s.get_ref().as_str()) {
+            return Some(*v);
+        }
+        let named: Vec<String> = words.iter().map(|(w, _)| format!("{w:?}")).collect();
+        d.error(
+            s.span(),
+            format!(
+                "{} is {}, not {:?}",
+                self.describe(key),
+                named.join(" or "),
+                s.get_ref()
+            ),
+        );
+        None
+    }
+
     pub fn bool(&mut self, d: &mut Diags, key: &'static str) -> Option<bool> {
         let v = self.value(key)?;
         match v.get_ref() {

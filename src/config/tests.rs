@@ -36,6 +36,14 @@ fn broken_configs_give_exact_positions_and_messages() {
             &["1:2: unknown key `webb`; did you mean `web`?"],
         ),
         (
+            "a word that is none of a key's words",
+            format!("[mitigation]\nwithout_evidence = \"x\"\n{HG}[hostgroup.mitigation]\nunknown_collateral = \"y\"\n"),
+            &[
+                "2:20: `without_evidence` in [mitigation] is \"wait\" or \"next_level\", not \"x\"",
+                "7:22: `unknown_collateral` in [hostgroup.mitigation] is \"accept\" or \"refuse\", not \"y\"",
+            ],
+        ),
+        (
             "a rollback policy that is neither",
             format!("{HG}[hostgroup.mitigation]\nrollback_unknown = \"drop\"\n"),
             &["5:20: `rollback_unknown` in [hostgroup.mitigation] is \"keep\" or \"withdraw\", not \"drop\""],
