@@ -59,12 +59,17 @@ fn source(rng: &mut Rng, v6: bool) -> IpAddr {
     }
 }
 
-/// Web clients of `target`: SYNs, ACKs and requests to 443, `pps` of them.
-fn web(rng: &mut Rng, target: IpAddr, seconds: u64, pps: u64) -> Vec<Packet> {
-    let v6 = target.is_ipv6();
-    let clients: Vec<(IpAddr, u8)> = (0..300).map(|_| (source(rng, v6), path_ttl(rng))).collect();
-    stream(rng, 0, seconds, pps, |r, _| {
-        let (c, ttl) = clients[r.range(0, clients.len() as u64) as usize];
+/// Three hundred web clients of a host, each with its path's TTL.
+struct WebClients(Vec<(IpAddr, u8)>);
+
+impl WebClients {
+    fn new(rng: &mut Rng, v6: bool) -> WebClients {
+        WebClients((0..300).map(|_| (source(rng, v6), path_ttl(rng))).collect())
+    }
+
+    /// One client's packet to `target`: a SYN, an ACK or a request to 443.
+    fn packet(&self, r: &mut Rng, target: IpAddr) -> PacketSpec {
+        let (c, ttl) = self.0[r.range(0, self.0.len() as u64) as usize];
         let flags = *r.pick(&[0x02u8, 0x10, 0x18, 0x10]);
         PacketSpec {
             tcp_flags: flags,
@@ -72,7 +77,13 @@ fn web(rng: &mut Rng, target: IpAddr, seconds: u64, pps: u64) -> Vec<Packet> {
             ip_len: if flags == 0x18 { 600 } else { 60 },
             ..PacketSpec::tcp(c, target, r.range(1024, 65_000) as u16, 443)
         }
-    })
+    }
+}
+
+/// Web clients of `target`: SYNs, ACKs and requests to 443, `pps` of them.
+fn web(rng: &mut Rng, target: IpAddr, seconds: u64, pps: u64) -> Vec<Packet> {
+    let clients = WebClients::new(rng, target.is_ipv6());
+    stream(rng, 0, seconds, pps, |r, _| clients.packet(r, target))
 }
 
 /// Reflectors of a service: real hosts with path TTLs.
@@ -320,34 +331,18 @@ pub fn long_ipv6_chain(target: IpAddr, start_us: u64, seconds: u64, seed: u64) -
 pub fn paced(target: IpAddr, base: &[u64], extra: &[u64], seed: u64) -> Shaped {
     let mut rng = Rng::new(seed);
     let v6 = target.is_ipv6();
-    let clients: Vec<(IpAddr, u8)> = (0..300)
-        .map(|_| (source(&mut rng, v6), path_ttl(&mut rng)))
-        .collect();
-    let spread = |rng: &mut Rng, s: usize, n: u64, make: &mut dyn FnMut(&mut Rng) -> PacketSpec| {
-        let gap = 1_000_000 / n.max(1);
-        (0..n)
-            .map(|i| Packet {
-                time_us: T0_US + s as u64 * 1_000_000 + i * gap + rng.range(0, gap.max(1)),
-                spec: make(rng),
-            })
-            .collect::<Vec<_>>()
-    };
+    let clients = WebClients::new(&mut rng, v6);
+    // Each second's packets evenly spread over it: a stream of one second.
+    let second = |s: usize| s as u64 * 1_000_000;
     let mut legit = Vec::new();
     let mut attack = Vec::new();
     for (s, &n) in base.iter().enumerate() {
-        legit.extend(spread(&mut rng, s, n, &mut |r| {
-            let (c, ttl) = clients[r.range(0, clients.len() as u64) as usize];
-            let flags = *r.pick(&[0x02u8, 0x10, 0x18, 0x10]);
-            PacketSpec {
-                tcp_flags: flags,
-                ttl,
-                ip_len: if flags == 0x18 { 600 } else { 60 },
-                ..PacketSpec::tcp(c, target, r.range(1024, 65_000) as u16, 443)
-            }
+        legit.extend(stream(&mut rng, second(s), 1, n, |r, _| {
+            clients.packet(r, target)
         }));
     }
     for (s, &n) in extra.iter().enumerate() {
-        attack.extend(spread(&mut rng, s, n, &mut |r| PacketSpec {
+        attack.extend(stream(&mut rng, second(s), 1, n, |r, _| PacketSpec {
             ttl: 57,
             ..PacketSpec::udp(
                 source(r, v6),
