@@ -308,22 +308,26 @@ mod tests {
         assert!(end < 1.5 * start, "{start} → {end}");
     }
 
-    #[test]
-    fn a_slow_ramp_crosses_the_ceiling() {
+    /// The rate at which a ramp from 20 kpps to 200 kpps over `seconds`,
+    /// after [`steady_day`], first passes the limit.
+    fn ramp_crossing(seconds: u64) -> Option<f64> {
         let mut b = steady_day();
-        // From 20 kpps to 200 kpps over four hours: the hour-long mean
-        // follows, the day-long ceiling does not.
-        let mut crossed = None;
-        for i in 0..4 * 3600u64 {
-            let pps = 20_000.0 + 180_000.0 * i as f64 / (4.0 * 3600.0);
+        for i in 0..seconds {
+            let pps = 20_000.0 + 180_000.0 * i as f64 / seconds as f64;
             let (limit, _) = b.limits(&HOUR).unwrap();
             if pps > limit {
-                crossed = Some(pps);
-                break;
+                return Some(pps);
             }
             b.feed(86_400 + i, pps, 1e8, &HOUR);
         }
-        let at = crossed.expect("the ramp crossed the limit");
+        None
+    }
+
+    #[test]
+    fn a_slow_ramp_crosses_the_ceiling() {
+        // Over four hours: the hour-long mean follows, the day-long
+        // ceiling does not.
+        let at = ramp_crossing(4 * 3600).expect("the ramp crossed the limit");
         assert!(at < 100_000.0, "crossed at {at} pps");
     }
 
@@ -332,19 +336,7 @@ mod tests {
     /// it, and only if the ramp does not feed the ceiling as well.
     #[test]
     fn a_ramp_the_window_follows_meets_the_ceiling() {
-        let mut b = steady_day();
-        let ramp = 48 * 3600u64;
-        let mut crossed = None;
-        for i in 0..ramp {
-            let pps = 20_000.0 + 180_000.0 * i as f64 / ramp as f64;
-            let (limit, _) = b.limits(&HOUR).unwrap();
-            if pps > limit {
-                crossed = Some(pps);
-                break;
-            }
-            b.feed(86_400 + i, pps, 1e8, &HOUR);
-        }
-        let at = crossed.expect("the ramp crossed the limit");
+        let at = ramp_crossing(48 * 3600).expect("the ramp crossed the limit");
         assert!(at < 30_000.0, "crossed at {at} pps");
     }
 }

@@ -5,6 +5,16 @@ use crate::accounting::{Counters, Outbound};
 
 const HOST: Addr = Addr::v4([192, 0, 2, 10]);
 
+/// Baselines of a minute's window, learnt in two, with a day's ceiling.
+const MINUTE: Params = Params {
+    alpha: 1.0 / 60.0,
+    long_alpha: 1.0 / 86_400.0,
+    learning_s: 120,
+    sigma: 4.0,
+    floor_pps: 1000.0,
+    floor_bps: 1.0,
+};
+
 fn settings(pps: u64, trigger_seconds: u32, baseline: Option<Params>) -> Settings {
     Settings {
         thresholds: vec![Thresholds {
@@ -37,6 +47,14 @@ fn second(addr: Addr, pps: u32) -> HostSecond {
         outbound: Outbound::default(),
         details: None,
     }
+}
+
+/// A second of `pps` TCP packets to [`HOST`] (a web server's own traffic).
+fn web(pps: u32) -> HostSecond {
+    let mut h = second(HOST, pps);
+    h.inbound.packets[class::UDP] = 0;
+    h.inbound.packets[class::TCP] = pps;
+    h
 }
 
 fn started(events: &[Event]) -> Vec<&Incident> {
@@ -136,14 +154,7 @@ fn sustained_triggers_need_their_seconds() {
 
 #[test]
 fn baselines_judge_each_host_by_its_own_normal() {
-    let p = Params {
-        alpha: 1.0 / 60.0,
-        long_alpha: 1.0 / 86_400.0,
-        learning_s: 120,
-        sigma: 4.0,
-        floor_pps: 1000.0,
-        floor_bps: 1.0,
-    };
+    let p = MINUTE;
     // Static limits far away: only baselines can speak.
     let mut d = Detector::new(settings(10_000_000, 1, Some(p)));
     let (busy, quiet) = (Addr::v4([192, 0, 2, 1]), Addr::v4([192, 0, 2, 2]));
@@ -402,12 +413,6 @@ fn a_spray_of_addresses_cannot_fill_the_detector_for_good() {
 #[test]
 fn an_attack_does_not_decay_the_hosts_normal_traffic_to_nothing() {
     let mut d = Detector::new(settings(10_000, 1, None));
-    let web = |pps| {
-        let mut h = second(HOST, pps);
-        h.inbound.packets[class::UDP] = 0;
-        h.inbound.packets[class::TCP] = pps;
-        h
-    };
     for t in 0..60 {
         d.on_second(1_000 + t, vec![web(200)]);
     }
@@ -431,14 +436,7 @@ fn a_prefix_state_costs_what_the_docs_say() {
 
 #[test]
 fn prefix_baselines_come_back_after_a_restart_where_they_still_fit() {
-    let p = Params {
-        alpha: 1.0 / 60.0,
-        long_alpha: 1.0 / 86_400.0,
-        learning_s: 120,
-        sigma: 4.0,
-        floor_pps: 1000.0,
-        floor_bps: 1.0,
-    };
+    let p = MINUTE;
     let with_len = |len_v4: u8| {
         let mut s = settings(10_000_000, 1, Some(p));
         s.prefixes = vec![Some(prefix::PrefixSettings {
@@ -568,12 +566,6 @@ fn many_host_incidents_inside_a_prefix_are_not_its_incident_in_looks_or_seconds(
 
 #[test]
 fn the_hosts_normal_traffic_comes_back_after_a_restart() {
-    let web = |pps| {
-        let mut h = second(HOST, pps);
-        h.inbound.packets[class::UDP] = 0;
-        h.inbound.packets[class::TCP] = pps;
-        h
-    };
     let mut d = Detector::new(settings(10_000, 1, None));
     for t in 0..60 {
         d.on_second(1_000 + t, vec![web(200)]);

@@ -621,29 +621,37 @@ fn rules_of_different_shapes_or_too_wide_a_prefix_are_not_aggregated() {
     assert!(announced(&a).is_empty(), "{a:?}");
 }
 
+/// Twenty seconds of `inc` on a host whose established TCP was 190 pps
+/// before it (learnt) and is `after_rule` from 2 s on, the rule going out
+/// at once: every action the engine took.
+fn rolled_out(e: &mut Engine, mut inc: Incident, after_rule: u64) -> Vec<Action> {
+    use crate::accounting::class;
+    inc.legit.learnt = true;
+    inc.legit.pps[class::ALL] = 300.0;
+    inc.legit.pps[class::TCP] = 200.0;
+    inc.legit.pps[class::TCP_SYN] = 10.0;
+    inc.timeline.clear();
+    let mut all = Vec::new();
+    for t in 0..=20u64 {
+        inc.last_over_ms = t * S;
+        inc.timeline.push(Point {
+            second: t,
+            pps: 12_500,
+            bps: 100_000_000,
+            est_tcp: if t >= 2 { after_rule } else { 190 },
+            samples: 0,
+        });
+        all.extend(e.incident(&inc, t * S));
+    }
+    all
+}
+
 #[test]
 fn a_rule_that_starves_established_sessions_is_rolled_back() {
-    use crate::accounting::class;
     let run = |after_rule: u64| -> (Vec<Action>, Engine) {
         let mut e = Engine::new(Arc::new(config()));
-        let mut inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
-        inc.legit.learnt = true;
-        inc.legit.pps[class::ALL] = 300.0;
-        inc.legit.pps[class::TCP] = 200.0;
-        inc.legit.pps[class::TCP_SYN] = 10.0;
-        inc.timeline.clear();
-        let mut all = Vec::new();
-        for t in 0..=20u64 {
-            inc.last_over_ms = t * S;
-            inc.timeline.push(Point {
-                second: t,
-                pps: 12_500,
-                bps: 100_000_000,
-                est_tcp: if t >= 2 { after_rule } else { 190 },
-                samples: 0,
-            });
-            all.extend(e.incident(&inc, t * S));
-        }
+        let inc = incident("192.0.2.10", Family::SynFlood, None, 100_000_000, 0);
+        let all = rolled_out(&mut e, inc, after_rule);
         (all, e)
     };
     // The rule goes out at 0 s; established TCP collapses from 190 to 20.
@@ -675,7 +683,6 @@ fn a_rule_that_starves_established_sessions_is_rolled_back() {
 
 #[test]
 fn a_rule_that_matches_no_tcp_is_watched_as_the_policy_says() {
-    use crate::accounting::class;
     // A DNS reflection: the rule matches UDP from port 53 only. Established
     // TCP collapses from 190 to 20 pps after it (the host cannot resolve,
     // say), but nothing ties the fall to that rule.
@@ -695,23 +702,7 @@ fn a_rule_that_matches_no_tcp_is_watched_as_the_policy_says() {
             length: 1400,
             ..seen(17, 53, 0)
         }));
-        inc.legit.learnt = true;
-        inc.legit.pps[class::ALL] = 300.0;
-        inc.legit.pps[class::TCP] = 200.0;
-        inc.legit.pps[class::TCP_SYN] = 10.0;
-        inc.timeline.clear();
-        let mut all = Vec::new();
-        for t in 0..=20u64 {
-            inc.last_over_ms = t * S;
-            inc.timeline.push(Point {
-                second: t,
-                pps: 12_500,
-                bps: 100_000_000,
-                est_tcp: if t >= 2 { 20 } else { 190 },
-                samples: 0,
-            });
-            all.extend(e.incident(&inc, t * S));
-        }
+        let all = rolled_out(&mut e, inc, 20);
         (all, e)
     };
     let rolled = |a: &[Action]| {
