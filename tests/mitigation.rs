@@ -157,6 +157,18 @@ fn announce(levee: &Levee, token: &str, body: &str) {
     assert_eq!(r.status, 201, "{}", r.body);
 }
 
+/// Withdraws mitigation `id` over the API; it must be withdrawn.
+fn withdraw(levee: &Levee, token: &str, id: &str) {
+    let r = http(
+        levee.web,
+        "DELETE",
+        &format!("/api/v1/mitigations/{id}"),
+        Some(token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// The mitigation in force at `level` (there must be one).
 fn in_force(levee: &Levee, token: &str, level: &str) -> Value {
     let m = mitigations(levee, token);
@@ -402,15 +414,7 @@ fn reconciliation_repairs_both_ways_after_a_kill_and_a_speaker_restart() {
     // Manual withdrawal.
     let m = mitigations(&levee, &token);
     for a in m["active"].as_array().unwrap() {
-        let id = a["id"].as_str().unwrap();
-        let r = http(
-            levee.web,
-            "DELETE",
-            &format!("/api/v1/mitigations/{id}"),
-            Some(&token),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
+        withdraw(&levee, &token, a["id"].as_str().unwrap());
     }
     router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
         !rib.contains("192.0.2.10/32")
@@ -823,14 +827,7 @@ fn a_withdrawal_the_store_could_not_record_is_not_undone() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = http(
-        levee.web,
-        "DELETE",
-        &format!("/api/v1/mitigations/{id}"),
-        Some(&token),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    withdraw(&levee, &token, &id);
     router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
         !rib.contains("192.0.2.10/32")
     });
