@@ -863,3 +863,49 @@ fn a_withdrawal_the_store_could_not_record_is_not_undone() {
         .count();
     assert_eq!(withdrawals, 1, "{audit}");
 }
+
+/// A mitigation in force when levee stops, and a configuration that no
+/// longer allows it when levee starts again (its host now on the never
+/// list): it is withdrawn at start-up — at the router, from what levee
+/// shows in force, and from the intents — saying why.
+#[test]
+fn what_a_new_configuration_forbids_is_withdrawn_at_start() {
+    let bed = bed();
+    let config = config(&bed, "");
+    let mut levee = Levee::start(&config);
+    let token = api_key(&config, "ops", "write");
+    wait_for_gobgpd(&levee);
+    announce(
+        &levee,
+        &token,
+        "{\"host\": \"192.0.2.10\", \"level\": \"rtbh\", \"ttl\": \"10m\"}",
+    );
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        rib.contains("192.0.2.10/32")
+    });
+    levee.signal(libc::SIGKILL);
+    levee.wait();
+    // The host goes on the never list while levee is down.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[mitigation]\nnever = [\"192.0.2.10/32\"]\n"),
+    )
+    .unwrap();
+    let levee = Levee::start(&config);
+    router_until(&bed, "ipv4", Duration::from_secs(10), |rib| {
+        !rib.contains("192.0.2.10/32")
+    });
+    let m = mitigations(&levee, &token);
+    assert_eq!(m["active"], serde_json::json!([]), "{m}");
+    let out = cli(&["mitigation", "list", "--config", config.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no intent left");
+    drop(levee);
+    let (audit, _) = export(&config, "jsonl");
+    assert!(
+        audit.lines().any(|l| l.contains("mitigation.intent")
+            && l.contains("the configuration no longer allows it")
+            && l.contains("never-mitigate")),
+        "{audit}"
+    );
+}

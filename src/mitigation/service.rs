@@ -287,6 +287,10 @@ impl Task {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What was restored is held to the configuration levee starts with
+        // (it may have changed while levee was down), as a reload would.
+        let actions = self.engine.reconfigure(self.cfg.clone());
+        self.apply(actions).await;
         loop {
             tokio::select! {
                 inc = incidents.recv() => {
