@@ -1,5 +1,5 @@
 //! How incidents are shown: the JSON object of `levee replay` and the API
-//! (the fields INTERFACES.md fixes, and more), and one line of text.
+//! (the fields docs/replay.md documents), and one line of text.
 
 use serde_json::{json, Value};
 

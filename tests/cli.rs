@@ -1,4 +1,4 @@
-//! The CLI contract of INTERFACES.md for `check-config` and `audit`: exit
+//! The CLI contract of docs/cli.md for `check-config` and `audit`: exit
 //! codes, the `PATH:LINE:COL: message` lines, `ok N entries`, and that
 //! `audit verify` names the first bad entry. The offline verifier in
 //! `scripts/audit-verify.py` must agree with levee on the same files.
